@@ -1,0 +1,73 @@
+//! Layer 6, the command line: parses arguments, runs one command, maps the outcome to borg's exit
+//! codes (0 success, 1 warning, 2 error) and prints errors as one line on stderr.
+
+mod benchmark;
+mod debug;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes shared with borg.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "mailcow-borg",
+    version,
+    about = "Backups of a dockerized mailcow into BorgBackup 1.x repositories"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Low-level tools for checking compatibility with borg.
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
+    /// Measure this machine's speed.
+    #[command(subcommand)]
+    Benchmark(benchmark::BenchmarkCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout (exit 0) and usage errors to stderr (exit 2,
+            // like borg's argparse).
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+        }
+    };
+    let result = match cli.command {
+        Command::Debug(cmd) => debug::run(cmd),
+        Command::Benchmark(cmd) => benchmark::run(cmd),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) if is_broken_pipe(&e) => EXIT_OK,
+        Err(e) => {
+            eprintln!("mailcow-borg: error: {}", one_line(&e));
+            EXIT_ERROR
+        }
+    }
+}
+
+/// A reader of our output that went away (`| head`) is not an error worth reporting.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line: "what happened: why".
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,23 @@
+//! Layer 1, the borg 1.x format core: pure functions over bytes, no I/O.
+//!
+//! Everything a borg 1.x repository stores passes through here: keys ([`key`]), the encryption
+//! envelope and ids ([`envelope`]), compression ([`compress`]), metadata authentication ([`tam`]),
+//! the chunker ([`chunker`]), borg's msgpack dialect ([`msgpack`]) and the manifest, archive and
+//! item models built on it. `shared/spec/borg1.md` is the reference; tests prove each piece against
+//! real borg.
+
+pub mod archive;
+pub mod chunker;
+pub mod compress;
+pub mod envelope;
+mod fields;
+pub mod item;
+pub mod key;
+pub mod manifest;
+pub mod msgpack;
+pub mod tam;
+
+pub use fields::InvalidObject;
+
+/// Largest stored (encrypted) object borg accepts (`MAX_DATA_SIZE`).
+pub const MAX_DATA_SIZE: usize = 20_971_479;

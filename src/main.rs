@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(mailcow_borg::cli::run());
+}
