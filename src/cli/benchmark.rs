@@ -2,6 +2,7 @@
 //! borg 2's command of that name. Single-threaded figures, so they compare directly with borg's.
 
 use std::hint::black_box;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
@@ -27,7 +28,7 @@ pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<()> {
             if !(seconds > 0.0 && seconds <= 60.0) {
                 anyhow::bail!("--seconds must be between 0 and 60");
             }
-            cpu(Duration::from_secs_f64(seconds));
+            cpu(Duration::from_secs_f64(seconds), &mut io::stdout().lock())?;
             Ok(())
         }
     }
@@ -85,14 +86,15 @@ fn throughput(budget: Duration, bytes: usize, mut f: impl FnMut()) -> f64 {
     (bytes as f64 * rounds as f64) / start.elapsed().as_secs_f64() / 1e6
 }
 
-fn report(section: &str, rows: Vec<(String, f64)>) {
-    println!("{section}");
+fn report(out: &mut impl Write, section: &str, rows: Vec<(String, f64)>) -> io::Result<()> {
+    writeln!(out, "{section}")?;
     for (name, mbs) in rows {
-        println!("  {name:<32} {mbs:>9.0} MB/s");
+        writeln!(out, "  {name:<40} {mbs:>7.0} MB/s")?;
     }
+    out.flush()
 }
 
-fn cpu(budget: Duration) {
+fn cpu(budget: Duration, out: &mut impl Write) -> io::Result<()> {
     let random = noise(64 << 20);
     let block = &random[..8 << 20];
     let textual = text(8 << 20);
@@ -112,7 +114,7 @@ fn cpu(budget: Duration) {
             (spec.to_string(), mbs)
         })
         .collect();
-    report("Chunkers", chunkers);
+    report(out, "Chunkers", chunkers)?;
 
     let keys: Vec<(&str, ObjectKey)> = vec![
         ("none (sha256)", ObjectKey::plaintext()),
@@ -128,7 +130,7 @@ fn cpu(budget: Duration) {
             (format!("id hash {name}"), mbs)
         })
         .collect();
-    report("Id hashes", hashes);
+    report(out, "Id hashes", hashes)?;
 
     let envelopes = keys[1..]
         .iter()
@@ -139,7 +141,7 @@ fn cpu(budget: Duration) {
             (format!("encrypt {name}"), mbs)
         })
         .collect();
-    report("Encryption (AES-256-CTR + MAC)", envelopes);
+    report(out, "Encryption (AES-256-CTR + MAC)", envelopes)?;
 
     let mut compressors = Vec::new();
     for spec in ["lz4", "zstd,1", "zstd,3", "zlib,6", "auto,zstd,3"] {
@@ -159,7 +161,7 @@ fn cpu(budget: Duration) {
         });
         compressors.push((format!("decompress {spec} (text)"), mbs));
     }
-    report("Compression", compressors);
+    report(out, "Compression", compressors)
 }
 
 fn key(key_type: KeyType) -> ObjectKey {

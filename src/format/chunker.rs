@@ -241,16 +241,45 @@ impl Buzhash {
         let first = self.min;
         // Candidates c with c + W < end; the last one is end - W - 1.
         let last = end - w - 1;
-        let mut h = self.hash(&data[first..first + w]);
-        let leaving = &data[first..last];
-        let entering = &data[first + w..last + w];
-        for (i, (&out, &inp)) in leaving.iter().zip(entering).enumerate() {
-            if h & self.mask == 0 {
-                return first + i;
-            }
-            h = self.roll(h, out, inp);
+        let h = self.hash(&data[first..first + w]);
+        match self.scan(h, &data[first..last], &data[first + w..last + w]) {
+            Some(t) => first + t,
+            None => end,
         }
-        if h & self.mask == 0 { last } else { end }
+    }
+
+    /// Finds the first `t` in `0..=leaving.len()` whose rolled hash has no mask bits set, where
+    /// the hash at `t = 0` is `h` and step `t` drops `leaving[t]` and appends `entering[t]`.
+    ///
+    /// The obvious loop `h = rotl(h, 1) ^ x` costs two dependent operations per byte. Tracking
+    /// `g_t = rotr(h_t, t)` instead turns the recurrence into `g_{t+1} = g_t ^ rotr(x_t, t + 1)`, a
+    /// single xor on the critical path, while the test `rotl(g_t, t) & mask == 0` becomes
+    /// `g_t & rotr(mask, t) == 0`. In blocks of 32 bytes every rotation count is a constant.
+    fn scan(&self, h: u32, leaving: &[u8], entering: &[u8]) -> Option<usize> {
+        let masks: [u32; 32] = std::array::from_fn(|j| self.mask.rotate_right(j as u32));
+        let step = |out: u8, inp: u8, j: usize| {
+            (self.table_out[out as usize] ^ self.table[inp as usize])
+                .rotate_right((j as u32 + 1) % 32)
+        };
+        let mut g = h;
+        let blocks = leaving.chunks_exact(32).zip(entering.chunks_exact(32));
+        for (b, (out, inp)) in blocks.enumerate() {
+            for j in 0..32 {
+                if g & masks[j] == 0 {
+                    return Some(b * 32 + j);
+                }
+                g ^= step(out[j], inp[j], j);
+            }
+        }
+        let done = leaving.len() / 32 * 32;
+        for t in done..leaving.len() {
+            if g & masks[t % 32] == 0 {
+                return Some(t);
+            }
+            g ^= step(leaving[t], entering[t], t % 32);
+        }
+        let t = leaving.len();
+        (g & masks[t % 32] == 0).then_some(t)
     }
 }
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs the oracles (real borg 1.4.5 from
+# PyPI, Debian's borg 1.2.x, openssh-server), builds the static release binary, runs every test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup-oracles.sh
+cargo build --release --locked
+cargo test --locked --all-targets

@@ -1,0 +1,260 @@
+//! Shared harness for the integration tests: where the real borg oracles are, how to run the
+//! Python oracle, and a reader for repositories real borg left on disk (`testdata/repos`).
+//!
+//! The oracles are found through environment variables with defaults, the same ones
+//! `scripts/setup-oracles.sh` documents:
+//!   MCB_BORG14  borg 1.4.5 from PyPI  (default: .oracle/venv-borg-1.4.5/bin/borg)
+//!   MCB_BORG12  Debian's borg 1.2.x   (default: /usr/bin/borg)
+//! A missing oracle fails the test with instructions; tests never skip silently.
+
+#![allow(dead_code)] // each test binary uses its own subset of the harness
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey};
+use mailcow_borg::format::key::{EncryptedKey, KeyType, Keyfile, parse_hex32};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn oracle_path(var: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    assert!(
+        path.exists(),
+        "{var}: {} does not exist; run scripts/setup-oracles.sh (or set {var})",
+        path.display()
+    );
+    path
+}
+
+pub fn borg14() -> PathBuf {
+    oracle_path(
+        "MCB_BORG14",
+        repo_root().join(".oracle/venv-borg-1.4.5/bin/borg"),
+    )
+}
+
+pub fn borg12() -> PathBuf {
+    oracle_path("MCB_BORG12", PathBuf::from("/usr/bin/borg"))
+}
+
+/// The Python interpreter that has borg 1.4.5's modules: the one beside `MCB_BORG14`.
+pub fn borg14_python() -> PathBuf {
+    let python = borg14().with_file_name("python");
+    assert!(python.exists(), "no python beside {}", borg14().display());
+    python
+}
+
+/// Runs `tests/oracle/borg_oracle.py` with borg 1.4.5's Python; returns stdout, panics on failure.
+pub fn oracle(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let script = repo_root().join("tests/oracle/borg_oracle.py");
+    let mut child = Command::new(borg14_python())
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the borg oracle");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("feed the oracle");
+    let out = child.wait_with_output().expect("oracle output");
+    assert!(
+        out.status.success(),
+        "oracle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    mailcow_borg::format::key::hex(bytes)
+}
+
+pub fn unhex(text: &str) -> Vec<u8> {
+    assert!(text.len().is_multiple_of(2), "odd hex {text:?}");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// A repository made by real borg, read straight from its segment files.
+pub struct DiskRepo {
+    pub name: String,
+    pub dir: PathBuf,
+    pub id: [u8; 32],
+    /// The repokey text from `config`, if any.
+    pub config_key: Option<String>,
+    /// Current objects: PUTs not superseded or deleted, in committed segments.
+    pub objects: HashMap<ObjectId, Vec<u8>>,
+    /// The fixture's metadata (`testdata/repos/<name>.json`).
+    pub meta: serde_json::Value,
+}
+
+impl DiskRepo {
+    pub fn fixture(name: &str) -> DiskRepo {
+        let base = repo_root().join("testdata/repos");
+        let meta_text = std::fs::read_to_string(base.join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("fixture {name}: {e}; run testdata/gen-fixtures.sh"));
+        let mut repo = DiskRepo::open(&base.join(name));
+        repo.name = name.to_string();
+        repo.meta = serde_json::from_str(&meta_text).expect("fixture json");
+        repo
+    }
+
+    /// Every fixture repository name (`borg14-repokey`, ...), sorted.
+    pub fn fixture_names() -> Vec<String> {
+        let base = repo_root().join("testdata/repos");
+        let mut names: Vec<String> = std::fs::read_dir(&base)
+            .unwrap_or_else(|e| panic!("{}: {e}", base.display()))
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn open(dir: &Path) -> DiskRepo {
+        let config = std::fs::read_to_string(dir.join("config")).expect("repo config");
+        let (id, config_key) = parse_config(&config);
+        DiskRepo {
+            name: dir.display().to_string(),
+            dir: dir.to_path_buf(),
+            id,
+            config_key,
+            objects: read_segments(&dir.join("data")),
+            meta: serde_json::Value::Null,
+        }
+    }
+
+    pub fn manifest_object(&self) -> &[u8] {
+        self.objects
+            .get(&MANIFEST_ID)
+            .expect("repository has a manifest")
+    }
+
+    /// The key type, read (as borg does) from the manifest's first byte.
+    pub fn key_type(&self) -> KeyType {
+        KeyType::from_byte(self.manifest_object()[0]).expect("known key type")
+    }
+
+    /// The encrypted key blob: from the repository config or the fixture's key file.
+    pub fn encrypted_key(&self) -> Option<EncryptedKey> {
+        if let Some(text) = &self.config_key {
+            return Some(EncryptedKey::from_text(text).expect("config key parses"));
+        }
+        let keyfile = repo_root().join(format!("testdata/repos/{}.key", self.name));
+        let content = std::fs::read_to_string(&keyfile).ok()?;
+        let kf = Keyfile::parse(&content).expect("keyfile parses");
+        kf.check_repository(&self.id)
+            .expect("keyfile matches repository");
+        Some(kf.key)
+    }
+
+    pub fn passphrase(&self) -> String {
+        self.meta["passphrase"].as_str().unwrap_or("").to_string()
+    }
+
+    /// The unlocked key, with the fixture's passphrase.
+    pub fn object_key(&self) -> ObjectKey {
+        match self.encrypted_key() {
+            None => ObjectKey::plaintext(),
+            Some(blob) => {
+                let material = blob
+                    .open(self.passphrase().as_bytes())
+                    .expect("fixture passphrase opens the key");
+                ObjectKey::new(self.key_type(), material)
+            }
+        }
+    }
+}
+
+/// `id` and the (tab-continued) `key` value of a repository config.
+fn parse_config(config: &str) -> ([u8; 32], Option<String>) {
+    let mut id = None;
+    let mut key: Option<String> = None;
+    let mut in_key = false;
+    for line in config.lines() {
+        if in_key && (line.starts_with('\t') || line.starts_with(' ')) {
+            let k = key.as_mut().expect("key started");
+            k.push('\n');
+            k.push_str(line.trim());
+            continue;
+        }
+        in_key = false;
+        if let Some((name, value)) = line.split_once('=') {
+            match name.trim() {
+                "id" => id = parse_hex32(value.trim()),
+                "key" => {
+                    key = Some(value.trim().to_string());
+                    in_key = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    (id.expect("config has an id"), key.filter(|k| !k.is_empty()))
+}
+
+const TAG_PUT: u8 = 0;
+const TAG_DELETE: u8 = 1;
+const TAG_COMMIT: u8 = 2;
+
+/// Replays borg's segment files (spec §2.1): PUT adds or supersedes, DELETE removes; only
+/// segments up to the last COMMIT count. CRCs are checked.
+fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
+    let mut segments: Vec<(u64, PathBuf)> = Vec::new();
+    for dir in std::fs::read_dir(data_dir).expect("data dir") {
+        for seg in std::fs::read_dir(dir.expect("entry").path()).expect("segment dir") {
+            let path = seg.expect("entry").path();
+            if let Some(n) = path.file_name().and_then(|n| n.to_str()?.parse().ok()) {
+                segments.push((n, path));
+            }
+        }
+    }
+    segments.sort();
+    let mut committed: HashMap<ObjectId, Vec<u8>> = HashMap::new();
+    let mut pending = committed.clone();
+    for (_, path) in segments {
+        let bytes = std::fs::read(&path).expect("segment");
+        assert_eq!(&bytes[..8], b"BORG_SEG", "{}", path.display());
+        let mut pos = 8;
+        while pos < bytes.len() {
+            let crc = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
+            let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            let entry = &bytes[pos..pos + size];
+            assert_eq!(
+                crc32fast::hash(&entry[4..]),
+                crc,
+                "CRC in {}",
+                path.display()
+            );
+            let tag = entry[8];
+            match tag {
+                TAG_PUT | TAG_DELETE => {
+                    let id: ObjectId = entry[9..41].try_into().unwrap();
+                    if tag == TAG_PUT {
+                        pending.insert(id, entry[41..].to_vec());
+                    } else {
+                        pending.remove(&id);
+                    }
+                }
+                TAG_COMMIT => committed = pending.clone(),
+                other => panic!("unknown segment tag {other} in {}", path.display()),
+            }
+            pos += size;
+        }
+    }
+    committed
+}
