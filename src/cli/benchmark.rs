@@ -1,14 +1,17 @@
 //! `mailcow-borg benchmark cpu`: the throughput of each format primitive on this machine, like
-//! borg 2's command of that name. Single-threaded figures, so they compare directly with borg's.
+//! borg 2's command of that name. Single-threaded figures, so they compare directly with borg's
+//! (`scripts/bench-vs-borg.sh` runs borg's own primitives on the same data).
 
 use std::hint::black_box;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::format::chunker::{Chunker, ChunkerParams};
-use crate::format::compress::Compression;
+use crate::format::compress::{self, Compression};
 use crate::format::envelope::ObjectKey;
 use crate::format::key::{KeyMaterial, KeyType};
 
@@ -19,19 +22,67 @@ pub enum BenchmarkCommand {
         /// Seconds to spend on each measurement (more is steadier).
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
+        /// Incompressible sample data (default: generated, 8 MiB).
+        #[arg(long)]
+        random: Option<PathBuf>,
+        /// Compressible sample data, e.g. some of your own mail (default: generated, 8 MiB).
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// Print one JSON object per measurement instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchmarkCommand::Cpu { seconds } => {
-            if !(seconds > 0.0 && seconds <= 60.0) {
-                anyhow::bail!("--seconds must be between 0 and 60");
-            }
-            cpu(Duration::from_secs_f64(seconds), &mut io::stdout().lock())?;
-            Ok(())
+    let BenchmarkCommand::Cpu {
+        seconds,
+        random,
+        text,
+        json,
+    } = cmd;
+    if !(seconds > 0.0 && seconds <= 60.0) {
+        anyhow::bail!("--seconds must be between 0 and 60");
+    }
+    let load = |path: Option<PathBuf>, generate: fn(usize) -> Vec<u8>| -> anyhow::Result<Vec<u8>> {
+        match path {
+            Some(p) => std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())),
+            None => Ok(generate(8 << 20)),
+        }
+    };
+    let samples = Samples {
+        random: load(random, noise)?,
+        text: load(text, mail_text)?,
+    };
+    let mut out = io::stdout().lock();
+    for m in measure(Duration::from_secs_f64(seconds), &samples) {
+        if json {
+            writeln!(
+                out,
+                r#"{{"section":"{}","name":"{}","mb_per_s":{:.1}}}"#,
+                m.section, m.name, m.mb_per_s
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:<12} {:<36} {:>7.0} MB/s",
+                m.section, m.name, m.mb_per_s
+            )?;
         }
     }
+    out.flush()?;
+    Ok(())
+}
+
+struct Samples {
+    random: Vec<u8>,
+    text: Vec<u8>,
+}
+
+struct Measurement {
+    section: &'static str,
+    name: String,
+    mb_per_s: f64,
 }
 
 /// Pseudo-random, incompressible test data (xorshift), the same on every run.
@@ -47,8 +98,8 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Text-like data that compresses about as well as mail does.
-fn text(len: usize) -> Vec<u8> {
+/// Text that compresses about as well as mail headers do.
+fn mail_text(len: usize) -> Vec<u8> {
     let words = [
         "Received: ",
         "from ",
@@ -86,85 +137,74 @@ fn throughput(budget: Duration, bytes: usize, mut f: impl FnMut()) -> f64 {
     (bytes as f64 * rounds as f64) / start.elapsed().as_secs_f64() / 1e6
 }
 
-fn report(out: &mut impl Write, section: &str, rows: Vec<(String, f64)>) -> io::Result<()> {
-    writeln!(out, "{section}")?;
-    for (name, mbs) in rows {
-        writeln!(out, "  {name:<40} {mbs:>7.0} MB/s")?;
-    }
-    out.flush()
+fn key(key_type: KeyType) -> ObjectKey {
+    let material = KeyMaterial::from_random(key_type, &[0x5a; 100], &[0xa5; 128], [1; 32]);
+    ObjectKey::new(key_type, material)
 }
 
-fn cpu(budget: Duration, out: &mut impl Write) -> io::Result<()> {
-    let random = noise(64 << 20);
-    let block = &random[..8 << 20];
-    let textual = text(8 << 20);
-
-    let chunkers = ["buzhash,19,23,21,4095", "fixed,4194304"]
-        .into_iter()
-        .map(|spec| {
-            let params: ChunkerParams = spec.parse().expect("valid built-in params");
-            let mut chunker = Chunker::new(params, 0);
-            let mbs = throughput(budget, random.len(), || {
-                chunker.reset();
-                let mut reader = &random[..];
-                while let Some(c) = chunker.next_chunk(&mut reader).expect("in-memory read") {
-                    black_box(c);
-                }
-            });
-            (spec.to_string(), mbs)
+fn measure(budget: Duration, samples: &Samples) -> Vec<Measurement> {
+    let mut results = Vec::new();
+    let mut record = |section, name: String, mb_per_s| {
+        results.push(Measurement {
+            section,
+            name,
+            mb_per_s,
         })
-        .collect();
-    report(out, "Chunkers", chunkers)?;
+    };
+    let (random, text) = (&samples.random[..], &samples.text[..]);
 
-    let keys: Vec<(&str, ObjectKey)> = vec![
-        ("none (sha256)", ObjectKey::plaintext()),
-        ("repokey (hmac-sha256)", key(KeyType::Repokey)),
-        ("repokey-blake2 (blake2b-256)", key(KeyType::Blake2Repokey)),
+    for spec in ["buzhash,19,23,21,4095", "fixed,4194304"] {
+        let params: ChunkerParams = spec.parse().expect("valid built-in params");
+        let mut chunker = Chunker::new(params, 0);
+        let mbs = throughput(budget, random.len(), || {
+            chunker.reset();
+            let mut reader = random;
+            while let Some(c) = chunker.next_chunk(&mut reader).expect("in-memory read") {
+                black_box(c);
+            }
+        });
+        record("chunker", spec.to_string(), mbs);
+    }
+
+    let keys = [
+        ("sha256", ObjectKey::plaintext()),
+        ("hmac-sha256", key(KeyType::Repokey)),
+        ("blake2b-256", key(KeyType::Blake2Repokey)),
     ];
-    let hashes = keys
-        .iter()
-        .map(|(name, k)| {
-            let mbs = throughput(budget, block.len(), || {
-                black_box(k.id_hash(block));
-            });
-            (format!("id hash {name}"), mbs)
-        })
-        .collect();
-    report(out, "Id hashes", hashes)?;
+    for (name, k) in &keys {
+        let mbs = throughput(budget, random.len(), || {
+            black_box(k.id_hash(random));
+        });
+        record("id-hash", name.to_string(), mbs);
+    }
+    for (name, k) in &keys[1..] {
+        let mbs = throughput(budget, random.len(), || {
+            black_box(k.seal(random, 1));
+        });
+        record("encrypt", format!("aes-256-ctr+{name}"), mbs);
+        let sealed = k.seal(random, 1);
+        let mbs = throughput(budget, random.len(), || {
+            black_box(k.unseal(&[0; 32], &sealed).expect("own object"));
+        });
+        record("decrypt", format!("aes-256-ctr+{name}"), mbs);
+    }
 
-    let envelopes = keys[1..]
-        .iter()
-        .map(|(name, k)| {
-            let mbs = throughput(budget, block.len(), || {
-                black_box(k.seal(block, 1));
-            });
-            (format!("encrypt {name}"), mbs)
-        })
-        .collect();
-    report(out, "Encryption (AES-256-CTR + MAC)", envelopes)?;
-
-    let mut compressors = Vec::new();
     for spec in ["lz4", "zstd,1", "zstd,3", "zlib,6", "auto,zstd,3"] {
         let c: Compression = spec.parse().expect("valid built-in spec");
-        for (kind, data) in [("text", &textual[..]), ("random", block)] {
+        for (kind, data) in [("text", text), ("random", random)] {
             let mbs = throughput(budget, data.len(), || {
                 black_box(c.compress(data));
             });
-            compressors.push((format!("compress {spec} ({kind})"), mbs));
+            record("compress", format!("{spec} {kind}"), mbs);
         }
     }
     for spec in ["lz4", "zstd,3", "zlib,6"] {
         let c: Compression = spec.parse().expect("valid built-in spec");
-        let packed = c.compress(&textual);
-        let mbs = throughput(budget, textual.len(), || {
-            black_box(crate::format::compress::decompress(&packed, Some(textual.len())).ok());
+        let packed = c.compress(text);
+        let mbs = throughput(budget, text.len(), || {
+            black_box(compress::decompress(&packed, None).ok());
         });
-        compressors.push((format!("decompress {spec} (text)"), mbs));
+        record("decompress", format!("{spec} text"), mbs);
     }
-    report(out, "Compression", compressors)
-}
-
-fn key(key_type: KeyType) -> ObjectKey {
-    let material = KeyMaterial::from_random(key_type, &[0x5a; 100], &[0xa5; 128], [1; 32]);
-    ObjectKey::new(key_type, material)
+    results
 }

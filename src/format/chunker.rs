@@ -196,6 +196,8 @@ pub struct Buzhash {
     min: usize,
     max: usize,
     mask: u32,
+    /// Scratch space of [`Buzhash::first_match`], kept to avoid reallocating per chunk.
+    prefix: Vec<u32>,
 }
 
 impl Buzhash {
@@ -209,6 +211,7 @@ impl Buzhash {
             min: 1 << min_exp,
             max: 1 << max_exp,
             mask: (1u32 << mask_bits) - 1,
+            prefix: Vec::new(),
         }
     }
 
@@ -232,56 +235,127 @@ impl Buzhash {
 
     /// Length of the chunk starting at `data[0]`, where `data` holds exactly `min(max, rest of the
     /// stream)` bytes. Never returns 0 for non-empty input.
-    pub fn cut(&self, data: &[u8]) -> usize {
+    pub fn cut(&mut self, data: &[u8]) -> usize {
         let end = data.len().min(self.max);
         let w = self.window;
         if end < self.min + w + 1 {
             return end;
         }
+        // Candidates c = min ..= end - W - 1; their windows only reach byte end - 2.
         let first = self.min;
-        // Candidates c with c + W < end; the last one is end - W - 1.
-        let last = end - w - 1;
-        let h = self.hash(&data[first..first + w]);
-        match self.scan(h, &data[first..last], &data[first + w..last + w]) {
-            Some(t) => first + t,
+        let candidates = end - w - first;
+        match self.first_match(&data[first..end - 1], candidates) {
+            Some(k) => first + k,
             None => end,
         }
     }
 
-    /// Finds the first `t` in `0..=leaving.len()` whose rolled hash has no mask bits set, where
-    /// the hash at `t = 0` is `h` and step `t` drops `leaving[t]` and appends `entering[t]`.
+    /// The first `k < candidates` whose window `bytes[k .. k+W)` hashes to zero under the mask.
     ///
-    /// The obvious loop `h = rotl(h, 1) ^ x` costs two dependent operations per byte. Tracking
-    /// `g_t = rotr(h_t, t)` instead turns the recurrence into `g_{t+1} = g_t ^ rotr(x_t, t + 1)`, a
-    /// single xor on the critical path, while the test `rotl(g_t, t) & mask == 0` becomes
-    /// `g_t & rotr(mask, t) == 0`. In blocks of 32 bytes every rotation count is a constant.
-    fn scan(&self, h: u32, leaving: &[u8], entering: &[u8]) -> Option<usize> {
-        let masks: [u32; 32] = std::array::from_fn(|j| self.mask.rotate_right(j as u32));
-        let step = |out: u8, inp: u8, j: usize| {
-            (self.table_out[out as usize] ^ self.table[inp as usize])
-                .rotate_right((j as u32 + 1) % 32)
+    /// Instead of rolling the hash byte by byte, this uses an identity that turns every window
+    /// hash into the xor of two prefix values. With `u_i = rotr(T[bytes[i]], i)` and the prefix
+    /// xor `S_j = u_0 ^ … ^ u_{j-1}`:
+    ///
+    /// ```text
+    /// hash(bytes[k .. k+W)) = rotl(S_k ^ S_{k+W}, k + W - 1)      (rotations mod 32)
+    /// ```
+    ///
+    /// (rotating the window hash right by `k + W - 1` gives each byte `i` of the window the
+    /// rotation `i`, independent of the window). So one pass costs a single table lookup per
+    /// byte — the rolling update needs two — and the test pass is plain, branch-free arithmetic
+    /// on arrays that the compiler vectorizes. Work goes in blocks so the prefix array stays in
+    /// cache, and stops at the first match, like borg.
+    fn first_match(&mut self, bytes: &[u8], candidates: usize) -> Option<usize> {
+        let w = self.window;
+        let mut base = 0;
+        // prefix[x] = S_{base + x}; S_0 = 0.
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        prefix.push(0);
+        let found = loop {
+            let block_end = (base + BLOCK).min(candidates);
+            let have = base + prefix.len() - 1;
+            let need = block_end - 1 + w;
+            if need > have {
+                self.extend_prefix(&mut prefix, &bytes[have..need], have);
+            }
+            if let Some(k) = self.test_block(&prefix, base, block_end) {
+                break Some(k);
+            }
+            if block_end == candidates {
+                break None;
+            }
+            prefix.drain(..block_end - base);
+            base = block_end;
         };
-        let mut g = h;
-        let blocks = leaving.chunks_exact(32).zip(entering.chunks_exact(32));
-        for (b, (out, inp)) in blocks.enumerate() {
-            for j in 0..32 {
-                if g & masks[j] == 0 {
-                    return Some(b * 32 + j);
-                }
-                g ^= step(out[j], inp[j], j);
+        self.prefix = prefix;
+        found
+    }
+
+    /// Appends `S_{j+1} = S_j ^ rotr(T[b], j)` for the bytes `b` at positions `j = start ..`.
+    fn extend_prefix(&self, prefix: &mut Vec<u32>, bytes: &[u8], start: usize) {
+        let mut acc = *prefix.last().expect("the prefix starts with S_0");
+        let old_len = prefix.len();
+        prefix.resize(old_len + bytes.len(), 0);
+        let out = &mut prefix[old_len..];
+        // Up to the next multiple of 32, then whole groups of 32 with constant rotations.
+        let head = ((32 - start % 32) % 32).min(bytes.len());
+        for (i, (&b, o)) in bytes[..head].iter().zip(&mut out[..head]).enumerate() {
+            acc ^= self.table[b as usize].rotate_right(((start + i) % 32) as u32);
+            *o = acc;
+        }
+        let groups = bytes[head..]
+            .chunks_exact(32)
+            .zip(out[head..].chunks_exact_mut(32));
+        for (group, o) in groups {
+            macro_rules! steps {
+                ($($j:literal)*) => {$(
+                    acc ^= self.table[group[$j] as usize].rotate_right($j);
+                    o[$j] = acc;
+                )*};
+            }
+            steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+        }
+        let done = head + (bytes.len() - head) / 32 * 32;
+        for (i, (&b, o)) in bytes[done..].iter().zip(&mut out[done..]).enumerate() {
+            acc ^= self.table[b as usize].rotate_right(((start + done + i) % 32) as u32);
+            *o = acc;
+        }
+    }
+
+    /// Tests the candidates `base .. block_end` (base is a multiple of 32); `prefix[x]` is
+    /// `S_{base + x}`.
+    fn test_block(&self, prefix: &[u32], base: usize, block_end: usize) -> Option<usize> {
+        let w = self.window;
+        // The test `rotl(K, k + W - 1) & mask == 0` as `K & rotr(mask, k + W - 1) == 0`.
+        let masks: [u32; 32] =
+            std::array::from_fn(|j| self.mask.rotate_right(((j + w - 1) % 32) as u32));
+        let count = block_end - base;
+        let lows = prefix[..count].chunks_exact(32);
+        let highs = prefix[w..w + count].chunks_exact(32);
+        for (g, (low, high)) in lows.zip(highs).enumerate() {
+            // Branch-free over the whole group, so it vectorizes; exact position only on a hit.
+            let hits = low
+                .iter()
+                .zip(high)
+                .zip(&masks)
+                .fold(0u32, |acc, ((l, h), m)| acc | ((l ^ h) & m == 0) as u32);
+            if hits != 0
+                && let Some(j) = (0..32).find(|&j| (low[j] ^ high[j]) & masks[j] == 0)
+            {
+                return Some(base + g * 32 + j);
             }
         }
-        let done = leaving.len() / 32 * 32;
-        for t in done..leaving.len() {
-            if g & masks[t % 32] == 0 {
-                return Some(t);
-            }
-            g ^= step(leaving[t], entering[t], t % 32);
-        }
-        let t = leaving.len();
-        (g & masks[t % 32] == 0).then_some(t)
+        let done = count / 32 * 32;
+        (done..count)
+            .find(|&x| (prefix[x] ^ prefix[x + w]) & masks[x % 32] == 0)
+            .map(|x| base + x)
     }
 }
+
+/// Candidate positions per block of [`Buzhash::first_match`]: the prefix array (4 bytes per
+/// position, plus the window) stays within a typical L2 cache.
+const BLOCK: usize = 1 << 15;
 
 /// Streams chunks out of a reader with bounded memory: at most a few times the max chunk size.
 pub struct Chunker {
@@ -332,7 +406,7 @@ impl Cutter {
     }
 }
 
-/// Reads larger than this bring no speed-up and cost memory.
+/// Reads ask for the lookahead (the max chunk size) or this much, whichever is larger.
 const READ_SIZE: usize = 1 << 20;
 
 impl Chunker {
@@ -399,7 +473,7 @@ impl Chunker {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = (self.buffer.len() - self.end).min(READ_SIZE);
+        let want = (self.buffer.len() - self.end).min(READ_SIZE.max(need));
         loop {
             match reader.read(&mut self.buffer[self.end..self.end + want]) {
                 Ok(0) => {
@@ -514,6 +588,52 @@ mod tests {
                 524288
             ]
         );
+    }
+
+    /// The cut rule of spec §5.2, literally: hash the first window, roll, test each candidate.
+    fn reference_cut(b: &Buzhash, data: &[u8]) -> usize {
+        let end = data.len().min(b.max);
+        if end < b.min + b.window + 1 {
+            return end;
+        }
+        let mut h = b.hash(&data[b.min..b.min + b.window]);
+        let mut c = b.min;
+        loop {
+            if h & b.mask == 0 {
+                return c;
+            }
+            if c + b.window + 1 >= end {
+                return end;
+            }
+            h = b.roll(h, data[c], data[c + b.window]);
+            c += 1;
+        }
+    }
+
+    #[test]
+    fn fast_cut_equals_the_literal_rule() {
+        let noise = spec_buffer(1 << 20);
+        for (params, seeds) in [
+            ((6, 10, 7, 31), 40),
+            ((8, 14, 9, 63), 20),
+            ((12, 18, 14, 4095), 5),
+        ] {
+            let (min_exp, max_exp, mask_bits, window) = params;
+            for seed in 0..seeds {
+                let mut b = Buzhash::new(min_exp, max_exp, mask_bits, window, seed * 7919 - 100);
+                let mut pos = 0;
+                while pos < noise.len() {
+                    let span = &noise[pos..(pos + b.max).min(noise.len())];
+                    let len = b.cut(span);
+                    assert_eq!(
+                        len,
+                        reference_cut(&b, span),
+                        "{params:?} seed {seed} at {pos}"
+                    );
+                    pos += len;
+                }
+            }
+        }
     }
 
     /// A reader that hands out data in pieces of the given sizes, cycling.

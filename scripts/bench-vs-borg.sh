@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Measures our format primitives against real borg 1.4.5's, on the same data, in one run, on this
+# machine, and prints a Markdown table of MB/s and ratios (ours / borg). Not a test: figures vary
+# with the machine and its load; compare ratios, not absolute numbers.
+#
+#   scripts/bench-vs-borg.sh [SECONDS_PER_MEASUREMENT]
+#
+# Needs: scripts/setup-oracles.sh done (MCB_BORG14 as in the README), a release build.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+seconds="${1:-1}"
+borg14="${MCB_BORG14:-$repo/.oracle/venv-borg-1.4.5/bin/borg}"
+python="$(dirname "$borg14")/python"
+ours="$repo/target/x86_64-unknown-linux-gnu/release/mailcow-borg"
+[[ -x "$ours" ]] || cargo build --release --quiet
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Samples: 8 MiB of seeded random bytes; 8 MiB of synthetic mail (shared/tools/gen_maildir.py);
+# 256 MiB of seeded random bytes for the chunker over a file.
+python3 - "$work" <<'PY'
+import random, sys
+d = sys.argv[1]
+for name, seed, mib in (("random.bin", 1, 8), ("big.bin", 2, 256)):
+    rng = random.Random(seed)
+    with open(f"{d}/{name}", "wb") as f:
+        for _ in range(mib):
+            f.write(rng.randbytes(1 << 20))
+PY
+gen_maildir="$repo/../shared/tools/gen_maildir.py"
+python3 "$gen_maildir" --mails 400 --seed 1 "$work/maildir" >/dev/null
+find "$work/maildir" -type f | sort | xargs cat 2>/dev/null | head -c $((8 << 20)) > "$work/text.bin" || true
+
+"$ours" benchmark cpu --seconds "$seconds" --random "$work/random.bin" --text "$work/text.bin" --json > "$work/ours.jsonl"
+"$python" benches/borg_primitives.py "$seconds" "$work/random.bin" "$work/text.bin" > "$work/borg.jsonl"
+
+# The chunker over a 256 MiB file, as create would read it. Ours: wall time of the whole
+# `debug chunk` process (start-up and reading included); borg: its chunking loop only. Best of 3.
+best_ours=999999
+for _ in 1 2 3; do
+    start=$(date +%s.%N)
+    "$ours" debug chunk --seed 0 "$work/big.bin" > "$work/ours.sizes"
+    end=$(date +%s.%N)
+    best_ours=$(python3 -c "print(min($best_ours, $end - $start))")
+done
+best_borg=999999
+for _ in 1 2 3; do
+    t=$("$python" tests/oracle/borg_oracle.py bench-chunker --seed 0 --params buzhash,19,23,21,4095 "$work/big.bin" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
+    best_borg=$(python3 -c "print(min($best_borg, $t))")
+done
+"$python" tests/oracle/borg_oracle.py chunk --seed 0 --params buzhash,19,23,21,4095 "$work/big.bin" > "$work/borg.sizes"
+cmp -s "$work/ours.sizes" "$work/borg.sizes" || { echo "chunk sizes differ from borg's!" >&2; exit 1; }
+
+python3 - "$work" "$best_ours" "$best_borg" <<'PY'
+import json, sys
+d, ours_s, borg_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+load = lambda f: {(m["section"], m["name"]): m["mb_per_s"] for m in map(json.loads, open(f"{d}/{f}"))}
+ours, borg = load("ours.jsonl"), load("borg.jsonl")
+mb = (256 << 20) / 1e6
+print("| primitive | ours MB/s | borg 1.4.5 MB/s | ours / borg |")
+print("|---|---:|---:|---:|")
+print(f"| chunker buzhash,19,23,21,4095 over a 256 MiB file (ours: whole process) | {mb/ours_s:.0f} | {mb/borg_s:.0f} | **{borg_s/ours_s:.2f}×** |")
+for key in ours:
+    if key in borg:
+        print(f"| {key[0]} {key[1]} | {ours[key]:.0f} | {borg[key]:.0f} | {ours[key]/borg[key]:.2f}× |")
+PY
