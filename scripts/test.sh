@@ -6,4 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-oracles.sh
 cargo build --release --locked
-cargo test --locked --all-targets
+# Benchmarks once each in test mode (a smoke test), then every test (unit and integration; the
+# crate has no doc tests), so that the suite's own summary comes last.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use common::{DiskRepo, hex, unhex};
+use common::{ALL_MODES, DiskRepo, hex, unhex};
 use mailcow_borg::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use mailcow_borg::format::compress;
 use mailcow_borg::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectKey};
@@ -16,16 +16,6 @@ use mailcow_borg::format::key::{KeyError, KeyStorage, KeyType};
 use mailcow_borg::format::manifest::Manifest;
 use mailcow_borg::format::tam::TamStatus;
 use sha2::{Digest, Sha256};
-
-const ALL_MODES: [&str; 7] = [
-    "none",
-    "authenticated",
-    "authenticated-blake2",
-    "repokey",
-    "repokey-blake2",
-    "keyfile",
-    "keyfile-blake2",
-];
 
 #[test]
 fn fixtures_cover_every_mode_for_both_borg_versions() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{hex, unhex};
+use common::{ALL_MODES, hex, unhex};
 use mailcow_borg::format::archive::ArchiveMeta;
 use mailcow_borg::format::compress::Compression;
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectKey, cipher_blocks};
@@ -14,15 +14,6 @@ use mailcow_borg::format::manifest::{ArchiveRef, Manifest};
 use mailcow_borg::format::msgpack::Value;
 use serde_json::{Value as Json, json};
 
-const MODES: [&str; 7] = [
-    "none",
-    "authenticated",
-    "authenticated-blake2",
-    "repokey",
-    "repokey-blake2",
-    "keyfile",
-    "keyfile-blake2",
-];
 const PASSPHRASE: &str = "ours, sealed for borg";
 
 /// Deterministic "random" bytes for key material and salts (the tests must be reproducible).
@@ -87,7 +78,7 @@ fn borg_opens_our_keys_objects_manifests_and_archives_in_every_mode() {
         "auto,zstd,9",
         "auto,zlib",
     ];
-    for mode in MODES {
+    for mode in ALL_MODES {
         let (key, key_text) = our_key(mode);
         let mut iv = 1_000u64;
         let mut seal = |payload: &[u8]| {
@@ -261,7 +252,7 @@ fn borg_refuses_what_we_tampered_with() {
 #[test]
 fn we_open_keys_and_objects_borg_makes_now() {
     let dir = tempfile::tempdir().unwrap();
-    for mode in MODES {
+    for mode in ALL_MODES {
         let out = common::oracle(&["make-key", mode, "borg's passphrase", "-"], b"");
         let made: Json = serde_json::from_slice(&out).unwrap();
         let key_type = KeyType::from_byte(made["key_type"].as_u64().unwrap() as u8).unwrap();

@@ -90,8 +90,11 @@ impl ObjectKey {
         }
     }
 
-    /// A key for `key_type` (anything but `Plaintext`) with its unlocked material.
+    /// A key for `key_type` with its unlocked material (`Plaintext` has none and ignores it).
     pub fn new(key_type: KeyType, material: KeyMaterial) -> Self {
+        if key_type == KeyType::Plaintext {
+            return Self::plaintext();
+        }
         let key_type = if key_type == KeyType::LegacyPassphrase {
             KeyType::Repokey
         } else {

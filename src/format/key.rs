@@ -72,6 +72,17 @@ impl KeyType {
         KeyType::ALL.into_iter().find(|t| *t as u8 == byte)
     }
 
+    /// The repository's key type, from the first byte of its stored manifest object, as borg's
+    /// `key_factory` decides it.
+    pub fn identify(manifest_object: &[u8]) -> Result<KeyType, KeyError> {
+        let &byte = manifest_object.first().ok_or(KeyError::EmptyManifest)?;
+        match KeyType::from_byte(byte) {
+            Some(KeyType::LegacyPassphrase) => Ok(KeyType::Repokey),
+            Some(t) => Ok(t),
+            None => Err(KeyError::UnknownKeyType(byte)),
+        }
+    }
+
     /// The type as borg's `--encryption` names it.
     pub fn mode_name(self) -> &'static str {
         match self {
@@ -161,6 +172,12 @@ pub enum KeyError {
     UnsupportedAlgorithm(String),
     #[error("unsupported key blob version {0}")]
     UnsupportedVersion(i128),
+    #[error(
+        "unknown key type 0x{0:02x} in the manifest: not a borg 1.x repository, or a newer borg made it"
+    )]
+    UnknownKeyType(u8),
+    #[error("the manifest object is empty: the repository is damaged")]
+    EmptyManifest,
     #[error("key file belongs to repository {found}, not {expected}")]
     WrongRepository { expected: String, found: String },
 }
@@ -499,6 +516,18 @@ mod tests {
             EncryptedKey::from_text(&text),
             Err(KeyError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn key_type_from_manifest_byte() {
+        assert_eq!(KeyType::identify(&[0x05, 1, 2]), Ok(KeyType::Blake2Repokey));
+        assert_eq!(KeyType::identify(&[0x01]), Ok(KeyType::Repokey));
+        assert_eq!(
+            KeyType::identify(&[0x09]),
+            Err(KeyError::UnknownKeyType(0x09))
+        );
+        assert_eq!(KeyType::identify(&[]), Err(KeyError::EmptyManifest));
+        assert!(KeyError::UnknownKeyType(0x09).to_string().contains("0x09"));
     }
 
     #[test]

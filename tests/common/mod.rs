@@ -17,6 +17,17 @@ use std::process::{Command, Stdio};
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType, Keyfile, parse_hex32};
 
+/// Every borg 1.x `--encryption` mode.
+pub const ALL_MODES: [&str; 7] = [
+    "none",
+    "authenticated",
+    "authenticated-blake2",
+    "repokey",
+    "repokey-blake2",
+    "keyfile",
+    "keyfile-blake2",
+];
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -146,7 +157,7 @@ impl DiskRepo {
 
     /// The key type, read (as borg does) from the manifest's first byte.
     pub fn key_type(&self) -> KeyType {
-        KeyType::from_byte(self.manifest_object()[0]).expect("known key type")
+        KeyType::identify(self.manifest_object()).expect("known key type")
     }
 
     /// The encrypted key blob: from the repository config or the fixture's key file.
