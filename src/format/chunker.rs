@@ -201,6 +201,12 @@ pub struct Buzhash {
     rotated: Box<[[u32; 256]; 32]>,
     /// Scratch space of [`Buzhash::first_match`], kept to avoid reallocating per chunk.
     prefix: Vec<u32>,
+    /// Where an unfinished scan of the current chunk stands: `prefix[..scan_filled]` holds
+    /// `S_{scan_base ..}`; 0 means no scan in progress.
+    scan_base: usize,
+    scan_filled: usize,
+    /// Candidates below this were tested and did not match.
+    scan_tested: usize,
     /// Whether this CPU has AVX2 (checked once, here, rather than per block).
     #[cfg(target_arch = "x86_64")]
     avx2: bool,
@@ -221,6 +227,9 @@ impl Buzhash {
                 table.map(|t| t.rotate_right(j as u32))
             })),
             prefix: Vec::new(),
+            scan_base: 0,
+            scan_filled: 0,
+            scan_tested: 0,
             #[cfg(target_arch = "x86_64")]
             avx2: std::arch::is_x86_feature_detected!("avx2"),
         }
@@ -247,18 +256,39 @@ impl Buzhash {
     /// Length of the chunk starting at `data[0]`, where `data` holds exactly `min(max, rest of the
     /// stream)` bytes. Never returns 0 for non-empty input.
     pub fn cut(&mut self, data: &[u8]) -> usize {
+        self.restart();
+        self.cut_partial(data, true)
+            .expect("a complete span always yields a cut")
+    }
+
+    /// Like [`Buzhash::cut`] for a chunk whose bytes arrive in pieces: `data` is what is there so
+    /// far from the chunk start, `complete` says that no more will come before `max` bytes (end
+    /// of stream). Returns `None` while the cut cannot be decided yet; work already done on the
+    /// same chunk is not repeated. Call [`Buzhash::restart`] before a chunk's first call.
+    pub fn cut_partial(&mut self, data: &[u8], complete: bool) -> Option<usize> {
+        let complete = complete || data.len() >= self.max;
         let end = data.len().min(self.max);
         let w = self.window;
-        if end < self.min + w + 1 {
-            return end;
-        }
-        // Candidates c = min ..= end - W - 1; their windows only reach byte end - 2.
         let first = self.min;
-        let candidates = end - w - first;
-        match self.first_match(&data[first..end - 1], candidates) {
-            Some(k) => first + k,
-            None => end,
+        let found = if end < first + w + 1 {
+            None
+        } else {
+            // Candidates c = min ..= end - W - 1; their windows only reach byte end - 2. With
+            // more data still to come the same ones are decidable, since the stream end lies
+            // beyond `end`.
+            self.first_match(&data[first..end - 1], end - w - first)
+                .map(|k| first + k)
+        };
+        match found {
+            Some(cut) => Some(cut),
+            None if complete => Some(end),
+            None => None,
         }
+    }
+
+    /// Forgets the scan of the previous chunk.
+    pub fn restart(&mut self) {
+        self.scan_filled = 0;
     }
 
     /// The first `k < candidates` whose window `bytes[k .. k+W)` hashes to zero under the mask.
@@ -276,15 +306,22 @@ impl Buzhash {
     /// byte — the rolling update needs two — and the test pass is plain, branch-free arithmetic
     /// on arrays that the compiler vectorizes. Work goes in blocks so the prefix array stays in
     /// cache, and stops at the first match, like borg.
+    ///
+    /// Resumable: between calls for the same chunk with more candidates, the prefix values, the
+    /// block position and the candidates already tested are kept, so nothing is done twice
+    /// (beyond re-testing up to 31 candidates to stay aligned to groups of 32).
     fn first_match(&mut self, bytes: &[u8], candidates: usize) -> Option<usize> {
         let w = self.window;
         // prefix[x] = S_{base + x} for x < filled; S_0 = 0. Sized once: refilling it must not
         // pay for zeroing it first.
         let mut prefix = std::mem::take(&mut self.prefix);
-        prefix.resize(BLOCK + w + 1, 0);
-        prefix[0] = 0;
-        let mut filled = 1;
-        let mut base = 0;
+        let (mut base, mut filled, mut tested) =
+            (self.scan_base, self.scan_filled, self.scan_tested);
+        if filled == 0 {
+            prefix.resize(BLOCK + w + 1, 0);
+            prefix[0] = 0;
+            (base, filled, tested) = (0, 1, 0);
+        }
         let found = loop {
             let block_end = (base + BLOCK).min(candidates);
             let have = base + filled - 1;
@@ -294,9 +331,11 @@ impl Buzhash {
                 self.extend_prefix(new, &bytes[have..need], have);
                 filled = need - base + 1;
             }
-            if let Some(k) = self.test_block(&prefix[..filled], base, block_end) {
+            if let Some(k) = self.test_block(&prefix[..filled], base, tested, block_end) {
+                filled = 0;
                 break Some(k);
             }
+            tested = block_end;
             if block_end == candidates {
                 break None;
             }
@@ -305,6 +344,7 @@ impl Buzhash {
             filled -= block_end - base;
             base = block_end;
         };
+        (self.scan_base, self.scan_filled, self.scan_tested) = (base, filled, tested);
         self.prefix = prefix;
         found
     }
@@ -341,35 +381,54 @@ impl Buzhash {
         }
     }
 
-    /// Tests the candidates `base .. block_end` (base is a multiple of 32); `prefix[x]` is
-    /// `S_{base + x}`. Uses AVX2 where the CPU has it: the same code, vectorized 8 lanes wide
+    /// Tests the candidates `from .. block_end` (`base` is a multiple of 32, `from >= base`);
+    /// `prefix[x]` is `S_{base + x}`. Uses AVX2 where the CPU has it: the same code, vectorized 8 lanes wide
     /// instead of SSE2's 4.
     #[inline(never)]
-    fn test_block(&self, prefix: &[u32], base: usize, block_end: usize) -> Option<usize> {
+    fn test_block(
+        &self,
+        prefix: &[u32],
+        base: usize,
+        from: usize,
+        block_end: usize,
+    ) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: `avx2` is set only when the running CPU reports AVX2 (see `Buzhash::new`),
             // which is the one requirement of calling a `target_feature(enable = "avx2")` fn.
-            return unsafe { self.test_block_avx2(prefix, base, block_end) };
+            return unsafe { self.test_block_avx2(prefix, base, from, block_end) };
         }
-        self.test_block_portable(prefix, base, block_end)
+        self.test_block_portable(prefix, base, from, block_end)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn test_block_avx2(&self, prefix: &[u32], base: usize, block_end: usize) -> Option<usize> {
-        self.test_block_portable(prefix, base, block_end)
+    fn test_block_avx2(
+        &self,
+        prefix: &[u32],
+        base: usize,
+        from: usize,
+        block_end: usize,
+    ) -> Option<usize> {
+        self.test_block_portable(prefix, base, from, block_end)
     }
 
     #[inline(always)]
-    fn test_block_portable(&self, prefix: &[u32], base: usize, block_end: usize) -> Option<usize> {
+    fn test_block_portable(
+        &self,
+        prefix: &[u32],
+        base: usize,
+        from: usize,
+        block_end: usize,
+    ) -> Option<usize> {
         let w = self.window;
         // The test `rotl(K, k + W - 1) & mask == 0` as `K & rotr(mask, k + W - 1) == 0`.
         let masks: [u32; 32] =
             std::array::from_fn(|j| self.mask.rotate_right(((j + w - 1) % 32) as u32));
         let count = block_end - base;
-        let lows = prefix[..count].chunks_exact(32);
-        let highs = prefix[w..w + count].chunks_exact(32);
+        let skip = (from.max(base) - base) / 32 * 32;
+        let lows = prefix[skip..count].chunks_exact(32);
+        let highs = prefix[skip + w..w + count].chunks_exact(32);
         for (g, (low, high)) in lows.zip(highs).enumerate() {
             // Branch-free over the whole group, so it vectorizes; exact position only on a hit.
             let hits = low
@@ -380,10 +439,10 @@ impl Buzhash {
             if hits != 0
                 && let Some(j) = (0..32).find(|&j| (low[j] ^ high[j]) & masks[j] == 0)
             {
-                return Some(base + g * 32 + j);
+                return Some(base + skip + g * 32 + j);
             }
         }
-        let done = count / 32 * 32;
+        let done = skip + (count - skip) / 32 * 32;
         (done..count)
             .find(|&x| (prefix[x] ^ prefix[x + w]) & masks[x % 32] == 0)
             .map(|x| base + x)
@@ -416,16 +475,11 @@ enum Cutter {
 }
 
 impl Cutter {
-    fn lookahead(&self) -> usize {
+    /// The cut for the bytes that are there from the chunk start, if it can be decided yet;
+    /// `complete`: the stream ends within them.
+    fn cut(&mut self, data: &[u8], complete: bool) -> Option<usize> {
         match self {
-            Cutter::Buzhash(b) => b.max_size(),
-            Cutter::Fixed { block, header, .. } => (*block).max(*header),
-        }
-    }
-
-    fn cut(&mut self, data: &[u8]) -> usize {
-        match self {
-            Cutter::Buzhash(b) => b.cut(data),
+            Cutter::Buzhash(b) => b.cut_partial(data, complete),
             Cutter::Fixed {
                 block,
                 header,
@@ -436,15 +490,31 @@ impl Cutter {
                 } else {
                     *header
                 };
+                if data.len() < size && !complete {
+                    return None;
+                }
                 *header_done = true;
-                size.min(data.len())
+                Some(size.min(data.len()))
             }
+        }
+    }
+
+    fn lookahead(&self) -> usize {
+        match self {
+            Cutter::Buzhash(b) => b.max_size(),
+            Cutter::Fixed { block, header, .. } => (*block).max(*header),
+        }
+    }
+
+    fn restart(&mut self) {
+        if let Cutter::Buzhash(b) = self {
+            b.restart();
         }
     }
 }
 
-/// Reads ask for the lookahead (the max chunk size) or this much, whichever is larger.
-const READ_SIZE: usize = 1 << 20;
+/// Bytes asked for per read: small enough that the cutter finds them still in cache.
+const READ_SIZE: usize = 256 << 10;
 
 impl Chunker {
     pub fn new(params: ChunkerParams, seed: i32) -> Self {
@@ -485,34 +555,42 @@ impl Chunker {
     /// The next chunk of `reader`'s stream, or `None` at its end. Call [`Chunker::reset`] before
     /// starting another stream.
     pub fn next_chunk<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<Option<&[u8]>> {
-        let need = self.cutter.lookahead();
-        while self.end - self.start < need && !self.eof {
-            self.fill(reader, need)?;
-        }
-        if self.start == self.end {
-            return Ok(None);
-        }
-        let len = self.cutter.cut(&self.buffer[self.start..self.end]);
+        // Read in modest pieces and let the cutter work on each as it arrives, while the bytes
+        // are still in cache, instead of reading a whole max-size lookahead first.
+        self.cutter.restart();
+        let len = loop {
+            if self.start == self.end && self.eof {
+                return Ok(None);
+            }
+            if let Some(len) = self
+                .cutter
+                .cut(&self.buffer[self.start..self.end], self.eof)
+            {
+                break len;
+            }
+            self.fill(reader)?;
+        };
         let chunk = &self.buffer[self.start..self.start + len];
         self.start += len;
         Ok(Some(chunk))
     }
 
-    fn fill<R: Read + ?Sized>(&mut self, reader: &mut R, need: usize) -> io::Result<()> {
-        let capacity = 2 * need + READ_SIZE;
+    fn fill<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<()> {
+        // Pending bytes never reach the lookahead (the cutter decides by then), so with this
+        // capacity a compaction moves less than the lookahead, and only after at least as much
+        // was consumed.
+        let lookahead = self.cutter.lookahead();
+        let capacity = 2 * lookahead + READ_SIZE;
         if self.buffer.len() < capacity {
             self.buffer.resize(capacity, 0);
         }
-        if self.buffer.len() - self.end < READ_SIZE.min(need) {
-            // Less than `need` bytes are pending here, so at most that much moves, and it moves
-            // only after about `need` bytes were consumed.
+        if self.buffer.len() - self.end < READ_SIZE {
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let want = (self.buffer.len() - self.end).min(READ_SIZE.max(need));
         loop {
-            match reader.read(&mut self.buffer[self.end..self.end + want]) {
+            match reader.read(&mut self.buffer[self.end..self.end + READ_SIZE]) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(());
@@ -656,8 +734,13 @@ mod tests {
             ((12, 18, 14, 4095), 5),
         ] {
             let (min_exp, max_exp, mask_bits, window) = params;
-            for seed in 0..seeds {
+            for (seed, portable) in (0..seeds).flat_map(|s| [(s, false), (s, true)]) {
                 let mut b = Buzhash::new(min_exp, max_exp, mask_bits, window, seed * 7919 - 100);
+                // Exercise the SSE2 build of the test pass too, not only the AVX2 one.
+                #[cfg(target_arch = "x86_64")]
+                if portable {
+                    b.avx2 = false;
+                }
                 let mut pos = 0;
                 while pos < noise.len() {
                     let span = &noise[pos..(pos + b.max).min(noise.len())];
