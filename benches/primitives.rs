@@ -9,16 +9,15 @@ use mailcow_borg::format::compress::{Compression, decompress};
 use mailcow_borg::format::envelope::ObjectKey;
 use mailcow_borg::format::key::{KeyMaterial, KeyType};
 
+/// Incompressible data: SHA-256 in counter mode (the buffer recipe of spec §5.5).
 fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    use sha2::{Digest, Sha256};
+    let mut out: Vec<u8> = (0u64..)
+        .take(len.div_ceil(32))
+        .flat_map(|i| Sha256::digest(i.to_le_bytes()))
+        .collect();
+    out.truncate(len);
+    out
 }
 
 fn key(key_type: KeyType) -> ObjectKey {

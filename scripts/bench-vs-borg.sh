@@ -36,6 +36,12 @@ find "$work/maildir" -type f | sort | xargs cat 2>/dev/null | head -c $((8 << 20
 "$ours" benchmark cpu --seconds "$seconds" --random "$work/random.bin" --text "$work/text.bin" --json > "$work/ours.jsonl"
 "$python" benches/borg_primitives.py "$seconds" "$work/random.bin" "$work/text.bin" > "$work/borg.jsonl"
 
+# The in-memory chunkers once more, alternating for 5 rounds; the median round is reported.
+for _ in 1 2 3 4 5; do
+    "$ours" benchmark cpu --only chunker --seconds "$seconds" --random "$work/random.bin" --text "$work/text.bin" --json
+    "$python" benches/borg_primitives.py "$seconds" "$work/random.bin" "$work/text.bin" chunker
+done > "$work/chunker-rounds.jsonl"
+
 # The chunker over a 256 MiB file, as create would read it: 7 alternating rounds. Ours: the whole
 # `debug chunk` process (start-up and reading included); borg: its chunking loop only. CPU time
 # (user + system) is the figure, since on a shared machine wall time mostly measures neighbours;
@@ -68,6 +74,15 @@ import json, sys
 d, ours_s, borg_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 load = lambda f: {(m["section"], m["name"]): m["mb_per_s"] for m in map(json.loads, open(f"{d}/{f}"))}
 ours, borg = load("ours.jsonl"), load("borg.jsonl")
+# Rounds alternate: ours (2 lines), borg (2 lines). Keep the round with the median buzhash ratio.
+lines = [json.loads(l) for l in open(f"{d}/chunker-rounds.jsonl")]
+rounds = [lines[i:i + 4] for i in range(0, len(lines), 4)]
+ratio = lambda r: r[0]["mb_per_s"] / r[2]["mb_per_s"]
+median = sorted(rounds, key=ratio)[len(rounds) // 2]
+for m in median[:2]:
+    ours[(m["section"], m["name"])] = m["mb_per_s"]
+for m in median[2:]:
+    borg[(m["section"], m["name"])] = m["mb_per_s"]
 mb = (256 << 20) / 1e6
 print("| primitive | ours MB/s | borg 1.4.5 MB/s | ours / borg |")
 print("|---|---:|---:|---:|")

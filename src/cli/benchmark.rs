@@ -31,6 +31,9 @@ pub enum BenchmarkCommand {
         /// Print one JSON object per measurement instead of a table.
         #[arg(long)]
         json: bool,
+        /// Measure only this section: chunker, id-hash, encrypt, decrypt, compress, decompress.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -40,6 +43,7 @@ pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<()> {
         random,
         text,
         json,
+        only,
     } = cmd;
     if !(seconds > 0.0 && seconds <= 60.0) {
         anyhow::bail!("--seconds must be between 0 and 60");
@@ -55,7 +59,7 @@ pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<()> {
         text: load(text, mail_text)?,
     };
     let mut out = io::stdout().lock();
-    for m in measure(Duration::from_secs_f64(seconds), &samples) {
+    for m in measure(Duration::from_secs_f64(seconds), &samples, only.as_deref()) {
         if json {
             writeln!(
                 out,
@@ -142,7 +146,9 @@ fn key(key_type: KeyType) -> ObjectKey {
     ObjectKey::new(key_type, material)
 }
 
-fn measure(budget: Duration, samples: &Samples) -> Vec<Measurement> {
+/// Runs every measurement of the sections selected by `only` (all when `None`).
+fn measure(budget: Duration, samples: &Samples, only: Option<&str>) -> Vec<Measurement> {
+    let wanted = |section: &str| only.is_none_or(|o| o == section);
     let mut results = Vec::new();
     let mut record = |section, name: String, mb_per_s| {
         results.push(Measurement {
@@ -153,7 +159,10 @@ fn measure(budget: Duration, samples: &Samples) -> Vec<Measurement> {
     };
     let (random, text) = (&samples.random[..], &samples.text[..]);
 
-    for spec in ["buzhash,19,23,21,4095", "fixed,4194304"] {
+    for spec in ["buzhash,19,23,21,4095", "fixed,4194304"]
+        .into_iter()
+        .filter(|_| wanted("chunker"))
+    {
         let params: ChunkerParams = spec.parse().expect("valid built-in params");
         let mut chunker = Chunker::new(params, 0);
         let mbs = throughput(budget, random.len(), || {
@@ -171,25 +180,32 @@ fn measure(budget: Duration, samples: &Samples) -> Vec<Measurement> {
         ("hmac-sha256", key(KeyType::Repokey)),
         ("blake2b-256", key(KeyType::Blake2Repokey)),
     ];
-    for (name, k) in &keys {
+    for (name, k) in keys.iter().filter(|_| wanted("id-hash")) {
         let mbs = throughput(budget, random.len(), || {
             black_box(k.id_hash(random));
         });
         record("id-hash", name.to_string(), mbs);
     }
     for (name, k) in &keys[1..] {
-        let mbs = throughput(budget, random.len(), || {
-            black_box(k.seal(random, 1));
-        });
-        record("encrypt", format!("aes-256-ctr+{name}"), mbs);
-        let sealed = k.seal(random, 1);
-        let mbs = throughput(budget, random.len(), || {
-            black_box(k.unseal(&[0; 32], &sealed).expect("own object"));
-        });
-        record("decrypt", format!("aes-256-ctr+{name}"), mbs);
+        if wanted("encrypt") {
+            let mbs = throughput(budget, random.len(), || {
+                black_box(k.seal(random, 1));
+            });
+            record("encrypt", format!("aes-256-ctr+{name}"), mbs);
+        }
+        if wanted("decrypt") {
+            let sealed = k.seal(random, 1);
+            let mbs = throughput(budget, random.len(), || {
+                black_box(k.unseal(&[0; 32], &sealed).expect("own object"));
+            });
+            record("decrypt", format!("aes-256-ctr+{name}"), mbs);
+        }
     }
 
-    for spec in ["lz4", "zstd,1", "zstd,3", "zlib,6", "auto,zstd,3"] {
+    for spec in ["lz4", "zstd,1", "zstd,3", "zlib,6", "auto,zstd,3"]
+        .into_iter()
+        .filter(|_| wanted("compress"))
+    {
         let c: Compression = spec.parse().expect("valid built-in spec");
         for (kind, data) in [("text", text), ("random", random)] {
             let mbs = throughput(budget, data.len(), || {
@@ -198,7 +214,10 @@ fn measure(budget: Duration, samples: &Samples) -> Vec<Measurement> {
             record("compress", format!("{spec} {kind}"), mbs);
         }
     }
-    for spec in ["lz4", "zstd,3", "zlib,6"] {
+    for spec in ["lz4", "zstd,3", "zlib,6"]
+        .into_iter()
+        .filter(|_| wanted("decompress"))
+    {
         let c: Compression = spec.parse().expect("valid built-in spec");
         let packed = c.compress(text);
         let mbs = throughput(budget, text.len(), || {
