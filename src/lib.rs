@@ -2,7 +2,7 @@
 //! repositories, from one static binary. See `DESIGN.md` in the project's shared notes for the
 //! layers; this crate grows them bottom-up:
 //!
-//! - [`format`] — the borg 1.x format core (pure, no I/O).
+//! - [`format`](mod@format) — the borg 1.x format core (pure, no I/O).
 //! - [`cli`] — the command line, thin.
 
 pub mod cli;

@@ -7,12 +7,16 @@
 //! Candidate cuts `c` run from `L + min` while `c + W < E`; the first whose hash of the window
 //! `data[c .. c+W)` has the low `mask_bits` bits all zero ends the chunk at `c`. Without a match the
 //! chunk is `[L, E)`. So a cut depends on `data[L..E)` alone, which is what makes the result
-//! independent of read sizes: the streaming [`Chunker`] only has to hold `min(max, rest)` bytes
-//! ahead of the chunk start before it calls [`Buzhash::cut`].
+//! independent of read sizes. It also means a candidate can be decided as soon as its window has
+//! arrived, so the streaming [`Chunker`] reads in small pieces and lets [`Buzhash::cut_partial`]
+//! resume where it stopped, while the bytes are still in cache.
 //!
-//! Speed: the rolling step is `h' = rotl(h, 1) ^ rotl(T[out], W) ^ T[in]`. The rotated "out" table is
-//! precomputed, the window size is fixed per chunker, and the loop runs over two zipped slices so it
-//! has no bounds checks. The hash chain itself (rotate, xor) is the critical path.
+//! Speed: borg rolls the hash byte by byte (`h' = rotl(h, 1) ^ rotl(T[out], W) ^ T[in]`: two table
+//! lookups and a dependent rotate-xor chain per byte). Here every window hash is instead the xor of
+//! two prefix values (the identity is derived on `Buzhash::first_match`), which costs one lookup,
+//! one xor and one store per byte, plus a branch-free test pass that the compiler vectorizes. The
+//! straightforward hash and roll are kept ([`Buzhash::hash`], [`Buzhash::roll`]) as the reference
+//! the tests compare against.
 
 use std::fmt;
 use std::io::{self, Read};
