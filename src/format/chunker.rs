@@ -386,8 +386,8 @@ impl Buzhash {
     }
 
     /// Tests the candidates `from .. block_end` (`base` is a multiple of 32, `from >= base`);
-    /// `prefix[x]` is `S_{base + x}`. Uses AVX2 where the CPU has it: the same code, vectorized 8 lanes wide
-    /// instead of SSE2's 4.
+    /// `prefix[x]` is `S_{base + x}`. Uses AVX2 where the CPU has it: the same code, vectorized
+    /// 8 lanes wide instead of SSE2's 4.
     #[inline(never)]
     fn test_block(
         &self,
