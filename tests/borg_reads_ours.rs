@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ALL_MODES, hex, unhex};
+use common::{ALL_MODES, Oracle, hex, unhex};
 use mailcow_borg::format::archive::ArchiveMeta;
 use mailcow_borg::format::compress::Compression;
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectKey, cipher_blocks};
@@ -46,7 +46,12 @@ fn our_key(mode: &str) -> (ObjectKey, String) {
     (ObjectKey::new(key_type, material), text)
 }
 
-fn verify_with_borg(key: &ObjectKey, key_text: &str, objects: Vec<Json>) -> Vec<Json> {
+fn verify_with_borg(
+    oracle: Oracle,
+    key: &ObjectKey,
+    key_text: &str,
+    objects: Vec<Json>,
+) -> Vec<Json> {
     let request = json!({
         "key_text": key_text,
         "passphrase": PASSPHRASE,
@@ -57,7 +62,7 @@ fn verify_with_borg(key: &ObjectKey, key_text: &str, objects: Vec<Json>) -> Vec<
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("request.json");
     std::fs::write(&path, request.to_string()).unwrap();
-    let out = common::oracle(&["verify-objects", path.to_str().unwrap()], b"");
+    let out = oracle.run(&["verify-objects", path.to_str().unwrap()], b"");
     let reply: Json = serde_json::from_slice(&out).unwrap();
     reply["results"].as_array().unwrap().clone()
 }
@@ -173,36 +178,33 @@ fn borg_opens_our_keys_objects_manifests_and_archives_in_every_mode() {
             "manifest",
         ));
 
-        let results = verify_with_borg(&key, &key_text, objects);
-        for (n, result) in results.iter().enumerate() {
-            assert!(
-                result.get("error").is_none(),
-                "{mode}: object {n}: {result}"
-            );
-        }
-        for (n, plaintext) in plaintexts.iter().enumerate() {
+        for oracle in Oracle::BOTH {
+            let results = verify_with_borg(oracle, &key, &key_text, objects.clone());
+            for (n, result) in results.iter().enumerate() {
+                assert!(
+                    result.get("error").is_none(),
+                    "{oracle:?} {mode}: object {n}: {result}"
+                );
+            }
+            for (n, plaintext) in plaintexts.iter().enumerate() {
+                let got = unhex(results[n]["plaintext"].as_str().unwrap());
+                assert_eq!(got, *plaintext, "{oracle:?} {mode} {n}");
+            }
+            let archive_result = &results[compressions.len() + 1];
             assert_eq!(
-                unhex(results[n]["plaintext"].as_str().unwrap()),
-                *plaintext,
-                "{mode} {n}"
+                archive_result["tam_verified"], true,
+                "{oracle:?} {mode}: archive TAM"
             );
+            assert_eq!(archive_result["object"]["name"], hex(&archive.name));
+            assert_eq!(archive_result["object"]["items"], json!([hex(&stream_id)]));
+            let manifest_result = &results[compressions.len() + 2];
+            assert_eq!(
+                manifest_result["tam_verified"], true,
+                "{oracle:?} {mode}: manifest TAM"
+            );
+            let item_keys = manifest_result["object"]["item_keys"].as_array().unwrap();
+            assert_eq!(item_keys.len(), 23);
         }
-        let archive_result = &results[compressions.len() + 1];
-        assert_eq!(archive_result["tam_verified"], true, "{mode}: archive TAM");
-        assert_eq!(archive_result["object"]["name"], hex(&archive.name));
-        assert_eq!(archive_result["object"]["items"], json!([hex(&stream_id)]));
-        let manifest_result = &results[compressions.len() + 2];
-        assert_eq!(
-            manifest_result["tam_verified"], true,
-            "{mode}: manifest TAM"
-        );
-        assert_eq!(
-            manifest_result["object"]["item_keys"]
-                .as_array()
-                .unwrap()
-                .len(),
-            23
-        );
     }
 }
 
@@ -223,37 +225,40 @@ fn borg_refuses_what_we_tampered_with() {
         let mut forged = manifest_plain.clone();
         let at = forged.windows(4).position(|w| w == b"2026").unwrap();
         forged[at] = b'3';
-        let results = verify_with_borg(
-            &key,
-            &key_text,
-            vec![
-                object(&id, &sealed, "chunk"),
-                object(
-                    &MANIFEST_ID,
-                    &key.seal(&Compression::None.compress(&forged), 200),
-                    "manifest",
-                ),
-            ],
-        );
-        for r in &results {
+        let forged_object = key.seal(&Compression::None.compress(&forged), 200);
+        for oracle in Oracle::BOTH {
+            let results = verify_with_borg(
+                oracle,
+                &key,
+                &key_text,
+                vec![
+                    object(&id, &sealed, "chunk"),
+                    object(&MANIFEST_ID, &forged_object, "manifest"),
+                ],
+            );
+            for r in &results {
+                assert!(
+                    r.get("error").is_some(),
+                    "{oracle:?} {mode}: borg accepted a tampered object: {r}"
+                );
+            }
             assert!(
-                r.get("error").is_some(),
-                "{mode}: borg accepted a tampered object: {r}"
+                results[1]["error"].as_str().unwrap().contains("TAM"),
+                "{oracle:?} {mode}: {}",
+                results[1]
             );
         }
-        assert!(
-            results[1]["error"].as_str().unwrap().contains("TAM"),
-            "{mode}: {}",
-            results[1]
-        );
     }
 }
 
 #[test]
 fn we_open_keys_and_objects_borg_makes_now() {
     let dir = tempfile::tempdir().unwrap();
-    for mode in ALL_MODES {
-        let out = common::oracle(&["make-key", mode, "borg's passphrase", "-"], b"");
+    for (oracle, mode) in Oracle::BOTH
+        .into_iter()
+        .flat_map(|o| ALL_MODES.map(|m| (o, m)))
+    {
+        let out = oracle.run(&["make-key", mode, "borg's passphrase", "-"], b"");
         let made: Json = serde_json::from_slice(&out).unwrap();
         let key_type = KeyType::from_byte(made["key_type"].as_u64().unwrap() as u8).unwrap();
         assert_eq!(key_type.mode_name(), mode);
@@ -313,10 +318,9 @@ fn we_open_keys_and_objects_borg_makes_now() {
             });
             let path = dir.path().join("encrypt.json");
             std::fs::write(&path, request.to_string()).unwrap();
-            let sealed: Json = serde_json::from_slice(&common::oracle(
-                &["encrypt-object", path.to_str().unwrap()],
-                b"",
-            ))
+            let sealed: Json = serde_json::from_slice(
+                &oracle.run(&["encrypt-object", path.to_str().unwrap()], b""),
+            )
             .unwrap();
             let id: [u8; 32] = unhex(sealed["id"].as_str().unwrap()).try_into().unwrap();
             assert_eq!(id, key.id_hash(&plaintext), "{mode} {compression}: id");

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Oracle;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -21,8 +23,8 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn borg_sizes(file: &Path, seed: i32, params: &str) -> Vec<usize> {
-    let out = common::oracle(
+fn borg_sizes(oracle: Oracle, file: &Path, seed: i32, params: &str) -> Vec<usize> {
+    let out = oracle.run(
         &[
             "chunk",
             "--seed",
@@ -127,12 +129,14 @@ fn cut_points_equal_borgs() {
         std::fs::write(&file, &case.data).unwrap();
         let params: ChunkerParams = case.params.parse().unwrap();
         let ours = chunk_sizes(params, case.seed, &case.data);
-        let borgs = borg_sizes(&file, case.seed, case.params);
-        assert_eq!(
-            ours, borgs,
-            "{} (seed {}, {})",
-            case.name, case.seed, case.params
-        );
+        for oracle in Oracle::BOTH {
+            let borgs = borg_sizes(oracle, &file, case.seed, case.params);
+            let what = format!(
+                "{} (seed {}, {}, {oracle:?})",
+                case.name, case.seed, case.params
+            );
+            assert_eq!(ours, borgs, "{what}");
+        }
         assert_eq!(ours.iter().sum::<usize>(), case.data.len(), "{}", case.name);
     }
 }
@@ -171,7 +175,7 @@ fn debug_chunk_command_prints_borgs_sizes() {
             .collect();
         assert_eq!(
             ours,
-            borg_sizes(&file, seed, params),
+            borg_sizes(Oracle::Borg14, &file, seed, params),
             "seed {seed}, {params}"
         );
     }

@@ -60,30 +60,64 @@ pub fn borg14_python() -> PathBuf {
     python
 }
 
-/// Runs `tests/oracle/borg_oracle.py` with borg 1.4.5's Python; returns stdout, panics on failure.
+/// The Python interpreter that runs `MCB_BORG12`, read from its `#!` line (Debian's package
+/// installs borg's modules for the system python3).
+pub fn borg12_python() -> PathBuf {
+    let script = std::fs::read_to_string(borg12()).expect("read the borg 1.2 launcher");
+    let shebang = script.lines().next().unwrap_or_default();
+    let python = shebang
+        .trim_start_matches("#!")
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    assert!(!python.is_empty(), "{} has no #! line", borg12().display());
+    PathBuf::from(python)
+}
+
+/// One of the real borgs whose Python code answers through `tests/oracle/borg_oracle.py`.
+#[derive(Clone, Copy, Debug)]
+pub enum Oracle {
+    Borg14,
+    Borg12,
+}
+
+impl Oracle {
+    pub const BOTH: [Oracle; 2] = [Oracle::Borg14, Oracle::Borg12];
+
+    /// Runs the oracle script; returns stdout, panics (with borg's message) on failure.
+    pub fn run(self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let python = match self {
+            Oracle::Borg14 => borg14_python(),
+            Oracle::Borg12 => borg12_python(),
+        };
+        let script = repo_root().join("tests/oracle/borg_oracle.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the borg oracle");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin)
+            .expect("feed the oracle");
+        let out = child.wait_with_output().expect("oracle output");
+        assert!(
+            out.status.success(),
+            "{self:?} oracle {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// Runs the borg 1.4.5 oracle.
 pub fn oracle(args: &[&str], stdin: &[u8]) -> Vec<u8> {
-    let script = repo_root().join("tests/oracle/borg_oracle.py");
-    let mut child = Command::new(borg14_python())
-        .arg(&script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the borg oracle");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin)
-        .expect("feed the oracle");
-    let out = child.wait_with_output().expect("oracle output");
-    assert!(
-        out.status.success(),
-        "oracle {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    Oracle::Borg14.run(args, stdin)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
