@@ -8,5 +8,5 @@ bash scripts/setup-oracles.sh
 cargo build --release --locked
 # Benchmarks once each in test mode (a smoke test), then every test (unit and integration; the
 # crate has no doc tests), so that the suite's own summary comes last.
-cargo test --locked --benches
+cargo test --locked --bench primitives
 cargo test --locked --lib --bins --tests
