@@ -586,7 +586,13 @@ impl Chunker {
         let lookahead = self.cutter.lookahead();
         let capacity = 2 * lookahead + READ_SIZE;
         if self.buffer.len() < capacity {
-            self.buffer.resize(capacity, 0);
+            // A fresh zeroed allocation comes from the OS already zeroed (no memset of ~17 MiB);
+            // only the pending bytes move over.
+            let mut bigger = vec![0u8; capacity];
+            bigger[..self.end - self.start].copy_from_slice(&self.buffer[self.start..self.end]);
+            self.end -= self.start;
+            self.start = 0;
+            self.buffer = bigger;
         }
         if self.buffer.len() - self.end < READ_SIZE {
             self.buffer.copy_within(self.start..self.end, 0);
