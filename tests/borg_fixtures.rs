@@ -10,10 +10,11 @@ use std::collections::{BTreeSet, HashMap};
 use common::{ALL_MODES, DiskRepo, hex, unhex};
 use mailcow_borg::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use mailcow_borg::format::compress;
-use mailcow_borg::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectKey};
+use mailcow_borg::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectKey, cipher_blocks};
 use mailcow_borg::format::item::{Item, ItemKind};
 use mailcow_borg::format::key::{KeyError, KeyStorage, KeyType};
-use mailcow_borg::format::manifest::Manifest;
+use mailcow_borg::format::manifest::{self, Manifest};
+use mailcow_borg::format::nonce;
 use mailcow_borg::format::tam::TamStatus;
 use sha2::{Digest, Sha256};
 
@@ -357,4 +358,58 @@ fn legacy_type_byte_0x01_reads_as_repokey() {
     }
     let legacy_key = ObjectKey::new(KeyType::LegacyPassphrase, key.material().unwrap().clone());
     assert_eq!(legacy_key.key_type(), KeyType::Repokey);
+}
+
+#[test]
+fn every_iv_borg_used_lies_below_the_repository_nonce_reservation() {
+    for name in DiskRepo::fixture_names() {
+        let repo = DiskRepo::fixture(&name);
+        let key = repo.object_key();
+        if !key.key_type().is_encrypted() {
+            continue;
+        }
+        let reserved = std::fs::read_to_string(repo.dir.join("nonce")).unwrap();
+        let reserved =
+            nonce::parse_nonce_file(&reserved).unwrap_or_else(|| panic!("{name}: nonce file"));
+        let manifest = nonce::manifest_nonce(&key, repo.manifest_object()).unwrap();
+        assert!(
+            manifest <= reserved,
+            "{name}: manifest nonce {manifest} > reserved {reserved}"
+        );
+        for (id, stored) in &repo.objects {
+            let end = key.stored_iv(stored).unwrap() + cipher_blocks(stored.len() - 41);
+            assert!(
+                end <= reserved,
+                "{name}: object {} ends at IV {end} > {reserved}",
+                hex(id)
+            );
+        }
+    }
+}
+
+#[test]
+fn borgs_timestamps_parse_and_format_back_identically() {
+    for name in DiskRepo::fixture_names() {
+        let repo = DiskRepo::fixture(&name);
+        let key = repo.object_key();
+        let plaintext = key
+            .open(&MANIFEST_ID, repo.manifest_object(), None)
+            .unwrap();
+        let manifest = Manifest::unpack(&key, &plaintext).unwrap();
+        let times = std::iter::once(&manifest.timestamp)
+            .chain(manifest.archives.iter().map(|(_, a)| &a.time));
+        for time in times {
+            let micros =
+                manifest::parse_timestamp(time).unwrap_or_else(|| panic!("{name}: {time:?}"));
+            assert_eq!(
+                manifest::format_timestamp(micros).as_bytes(),
+                &time[..],
+                "{name}"
+            );
+            assert!(
+                manifest::next_timestamp(Some(time), 0).as_bytes() > &time[..],
+                "{name}"
+            );
+        }
+    }
 }

@@ -214,6 +214,83 @@ impl Manifest {
     }
 }
 
+/// Microseconds in a day.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Formats microseconds since the Unix epoch as borg's `ISO_FORMAT`, `%Y-%m-%dT%H:%M:%S.%f`
+/// (naive UTC, always six fractional digits).
+pub fn format_timestamp(unix_micros: i64) -> String {
+    let days = unix_micros.div_euclid(DAY_MICROS);
+    let of_day = unix_micros.rem_euclid(DAY_MICROS);
+    let (year, month, day) = civil_from_days(days);
+    let seconds = of_day / 1_000_000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        of_day % 1_000_000
+    )
+}
+
+/// Parses `%Y-%m-%dT%H:%M:%S[.%f]` (as borg writes and reads it) into microseconds since the epoch.
+pub fn parse_timestamp(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || fraction.len() > 6
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * 1_000_000 + micros)
+}
+
+/// The timestamp for a manifest written now: strictly later than the previous one, because borg
+/// takes a timestamp that does not grow for a rollback attack (it writes `max(prev + 1 µs, now)`).
+pub fn next_timestamp(previous: Option<&[u8]>, now_unix_micros: i64) -> String {
+    let floor = previous
+        .and_then(parse_timestamp)
+        .map_or(i64::MIN, |p| p + 1);
+    format_timestamp(now_unix_micros.max(floor))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the usual era-based computation).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +325,33 @@ mod tests {
             Manifest::unpack(&key, &untagged),
             Err(ManifestError::TamMissing)
         );
+    }
+
+    #[test]
+    fn timestamps_match_pythons_and_always_grow() {
+        // Values from Python's datetime for the same instants.
+        for (text, micros) in [
+            ("2026-11-28T20:09:59.186788", 1_795_896_599_186_788),
+            ("1970-01-01T00:00:00.000000", 0),
+            ("2000-02-29T23:59:59.999999", 951_868_799_999_999),
+            ("2038-01-19T03:14:08.000001", 2_147_483_648_000_001),
+        ] {
+            assert_eq!(format_timestamp(micros), text);
+            assert_eq!(parse_timestamp(text.as_bytes()), Some(micros));
+        }
+        assert_eq!(
+            parse_timestamp(b"2026-11-28T20:09:59"),
+            Some(1_795_896_599_000_000)
+        );
+        assert_eq!(parse_timestamp(b"2026-13-28T20:09:59"), None);
+        assert_eq!(parse_timestamp(b"yesterday"), None);
+        let prev = b"2026-11-28T20:09:59.186788";
+        assert_eq!(next_timestamp(Some(prev), 0), "2026-11-28T20:09:59.186789");
+        assert_eq!(
+            next_timestamp(Some(prev), 1_795_896_600_000_000),
+            "2026-11-28T20:10:00.000000"
+        );
+        assert_eq!(next_timestamp(None, 5), "1970-01-01T00:00:00.000005");
     }
 
     #[test]

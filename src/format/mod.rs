@@ -1,7 +1,8 @@
 //! Layer 1, the borg 1.x format core: pure functions over bytes, no I/O.
 //!
 //! Everything a borg 1.x repository stores passes through here: keys ([`key`]), the encryption
-//! envelope and ids ([`envelope`]), compression ([`compress`]), metadata authentication ([`tam`]),
+//! envelope and ids ([`envelope`]), IV planning ([`nonce`]), compression ([`compress`]), metadata
+//! authentication ([`tam`]),
 //! the chunker ([`chunker`]), borg's msgpack dialect ([`msgpack`]) and the manifest, archive and
 //! item models built on it. `shared/spec/borg1.md` is the reference; tests prove each piece against
 //! real borg.
@@ -15,6 +16,7 @@ pub mod item;
 pub mod key;
 pub mod manifest;
 pub mod msgpack;
+pub mod nonce;
 pub mod tam;
 
 pub use fields::InvalidObject;
