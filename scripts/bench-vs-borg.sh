@@ -69,9 +69,22 @@ PY
 "$python" tests/oracle/borg_oracle.py chunk --seed 0 --params buzhash,19,23,21,4095 "$work/big.bin" > "$work/borg.sizes"
 cmp -s "$work/ours.sizes" "$work/borg.sizes" || { echo "chunk sizes differ from borg's!" >&2; exit 1; }
 
-python3 - "$work" "$best_ours" "$best_borg" <<'PY'
+# Deterministic: instructions each chunker executes on the first 32 MiB of the file (callgrind,
+# minus a run on an empty file to take out start-up), if valgrind is installed.
+instr_ours=0 instr_borg=0
+if command -v valgrind >/dev/null; then
+    head -c $((32 << 20)) "$work/big.bin" > "$work/32.bin"
+    : > "$work/empty"
+    count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null | sed -n 's/.*Collected : //p'; }
+    instr_ours=$(( $(count "$ours" debug chunk "$work/32.bin") - $(count "$ours" debug chunk "$work/empty") ))
+    oracle_chunk=("$python" tests/oracle/borg_oracle.py chunk --seed 0 --params buzhash,19,23,21,4095)
+    instr_borg=$(( $(count "${oracle_chunk[@]}" "$work/32.bin") - $(count "${oracle_chunk[@]}" "$work/empty") ))
+fi
+
+python3 - "$work" "$best_ours" "$best_borg" "$instr_ours" "$instr_borg" <<'PY'
 import json, sys
 d, ours_s, borg_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+instr_ours, instr_borg = int(sys.argv[4]), int(sys.argv[5])
 load = lambda f: {(m["section"], m["name"]): m["mb_per_s"] for m in map(json.loads, open(f"{d}/{f}"))}
 ours, borg = load("ours.jsonl"), load("borg.jsonl")
 # Rounds alternate: ours (2 lines), borg (2 lines). Keep the round with the median buzhash ratio.
@@ -87,6 +100,9 @@ mb = (256 << 20) / 1e6
 print("| primitive | ours MB/s | borg 1.4.5 MB/s | ours / borg |")
 print("|---|---:|---:|---:|")
 print(f"| chunker buzhash,19,23,21,4095, 256 MiB file, CPU time (ours: whole process) | {mb/ours_s:.0f} | {mb/borg_s:.0f} | **{borg_s/ours_s:.2f}×** |")
+if instr_ours:
+    per = (32 << 20)
+    print(f"| chunker buzhash,19,23,21,4095, instructions per byte (callgrind, 32 MiB) | {instr_ours/per:.2f} | {instr_borg/per:.2f} | **{instr_borg/instr_ours:.2f}× fewer** |")
 for key in ours:
     if key in borg:
         print(f"| {key[0]} {key[1]} | {ours[key]:.0f} | {borg[key]:.0f} | {ours[key]/borg[key]:.2f}× |")
