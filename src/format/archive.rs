@@ -4,6 +4,7 @@
 //! Concatenated, their plaintexts are one msgpack stream of item dicts, split at arbitrary offsets,
 //! so [`ItemStreamDecoder`] accepts items that straddle chunk boundaries.
 
+use super::chunker::{Buzhash, ChunkerParams};
 use super::envelope::{ObjectId, ObjectKey};
 use super::fields::{DictWriter, Fields, InvalidObject, int};
 use super::item::Item;
@@ -181,11 +182,112 @@ impl ItemStreamDecoder {
     }
 }
 
+/// Borg's `ChunkBuffer` size: the packed items it collects before cutting chunks off.
+const ITEM_BUFFER_SIZE: usize = 8 << 20;
+
+/// Packs items into borg's item stream and cuts it into chunks with the items chunker, the way
+/// borg's `ChunkBuffer` does: when the buffer passes 8 MiB, every chunk but the last is complete;
+/// the last stays to grow with later items. The result equals one-pass chunking of the whole
+/// stream (a cut depends only on the bytes up to it), so identical items give identical
+/// item-stream chunks, and borg and we dedup each other's metadata.
+pub struct ItemStreamWriter {
+    cutter: Buzhash,
+    buffer: Vec<u8>,
+}
+
+impl ItemStreamWriter {
+    /// `seed`: the key's `chunk_seed`, as for file contents.
+    pub fn new(seed: i32) -> Self {
+        let ChunkerParams::Buzhash {
+            min_exp,
+            max_exp,
+            mask_bits,
+            window,
+        } = ChunkerParams::ITEMS
+        else {
+            unreachable!("the items chunker is buzhash")
+        };
+        ItemStreamWriter {
+            cutter: Buzhash::new(min_exp, max_exp, mask_bits, window, seed),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Adds an item; returns the item-stream chunks (plaintexts) that are now complete.
+    pub fn push(&mut self, item: &Item) -> Vec<Vec<u8>> {
+        item.to_value().encode(&mut self.buffer);
+        if self.buffer.len() > ITEM_BUFFER_SIZE {
+            self.cut(false)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Ends the stream: every remaining chunk.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        self.cut(true)
+    }
+
+    fn cut(&mut self, last: bool) -> Vec<Vec<u8>> {
+        let mut chunks = Vec::new();
+        let mut pos = 0;
+        while pos < self.buffer.len() {
+            let span = &self.buffer[pos..(pos + self.cutter.max_size()).min(self.buffer.len())];
+            let len = self.cutter.cut(span);
+            if !last && pos + len == self.buffer.len() {
+                break; // may still grow: keep it for the next round
+            }
+            chunks.push(span[..len].to_vec());
+            pos += len;
+        }
+        self.buffer.drain(..pos);
+        chunks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::envelope::tests::vector_key;
     use crate::format::key::KeyType;
+
+    #[test]
+    fn item_stream_writer_matches_one_pass_chunking() {
+        let items: Vec<Item> = (0..250_000u32)
+            .map(|i| Item {
+                path: format!("vmail/example.org/user{}/cur/{i}.mx:2,S", i % 97).into_bytes(),
+                mode: Some(0o100640),
+                mtime: 1_700_000_000_000_000_000 + i as i64 * 7_919,
+                size: Some(i as u64),
+                chunks: Some(Vec::new()),
+                ..Item::default()
+            })
+            .collect();
+        let mut writer = ItemStreamWriter::new(-77);
+        let mut chunks = Vec::new();
+        let mut stream = Vec::new();
+        for item in &items {
+            chunks.extend(writer.push(item));
+            item.to_value().encode(&mut stream);
+        }
+        chunks.extend(writer.finish());
+        assert!(
+            stream.len() > 2 * ITEM_BUFFER_SIZE,
+            "the test must cross the 8 MiB flushes"
+        );
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            crate::format::chunker::chunk_sizes(ChunkerParams::ITEMS, -77, &stream)
+        );
+        assert_eq!(chunks.concat(), stream);
+        let mut decoder = ItemStreamDecoder::new();
+        let decoded: Vec<Item> = chunks
+            .iter()
+            .flat_map(|c| decoder.feed(c).unwrap())
+            .collect();
+        assert_eq!(decoded, items);
+    }
 
     #[test]
     fn pack_unpack_round_trip_with_tam() {
