@@ -3,7 +3,9 @@
 //! layers; this crate grows them bottom-up:
 //!
 //! - [`format`](mod@format) — the borg 1.x format core (pure, no I/O).
+//! - [`repo`] — the repository client: `borg serve` RPC over a transport.
 //! - [`cli`] — the command line, thin.
 
 pub mod cli;
 pub mod format;
+pub mod repo;

@@ -380,6 +380,11 @@ impl StreamDecoder {
         Ok(values)
     }
 
+    /// Bytes held back because they do not form a complete value yet.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Call at the end of the stream: leftover bytes mean it was cut short.
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.buffer.is_empty() {

@@ -1,0 +1,227 @@
+//! The repository methods of `borg serve`, typed (spec §1.4–§1.7).
+//!
+//! Every argument borg's server would default is sent explicitly: the server's defaults differ
+//! from the client's (no lock timeout at all, shared lock with silent upgrade), and depending on
+//! them would make our behaviour change with the server version.
+
+use std::time::Duration;
+
+use crate::format::envelope::ObjectId;
+use crate::format::msgpack::Value;
+
+use super::rpc::{RemoteException, RpcClient, RpcError};
+
+/// The version we announce in `negotiate`: the borg release whose protocol we speak.
+const CLIENT_VERSION: [i128; 4] = [1, 4, 5, -1];
+
+/// A server older than this speaks a protocol we do not (spec §1.4).
+const MIN_SERVER_VERSION: (i128, i128, i128) = (1, 2, 0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository {0} does not exist")]
+    DoesNotExist(String),
+    #[error("{0} is not a borg repository")]
+    NotARepository(String),
+    #[error(
+        "{path} has an invalid repository config ({detail}); is it a borg 2 repository? mailcow-borg works with borg 1.x repositories"
+    )]
+    InvalidConfig { path: String, detail: String },
+    #[error(
+        "the server does not allow access to {0} (borg serve --restrict-to-path/--restrict-to-repository)"
+    )]
+    PathNotAllowed(String),
+    #[error(
+        "the repository is locked ({0}): another borg is using it; wait, or if that process is gone, break the lock"
+    )]
+    Locked(String),
+    #[error(
+        "object {id} is not in the repository: the repository is damaged or was changed meanwhile"
+    )]
+    ObjectNotFound { id: String },
+    #[error("the server runs borg {0}; borg 1.2 or newer is needed on the repository host")]
+    UnsupportedServer(String),
+    #[error("the repository server reported {class}: {message}")]
+    Other { class: String, message: String },
+    #[error(transparent)]
+    Rpc(RpcError),
+}
+
+impl From<RpcError> for RepoError {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Remote(remote) => RepoError::from_remote(remote),
+            other => RepoError::Rpc(other),
+        }
+    }
+}
+
+impl RepoError {
+    fn from_remote(e: RemoteException) -> RepoError {
+        let arg = |i: usize| e.args.get(i).cloned().unwrap_or_default();
+        match e.class.as_str() {
+            "DoesNotExist" => RepoError::DoesNotExist(arg(0)),
+            "InvalidRepository" => RepoError::NotARepository(arg(0)),
+            "InvalidRepositoryConfig" => RepoError::InvalidConfig {
+                path: arg(0),
+                detail: arg(1),
+            },
+            "PathNotAllowed" => RepoError::PathNotAllowed(arg(0)),
+            "LockTimeout" | "LockFailed" => RepoError::Locked(arg(0)),
+            "ObjectNotFound" => RepoError::ObjectNotFound { id: arg(0) },
+            _ => RepoError::Other {
+                message: e.args.join(", "),
+                class: e.class,
+            },
+        }
+    }
+}
+
+/// How to open a repository; every field goes to the server as given.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub create: bool,
+    /// How long to wait for the lock before failing with [`RepoError::Locked`].
+    pub lock_wait: Duration,
+    pub lock: bool,
+    /// `true` for writers, `false` (shared) for readers, as borg opens per command.
+    pub exclusive: bool,
+    pub append_only: bool,
+    pub make_parent_dirs: bool,
+}
+
+impl OpenOptions {
+    /// What borg's `list`, `info` and `extract` use: a shared lock, waiting 1 s by default.
+    pub fn read() -> Self {
+        OpenOptions {
+            create: false,
+            lock_wait: Duration::from_secs(1),
+            lock: true,
+            exclusive: false,
+            append_only: false,
+            make_parent_dirs: false,
+        }
+    }
+}
+
+/// Agrees on the protocol; returns the server's borg version, e.g. `(1, 4, 5)`.
+pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError> {
+    let client_version = Value::Array(CLIENT_VERSION.iter().map(|v| Value::Int(*v)).collect());
+    let answer = rpc
+        .call(
+            "negotiate",
+            vec![(
+                "client_data",
+                Value::Map(vec![(Value::raw("client_version"), client_version)]),
+            )],
+        )
+        .await?;
+    // Servers before 1.1 answer with a bare protocol number instead of a dict.
+    let version = answer
+        .get("server_version")
+        .and_then(Value::as_array)
+        .filter(|v| v.len() >= 3)
+        .ok_or_else(|| RepoError::UnsupportedServer(format!("older than 1.1 ({answer})")))?;
+    let part = |i: usize| version[i].as_int().unwrap_or(0);
+    let found = (part(0), part(1), part(2));
+    if found < MIN_SERVER_VERSION {
+        return Err(RepoError::UnsupportedServer(format!(
+            "{}.{}.{}",
+            found.0, found.1, found.2
+        )));
+    }
+    Ok(found)
+}
+
+/// An open repository on the other end of an RPC connection (one per connection).
+pub struct Repository<'c> {
+    rpc: &'c RpcClient,
+    id: ObjectId,
+}
+
+impl<'c> Repository<'c> {
+    /// Opens the repository at `path`, sent exactly as the user gave it: the server resolves
+    /// `~` and `/./` (spec §1.1).
+    pub async fn open(
+        rpc: &'c RpcClient,
+        path: &str,
+        options: &OpenOptions,
+    ) -> Result<Repository<'c>, RepoError> {
+        let answer = rpc
+            .call(
+                "open",
+                vec![
+                    ("path", Value::raw(path)),
+                    ("create", Value::Bool(options.create)),
+                    ("lock_wait", Value::Int(options.lock_wait.as_secs() as i128)),
+                    ("lock", Value::Bool(options.lock)),
+                    ("exclusive", Value::Bool(options.exclusive)),
+                    ("append_only", Value::Bool(options.append_only)),
+                    ("make_parent_dirs", Value::Bool(options.make_parent_dirs)),
+                ],
+            )
+            .await?;
+        let id = answer
+            .as_raw()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| RpcError::Protocol(format!("open returned {answer}")))?;
+        Ok(Repository { rpc, id })
+    }
+
+    /// The repository id (32 bytes).
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    /// The stored object `id`, exactly as put.
+    pub async fn get(&self, id: &ObjectId) -> Result<Vec<u8>, RepoError> {
+        match self
+            .rpc
+            .call("get", vec![("id", Value::raw(id.to_vec()))])
+            .await?
+        {
+            Value::Raw(data) => Ok(data),
+            other => Err(RpcError::Protocol(format!("get returned {other}")).into()),
+        }
+    }
+
+    /// Up to `limit` object ids after `marker`, in the server's index order.
+    pub async fn list(
+        &self,
+        limit: usize,
+        marker: Option<&ObjectId>,
+    ) -> Result<Vec<ObjectId>, RepoError> {
+        let answer = self
+            .rpc
+            .call(
+                "list",
+                vec![
+                    ("limit", Value::Int(limit as i128)),
+                    (
+                        "marker",
+                        marker.map_or(Value::Nil, |m| Value::raw(m.to_vec())),
+                    ),
+                ],
+            )
+            .await?;
+        answer
+            .as_array()
+            .and_then(|ids| {
+                ids.iter()
+                    .map(|v| v.as_raw().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                RpcError::Protocol("list returned something other than ids".into()).into()
+            })
+    }
+
+    /// The repokey text from the repository config, or `None` (keyfile and `none` modes).
+    pub async fn load_key(&self) -> Result<Option<String>, RepoError> {
+        match self.rpc.call("load_key", Vec::new()).await? {
+            Value::Raw(text) if text.is_empty() => Ok(None),
+            Value::Raw(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
+            other => Err(RpcError::Protocol(format!("load_key returned {other}")).into()),
+        }
+    }
+}

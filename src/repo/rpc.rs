@@ -1,0 +1,257 @@
+//! The `borg serve` RPC client (spec §1): msgpack requests and responses over a byte stream.
+//!
+//! Framing is plain concatenation of msgpack objects in both directions. Requests use the dict
+//! form `{i: msgid, m: method, a: {name: value}}`, also for `negotiate`, so every answer comes back
+//! as a dict too: `{i, r}` or `{i, exception_class, exception_args, ...}`.
+//!
+//! The server answers strictly in order, but one request at a time would cost a round trip per
+//! object over SSH. So calls are pipelined: any number of tasks may call concurrently, up to
+//! [`MAX_IN_FLIGHT`] requests are outstanding, and one reader task matches answers to callers by
+//! msgid. Reading never waits for writing (and stderr is drained by its own task), so neither
+//! pipe can fill up and deadlock the pair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::format::msgpack::{StreamDecoder, Value};
+
+/// Borg's client keeps at most this many requests in flight.
+pub const MAX_IN_FLIGHT: usize = 100;
+
+/// Borg's unpacker refuses to buffer more than this (spec §0.1); so do we.
+const MAX_BUFFERED: usize = 60 << 20;
+
+/// An exception the server raised, as it reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteException {
+    /// Python class name, e.g. `ObjectNotFound`.
+    pub class: String,
+    /// The exception's arguments, rendered as text (ids as hex).
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("the repository server reported {}: {}", .0.class, .0.args.join(", "))]
+    Remote(RemoteException),
+    #[error("the connection to the repository server was lost: {0}")]
+    ConnectionLost(String),
+    #[error("the repository server sent something that is not borg's RPC protocol: {0}")]
+    Protocol(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+
+/// A connection to one `borg serve` process.
+pub struct RpcClient {
+    /// `None` once [`RpcClient::shutdown`] dropped it.
+    writer: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    pending: Pending,
+    next_id: std::sync::atomic::AtomicU64,
+    slots: Semaphore,
+    /// Why the reader stopped, once it has.
+    closed: Arc<Mutex<Option<String>>>,
+}
+
+impl RpcClient {
+    /// Starts the reader task over the server's stdout. `reader` and `writer` are the two
+    /// directions of the transport.
+    pub fn new(
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        writer: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> RpcClient {
+        let pending: Pending = Arc::default();
+        let closed: Arc<Mutex<Option<String>>> = Arc::default();
+        tokio::spawn(read_responses(reader, pending.clone(), closed.clone()));
+        RpcClient {
+            writer: tokio::sync::Mutex::new(Some(Box::new(writer))),
+            pending,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+            closed,
+        }
+    }
+
+    /// Calls `method` with named arguments and waits for its result.
+    pub async fn call(&self, method: &str, args: Vec<(&str, Value)>) -> Result<Value, RpcError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RpcError::ConnectionLost("client closed".into()))?;
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending map").insert(id, tx);
+        if let Some(reason) = self.closed.lock().expect("closed flag").clone() {
+            self.pending.lock().expect("pending map").remove(&id);
+            return Err(RpcError::ConnectionLost(reason));
+        }
+        // Insertion order i, m, a, as borg sends it; the argument map needs no order.
+        let request = Value::Map(vec![
+            (Value::raw("i"), Value::Int(id as i128)),
+            (Value::raw("m"), Value::raw(method)),
+            (
+                Value::raw("a"),
+                Value::Map(args.into_iter().map(|(k, v)| (Value::raw(k), v)).collect()),
+            ),
+        ]);
+        {
+            let mut guard = self.writer.lock().await;
+            let written = match guard.as_mut() {
+                Some(writer) => async {
+                    writer.write_all(&request.to_bytes()).await?;
+                    writer.flush().await
+                }
+                .await
+                .map_err(|e| e.to_string()),
+                None => Err("the connection was closed".to_string()),
+            };
+            if let Err(e) = written {
+                self.pending.lock().expect("pending map").remove(&id);
+                return Err(RpcError::ConnectionLost(e));
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            let reason = self.closed.lock().expect("closed flag").clone();
+            Err(RpcError::ConnectionLost(
+                reason.unwrap_or_else(|| "no answer".into()),
+            ))
+        })
+    }
+
+    /// Closes our side of the stream: the server then closes the repository (releasing its lock,
+    /// rolling back anything uncommitted) and exits.
+    pub async fn shutdown(&self) -> Result<(), RpcError> {
+        // Dropping the writer is what closes a pipe (a child's stdin ignores `shutdown`).
+        match self.writer.lock().await.take() {
+            Some(mut writer) => writer
+                .shutdown()
+                .await
+                .map_err(|e| RpcError::ConnectionLost(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads answers until the stream ends, handing each to the caller waiting for its msgid. When
+/// the stream ends or breaks, every waiting caller gets the reason.
+async fn read_responses(
+    mut reader: impl AsyncRead + Unpin,
+    pending: Pending,
+    closed: Arc<Mutex<Option<String>>>,
+) {
+    let mut decoder = StreamDecoder::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let reason = loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break "the server closed the connection".to_string(),
+            Ok(n) => n,
+            Err(e) => break e.to_string(),
+        };
+        let values = match decoder.feed(&buf[..n]) {
+            Ok(values) => values,
+            Err(e) => break format!("undecodable answer: {e}"),
+        };
+        if decoder.buffered() > MAX_BUFFERED {
+            break "an answer larger than 60 MiB".to_string();
+        }
+        for value in values {
+            let (id, result) = match parse_response(value) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    fail_all(&pending, &closed, e.to_string());
+                    return;
+                }
+            };
+            let waiter = pending.lock().expect("pending map").remove(&id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(result);
+            }
+        }
+    };
+    fail_all(&pending, &closed, reason);
+}
+
+fn fail_all(pending: &Pending, closed: &Mutex<Option<String>>, reason: String) {
+    *closed.lock().expect("closed flag") = Some(reason.clone());
+    for (_, tx) in pending.lock().expect("pending map").drain() {
+        let _ = tx.send(Err(RpcError::ConnectionLost(reason.clone())));
+    }
+}
+
+/// Splits an answer into its msgid and result or remote exception.
+fn parse_response(value: Value) -> Result<(u64, Result<Value, RpcError>), RpcError> {
+    let id = value
+        .get("i")
+        .and_then(Value::as_int)
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| RpcError::Protocol(format!("answer without msgid: {value}")))?;
+    if let Some(class) = value.get("exception_class") {
+        let class = class
+            .as_raw()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let args = value
+            .get("exception_args")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .map(render_arg)
+            .collect();
+        return Ok((id, Err(RpcError::Remote(RemoteException { class, args }))));
+    }
+    match value {
+        Value::Map(entries) => {
+            let result = entries
+                .into_iter()
+                .find(|(k, _)| k.as_raw() == Some(b"r"))
+                .map(|(_, v)| v)
+                .ok_or_else(|| RpcError::Protocol("answer without result".into()))?;
+            Ok((id, Ok(result)))
+        }
+        other => Err(RpcError::Protocol(format!("answer is not a map: {other}"))),
+    }
+}
+
+/// Exception arguments are usually text (paths, hex ids); anything else is shown as msgpack.
+fn render_arg(v: &Value) -> String {
+    match v {
+        Value::Raw(b) => String::from_utf8_lossy(b).into_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_and_exceptions_are_told_apart() {
+        let ok = Value::Map(vec![
+            (Value::raw("i"), Value::Int(7)),
+            (Value::raw("r"), Value::Nil),
+        ]);
+        assert!(matches!(parse_response(ok), Ok((7, Ok(Value::Nil)))));
+        let err = Value::Map(vec![
+            (Value::raw("i"), Value::Int(8)),
+            (Value::raw("exception_class"), Value::raw("ObjectNotFound")),
+            (
+                Value::raw("exception_args"),
+                Value::Array(vec![Value::raw("ab12"), Value::raw("/srv/repo")]),
+            ),
+        ]);
+        match parse_response(err) {
+            Ok((8, Err(RpcError::Remote(e)))) => {
+                assert_eq!(e.class, "ObjectNotFound");
+                assert_eq!(e.args, vec!["ab12", "/srv/repo"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_response(Value::Int(1)).is_err());
+    }
+}
