@@ -31,11 +31,21 @@ pub enum BenchmarkCommand {
         /// Print one JSON object per measurement instead of a table.
         #[arg(long)]
         json: bool,
-        /// Measure only this section: chunker, id-hash, encrypt, decrypt, compress, decompress.
-        #[arg(long)]
+        /// Measure only this section.
+        #[arg(long, value_parser = SECTIONS)]
         only: Option<String>,
     },
 }
+
+/// The sections `benchmark cpu` measures, in order.
+const SECTIONS: [&str; 6] = [
+    "chunker",
+    "id-hash",
+    "encrypt",
+    "decrypt",
+    "compress",
+    "decompress",
+];
 
 pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<()> {
     let BenchmarkCommand::Cpu {

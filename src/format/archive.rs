@@ -4,7 +4,7 @@
 //! Concatenated, their plaintexts are one msgpack stream of item dicts, split at arbitrary offsets,
 //! so [`ItemStreamDecoder`] accepts items that straddle chunk boundaries.
 
-use super::chunker::{Buzhash, ChunkerParams};
+use super::chunker::{ChunkerParams, chunk_sizes};
 use super::envelope::{ObjectId, ObjectKey};
 use super::fields::{DictWriter, Fields, InvalidObject, int};
 use super::item::Item;
@@ -186,29 +186,20 @@ impl ItemStreamDecoder {
 const ITEM_BUFFER_SIZE: usize = 8 << 20;
 
 /// Packs items into borg's item stream and cuts it into chunks with the items chunker, the way
-/// borg's `ChunkBuffer` does: when the buffer passes 8 MiB, every chunk but the last is complete;
-/// the last stays to grow with later items. The result equals one-pass chunking of the whole
-/// stream (a cut depends only on the bytes up to it), so identical items give identical
-/// item-stream chunks, and borg and we dedup each other's metadata.
+/// borg's `ChunkBuffer` does: when the buffer passes 8 MiB it is chunked, every chunk but the last
+/// is complete, and the last stays to grow with later items. The result equals one-pass chunking
+/// of the whole stream (a cut depends only on the bytes up to it), so identical items give
+/// identical item-stream chunks, and borg and we dedup each other's metadata.
 pub struct ItemStreamWriter {
-    cutter: Buzhash,
+    seed: i32,
     buffer: Vec<u8>,
 }
 
 impl ItemStreamWriter {
     /// `seed`: the key's `chunk_seed`, as for file contents.
     pub fn new(seed: i32) -> Self {
-        let ChunkerParams::Buzhash {
-            min_exp,
-            max_exp,
-            mask_bits,
-            window,
-        } = ChunkerParams::ITEMS
-        else {
-            unreachable!("the items chunker is buzhash")
-        };
         ItemStreamWriter {
-            cutter: Buzhash::new(min_exp, max_exp, mask_bits, window, seed),
+            seed,
             buffer: Vec::new(),
         }
     }
@@ -229,17 +220,18 @@ impl ItemStreamWriter {
     }
 
     fn cut(&mut self, last: bool) -> Vec<Vec<u8>> {
-        let mut chunks = Vec::new();
-        let mut pos = 0;
-        while pos < self.buffer.len() {
-            let span = &self.buffer[pos..(pos + self.cutter.max_size()).min(self.buffer.len())];
-            let len = self.cutter.cut(span);
-            if !last && pos + len == self.buffer.len() {
-                break; // may still grow: keep it for the next round
-            }
-            chunks.push(span[..len].to_vec());
-            pos += len;
+        let mut sizes = chunk_sizes(ChunkerParams::ITEMS, self.seed, &self.buffer);
+        if !last {
+            sizes.pop(); // may still grow: keep it for the next round
         }
+        let mut pos = 0;
+        let chunks = sizes
+            .into_iter()
+            .map(|len| {
+                pos += len;
+                self.buffer[pos - len..pos].to_vec()
+            })
+            .collect();
         self.buffer.drain(..pos);
         chunks
     }
@@ -276,10 +268,7 @@ mod tests {
             "the test must cross the 8 MiB flushes"
         );
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        assert_eq!(
-            sizes,
-            crate::format::chunker::chunk_sizes(ChunkerParams::ITEMS, -77, &stream)
-        );
+        assert_eq!(sizes, chunk_sizes(ChunkerParams::ITEMS, -77, &stream));
         assert_eq!(chunks.concat(), stream);
         let mut decoder = ItemStreamDecoder::new();
         let decoded: Vec<Item> = chunks

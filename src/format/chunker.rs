@@ -268,7 +268,8 @@ impl Buzhash {
     /// Like [`Buzhash::cut`] for a chunk whose bytes arrive in pieces: `data` is what is there so
     /// far from the chunk start, `complete` says that no more will come before `max` bytes (end
     /// of stream). Returns `None` while the cut cannot be decided yet; work already done on the
-    /// same chunk is not repeated. Call [`Buzhash::restart`] before a chunk's first call.
+    /// same chunk is not repeated. A decided cut ends the scan; [`Buzhash::restart`] drops an
+    /// undecided one.
     pub fn cut_partial(&mut self, data: &[u8], complete: bool) -> Option<usize> {
         let complete = complete || data.len() >= self.max;
         let end = data.len().min(self.max);
@@ -283,11 +284,11 @@ impl Buzhash {
             self.first_match(&data[first..end - 1], end - w - first)
                 .map(|k| first + k)
         };
-        match found {
-            Some(cut) => Some(cut),
-            None if complete => Some(end),
-            None => None,
+        let cut = found.or(complete.then_some(end));
+        if cut.is_some() {
+            self.restart();
         }
+        cut
     }
 
     /// Forgets the scan of the previous chunk.
@@ -336,7 +337,6 @@ impl Buzhash {
                 filled = need - base + 1;
             }
             if let Some(k) = self.test_block(&prefix[..filled], base, tested, block_end) {
-                filled = 0;
                 break Some(k);
             }
             tested = block_end;
