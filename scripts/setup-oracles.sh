@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently, on a Debian (bookworm) machine:
 #  - Debian packages: the -dev libraries borg 1.4.5 builds against, Debian's borgbackup (1.2.x,
-#    the second oracle), openssh-server, and `file` (the static-binary check).
+#    the second oracle), openssh-server, `file` (the static-binary check), and `acl`
+#    (setfacl/getfacl, for tests/oracle/tricky_tree.py).
 #  - real borg 1.4.5 from PyPI, built from source into a virtualenv.
 # Where things go (the tests read the same variables, with the same defaults):
 #   MCB_ORACLE_DIR   default: <repo>/.oracle
@@ -15,7 +16,7 @@ venv="$oracle_dir/venv-borg-1.4.5"
 borg_version="1.4.5"
 
 debs=(libssl-dev liblz4-dev libzstd-dev libxxhash-dev libacl1-dev pkg-config python3-venv
-      borgbackup openssh-server file)
+      borgbackup openssh-server file acl)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
