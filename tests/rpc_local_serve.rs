@@ -12,8 +12,9 @@ use futures::future::join_all;
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType};
 use mailcow_borg::format::manifest::Manifest;
-use mailcow_borg::repo::local::LocalServe;
+use mailcow_borg::repo::local;
 use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
+use mailcow_borg::repo::transport::Connection;
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -28,8 +29,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn serve(borg: &Path, extra: &[&str]) -> LocalServe {
-    LocalServe::spawn(borg, extra, |_line| {}).expect("start borg serve")
+fn serve(borg: &Path, extra: &[&str]) -> Connection {
+    let streams = local::spawn(borg, extra).expect("start borg serve");
+    Connection::new(streams, std::sync::Arc::new(|_line| {}))
 }
 
 async fn read_whole_repository(borg: PathBuf, fixture: &str) {
@@ -39,10 +41,10 @@ async fn read_whole_repository(borg: PathBuf, fixture: &str) {
     copy_tree(&disk.dir, &path);
 
     let server = serve(&borg, &[]);
-    let rpc = &server.client;
+    let rpc = &server.rpc;
     let version = negotiate(rpc).await.unwrap();
     assert!(version >= (1, 2, 0), "{version:?}");
-    let repo = Repository::open(rpc, path.to_str().unwrap(), &OpenOptions::read())
+    let repo = Repository::open(rpc.clone(), path.to_str().unwrap(), &OpenOptions::read())
         .await
         .unwrap();
     assert_eq!(repo.id(), &disk.id);
@@ -138,8 +140,8 @@ async fn refusals_are_typed_errors() {
     for borg in [common::borg14(), common::borg12()] {
         for (args, path, expected) in &cases {
             let server = serve(&borg, args);
-            negotiate(&server.client).await.unwrap();
-            let err = match Repository::open(&server.client, path, &OpenOptions::read()).await {
+            negotiate(&server.rpc).await.unwrap();
+            let err = match Repository::open(server.rpc.clone(), path, &OpenOptions::read()).await {
                 Err(e) => e,
                 Ok(_) => panic!("{} opened {path}", borg.display()),
             };

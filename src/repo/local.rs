@@ -4,10 +4,9 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::rpc::RpcClient;
+use super::transport::{Finish, ServeSession, ServeStreams};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -19,49 +18,39 @@ pub struct SpawnError {
     source: std::io::Error,
 }
 
-/// A running `borg serve` and the RPC connection to it.
-pub struct LocalServe {
-    pub client: RpcClient,
-    child: Child,
+/// Starts `<borg> serve [extra args]` and hands over its streams.
+pub fn spawn(borg: &Path, extra_args: &[&str]) -> Result<ServeStreams, SpawnError> {
+    let mut child = Command::new(borg)
+        .arg("serve")
+        .args(extra_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| SpawnError {
+            program: borg.display().to_string(),
+            source,
+        })?;
+    Ok(ServeStreams {
+        stdin: Box::new(child.stdin.take().expect("piped stdin")),
+        stdout: Box::new(child.stdout.take().expect("piped stdout")),
+        stderr: Box::new(child.stderr.take().expect("piped stderr")),
+        session: Box::new(LocalSession(child)),
+    })
 }
 
-impl LocalServe {
-    /// Starts `<borg> serve [extra args]`. Its stderr (log lines) is forwarded to `log`.
-    pub fn spawn(
-        borg: &Path,
-        extra_args: &[&str],
-        log: impl Fn(String) + Send + 'static,
-    ) -> Result<LocalServe, SpawnError> {
-        let mut child = Command::new(borg)
-            .arg("serve")
-            .args(extra_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| SpawnError {
-                program: borg.display().to_string(),
-                source,
-            })?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log(line);
-            }
-        });
-        Ok(LocalServe {
-            client: RpcClient::new(stdout, stdin),
-            child,
-        })
-    }
+struct LocalSession(Child);
 
-    /// Ends the session: closes the server's stdin and waits for it to exit.
-    pub async fn close(mut self) -> std::io::Result<()> {
-        let _ = self.client.shutdown().await;
-        self.child.wait().await.map(|_| ())
+impl ServeSession for LocalSession {
+    fn finish(mut self: Box<Self>) -> Finish {
+        Box::pin(async move {
+            let status = self.0.wait().await.map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("borg serve ended with {status}"))
+            }
+        })
     }
 }

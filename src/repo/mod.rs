@@ -3,8 +3,13 @@
 //!
 //! - [`rpc`] — framing, pipelining and remote exceptions;
 //! - [`repository`] — the typed methods (`negotiate`, `open`, `get`, `list`, ...) and errors;
+//! - [`location`] — borg's repository URLs;
+//! - [`transport`] — one `borg serve` session over any transport, and the server's log;
 //! - [`local`] — the transport that runs `borg serve` as a local process.
 
+pub mod known_hosts;
 pub mod local;
+pub mod location;
 pub mod repository;
 pub mod rpc;
+pub mod transport;

@@ -4,6 +4,7 @@
 //! from the client's (no lock timeout at all, shared lock with silent upgrade), and depending on
 //! them would make our behaviour change with the server version.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::format::envelope::ObjectId;
@@ -133,20 +134,22 @@ pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError>
     Ok(found)
 }
 
-/// An open repository on the other end of an RPC connection (one per connection).
-pub struct Repository<'c> {
-    rpc: &'c RpcClient,
+/// An open repository on the other end of an RPC connection (one per connection). Clones share
+/// the connection, so tasks can fetch concurrently.
+#[derive(Clone)]
+pub struct Repository {
+    rpc: Arc<RpcClient>,
     id: ObjectId,
 }
 
-impl<'c> Repository<'c> {
+impl Repository {
     /// Opens the repository at `path`, sent exactly as the user gave it: the server resolves
     /// `~` and `/./` (spec §1.1).
     pub async fn open(
-        rpc: &'c RpcClient,
+        rpc: Arc<RpcClient>,
         path: &str,
         options: &OpenOptions,
-    ) -> Result<Repository<'c>, RepoError> {
+    ) -> Result<Repository, RepoError> {
         let answer = rpc
             .call(
                 "open",

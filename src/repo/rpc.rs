@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, oneshot};
 
+use super::transport::ServerStderr;
 use crate::format::msgpack::{StreamDecoder, Value};
 
 /// Borg's client keeps at most this many requests in flight.
@@ -58,14 +59,20 @@ pub struct RpcClient {
 
 impl RpcClient {
     /// Starts the reader task over the server's stdout. `reader` and `writer` are the two
-    /// directions of the transport.
+    /// directions of the transport; `stderr`, if given, explains a connection that breaks.
     pub fn new(
         reader: impl AsyncRead + Send + Unpin + 'static,
         writer: impl AsyncWrite + Send + Unpin + 'static,
+        stderr: Option<Arc<ServerStderr>>,
     ) -> RpcClient {
         let pending: Pending = Arc::default();
         let closed: Arc<Mutex<Option<String>>> = Arc::default();
-        tokio::spawn(read_responses(reader, pending.clone(), closed.clone()));
+        tokio::spawn(read_responses(
+            reader,
+            pending.clone(),
+            closed.clone(),
+            stderr,
+        ));
         RpcClient {
             writer: tokio::sync::Mutex::new(Some(Box::new(writer))),
             pending,
@@ -144,6 +151,7 @@ async fn read_responses(
     mut reader: impl AsyncRead + Unpin,
     pending: Pending,
     closed: Arc<Mutex<Option<String>>>,
+    stderr: Option<Arc<ServerStderr>>,
 ) {
     let mut decoder = StreamDecoder::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -173,6 +181,13 @@ async fn read_responses(
                 let _ = tx.send(result);
             }
         }
+    };
+    let reason = match stderr {
+        Some(stderr) => match stderr.last_words().await {
+            Some(words) => format!("{reason} (the server said: {words})"),
+            None => reason,
+        },
+        None => reason,
     };
     fail_all(&pending, &closed, reason);
 }
