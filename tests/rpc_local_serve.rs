@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{DiskRepo, hex};
+use common::{DiskRepo, copy_tree, hex};
 use futures::future::join_all;
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType};
@@ -15,19 +15,6 @@ use mailcow_borg::format::manifest::Manifest;
 use mailcow_borg::repo::local;
 use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
 use mailcow_borg::repo::transport::Connection;
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn serve(borg: &Path, extra: &[&str]) -> Connection {
     let streams = local::spawn(borg, extra).expect("start borg serve");

@@ -5,6 +5,7 @@
 //! - [`repository`] — the typed methods (`negotiate`, `open`, `get`, `list`, ...) and errors;
 //! - [`location`] — borg's repository URLs;
 //! - [`transport`] — one `borg serve` session over any transport, and the server's log;
+//! - [`ssh`], [`known_hosts`] — the transport to a remote `borg serve` over SSH (russh);
 //! - [`local`] — the transport that runs `borg serve` as a local process.
 
 pub mod known_hosts;
@@ -12,4 +13,5 @@ pub mod local;
 pub mod location;
 pub mod repository;
 pub mod rpc;
+pub mod ssh;
 pub mod transport;

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
+pub mod sshd;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -118,6 +120,20 @@ impl Oracle {
 /// Runs the borg 1.4.5 oracle.
 pub fn oracle(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     Oracle::Borg14.run(args, stdin)
+}
+
+/// Copies a directory tree of plain files (a fixture repository) to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,425 @@
+//! The SSH transport: `borg serve` on a remote host, reached with russh — no `ssh` binary.
+//!
+//! What OpenSSH would do for `borg` is done here explicitly, because there is no `ssh_config` and
+//! no terminal to ask a question on:
+//!
+//! - the host key is checked against a known_hosts file before anything is sent; an unknown key
+//!   is refused unless the user opted in to accepting new keys, a changed or revoked one always
+//!   is; the refusal names the fingerprint and the exact line to add or remove;
+//! - the host key algorithms known for the host are asked for first (as OpenSSH orders them), so
+//!   a host recorded with its ECDSA key is not refused for offering Ed25519;
+//! - public-key authentication with OpenSSH private keys; a passphrase-protected key needs its
+//!   passphrase handed over by file or environment, never on the command line;
+//! - keepalives, so a link that dies silently ends the session instead of hanging it;
+//! - the command is `<remote path> serve`, joined with spaces as `ssh` joins its arguments, so a
+//!   `--remote-path` that works with borg works here.
+//!
+//! The channel's data and stderr arrive as messages on one queue; a pump task turns them back
+//! into the two byte streams the rest of the client expects.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+use tokio::io::AsyncWriteExt;
+
+use super::known_hosts::{self, KnownHosts, Verdict};
+use super::location::SshTarget;
+use super::transport::{Finish, ServeSession, ServeStreams};
+
+/// How to reach and trust an SSH server; every field has a default a user can override.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    /// The login name when the location names none.
+    pub default_user: String,
+    pub known_hosts: PathBuf,
+    /// Record an unknown host key instead of refusing it (`StrictHostKeyChecking=accept-new`).
+    pub accept_new_host_key: bool,
+    /// Private keys to offer, in order; missing files are skipped.
+    pub identities: Vec<PathBuf>,
+    /// For passphrase-protected private keys.
+    pub key_passphrase: Option<String>,
+    /// `borg` on the server (`--remote-path`, `BORG_REMOTE_PATH`).
+    pub remote_path: String,
+    /// Options for `borg serve` (log level, as borg passes them).
+    pub serve_args: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Silence after which a keepalive is sent; three unanswered ones end the session.
+    pub keepalive: Duration,
+}
+
+impl SshOptions {
+    /// OpenSSH's defaults under `home`: `~/.ssh/known_hosts` and the usual identity files.
+    pub fn defaults(home: &Path, user: &str) -> SshOptions {
+        let ssh = home.join(".ssh");
+        SshOptions {
+            default_user: user.to_string(),
+            known_hosts: ssh.join("known_hosts"),
+            accept_new_host_key: false,
+            identities: ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|name| ssh.join(name))
+                .collect(),
+            key_passphrase: None,
+            remote_path: "borg".into(),
+            serve_args: Vec::new(),
+            connect_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {target}: {detail}")]
+    Connect { target: String, detail: String },
+    #[error(
+        "the host key of {target} is not known ({fingerprint}); if that is the server's key, add it with: echo '{line}' >> {file} (or rerun with --accept-new-host-key)"
+    )]
+    UnknownHostKey {
+        target: String,
+        fingerprint: String,
+        line: String,
+        file: String,
+    },
+    #[error(
+        "the host key of {target} has CHANGED ({fingerprint}) and does not match line {line} of {file}: someone may be intercepting the connection; if the server's key really changed, remove that line (sed -i '{line}d' {file}) and add the new key"
+    )]
+    ChangedHostKey {
+        target: String,
+        fingerprint: String,
+        line: usize,
+        file: String,
+    },
+    #[error("the host key of {target} ({fingerprint}) is revoked in line {line} of {file}")]
+    RevokedHostKey {
+        target: String,
+        fingerprint: String,
+        line: usize,
+        file: String,
+    },
+    #[error("cannot read known_hosts file {file}: {detail}")]
+    KnownHostsUnreadable { file: String, detail: String },
+    #[error(
+        "no SSH private key found (looked for {tried}); give one with --ssh-key or MAILCOW_BORG_SSH_KEY"
+    )]
+    NoIdentity { tried: String },
+    #[error(
+        "the SSH key {0} is protected by a passphrase; give it in a file (--ssh-key-passphrase-file) or in MAILCOW_BORG_SSH_KEY_PASSPHRASE"
+    )]
+    KeyEncrypted(String),
+    #[error("cannot use the SSH key {path}: {detail}")]
+    KeyUnusable { path: String, detail: String },
+    #[error("{target} refused authentication as {user} with the key(s) {tried}")]
+    AuthRefused {
+        target: String,
+        user: String,
+        tried: String,
+    },
+    #[error("the SSH session with {target} failed: {detail}")]
+    Session { target: String, detail: String },
+}
+
+/// Connects, verifies the host, authenticates and starts `borg serve`.
+pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<ServeStreams, SshError> {
+    let port = target.port.unwrap_or(22);
+    let shown = display_target(target, port);
+    let known =
+        KnownHosts::load(&options.known_hosts).map_err(|e| SshError::KnownHostsUnreadable {
+            file: options.known_hosts.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    let config = client::Config {
+        keepalive_interval: Some(options.keepalive),
+        keepalive_max: 3,
+        // borg's objects are up to ~20 MiB; a larger window keeps the pipe full on long links.
+        window_size: 16 << 20,
+        nodelay: true,
+        preferred: russh::Preferred {
+            key: host_key_order(&known.known_algorithms(&target.host, port)).into(),
+            ..russh::Preferred::DEFAULT
+        },
+        ..client::Config::default()
+    };
+    let verdict = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        host: target.host.clone(),
+        port,
+        known,
+        accept_new: options.accept_new_host_key,
+        shown: shown.clone(),
+        refusal: verdict.clone(),
+    };
+    let connecting = async {
+        let socket = tokio::net::TcpStream::connect((target.host.as_str(), port))
+            .await
+            .map_err(|e| SshError::Connect {
+                target: shown.clone(),
+                detail: e.to_string(),
+            })?;
+        client::connect_stream(Arc::new(config), socket, verifier)
+            .await
+            .map_err(|e| {
+                // A refused host key surfaces as a generic error; the verifier kept the reason.
+                verdict
+                    .lock()
+                    .expect("host key verdict")
+                    .take()
+                    .unwrap_or_else(|| SshError::Connect {
+                        target: shown.clone(),
+                        detail: e.to_string(),
+                    })
+            })
+    };
+    let mut handle = tokio::time::timeout(options.connect_timeout, connecting)
+        .await
+        .map_err(|_| SshError::Connect {
+            target: shown.clone(),
+            detail: format!("no answer within {:?}", options.connect_timeout),
+        })??;
+
+    let user = target.user.as_deref().unwrap_or(&options.default_user);
+    authenticate(&mut handle, user, options, &shown).await?;
+    start_serve(handle, options, &shown).await
+}
+
+fn display_target(target: &SshTarget, port: u16) -> String {
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    if port == 22 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// russh's host key preferences, with the algorithms known_hosts has for this host first.
+fn host_key_order(known: &[Algorithm]) -> Vec<Algorithm> {
+    let mut order = russh::Preferred::DEFAULT.key.to_vec();
+    let is_rsa = |a: &Algorithm| matches!(a, Algorithm::Rsa { .. });
+    let is_known = |a: &Algorithm| known.iter().any(|k| k == a || (is_rsa(k) && is_rsa(a)));
+    order.sort_by_key(|a| !is_known(a));
+    order
+}
+
+struct Verifier {
+    host: String,
+    port: u16,
+    known: KnownHosts,
+    accept_new: bool,
+    shown: String,
+    refusal: Arc<Mutex<Option<SshError>>>,
+}
+
+impl Verifier {
+    fn judge(&self, key: &PublicKey) -> Result<(), SshError> {
+        let file = self.known.path().display().to_string();
+        let fingerprint = format!("{} key {}", key.algorithm(), known_hosts::fingerprint(key));
+        let target = self.shown.clone();
+        match self.known.check(&self.host, self.port, key) {
+            Verdict::Known => Ok(()),
+            Verdict::Unknown if self.accept_new => {
+                known_hosts::append(self.known.path(), &self.host, self.port, key).map_err(|e| {
+                    SshError::KnownHostsUnreadable {
+                        file,
+                        detail: format!("cannot record the new host key: {e}"),
+                    }
+                })
+            }
+            Verdict::Unknown => Err(SshError::UnknownHostKey {
+                target,
+                fingerprint,
+                line: known_hosts::entry_line(&self.host, self.port, key),
+                file,
+            }),
+            Verdict::Changed { line } => Err(SshError::ChangedHostKey {
+                target,
+                fingerprint,
+                line,
+                file,
+            }),
+            Verdict::Revoked { line } => Err(SshError::RevokedHostKey {
+                target,
+                fingerprint,
+                line,
+                file,
+            }),
+        }
+    }
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // No certificate algorithms are advertised, so a certificate is not expected; refusing
+        // it is the safe answer.
+        let judged = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self.judge(key),
+            PublicKeyOrCertificate::Certificate(_) => Err(SshError::Session {
+                target: self.shown.clone(),
+                detail: "the server presented a host certificate, which is not supported".into(),
+            }),
+        };
+        match judged {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                *self.refusal.lock().expect("host key verdict") = Some(refusal);
+                Ok(false)
+            }
+        }
+    }
+}
+
+async fn authenticate(
+    handle: &mut Handle<Verifier>,
+    user: &str,
+    options: &SshOptions,
+    shown: &str,
+) -> Result<(), SshError> {
+    let session_error = |e: russh::Error| SshError::Session {
+        target: shown.to_string(),
+        detail: e.to_string(),
+    };
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(session_error)?
+        .flatten();
+    let mut tried = Vec::new();
+    for path in &options.identities {
+        if !path.exists() {
+            continue;
+        }
+        let key = load_key(path, options.key_passphrase.as_deref())?;
+        tried.push(path.display().to_string());
+        let result = handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash))
+            .await
+            .map_err(session_error)?;
+        if result.success() {
+            return Ok(());
+        }
+    }
+    if tried.is_empty() {
+        return Err(SshError::NoIdentity {
+            tried: options
+                .identities
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Err(SshError::AuthRefused {
+        target: shown.to_string(),
+        user: user.to_string(),
+        tried: tried.join(", "),
+    })
+}
+
+fn load_key(path: &Path, passphrase: Option<&str>) -> Result<russh::keys::PrivateKey, SshError> {
+    let shown = path.display().to_string();
+    match russh::keys::load_secret_key(path, passphrase) {
+        Ok(key) => Ok(key),
+        Err(russh::keys::Error::KeyIsEncrypted) => Err(SshError::KeyEncrypted(shown)),
+        Err(e) => Err(SshError::KeyUnusable {
+            path: shown,
+            detail: if passphrase.is_some() {
+                format!("{e} (is the passphrase right?)")
+            } else {
+                e.to_string()
+            },
+        }),
+    }
+}
+
+/// Opens a session channel, runs `borg serve` in it and turns the channel into streams.
+async fn start_serve(
+    handle: Handle<Verifier>,
+    options: &SshOptions,
+    shown: &str,
+) -> Result<ServeStreams, SshError> {
+    let session_error = |e: russh::Error| SshError::Session {
+        target: shown.to_string(),
+        detail: e.to_string(),
+    };
+    let channel = handle.channel_open_session().await.map_err(session_error)?;
+    let mut command = vec![options.remote_path.as_str(), "serve"];
+    command.extend(options.serve_args.iter().map(String::as_str));
+    channel
+        .exec(true, command.join(" "))
+        .await
+        .map_err(session_error)?;
+
+    let (mut read_half, write_half) = channel.split();
+    let stdin = write_half.make_writer();
+    let (mut stdout_tx, stdout_rx) = tokio::io::duplex(4 << 20);
+    let (mut stderr_tx, stderr_rx) = tokio::io::duplex(64 << 10);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut exit = None;
+        while let Some(message) = read_half.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    if stdout_tx.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    let _ = stderr_tx.write_all(&data).await;
+                }
+                ChannelMsg::ExitStatus { exit_status } => exit = Some(Ok(exit_status)),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    exit = Some(Err(format!("killed by signal {signal_name:?}")));
+                }
+                _ => {}
+            }
+        }
+        // Dropping the stream ends tell the RPC reader and the log forwarder that it is over.
+        drop(stdout_tx);
+        drop(stderr_tx);
+        let _ = ended_tx.send(exit);
+    });
+    Ok(ServeStreams {
+        stdin: Box::new(stdin),
+        stdout: Box::new(stdout_rx),
+        stderr: Box::new(stderr_rx),
+        session: Box::new(SshSession {
+            handle,
+            ended: ended_rx,
+        }),
+    })
+}
+
+struct SshSession {
+    handle: Handle<Verifier>,
+    ended: tokio::sync::oneshot::Receiver<Option<Result<u32, String>>>,
+}
+
+impl ServeSession for SshSession {
+    fn finish(self: Box<Self>) -> Finish {
+        Box::pin(async move {
+            let exit = self.ended.await.ok().flatten();
+            let _ = self
+                .handle
+                .disconnect(Disconnect::ByApplication, "", "en")
+                .await;
+            match exit {
+                Some(Ok(0)) => Ok(()),
+                Some(Ok(code)) => Err(format!("borg serve exited with code {code}")),
+                Some(Err(signal)) => Err(format!("borg serve was {signal}")),
+                None => Err("the connection ended before borg serve reported its exit".into()),
+            }
+        })
+    }
+}
