@@ -370,11 +370,8 @@ async fn start_serve(
         let mut exit = None;
         while let Some(message) = read_half.wait().await {
             match message {
-                ChannelMsg::Data { data } => {
-                    if stdout_tx.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                ChannelMsg::Data { data } if stdout_tx.write_all(&data).await.is_err() => break,
+                ChannelMsg::Data { .. } => {}
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     let _ = stderr_tx.write_all(&data).await;
                 }
