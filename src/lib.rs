@@ -4,8 +4,10 @@
 //!
 //! - [`format`](mod@format) — the borg 1.x format core (pure, no I/O).
 //! - [`repo`] — the repository client: `borg serve` RPC over a transport.
+//! - [`ops`] — archive operations: open, list, extract.
 //! - [`cli`] — the command line, thin.
 
 pub mod cli;
 pub mod format;
+pub mod ops;
 pub mod repo;

@@ -8,7 +8,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use super::pyjson::Json;
 use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::envelope::MANIFEST_ID;
+use crate::format::manifest::Operation;
+use crate::format::msgpack::{self, StreamDecoder, Value};
+use crate::ops::items::fetch;
+use crate::ops::open::open;
 
 #[derive(Subcommand)]
 pub enum DebugCommand {
@@ -23,12 +31,151 @@ pub enum DebugCommand {
         /// The file to chunk; `-` reads standard input.
         file: PathBuf,
     },
+    /// Print the decrypted manifest as JSON, like `borg debug dump-manifest REPO -`.
+    DumpManifest {
+        /// REPOSITORY (default: BORG_REPO).
+        location: Option<String>,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// Print an archive's metadata and items as JSON, like `borg debug dump-archive REPO::A -`.
+    DumpArchive {
+        /// REPOSITORY::ARCHIVE.
+        location: String,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
 }
 
-pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
+pub fn run(cmd: DebugCommand) -> anyhow::Result<Outcome> {
     match cmd {
         DebugCommand::Chunk { seed, params, file } => chunk(seed, params, &file),
+        DebugCommand::DumpManifest { location, access } => dump_manifest(location, access),
+        DebugCommand::DumpArchive { location, access } => dump_archive(&location, access),
     }
+    .map(|()| Outcome::Ok)
+}
+
+/// borg's `prepare_dump_dict`: bytes as text when they are UTF-8 (and do not start with DEL),
+/// else DEL followed by hex; keys as text; order kept.
+fn dump_json(value: &Value) -> Json {
+    match value {
+        Value::Nil => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::Int(*i),
+        Value::Float(f) => Json::Float(*f),
+        Value::Raw(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if !bytes.starts_with(b"\x7f") => Json::str(text),
+            _ => Json::str(format!("\u{7f}{}", crate::format::key::hex(bytes))),
+        },
+        Value::Array(items) => Json::List(items.iter().map(dump_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::Raw(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => other.to_string(),
+                    };
+                    (key, dump_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Python's `textwrap.indent(text, "    ")`: every non-empty line gets the prefix.
+fn indented(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| {
+            if line.trim().is_empty() {
+                line.to_string()
+            } else {
+                format!("    {line}")
+            }
+        })
+        .collect()
+}
+
+fn dump_manifest(location: Option<String>, access: AccessArgs) -> anyhow::Result<()> {
+    let location = parse_location(location.as_deref())?;
+    let options = access.to_options()?;
+    runtime()?.block_on(async {
+        let repo = open(&location, &options, Operation::Check).await?;
+        let plaintext = fetch(repo.repo.clone(), repo.key.clone(), MANIFEST_ID, None).await;
+        let closed = repo.close().await;
+        let dict = msgpack::decode(&plaintext?)?;
+        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        let mut out = io::stdout().lock();
+        out.write_all(dump_json(&dict).to_dump().as_bytes())?;
+        out.flush()?;
+        Ok(())
+    })
+}
+
+fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
+    let location = parse_location(Some(location))?;
+    let Some(name) = location.archive.clone() else {
+        anyhow::bail!("no archive given (REPOSITORY::ARCHIVE)");
+    };
+    let options = access.to_options()?;
+    runtime()?.block_on(async {
+        let repo = open(&location, &options, Operation::Check).await?;
+        let result = async {
+            let entry = repo
+                .manifest
+                .archive(name.as_bytes())
+                .ok_or_else(|| anyhow::anyhow!("archive {name:?} does not exist"))?;
+            let manifest_entry = Value::Map(vec![
+                (Value::raw("id"), Value::raw(entry.id.to_vec())),
+                (Value::raw("time"), Value::raw(entry.time.clone())),
+            ]);
+            let meta = msgpack::decode(
+                &fetch(repo.repo.clone(), repo.key.clone(), entry.id, None).await?,
+            )?;
+            let mut out = BufWriter::new(io::stdout().lock());
+            write!(out, "{{\n    \"_name\": {},\n", Json::str(&name).to_line())?;
+            write!(
+                out,
+                "    \"_manifest_entry\":\n{},\n",
+                indented(&dump_json(&manifest_entry).to_dump())
+            )?;
+            write!(
+                out,
+                "    \"_meta\":\n{},\n",
+                indented(&dump_json(&meta).to_dump())
+            )?;
+            writeln!(out, "    \"_items\": [")?;
+            let mut decoder = StreamDecoder::new();
+            let mut first = true;
+            for id in meta
+                .get("items")
+                .and_then(Value::as_array)
+                .unwrap_or_default()
+            {
+                let id = id
+                    .as_raw()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| anyhow::anyhow!("the archive's item list is damaged"))?;
+                let chunk = fetch(repo.repo.clone(), repo.key.clone(), id, None).await?;
+                for item in decoder.feed(&chunk)? {
+                    if !first {
+                        writeln!(out, ",")?;
+                    }
+                    first = false;
+                    write!(out, "{}", indented(&dump_json(&item).to_dump()))?;
+                }
+            }
+            write!(out, "\n    ]\n}}\n")?;
+            out.flush()?;
+            anyhow::Ok(())
+        }
+        .await;
+        let closed = repo.close().await;
+        result?;
+        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        Ok(())
+    })
 }
 
 fn chunk(seed: i32, params: ChunkerParams, file: &PathBuf) -> anyhow::Result<()> {

@@ -1,14 +1,30 @@
 //! Layer 6, the command line: parses arguments, runs one command, maps the outcome to borg's exit
 //! codes (0 success, 1 warning, 2 error) and prints errors as one line on stderr.
 
+mod access;
 mod benchmark;
 mod debug;
+mod extract;
+mod human;
+mod info;
+mod list;
+mod pyjson;
 
 use clap::{Parser, Subcommand};
 
 /// Exit codes shared with borg.
 pub const EXIT_OK: i32 = 0;
+pub const EXIT_WARNING: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
+
+/// How a command that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// It reached the end but skipped or noticed something (borg's rc 1); the command has
+    /// printed what.
+    Warning,
+}
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +39,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the archives of a repository, or the contents of an archive.
+    List(list::ListArgs),
+    /// Show an archive's metadata and statistics (or every archive's).
+    Info(info::InfoArgs),
+    /// Restore an archive (or parts of it) into the current directory.
+    Extract(extract::ExtractArgs),
     /// Low-level tools for checking compatibility with borg.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -43,11 +65,15 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::List(args) => list::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Extract(args) => extract::run(args),
         Command::Debug(cmd) => debug::run(cmd),
-        Command::Benchmark(cmd) => benchmark::run(cmd),
+        Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),
     };
     match result {
-        Ok(()) => EXIT_OK,
+        Ok(Outcome::Ok) => EXIT_OK,
+        Ok(Outcome::Warning) => EXIT_WARNING,
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
             eprintln!("mailcow-borg: error: {}", one_line(&e));

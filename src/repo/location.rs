@@ -78,8 +78,9 @@ impl Location {
     /// The URL borg records in the security dir's `location` file (`canonical_path`).
     pub fn canonical(&self) -> String {
         match &self.repo {
+            // Python's `os.path.abspath`: absolute, then normalised lexically.
             Repo::Local { path } => std::path::absolute(path)
-                .map(|p| p.display().to_string())
+                .map(|p| normpath(&p.display().to_string()))
                 .unwrap_or_else(|_| path.clone()),
             Repo::Ssh(t) => {
                 let path = if t.path.starts_with('~') {

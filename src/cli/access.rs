@@ -1,0 +1,173 @@
+//! The options every repository command shares, and how they (with borg's environment
+//! variables) become the typed [`AccessOptions`] of the operations layer. All reading of the
+//! environment for repository access happens here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::ops::open::AccessOptions;
+use crate::ops::passphrase::PassphraseSources;
+use crate::ops::security::SecurityConsent;
+use crate::repo::location::{Location, LocationError};
+use crate::repo::ssh::SshOptions;
+use crate::repo::transport::ServerLine;
+
+#[derive(Args, Clone, Debug)]
+pub struct AccessArgs {
+    /// Seconds to wait for the repository lock.
+    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
+    pub lock_wait: u64,
+    /// borg on the repository host (for local repositories: the borg to run).
+    #[arg(
+        long,
+        env = "BORG_REMOTE_PATH",
+        default_value = "borg",
+        value_name = "PATH"
+    )]
+    pub remote_path: String,
+    /// Read the repository passphrase from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// SSH private key to log in with (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa).
+    #[arg(long, env = "MAILCOW_BORG_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// File holding the passphrase of the SSH key (or MAILCOW_BORG_SSH_KEY_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+    /// known_hosts file to verify the server's host key with (default: ~/.ssh/known_hosts).
+    #[arg(long, env = "MAILCOW_BORG_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record an unknown host key (never a changed one), like ssh's
+    /// StrictHostKeyChecking=accept-new.
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// Also show the server's informational messages.
+    #[arg(short = 'v', long = "info")]
+    pub info: bool,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    env(name).map(PathBuf::from)
+}
+
+fn is_yes(name: &str) -> bool {
+    matches!(
+        env(name).as_deref(),
+        Some("yes" | "Yes" | "YES" | "y" | "Y" | "1")
+    )
+}
+
+/// The login name: `$USER`/`$LOGNAME`, else the passwd entry of our uid.
+fn user_name() -> String {
+    if let Some(user) = env("USER").or_else(|| env("LOGNAME")) {
+        return user;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.get(2) == Some(&uid.to_string().as_str())).then(|| fields[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn home() -> PathBuf {
+    env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// borg's config dir: `BORG_CONFIG_DIR`, else under `BORG_BASE_DIR`, `XDG_CONFIG_HOME` or home.
+fn borg_config_dir() -> PathBuf {
+    if let Some(dir) = env_path("BORG_CONFIG_DIR") {
+        return dir;
+    }
+    if let Some(base) = env_path("BORG_BASE_DIR") {
+        return base.join(".config/borg");
+    }
+    env_path("XDG_CONFIG_HOME")
+        .unwrap_or_else(|| home().join(".config"))
+        .join("borg")
+}
+
+impl AccessArgs {
+    pub fn to_options(&self) -> anyhow::Result<AccessOptions> {
+        let home = home();
+        let mut ssh = SshOptions::defaults(&home, &user_name());
+        if let Some(key) = &self.ssh_key {
+            ssh.identities = vec![key.clone()];
+        }
+        if let Some(file) = &self.known_hosts {
+            ssh.known_hosts = file.clone();
+        }
+        ssh.accept_new_host_key = self.accept_new_host_key;
+        ssh.remote_path = self.remote_path.clone();
+        if self.info {
+            ssh.serve_args.push("--info".into());
+        }
+        ssh.key_passphrase = match &self.ssh_key_passphrase_file {
+            Some(file) => Some(read_first_line(file)?),
+            None => env("MAILCOW_BORG_SSH_KEY_PASSPHRASE"),
+        };
+        let config = borg_config_dir();
+        let show_info = self.info;
+        Ok(AccessOptions {
+            ssh,
+            local_borg: PathBuf::from(&self.remote_path),
+            lock_wait: Duration::from_secs(self.lock_wait),
+            passphrase: PassphraseSources {
+                file: self.passphrase_file.clone(),
+                env: std::env::var("BORG_PASSPHRASE").ok(),
+                command: env("BORG_PASSCOMMAND"),
+                fd: env("BORG_PASSPHRASE_FD"),
+            },
+            key_file: env_path("BORG_KEY_FILE"),
+            keys_dir: env_path("BORG_KEYS_DIR").unwrap_or_else(|| config.join("keys")),
+            security_dir: env_path("BORG_SECURITY_DIR").unwrap_or_else(|| config.join("security")),
+            consent: SecurityConsent {
+                relocated_ok: is_yes("BORG_RELOCATED_REPO_ACCESS_IS_OK"),
+                unknown_unencrypted_ok: is_yes("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"),
+            },
+            server_log: Arc::new(move |line: &ServerLine| print_server_line(line, show_info)),
+        })
+    }
+}
+
+/// Shows the server's messages as borg does: `Remote: ...` on stderr, warnings and up by default.
+fn print_server_line(line: &ServerLine, show_info: bool) {
+    let shown = match line.level.as_deref() {
+        Some("DEBUG") => false,
+        Some("INFO") => show_info,
+        _ => true,
+    };
+    if shown {
+        eprintln!("Remote: {}", line.message);
+    }
+}
+
+fn read_first_line(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Parses a location argument, with `BORG_REPO` for the omitted parts.
+pub fn parse_location(text: Option<&str>) -> Result<Location, LocationError> {
+    Location::parse(text.unwrap_or(""), env("BORG_REPO").as_deref())
+}
+
+/// A runtime for one command: all cores decrypt and decompress.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,68 @@
+//! `mailcow-borg extract REPO::ARCHIVE [PATH...]`: restore into the current directory, like
+//! `borg extract`.
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use crate::format::manifest::Operation;
+use crate::ops::extract::{ExtractOptions, extract};
+use crate::ops::items::load_archive;
+use crate::ops::open::open;
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// REPOSITORY::ARCHIVE (the repository may come from BORG_REPO: `::ARCHIVE`).
+    location: String,
+    /// Only items at or below these archive paths.
+    paths: Vec<String>,
+    /// Read, decrypt and verify everything, write nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Remove this many leading path components.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    strip_components: usize,
+    /// Restore owners by number only, not by name.
+    #[arg(long)]
+    numeric_ids: bool,
+    /// Leave holes where the data is all zeros.
+    #[arg(long)]
+    sparse: bool,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
+    let location = parse_location(Some(&args.location))?;
+    let Some(name) = location.archive.clone() else {
+        anyhow::bail!("{}: no archive given (REPOSITORY::ARCHIVE)", args.location);
+    };
+    let options = args.access.to_options()?;
+    let extract_options = ExtractOptions {
+        destination: std::env::current_dir()?,
+        paths: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        strip_components: args.strip_components,
+        numeric_ids: args.numeric_ids,
+        dry_run: args.dry_run,
+        sparse: args.sparse,
+    };
+    runtime()?.block_on(async {
+        let repo = open(&location, &options, Operation::Read).await?;
+        let result = async {
+            let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+            anyhow::Ok(extract(&repo.repo, &repo.key, &archive, &extract_options).await?)
+        }
+        .await;
+        let closed = repo.close().await;
+        let stats = result?;
+        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        for warning in &stats.warnings {
+            eprintln!("{warning}");
+        }
+        Ok(if stats.warnings.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Warning
+        })
+    })
+}

@@ -1,0 +1,294 @@
+//! `mailcow-borg info REPO::ARCHIVE` (or `info REPO` for every archive), in borg's text and JSON
+//! shapes (spec borg1-cli §2.5, §9.3).
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use super::human;
+use super::list::{encryption_json, json_indent, repository_json};
+use super::pyjson::Json;
+use crate::format::archive::ArchiveMeta;
+use crate::format::key::hex;
+use crate::format::manifest::{Operation, parse_timestamp};
+use crate::format::msgpack::Value;
+use crate::ops::items::load_archive;
+use crate::ops::open::open;
+use crate::ops::stats::{ArchiveStats, RepoStats, gather};
+
+/// borg's `MAX_DATA_SIZE`: the largest object, which bounds the archive's item-chunk list.
+const MAX_DATA_SIZE: f64 = 20_971_479.0;
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// REPOSITORY::ARCHIVE, or REPOSITORY for all archives (default: BORG_REPO).
+    location: Option<String>,
+    /// One JSON document, in borg's shape.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// One archive as `info` shows it.
+struct Shown {
+    id: [u8; 32],
+    meta: ArchiveMeta,
+    stats: ArchiveStats,
+}
+
+pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
+    let location = parse_location(args.location.as_deref())?;
+    let options = args.access.to_options()?;
+    runtime()?.block_on(async {
+        let repo = open(&location, &options, Operation::Read).await?;
+        let result = async {
+            let mut names: Vec<String> = match &location.archive {
+                Some(name) => vec![name.clone()],
+                None => {
+                    let mut archives: Vec<_> = repo.manifest.archives.iter().collect();
+                    archives.sort_by_key(|(_, e)| parse_timestamp(&e.time).unwrap_or(0));
+                    archives
+                        .iter()
+                        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                        .collect()
+                }
+            };
+            let mut shown = Vec::new();
+            for name in &names {
+                let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
+                shown.push((archive.id, archive.meta));
+            }
+            let report = gather(&repo.repo, &repo.key, &repo.manifest, &names).await?;
+            let shown: Vec<Shown> = shown
+                .into_iter()
+                .zip(names.drain(..))
+                .map(|((id, meta), name)| Shown {
+                    id,
+                    meta,
+                    stats: report.archives[&name],
+                })
+                .collect();
+            anyhow::Ok((shown, report.repo))
+        }
+        .await;
+        let (shown, totals) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = repo.close().await;
+                return Err(e);
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let document = Json::object([
+                (
+                    "archives",
+                    Json::List(shown.iter().map(archive_json).collect()),
+                ),
+                ("cache", Json::object([("stats", totals_json(&totals))])),
+                ("encryption", encryption_json(&repo)),
+                ("repository", repository_json(&repo, &location.canonical())),
+            ]);
+            writeln!(out, "{}", document.to_document(json_indent()))?;
+        } else {
+            for (i, archive) in shown.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                write!(out, "{}", archive_text(archive, &totals))?;
+            }
+        }
+        out.flush()?;
+        repo.close()
+            .await
+            .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        Ok(Outcome::Ok)
+    })
+}
+
+fn text(bytes: &Option<Vec<u8>>) -> String {
+    String::from_utf8_lossy(bytes.as_deref().unwrap_or_default()).into_owned()
+}
+
+fn micros(time: &[u8]) -> i64 {
+    parse_timestamp(time).unwrap_or(0)
+}
+
+fn times(meta: &ArchiveMeta) -> (i64, i64) {
+    let start = micros(&meta.time);
+    let end = meta.time_end.as_deref().map_or(start, micros);
+    (start, end)
+}
+
+/// Values stored in the archive (chunker params) as borg prints them: bytes as text.
+fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Nil => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::Int(*i),
+        Value::Float(f) => Json::Float(*f),
+        Value::Raw(b) => Json::str(b),
+        Value::Array(items) => Json::List(items.iter().map(value_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn utilization(stats: &ArchiveStats) -> f64 {
+    stats.archive_csize as f64 / MAX_DATA_SIZE
+}
+
+fn archive_json(archive: &Shown) -> Json {
+    let meta = &archive.meta;
+    let (start, end) = times(meta);
+    Json::object([
+        (
+            "chunker_params",
+            meta.chunker_params
+                .as_ref()
+                .map_or(Json::str(""), value_json),
+        ),
+        (
+            "command_line",
+            Json::List(meta.cmdline.iter().map(Json::str).collect()),
+        ),
+        ("comment", Json::str(text(&meta.comment))),
+        ("cwd", Json::str(text(&meta.cwd))),
+        ("duration", Json::Float((end - start) as f64 / 1e6)),
+        ("end", Json::str(human::iso_time_seconds(end))),
+        ("hostname", Json::str(text(&meta.hostname))),
+        ("id", Json::str(hex(&archive.id))),
+        (
+            "limits",
+            Json::object([("max_archive_size", Json::Float(utilization(&archive.stats)))]),
+        ),
+        ("name", Json::str(&meta.name)),
+        ("start", Json::str(human::iso_time_seconds(start))),
+        (
+            "stats",
+            Json::object([
+                (
+                    "compressed_size",
+                    Json::Int(archive.stats.compressed_size.into()),
+                ),
+                (
+                    "deduplicated_size",
+                    Json::Int(archive.stats.deduplicated_size.into()),
+                ),
+                ("nfiles", Json::Int(archive.stats.nfiles.into())),
+                (
+                    "original_size",
+                    Json::Int(archive.stats.original_size.into()),
+                ),
+            ]),
+        ),
+        ("username", Json::str(text(&meta.username))),
+    ])
+}
+
+fn totals_json(totals: &RepoStats) -> Json {
+    Json::object([
+        ("total_chunks", Json::Int(totals.total_chunks.into())),
+        ("total_csize", Json::Int(totals.total_csize.into())),
+        ("total_size", Json::Int(totals.total_size.into())),
+        (
+            "total_unique_chunks",
+            Json::Int(totals.total_unique_chunks.into()),
+        ),
+        ("unique_csize", Json::Int(totals.unique_csize.into())),
+        ("unique_size", Json::Int(totals.unique_size.into())),
+    ])
+}
+
+/// borg's `format_timedelta`: `0.57 seconds`, `3 minutes 2.00 seconds`, ...
+fn duration(micros: i64) -> String {
+    let seconds = micros as f64 / 1e6;
+    let mut text = format!("{:.2} seconds", seconds % 60.0);
+    let minutes = (seconds / 60.0) as i64 % 60;
+    let hours = (seconds / 3600.0) as i64 % 24;
+    let days = micros.div_euclid(86_400_000_000);
+    if minutes != 0 {
+        text = format!("{minutes} minutes {text}");
+    }
+    if hours != 0 {
+        text = format!("{hours} hours {text}");
+    }
+    if days != 0 {
+        text = format!("{days} days {text}");
+    }
+    text
+}
+
+/// Python's `shlex.quote` of each word, joined by spaces.
+fn command_line(words: &[Vec<u8>]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let w = String::from_utf8_lossy(w);
+            let safe = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+            if safe {
+                w.into_owned()
+            } else {
+                format!("'{}'", w.replace('\'', "'\"'\"'"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn archive_text(archive: &Shown, totals: &RepoStats) -> String {
+    let meta = &archive.meta;
+    let (start, end) = times(meta);
+    let stats = &archive.stats;
+    let size = |n: u64| human::size(n.into());
+    format!(
+        "Archive name: {name}\n\
+         Archive fingerprint: {id}\n\
+         Comment: {comment}\n\
+         Hostname: {hostname}\n\
+         Username: {username}\n\
+         Time (start): {start}\n\
+         Time (end): {end}\n\
+         Duration: {duration}\n\
+         Number of files: {nfiles}\n\
+         Working Directory: {cwd}\n\
+         Command line: {cmdline}\n\
+         Utilization of maximum supported archive size: {utilization:.0}%\n\
+         ------------------------------------------------------------------------------\n\
+         \x20                      Original size      Compressed size    Deduplicated size\n\
+         This archive:   {osize:>20} {csize:>20} {dsize:>20}\n\
+         All archives:   {tsize:>20} {tcsize:>20} {ucsize:>20}\n\
+         \n\
+         \x20                      Unique chunks         Total chunks\n\
+         Chunk index:    {unique:>20} {total:>20}\n",
+        name = String::from_utf8_lossy(&meta.name),
+        id = hex(&archive.id),
+        comment = text(&meta.comment),
+        hostname = text(&meta.hostname),
+        username = text(&meta.username),
+        start = human::time(start),
+        end = human::time(end),
+        duration = duration(end - start),
+        nfiles = stats.nfiles,
+        cwd = text(&meta.cwd),
+        cmdline = command_line(&meta.cmdline),
+        utilization = utilization(stats) * 100.0,
+        osize = size(stats.original_size),
+        csize = size(stats.compressed_size),
+        dsize = size(stats.deduplicated_size),
+        tsize = size(totals.total_size),
+        tcsize = size(totals.total_csize),
+        ucsize = size(totals.unique_csize),
+        unique = totals.total_unique_chunks,
+        total = totals.total_chunks,
+    )
+}

@@ -1,0 +1,524 @@
+//! `extract`: restore an archive's items into a directory.
+//!
+//! Two stages run concurrently:
+//!
+//! - the **planner** (async) walks the item stream, decides what is extracted where (path
+//!   filters, `--strip-components`, hardlinks), and starts the fetch of every content chunk as
+//!   soon as it sees it — each fetch is a task that also decrypts and decompresses, so all cores
+//!   work and the server always has requests queued. A byte budget bounds the chunks in flight,
+//!   so memory stays flat however large the archive;
+//! - the **writer** (one blocking thread) takes the plan in archive order and does the file
+//!   system work, waiting for each chunk only when it needs it.
+//!
+//! Directories get their attributes after their contents, when the writer leaves them (borg
+//! does the same), so restoring files inside does not disturb a directory's mtime or trip over a
+//! read-only mode.
+//!
+//! Hardlinks are borg 1.x's: the first item of a group (the master) has the content, later ones
+//! (slaves) name it in `source`. When path filters leave the master out, the first selected
+//! slave gets the master's content and the others link to it, as borg does.
+//!
+//! A file that cannot be written completely is removed, so what is left are complete files;
+//! when data cannot be read from the repository the restore stops and says it is incomplete.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::format::envelope::ObjectKey;
+use crate::format::item::{ChunkRef, Item, ItemKind};
+use crate::repo::repository::Repository;
+
+use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
+use super::restore::{self, Owners};
+use super::select::{self, PathSelection};
+
+/// Plaintext bytes of content chunks fetched ahead of the writer.
+const BYTES_AHEAD: usize = 64 << 20;
+
+#[derive(Clone, Debug, Default)]
+pub struct ExtractOptions {
+    /// Where to restore to (borg: the working directory).
+    pub destination: PathBuf,
+    /// Only items at or below these archive paths (borg's default `pp:` path prefixes).
+    pub paths: Vec<Vec<u8>>,
+    pub strip_components: usize,
+    pub numeric_ids: bool,
+    /// Read and verify everything, write nothing.
+    pub dry_run: bool,
+    /// Leave holes where a chunk is all zeros.
+    pub sparse: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct ExtractStats {
+    pub items: u64,
+    pub bytes: u64,
+    /// Things that did not fully work but did not stop the restore (borg's exit code 1).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("{path}: {source}; the restore is incomplete")]
+    Content { path: String, source: ReadError },
+    #[error("{0}; the restore is incomplete")]
+    Read(#[from] ReadError),
+    #[error("the archive's item {path} is inconsistent: {detail}")]
+    Inconsistent { path: String, detail: String },
+}
+
+/// A piece of fetched content and its share of the byte budget.
+struct Fetched {
+    task: JoinHandle<Result<Vec<u8>, ReadError>>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// One step for the writer, in archive order.
+enum Step {
+    /// Make `item` at `target`; a regular file's `chunks` follow as `Chunk` steps.
+    Make {
+        item: Box<Item>,
+        target: PathBuf,
+        chunks: usize,
+    },
+    /// Link `target` to the already extracted `existing`.
+    Link {
+        target: PathBuf,
+        existing: PathBuf,
+    },
+    Chunk(Fetched),
+    /// A planner-side problem with one item that does not stop the restore.
+    Warn(String),
+    Fail(ExtractError),
+}
+
+pub async fn extract(
+    repo: &Repository,
+    key: &Arc<ObjectKey>,
+    archive: &Archive,
+    options: &ExtractOptions,
+) -> Result<ExtractStats, ExtractError> {
+    let (tx, rx) = mpsc::channel(1024);
+    let planner = tokio::spawn(plan(
+        repo.clone(),
+        key.clone(),
+        archive.meta.items.clone(),
+        options.clone(),
+        tx,
+    ));
+    let writer_options = options.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let written = tokio::task::spawn_blocking(move || write(rx, &writer_options, &runtime))
+        .await
+        .map_err(|e| ReadError::Interrupted(e.to_string()))?;
+    planner.abort();
+    written
+}
+
+/// The path `item` should be restored to, or `None` if it is not selected or stripped away.
+fn target_path(
+    path: &[u8],
+    selection: &mut PathSelection,
+    options: &ExtractOptions,
+) -> Result<Option<PathBuf>, String> {
+    let components = select::components(path);
+    if path.starts_with(b"/") || components.iter().any(|c| *c == b"..") {
+        return Err(format!(
+            "skipping {}: the archive path is not relative and local",
+            String::from_utf8_lossy(path)
+        ));
+    }
+    if !selection.selects(&components) {
+        return Ok(None);
+    }
+    if options.strip_components > 0 && components.len() <= options.strip_components {
+        return Ok(None);
+    }
+    let mut target = options.destination.clone();
+    for c in &components[options.strip_components.min(components.len())..] {
+        target.push(std::ffi::OsStr::from_bytes(c));
+    }
+    Ok(Some(target))
+}
+
+/// Where the content of a hardlink group ended up, or its chunks while nothing has it yet.
+enum Master {
+    Extracted(PathBuf),
+    Unextracted(Vec<ChunkRef>),
+}
+
+async fn plan(
+    repo: Repository,
+    key: Arc<ObjectKey>,
+    item_chunks: Vec<[u8; 32]>,
+    options: ExtractOptions,
+    tx: mpsc::Sender<Step>,
+) {
+    let budget = Arc::new(Semaphore::new(BYTES_AHEAD >> 10));
+    let mut batches = stream_items(repo.clone(), key.clone(), item_chunks);
+    let mut masters: HashMap<Vec<u8>, Master> = HashMap::new();
+    let mut selection = PathSelection::new(&options.paths);
+    let fetch = |chunk: &ChunkRef| {
+        let repo = repo.clone();
+        let key = key.clone();
+        let budget = budget.clone();
+        let chunk = *chunk;
+        async move {
+            let kib = (chunk.size as usize)
+                .div_ceil(1024)
+                .clamp(1, BYTES_AHEAD >> 10);
+            let permit = budget
+                .acquire_many_owned(kib as u32)
+                .await
+                .expect("budget semaphore is never closed");
+            Fetched {
+                task: spawn_fetch(&repo, &key, chunk.id, Some(chunk.size as usize)),
+                _budget: permit,
+            }
+        }
+    };
+    while let Some(batch) = batches.recv().await {
+        let items = match batch {
+            Ok(items) => items,
+            Err(e) => {
+                let _ = tx.send(Step::Fail(e.into())).await;
+                return;
+            }
+        };
+        for item in items {
+            let target = match target_path(&item.path, &mut selection, &options) {
+                Ok(target) => target,
+                Err(warning) => {
+                    if tx.send(Step::Warn(warning)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let kind = item.kind();
+            let mut content = item.chunks.clone().unwrap_or_default();
+            if item.is_hardlink_slave() {
+                let source = item.source.clone().unwrap_or_default();
+                match (masters.get(&source), &target) {
+                    (_, None) => continue,
+                    (Some(Master::Extracted(existing)), Some(target)) => {
+                        let step = Step::Link {
+                            existing: existing.clone(),
+                            target: target.clone(),
+                        };
+                        if tx.send(step).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    (Some(Master::Unextracted(chunks)), Some(target)) => {
+                        content = chunks.clone();
+                        masters.insert(source, Master::Extracted(target.clone()));
+                    }
+                    (None, Some(_)) => {
+                        let step = Step::Fail(ExtractError::Inconsistent {
+                            path: String::from_utf8_lossy(&item.path).into_owned(),
+                            detail: "a hardlink to a file that is not in the archive before it"
+                                .into(),
+                        });
+                        let _ = tx.send(step).await;
+                        return;
+                    }
+                }
+            } else if item.hardlink_master == Some(true) {
+                let master = match &target {
+                    Some(target) => Master::Extracted(target.clone()),
+                    None => Master::Unextracted(content.clone()),
+                };
+                masters.insert(item.path.clone(), master);
+            }
+            let Some(target) = target else {
+                continue;
+            };
+            let chunks = if kind == ItemKind::Regular {
+                content.len()
+            } else {
+                0
+            };
+            let mut item = Box::new(item);
+            item.chunks = Some(content.clone());
+            if tx
+                .send(Step::Make {
+                    item,
+                    target,
+                    chunks,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for chunk in &content {
+                if tx.send(Step::Chunk(fetch(chunk).await)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    for warning in selection.unmatched_warnings() {
+        if tx.send(Step::Warn(warning)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer: executes the plan on the file system (or only reads it, for a dry run).
+///
+/// As in borg, a file system problem with one item (a non-empty directory where a file belongs,
+/// a symlinked parent, no permission) skips that item with a warning; only a problem with the
+/// repository's data stops the restore.
+fn write(
+    mut rx: mpsc::Receiver<Step>,
+    options: &ExtractOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<ExtractStats, ExtractError> {
+    let mut writer = Writer {
+        options,
+        owners: Owners::load(),
+        stats: ExtractStats::default(),
+        open_dirs: Vec::new(),
+        verified_dirs: HashSet::new(),
+    };
+    while let Some(step) = rx.blocking_recv() {
+        match step {
+            Step::Warn(warning) => writer.stats.warnings.push(warning),
+            Step::Fail(e) => return Err(e),
+            Step::Chunk(_) => unreachable!("chunks follow their file"),
+            // A link shares the inode, and with it the attributes, of what it links to.
+            Step::Link { target, existing } => {
+                if writer.enter(&target) {
+                    let linked = restore::prepare(&target)
+                        .and_then(|()| std::fs::hard_link(&existing, &target));
+                    writer.warn_on(&target, "link", linked);
+                }
+            }
+            Step::Make {
+                item,
+                target,
+                chunks,
+            } => {
+                let allowed = writer.enter(&target);
+                match item.kind() {
+                    ItemKind::Regular => {
+                        let written = write_file(
+                            &mut rx,
+                            allowed.then_some(target.as_path()),
+                            &item,
+                            chunks,
+                            options,
+                            runtime,
+                        )
+                        .inspect_err(|_| {
+                            // Nothing half-written may look like a restored file.
+                            if allowed {
+                                let _ = std::fs::remove_file(&target);
+                            }
+                        })?;
+                        if allowed {
+                            writer.finish_file(&target, &item, written);
+                        }
+                    }
+                    _ if !allowed => {}
+                    ItemKind::Directory => {
+                        let made = restore::prepare(&target)
+                            .and_then(|()| std::fs::create_dir_all(&target));
+                        if writer.warn_on(&target, "mkdir", made) {
+                            writer.verified_dirs.insert(target.clone());
+                            writer.open_dirs.push((target, item));
+                        }
+                    }
+                    ItemKind::Socket | ItemKind::Unknown => writer.stats.warnings.push(format!(
+                        "{}: skipped, items of this type cannot be restored",
+                        target.display()
+                    )),
+                    _ => {
+                        let made = restore::prepare(&target)
+                            .and_then(|()| restore::make_special(&target, &item));
+                        if writer.warn_on(&target, "create", made) {
+                            writer.restore_attrs(&target, &item);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    writer.leave_dirs(None);
+    Ok(writer.stats)
+}
+
+/// The writer's state between steps.
+struct Writer<'o> {
+    options: &'o ExtractOptions,
+    owners: Owners,
+    stats: ExtractStats,
+    /// Directories entered and not yet left, outermost first, with their items.
+    open_dirs: Vec<(PathBuf, Box<Item>)>,
+    /// Directories known to be real directories, not symlinks.
+    verified_dirs: HashSet<PathBuf>,
+}
+
+impl Writer<'_> {
+    /// Called for every item before it is made: leaves the directories it is not in, counts it,
+    /// and says whether it may be written (never in a dry run, never below a symlink).
+    fn enter(&mut self, target: &Path) -> bool {
+        self.leave_dirs(Some(target));
+        self.stats.items += 1;
+        if self.options.dry_run {
+            return false;
+        }
+        match restore::check_parents(&self.options.destination, target, &mut self.verified_dirs) {
+            Ok(()) => true,
+            Err(warning) => {
+                self.stats
+                    .warnings
+                    .push(format!("{}: {warning}", target.display()));
+                false
+            }
+        }
+    }
+
+    /// Applies the attributes of the directories that `next` is not inside of.
+    fn leave_dirs(&mut self, next: Option<&Path>) {
+        while let Some((dir, _)) = self.open_dirs.last() {
+            if next.is_some_and(|p| p.starts_with(dir) && p != dir) {
+                break;
+            }
+            let (dir, item) = self.open_dirs.pop().expect("non-empty");
+            self.restore_attrs(&dir, &item);
+        }
+    }
+
+    fn restore_attrs(&mut self, path: &Path, item: &Item) {
+        let warnings = restore::apply_attrs(path, item, &self.owners, self.options.numeric_ids);
+        self.stats.warnings.extend(
+            warnings
+                .into_iter()
+                .map(|w| format!("{}: {w}", path.display())),
+        );
+    }
+
+    /// Records a failed operation as a warning; returns whether it succeeded.
+    fn warn_on(&mut self, path: &Path, operation: &str, result: std::io::Result<()>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats
+                    .warnings
+                    .push(format!("{}: {operation}: {e}", path.display()));
+                false
+            }
+        }
+    }
+
+    fn finish_file(&mut self, target: &Path, item: &Item, written: std::io::Result<u64>) {
+        match written {
+            Ok(bytes) => {
+                self.stats.bytes += bytes;
+                self.restore_attrs(target, item);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(target);
+                self.warn_on(target, "write", Err(e));
+            }
+        }
+    }
+}
+
+/// Writes one regular file from its chunks, which follow on `rx`, to `target` (or only reads
+/// them when there is no target). The outer error is fatal (the repository's data could not be
+/// read); the inner one concerns this file only, whose chunks are consumed all the same.
+fn write_file(
+    rx: &mut mpsc::Receiver<Step>,
+    target: Option<&Path>,
+    item: &Item,
+    chunks: usize,
+    options: &ExtractOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<std::io::Result<u64>, ExtractError> {
+    let shown = || String::from_utf8_lossy(&item.path).into_owned();
+    let mut file =
+        target.map(|target| restore::prepare(target).and_then(|()| std::fs::File::create(target)));
+    let mut size = 0u64;
+    for _ in 0..chunks {
+        let Some(Step::Chunk(fetched)) = rx.blocking_recv() else {
+            return Err(ExtractError::Inconsistent {
+                path: shown(),
+                detail: "its content ended early".into(),
+            });
+        };
+        let data =
+            runtime
+                .block_on(join(fetched.task))
+                .map_err(|source| ExtractError::Content {
+                    path: shown(),
+                    source,
+                })?;
+        size += data.len() as u64;
+        if let Some(Ok(f)) = file.as_mut() {
+            let result = if options.sparse && data.iter().all(|b| *b == 0) {
+                f.seek(SeekFrom::Current(data.len() as i64)).map(drop)
+            } else {
+                f.write_all(&data)
+            };
+            if let Err(e) = result {
+                file = Some(Err(e));
+            }
+        }
+    }
+    if let Some(expected) = item.size
+        && expected != size
+    {
+        return Err(ExtractError::Inconsistent {
+            path: shown(),
+            detail: format!("its chunks hold {size} bytes, its size says {expected}"),
+        });
+    }
+    Ok(match file {
+        // A sparse file ending in a hole needs its length set explicitly.
+        Some(Ok(f)) => f.set_len(size).map(|()| size),
+        Some(Err(e)) => Err(e),
+        None => Ok(size),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_filters_and_strip_components() {
+        let options = ExtractOptions {
+            destination: PathBuf::from("/dest"),
+            paths: vec![b"a/b".to_vec()],
+            strip_components: 1,
+            ..Default::default()
+        };
+        let mut selection = PathSelection::new(&options.paths);
+        let mut target = |p: &[u8]| target_path(p, &mut selection, &options);
+        assert_eq!(target(b"a/b/c"), Ok(Some(PathBuf::from("/dest/b/c"))));
+        assert_eq!(target(b"a/b"), Ok(Some(PathBuf::from("/dest/b"))));
+        assert_eq!(target(b"a/bc"), Ok(None));
+        assert_eq!(target(b"a"), Ok(None));
+        assert!(target(b"a/b/../../etc").is_err());
+        assert!(target(b"/etc/passwd").is_err());
+        let all = ExtractOptions {
+            destination: PathBuf::from("/dest"),
+            ..Default::default()
+        };
+        assert_eq!(
+            target_path(b".", &mut PathSelection::default(), &all),
+            Ok(Some(PathBuf::from("/dest")))
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Layer 3, archive operations: what a command does with an opened repository, independent of
+//! how it is presented. Reports through return values; prints nothing.
+//!
+//! - [`open`] — reach, unlock and verify a repository (with [`passphrase`] and [`security`]);
+//! - [`items`] — archive objects and item streams, fetched ahead;
+//! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work.
+
+pub mod extract;
+pub mod items;
+pub mod open;
+pub mod passphrase;
+pub mod restore;
+pub mod security;
+pub mod select;
+pub mod stats;

@@ -1,0 +1,244 @@
+//! Opening a repository for reading, as borg's `with_repository` does: connect over the right
+//! transport, agree on the protocol, open with a shared lock, fetch the manifest, find and unlock
+//! the key (repository config or key file), verify the manifest's TAM, check the feature flags,
+//! and compare with the security dir before trusting anything in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectKey};
+use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
+use crate::format::manifest::{Manifest, ManifestError, Operation};
+use crate::repo::local;
+use crate::repo::location::{Location, Repo};
+use crate::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
+use crate::repo::ssh::{self, SshError, SshOptions};
+use crate::repo::transport::{Connection, ServerLog};
+
+use super::passphrase::{PassphraseError, PassphraseSources};
+use super::security::{Observed, SecurityConsent, SecurityDir, SecurityError};
+
+/// Everything needed to reach and unlock a repository; the CLI builds it from flags and borg's
+/// environment variables.
+#[derive(Clone)]
+pub struct AccessOptions {
+    pub ssh: SshOptions,
+    /// `borg` for local repositories (`--remote-path` applies here too).
+    pub local_borg: PathBuf,
+    pub lock_wait: Duration,
+    pub passphrase: PassphraseSources,
+    /// `BORG_KEY_FILE`: the key file to use, instead of searching `keys_dir`.
+    pub key_file: Option<PathBuf>,
+    pub keys_dir: PathBuf,
+    pub security_dir: PathBuf,
+    pub consent: SecurityConsent,
+    pub server_log: ServerLog,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Spawn(#[from] local::SpawnError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{0} has no manifest: it is not a borg repository, or one that was never initialised")]
+    NoManifest(String),
+    #[error(transparent)]
+    Passphrase(#[from] PassphraseError),
+    #[error("{0}")]
+    Key(KeyError),
+    #[error(
+        "no key file for repository {id} in {dir}; set BORG_KEY_FILE to the key file exported from the machine that created the repository"
+    )]
+    NoKeyFile { id: String, dir: String },
+    #[error("cannot read key file {path}: {detail}")]
+    KeyFile { path: String, detail: String },
+    #[error("the manifest cannot be read with this key: {0}")]
+    Manifest(EnvelopeError),
+    #[error(transparent)]
+    ManifestInvalid(#[from] ManifestError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+}
+
+/// A repository opened for reading, with its unlocked key and verified manifest.
+pub struct OpenRepository {
+    pub connection: Connection,
+    pub repo: Repository,
+    pub key: Arc<ObjectKey>,
+    pub manifest: Manifest,
+    /// The key file used (keyfile modes).
+    pub key_file: Option<PathBuf>,
+    /// The server's borg version.
+    pub server_version: (i128, i128, i128),
+}
+
+impl OpenRepository {
+    /// Closes the session, releasing the lock.
+    pub async fn close(self) -> Result<(), String> {
+        drop(self.repo);
+        self.connection.close().await
+    }
+}
+
+/// Starts `borg serve` for `location` over the transport its syntax asks for.
+pub async fn connect(
+    location: &Location,
+    options: &AccessOptions,
+) -> Result<Connection, OpenError> {
+    let streams = match &location.repo {
+        Repo::Ssh(target) => ssh::connect(target, &options.ssh).await?,
+        Repo::Local { .. } => {
+            let args: Vec<&str> = options.ssh.serve_args.iter().map(String::as_str).collect();
+            local::spawn(&options.local_borg, &args)?
+        }
+    };
+    Ok(Connection::new(streams, options.server_log.clone()))
+}
+
+pub async fn open(
+    location: &Location,
+    options: &AccessOptions,
+    operation: Operation,
+) -> Result<OpenRepository, OpenError> {
+    let connection = connect(location, options).await?;
+    let rpc = connection.rpc.clone();
+    match open_over(rpc, location, options, operation).await {
+        Ok((repo, key, manifest, key_file, server_version)) => Ok(OpenRepository {
+            connection,
+            repo,
+            key,
+            manifest,
+            key_file,
+            server_version,
+        }),
+        Err(e) => {
+            // Leave no lock behind: a refused repository is closed as cleanly as a used one.
+            let _ = connection.close().await;
+            Err(e)
+        }
+    }
+}
+
+type Opened = (
+    Repository,
+    Arc<ObjectKey>,
+    Manifest,
+    Option<PathBuf>,
+    (i128, i128, i128),
+);
+
+async fn open_over(
+    rpc: Arc<crate::repo::rpc::RpcClient>,
+    location: &Location,
+    options: &AccessOptions,
+    operation: Operation,
+) -> Result<Opened, OpenError> {
+    let server_version = negotiate(&rpc).await?;
+    let path = match &location.repo {
+        Repo::Ssh(target) => target.path.clone(),
+        // A local `borg serve` runs in our working directory, so relative paths mean the same.
+        Repo::Local { path } => path.clone(),
+    };
+    let open_options = OpenOptions {
+        lock_wait: options.lock_wait,
+        ..OpenOptions::read()
+    };
+    let repo = Repository::open(rpc, &path, &open_options).await?;
+    let manifest_object = match repo.get(&MANIFEST_ID).await {
+        Err(RepoError::ObjectNotFound { .. }) => {
+            return Err(OpenError::NoManifest(location.canonical()));
+        }
+        other => other?,
+    };
+    let key_type = KeyType::identify(&manifest_object).map_err(OpenError::Key)?;
+    let (key, key_file) = unlock_key(&repo, key_type, options).await?;
+    let key = Arc::new(key);
+    let plaintext = key
+        .open(&MANIFEST_ID, &manifest_object, None)
+        .map_err(OpenError::Manifest)?;
+    let manifest = Manifest::unpack(&key, &plaintext)?;
+    manifest.check_features(operation)?;
+
+    SecurityDir::new(&options.security_dir, repo.id()).check_and_remember(
+        &Observed {
+            key_type,
+            location: &location.canonical(),
+            manifest_timestamp: &String::from_utf8_lossy(&manifest.timestamp),
+        },
+        options.consent,
+    )?;
+    Ok((repo, key, manifest, key_file, server_version))
+}
+
+/// The unlocked key, and the key file it came from in keyfile modes.
+async fn unlock_key(
+    repo: &Repository,
+    key_type: KeyType,
+    options: &AccessOptions,
+) -> Result<(ObjectKey, Option<PathBuf>), OpenError> {
+    let mut key_file = None;
+    let encrypted = match key_type.storage() {
+        KeyStorage::None => return Ok((ObjectKey::plaintext(), None)),
+        KeyStorage::Repository => {
+            let text = repo.load_key().await?.ok_or_else(|| {
+                OpenError::Key(KeyError::Corrupt(
+                    "the repository config holds no key".into(),
+                ))
+            })?;
+            EncryptedKey::from_text(&text).map_err(OpenError::Key)?
+        }
+        KeyStorage::Keyfile => {
+            let (path, keyfile) = find_key_file(repo.id(), options)?;
+            key_file = Some(path);
+            keyfile.key
+        }
+    };
+    let passphrase = match options.passphrase.read() {
+        Ok(passphrase) => passphrase,
+        // Like borg, try the empty passphrase before giving up for want of one.
+        Err(PassphraseError::Missing) => match encrypted.open(b"") {
+            Ok(material) => return Ok((ObjectKey::new(key_type, material), key_file)),
+            Err(_) => return Err(PassphraseError::Missing.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let material = encrypted
+        .open(passphrase.as_bytes())
+        .map_err(OpenError::Key)?;
+    Ok((ObjectKey::new(key_type, material), key_file))
+}
+
+/// `BORG_KEY_FILE`, or the file in the keys dir whose header names this repository.
+fn find_key_file(id: &[u8; 32], options: &AccessOptions) -> Result<(PathBuf, Keyfile), OpenError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| OpenError::KeyFile {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    };
+    if let Some(path) = &options.key_file {
+        let keyfile = Keyfile::parse(&read(path)?).map_err(OpenError::Key)?;
+        keyfile.check_repository(id).map_err(OpenError::Key)?;
+        return Ok((path.clone(), keyfile));
+    }
+    let wanted = format!("BORG_KEY {}", hex(id));
+    if let Ok(entries) = std::fs::read_dir(&options.keys_dir) {
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            if text.lines().next().map(str::trim_end) == Some(wanted.as_str()) {
+                let keyfile = Keyfile::parse(&text).map_err(OpenError::Key)?;
+                return Ok((entry.path(), keyfile));
+            }
+        }
+    }
+    Err(OpenError::NoKeyFile {
+        id: hex(id),
+        dir: options.keys_dir.display().to_string(),
+    })
+}
