@@ -23,7 +23,7 @@ const MAX_DATA_SIZE: f64 = 20_971_479.0;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// REPOSITORY::ARCHIVE, or REPOSITORY for all archives (default: BORG_REPO).
+    /// REPOSITORY::ARCHIVE, or REPOSITORY for the repository (default: BORG_REPO).
     location: Option<String>,
     /// One JSON document, in borg's shape.
     #[arg(long)]
@@ -44,18 +44,8 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
     let options = args.access.to_options()?;
     runtime()?.block_on(async {
         let repo = open(&location, &options, Operation::Read).await?;
+        let names: Vec<String> = location.archive.iter().cloned().collect();
         let result = async {
-            let mut names: Vec<String> = match &location.archive {
-                Some(name) => vec![name.clone()],
-                None => {
-                    let mut archives: Vec<_> = repo.manifest.archives.iter().collect();
-                    archives.sort_by_key(|(_, e)| parse_timestamp(&e.time).unwrap_or(0));
-                    archives
-                        .iter()
-                        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-                        .collect()
-                }
-            };
             let mut shown = Vec::new();
             for name in &names {
                 let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
@@ -64,11 +54,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
             let report = gather(&repo.repo, &repo.key, &repo.manifest, &names).await?;
             let shown: Vec<Shown> = shown
                 .into_iter()
-                .zip(names.drain(..))
+                .zip(&names)
                 .map(|((id, meta), name)| Shown {
                     id,
                     meta,
-                    stats: report.archives[&name],
+                    stats: report.archives[name],
                 })
                 .collect();
             anyhow::Ok((shown, report.repo))
@@ -81,24 +71,58 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
                 return Err(e);
             }
         };
+        let canonical = location.canonical();
+        let security_dir = options.security_dir.join(hex(repo.repo.id()));
         let mut out = std::io::stdout().lock();
-        if args.json {
-            let document = Json::object([
-                (
-                    "archives",
-                    Json::List(shown.iter().map(archive_json).collect()),
-                ),
-                ("cache", Json::object([("stats", totals_json(&totals))])),
-                ("encryption", encryption_json(&repo)),
-                ("repository", repository_json(&repo, &location.canonical())),
-            ]);
-            writeln!(out, "{}", document.to_document(json_indent()))?;
-        } else {
-            for (i, archive) in shown.iter().enumerate() {
-                if i > 0 {
-                    writeln!(out)?;
+        match (location.archive.is_some(), args.json) {
+            (true, true) => {
+                let document = Json::object([
+                    (
+                        "archives",
+                        Json::List(shown.iter().map(archive_json).collect()),
+                    ),
+                    ("cache", Json::object([("stats", totals_json(&totals))])),
+                    ("encryption", encryption_json(&repo)),
+                    ("repository", repository_json(&repo, &canonical)),
+                ]);
+                writeln!(out, "{}", document.to_document(json_indent()))?;
+            }
+            (true, false) => {
+                for archive in &shown {
+                    write!(out, "{}", archive_text(archive, &totals))?;
                 }
-                write!(out, "{}", archive_text(archive, &totals))?;
+            }
+            (false, true) => {
+                let document = Json::object([
+                    ("cache", Json::object([("stats", totals_json(&totals))])),
+                    ("encryption", encryption_json(&repo)),
+                    ("repository", repository_json(&repo, &canonical)),
+                    (
+                        "security_dir",
+                        Json::str(security_dir.display().to_string()),
+                    ),
+                ]);
+                writeln!(out, "{}", document.to_document(json_indent()))?;
+            }
+            (false, false) => {
+                // borg's own test: only these two names count as unencrypted, so
+                // "authenticated BLAKE2b" shows as encrypted.
+                let mut encryption = match repo.key.key_type().display_name() {
+                    "plaintext" | "authenticated" => "No".to_string(),
+                    name => format!("Yes ({name})"),
+                };
+                if let Some(key_file) = &repo.key_file {
+                    encryption += &format!("\nKey file: {}", key_file.display());
+                }
+                write!(
+                    out,
+                    "Repository ID: {}\nLocation: {canonical}\nEncrypted: {encryption}\n\
+                     Security dir: {}\n{}{}",
+                    hex(repo.repo.id()),
+                    security_dir.display(),
+                    STATS_HEADER,
+                    totals_text(&totals),
+                )?;
             }
         }
         out.flush()?;
@@ -107,6 +131,25 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
             .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
         Ok(Outcome::Ok)
     })
+}
+
+const STATS_HEADER: &str = "------------------------------------------------------------------------------\n\
+\x20                      Original size      Compressed size    Deduplicated size\n";
+
+/// The "All archives" and "Chunk index" lines.
+fn totals_text(totals: &RepoStats) -> String {
+    let size = |n: u64| human::size(n.into());
+    format!(
+        "All archives:   {:>20} {:>20} {:>20}\n\
+         \n\
+         \x20                      Unique chunks         Total chunks\n\
+         Chunk index:    {:>20} {:>20}\n",
+        size(totals.total_size),
+        size(totals.total_csize),
+        size(totals.unique_csize),
+        totals.total_unique_chunks,
+        totals.total_chunks,
+    )
 }
 
 fn text(bytes: &Option<Vec<u8>>) -> String {
@@ -263,13 +306,9 @@ fn archive_text(archive: &Shown, totals: &RepoStats) -> String {
          Working Directory: {cwd}\n\
          Command line: {cmdline}\n\
          Utilization of maximum supported archive size: {utilization:.0}%\n\
-         ------------------------------------------------------------------------------\n\
-         \x20                      Original size      Compressed size    Deduplicated size\n\
+         {STATS_HEADER}\
          This archive:   {osize:>20} {csize:>20} {dsize:>20}\n\
-         All archives:   {tsize:>20} {tcsize:>20} {ucsize:>20}\n\
-         \n\
-         \x20                      Unique chunks         Total chunks\n\
-         Chunk index:    {unique:>20} {total:>20}\n",
+         {totals}",
         name = String::from_utf8_lossy(&meta.name),
         id = hex(&archive.id),
         comment = text(&meta.comment),
@@ -285,10 +324,6 @@ fn archive_text(archive: &Shown, totals: &RepoStats) -> String {
         osize = size(stats.original_size),
         csize = size(stats.compressed_size),
         dsize = size(stats.deduplicated_size),
-        tsize = size(totals.total_size),
-        tcsize = size(totals.total_csize),
-        ucsize = size(totals.unique_csize),
-        unique = totals.total_unique_chunks,
-        total = totals.total_chunks,
+        totals = totals_text(totals),
     )
 }

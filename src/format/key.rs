@@ -96,6 +96,19 @@ impl KeyType {
         }
     }
 
+    /// The key class's `NAME`, as `borg info` shows it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            KeyType::Keyfile => "key file",
+            KeyType::LegacyPassphrase | KeyType::Repokey => "repokey",
+            KeyType::Plaintext => "plaintext",
+            KeyType::Blake2Keyfile => "key file BLAKE2b",
+            KeyType::Blake2Repokey => "repokey BLAKE2b",
+            KeyType::Blake2Authenticated => "authenticated BLAKE2b",
+            KeyType::Authenticated => "authenticated",
+        }
+    }
+
     pub fn from_mode_name(name: &str) -> Option<KeyType> {
         KeyType::ALL
             .into_iter()

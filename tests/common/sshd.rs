@@ -1,14 +1,18 @@
 //! A real OpenSSH server on loopback, started by the test that needs it and stopped when dropped.
 //!
 //! Everything it uses lives in its own temporary directory: host keys (ed25519, ecdsa, rsa),
-//! client keys of every type (one passphrase-protected, one not authorized), an authorized_keys
-//! file, and a known_hosts file that trusts its ed25519 host key on its port. Logins are as the
+//! client keys of every type (one passphrase-protected, one not authorized, one confined to a
+//! forced `borg serve --restrict-to-path`), an authorized_keys file, and a known_hosts file that
+//! trusts its ed25519 host key on its port. Logins are as the
 //! user running the tests (root in CI), with public keys only.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The only path the `id_restricted` key may access.
+pub const RESTRICTED_TO: &str = "/nonexistent-restricted";
 
 /// The passphrase of [`Sshd::encrypted_key`].
 pub const KEY_PASSPHRASE: &str = "mcb-ssh-key-passphrase";
@@ -46,10 +50,17 @@ impl Sshd {
         }
         keygen(&d.join("id_encrypted"), "ed25519", KEY_PASSPHRASE);
         keygen(&d.join("id_stranger"), "ed25519", "");
-        let authorized: String = ["id_ed25519", "id_ecdsa", "id_rsa", "id_encrypted"]
+        keygen(&d.join("id_restricted"), "ed25519", "");
+        let mut authorized: String = ["id_ed25519", "id_ecdsa", "id_rsa", "id_encrypted"]
             .iter()
             .map(|name| std::fs::read_to_string(d.join(format!("{name}.pub"))).unwrap())
             .collect();
+        // The way hosting providers confine a key: a forced `borg serve` with restrictions.
+        authorized.push_str(&format!(
+            "command=\"{} serve --restrict-to-path {RESTRICTED_TO}\",restrict {}",
+            super::borg14().display(),
+            std::fs::read_to_string(d.join("id_restricted.pub")).unwrap()
+        ));
         std::fs::write(d.join("authorized_keys"), authorized).unwrap();
         // sshd insists on its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").unwrap();

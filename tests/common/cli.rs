@@ -1,0 +1,128 @@
+//! Running our binary and real borg side by side, in one environment: the same borg base dir
+//! (so both find the same key files and share one security dir), the same passphrase, and our
+//! SSH settings pointing at the test's sshd.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::sshd::Sshd;
+
+/// What a finished command left.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Ran {
+    fn from(output: Output) -> Ran {
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: output.stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Panics with both streams unless the command ended with `code`.
+    pub fn expect(self, code: i32, what: &str) -> Ran {
+        assert_eq!(
+            self.code,
+            code,
+            "{what}: exit {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            self.stdout_text(),
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A shared environment for our binary and borg.
+pub struct World {
+    /// `BORG_BASE_DIR`: config (keys, security) and borg's cache live below it.
+    pub base: tempfile::TempDir,
+    pub passphrase: String,
+    /// SSH settings for our binary, when the repository is reached over SSH.
+    ssh: Option<(PathBuf, PathBuf)>,
+}
+
+impl World {
+    pub fn new(passphrase: &str) -> World {
+        World {
+            base: tempfile::tempdir().unwrap(),
+            passphrase: passphrase.to_string(),
+            ssh: None,
+        }
+    }
+
+    /// Our binary logs in to `sshd` with its ed25519 key and trusts its host key.
+    pub fn with_ssh(mut self, sshd: &Sshd) -> World {
+        self.ssh = Some((sshd.path("id_ed25519"), sshd.known_hosts()));
+        self
+    }
+
+    fn prepare(&self, command: &mut Command, cwd: &Path) {
+        command
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.base.path())
+            .env("BORG_BASE_DIR", self.base.path())
+            .env("BORG_PASSPHRASE", &self.passphrase)
+            .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+            // Borg records a local path, we an ssh:// URL, for the same repository.
+            .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_REMOTE_PATH", super::borg14())
+            .env("TZ", "UTC")
+            .stdin(Stdio::null());
+    }
+
+    /// Runs our binary with `args` in `cwd`; `env` adds or overrides variables.
+    pub fn ours<S: AsRef<OsStr>>(&self, cwd: &Path, args: &[S], env: &[(&str, &str)]) -> Ran {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
+        self.prepare(&mut command, cwd);
+        command.args(args);
+        if let Some((key, known_hosts)) = &self.ssh {
+            command
+                .env("MAILCOW_BORG_SSH_KEY", key)
+                .env("MAILCOW_BORG_KNOWN_HOSTS", known_hosts);
+        }
+        command.envs(env.iter().copied());
+        Ran::from(command.output().expect("run mailcow-borg"))
+    }
+
+    /// Runs real borg (`borg` is its path) with `args` in `cwd`.
+    pub fn borg<S: AsRef<OsStr>>(&self, borg: &Path, cwd: &Path, args: &[S]) -> Ran {
+        let mut command = Command::new(borg);
+        self.prepare(&mut command, cwd);
+        command.args(args);
+        Ran::from(command.output().expect("run borg"))
+    }
+}
+
+/// `tests/oracle/tricky_tree.py` with the given arguments; returns its stdout.
+pub fn tricky_tree(args: &[&OsStr]) -> Ran {
+    let output = Command::new("python3")
+        .arg(super::repo_root().join("tests/oracle/tricky_tree.py"))
+        .args(args)
+        .output()
+        .expect("python3");
+    Ran::from(output)
+}
+
+/// Asserts that two trees are identical in everything `tricky_tree.py snapshot` records.
+pub fn assert_same_tree(expected: &Path, actual: &Path, what: &str) {
+    let diff = tricky_tree(&[OsStr::new("diff"), expected.as_os_str(), actual.as_os_str()]);
+    assert_eq!(
+        diff.code,
+        0,
+        "{what}: the trees differ\n{}{}",
+        diff.stdout_text(),
+        diff.stderr
+    );
+}
