@@ -125,7 +125,8 @@ pub fn check_parents(
 }
 
 /// Makes room for a new object at `path`: anything but a directory already there is removed,
-/// as borg does, and missing parents are created.
+/// as borg does, and missing parents are created — private (0700), as borg creates them, since
+/// no archived attributes will be applied to directories the archive does not hold.
 pub fn prepare(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {}
@@ -136,7 +137,8 @@ pub fn prepare(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(parent)?;
     }
     Ok(())
 }

@@ -7,8 +7,9 @@
 //!
 //! The server's stderr carries its log, one JSON object per line in borg's `--log-json` shape
 //! (spec §1.2). It is read by its own task, so a chatty server can never block its stdout, and
-//! its last lines are kept: when a connection breaks, what the server said last (`borg: command
-//! not found`, a Python traceback) is usually the only explanation there is.
+//! its last lines that are not borg log records are kept: when a connection breaks, what the
+//! server said last (`borg: command not found`, a Python traceback) is usually the only
+//! explanation there is.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -95,7 +96,10 @@ impl ServerStderr {
                 let text = String::from_utf8_lossy(&raw).into_owned();
                 raw.clear();
                 if let Some(line) = ServerLine::parse(&text) {
-                    {
+                    // borg's own log lines are shown as they come; what else the server
+                    // writes (a shell's "command not found", a traceback) is what explains a
+                    // connection that breaks.
+                    if line.level.is_none() {
                         let mut tail = state.tail.lock().expect("stderr tail");
                         if tail.len() == TAIL_LINES {
                             tail.pop_front();

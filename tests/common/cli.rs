@@ -16,7 +16,7 @@ pub struct Ran {
 }
 
 impl Ran {
-    fn from(output: Output) -> Ran {
+    pub fn from(output: Output) -> Ran {
         Ran {
             code: output.status.code().unwrap_or(-1),
             stdout: output.stdout,
@@ -84,6 +84,20 @@ impl World {
 
     /// Runs our binary with `args` in `cwd`; `env` adds or overrides variables.
     pub fn ours<S: AsRef<OsStr>>(&self, cwd: &Path, args: &[S], env: &[(&str, &str)]) -> Ran {
+        Ran::from(
+            self.ours_command(cwd, args, env)
+                .output()
+                .expect("run mailcow-borg"),
+        )
+    }
+
+    /// Our binary, ready to run or spawn; `env` adds or overrides variables.
+    pub fn ours_command<S: AsRef<OsStr>>(
+        &self,
+        cwd: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
         self.prepare(&mut command, cwd);
         command.args(args);
@@ -93,7 +107,7 @@ impl World {
                 .env("MAILCOW_BORG_KNOWN_HOSTS", known_hosts);
         }
         command.envs(env.iter().copied());
-        Ran::from(command.output().expect("run mailcow-borg"))
+        command
     }
 
     /// Runs real borg (`borg` is its path) with `args` in `cwd`.

@@ -275,6 +275,32 @@ const TAG_COMMIT: u8 = 2;
 
 /// Replays borg's segment files (spec §2.1): PUT adds or supersedes, DELETE removes; only
 /// segments up to the last COMMIT count. CRCs are checked.
+/// Flips a byte in the stored data of object `id` and fixes the segment entry's CRC, so the
+/// server hands the damaged object out as if it were sound and only the client's MAC check can
+/// notice (as after a bit flip in RAM or a malicious server).
+pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
+    for dir in std::fs::read_dir(repo_dir.join("data")).expect("data dir") {
+        for seg in std::fs::read_dir(dir.expect("entry").path()).expect("segment dir") {
+            let path = seg.expect("entry").path();
+            let mut bytes = std::fs::read(&path).expect("segment");
+            let mut pos = 8;
+            while pos < bytes.len() {
+                let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+                if bytes[pos + 8] == TAG_PUT && bytes[pos + 9..pos + 41] == id[..] {
+                    let middle = pos + 41 + (size - 41) / 2;
+                    bytes[middle] ^= 0x40;
+                    let crc = crc32fast::hash(&bytes[pos + 4..pos + size]);
+                    bytes[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+                    std::fs::write(&path, bytes).expect("write segment");
+                    return;
+                }
+                pos += size;
+            }
+        }
+    }
+    panic!("object {} is not in {}", hex(id), repo_dir.display());
+}
+
 fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for dir in std::fs::read_dir(data_dir).expect("data dir") {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The only path the `id_restricted` key may access.
-pub const RESTRICTED_TO: &str = "/nonexistent-restricted";
+const RESTRICTED_TO: &str = "/nonexistent-restricted";
 
 /// The passphrase of [`Sshd::encrypted_key`].
 pub const KEY_PASSPHRASE: &str = "mcb-ssh-key-passphrase";
@@ -102,6 +102,11 @@ impl Sshd {
             assert!(Instant::now() < deadline, "sshd did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The listening sshd; its children are the per-connection processes.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
