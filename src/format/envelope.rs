@@ -12,16 +12,14 @@
 //! layer), and passes the IV to [`ObjectKey::seal`].
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use blake2::Digest;
 use hmac::{KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::compress;
 use super::key::{HashAlgorithm, KeyMaterial, KeyType, hex};
 
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 type HmacSha256 = hmac::Hmac<Sha256>;
-type Blake2b256 = blake2::Blake2b<blake2::digest::consts::U32>;
 
 /// A chunk or object id: 32 bytes.
 pub type ObjectId = [u8; 32];
@@ -260,14 +258,20 @@ fn ctr_cipher(enc_key: &[u8; 32], iv: u64) -> Aes256Ctr {
     Aes256Ctr::new(enc_key.into(), &block.into())
 }
 
-/// Borg's `blake2b_256(key, data)`: plain BLAKE2b-256 of `key ‖ data`.
+/// Borg's `blake2b_256(key, data)`: plain BLAKE2b-256 of `key ‖ data` (not BLAKE2's keyed
+/// mode). blake2b_simd picks AVX2 at run time, about twice the throughput of a portable
+/// implementation; this hash runs twice over every chunk (MAC and id), so it matters.
 fn blake2b_over_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut hasher = Blake2b256::new();
-    hasher.update(key);
+    let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
+    state.update(key);
     for part in parts {
-        hasher.update(part);
+        state.update(part);
     }
-    hasher.finalize().into()
+    state
+        .finalize()
+        .as_bytes()
+        .try_into()
+        .expect("a 32-byte hash")
 }
 
 #[cfg(test)]

@@ -35,11 +35,11 @@ use crate::format::item::{ChunkRef, Item, ItemKind};
 use crate::repo::repository::Repository;
 
 use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
-use super::restore::{self, Owners};
+use super::restore::{self, Owners, Target};
 use super::select::{self, PathSelection};
 
 /// Plaintext bytes of content chunks fetched ahead of the writer.
-const BYTES_AHEAD: usize = 64 << 20;
+const BYTES_AHEAD: usize = 32 << 20;
 
 #[derive(Clone, Debug, Default)]
 pub struct ExtractOptions {
@@ -288,7 +288,7 @@ fn write(
         owners: Owners::load(),
         stats: ExtractStats::default(),
         open_dirs: Vec::new(),
-        verified_dirs: HashSet::new(),
+        known_dirs: HashSet::new(),
     };
     while let Some(step) = rx.blocking_recv() {
         match step {
@@ -297,8 +297,8 @@ fn write(
             Step::Chunk(_) => unreachable!("chunks follow their file"),
             // A link shares the inode, and with it the attributes, of what it links to.
             Step::Link { target, existing } => {
-                if writer.enter(&target) {
-                    let linked = restore::prepare(&target)
+                if let Some(parent_known) = writer.enter(&target) {
+                    let linked = restore::prepare_in(&target, parent_known)
                         .and_then(|()| std::fs::hard_link(&existing, &target));
                     writer.warn_on(&target, "link", linked);
                 }
@@ -309,44 +309,40 @@ fn write(
                 chunks,
             } => {
                 let allowed = writer.enter(&target);
-                match item.kind() {
-                    ItemKind::Regular => {
-                        let written = write_file(
-                            &mut rx,
-                            allowed.then_some(target.as_path()),
-                            &item,
-                            chunks,
-                            options,
-                            runtime,
-                        )
-                        .inspect_err(|_| {
-                            // Nothing half-written may look like a restored file.
-                            if allowed {
-                                let _ = std::fs::remove_file(&target);
-                            }
-                        })?;
-                        if allowed {
+                match (item.kind(), allowed) {
+                    (ItemKind::Regular, _) => {
+                        let destination = allowed.map(|known| (target.as_path(), known));
+                        let written =
+                            write_file(&mut rx, destination, &item, chunks, options, runtime)
+                                .inspect_err(|_| {
+                                    // Nothing half-written may look like a restored file.
+                                    if allowed.is_some() {
+                                        let _ = std::fs::remove_file(&target);
+                                    }
+                                })?;
+                        if allowed.is_some() {
                             writer.finish_file(&target, &item, written);
                         }
                     }
-                    _ if !allowed => {}
-                    ItemKind::Directory => {
-                        let made = restore::prepare(&target)
-                            .and_then(|()| std::fs::create_dir_all(&target));
+                    (_, None) => {}
+                    (ItemKind::Directory, Some(parent_known)) => {
+                        let made = restore::make_dir(&target, parent_known);
                         if writer.warn_on(&target, "mkdir", made) {
-                            writer.verified_dirs.insert(target.clone());
+                            writer.known_dirs.insert(target.clone());
                             writer.open_dirs.push((target, item));
                         }
                     }
-                    ItemKind::Socket | ItemKind::Unknown => writer.stats.warnings.push(format!(
-                        "{}: skipped, items of this type cannot be restored",
-                        target.display()
-                    )),
-                    _ => {
-                        let made = restore::prepare(&target)
+                    (ItemKind::Socket | ItemKind::Unknown, _) => {
+                        writer.stats.warnings.push(format!(
+                            "{}: skipped, items of this type cannot be restored",
+                            target.display()
+                        ))
+                    }
+                    (_, Some(parent_known)) => {
+                        let made = restore::prepare_in(&target, parent_known)
                             .and_then(|()| restore::make_special(&target, &item));
                         if writer.warn_on(&target, "create", made) {
-                            writer.restore_attrs(&target, &item);
+                            writer.restore_attrs(Target::Path(&target), &target, &item);
                         }
                     }
                 }
@@ -364,26 +360,27 @@ struct Writer<'o> {
     stats: ExtractStats,
     /// Directories entered and not yet left, outermost first, with their items.
     open_dirs: Vec<(PathBuf, Box<Item>)>,
-    /// Directories known to be real directories, not symlinks.
-    verified_dirs: HashSet<PathBuf>,
+    /// Directories known to exist as real directories, not symlinks.
+    known_dirs: HashSet<PathBuf>,
 }
 
 impl Writer<'_> {
-    /// Called for every item before it is made: leaves the directories it is not in, counts it,
-    /// and says whether it may be written (never in a dry run, never below a symlink).
-    fn enter(&mut self, target: &Path) -> bool {
+    /// Called for every item before it is made: leaves the directories it is not in and counts
+    /// it. `None` if it must not be written (never in a dry run, never below a symlink), else
+    /// whether its parent is known to exist already.
+    fn enter(&mut self, target: &Path) -> Option<bool> {
         self.leave_dirs(Some(target));
         self.stats.items += 1;
         if self.options.dry_run {
-            return false;
+            return None;
         }
-        match restore::check_parents(&self.options.destination, target, &mut self.verified_dirs) {
-            Ok(()) => true,
+        match restore::check_parents(&self.options.destination, target, &mut self.known_dirs) {
+            Ok(()) => Some(target.parent().is_some_and(|p| self.known_dirs.contains(p))),
             Err(warning) => {
                 self.stats
                     .warnings
                     .push(format!("{}: {warning}", target.display()));
-                false
+                None
             }
         }
     }
@@ -395,12 +392,12 @@ impl Writer<'_> {
                 break;
             }
             let (dir, item) = self.open_dirs.pop().expect("non-empty");
-            self.restore_attrs(&dir, &item);
+            self.restore_attrs(Target::Path(&dir), &dir, &item);
         }
     }
 
-    fn restore_attrs(&mut self, path: &Path, item: &Item) {
-        let warnings = restore::apply_attrs(path, item, &self.owners, self.options.numeric_ids);
+    fn restore_attrs(&mut self, target: Target, path: &Path, item: &Item) {
+        let warnings = restore::apply_attrs(target, item, &self.owners, self.options.numeric_ids);
         self.stats.warnings.extend(
             warnings
                 .into_iter()
@@ -421,11 +418,18 @@ impl Writer<'_> {
         }
     }
 
-    fn finish_file(&mut self, target: &Path, item: &Item, written: std::io::Result<u64>) {
+    fn finish_file(
+        &mut self,
+        target: &Path,
+        item: &Item,
+        written: std::io::Result<(u64, Option<std::fs::File>)>,
+    ) {
         match written {
-            Ok(bytes) => {
+            Ok((bytes, file)) => {
                 self.stats.bytes += bytes;
-                self.restore_attrs(target, item);
+                if let Some(file) = file {
+                    self.restore_attrs(Target::File(&file), target, item);
+                }
             }
             Err(e) => {
                 let _ = std::fs::remove_file(target);
@@ -435,20 +439,21 @@ impl Writer<'_> {
     }
 }
 
-/// Writes one regular file from its chunks, which follow on `rx`, to `target` (or only reads
-/// them when there is no target). The outer error is fatal (the repository's data could not be
-/// read); the inner one concerns this file only, whose chunks are consumed all the same.
+/// Writes one regular file from its chunks, which follow on `rx`, to `target` (with whether
+/// its parent is known to exist), or only reads them when there is no target. Returns the size
+/// and the still open file, for its attributes. The outer error is fatal (the repository's data
+/// could not be read); the inner one concerns this file only, whose chunks are consumed all the
+/// same.
 fn write_file(
     rx: &mut mpsc::Receiver<Step>,
-    target: Option<&Path>,
+    target: Option<(&Path, bool)>,
     item: &Item,
     chunks: usize,
     options: &ExtractOptions,
     runtime: &tokio::runtime::Handle,
-) -> Result<std::io::Result<u64>, ExtractError> {
+) -> Result<std::io::Result<(u64, Option<std::fs::File>)>, ExtractError> {
     let shown = || String::from_utf8_lossy(&item.path).into_owned();
-    let mut file =
-        target.map(|target| restore::prepare(target).and_then(|()| std::fs::File::create(target)));
+    let mut file = target.map(|(path, parent_known)| restore::create_file(path, parent_known));
     let mut size = 0u64;
     for _ in 0..chunks {
         let Some(Step::Chunk(fetched)) = rx.blocking_recv() else {
@@ -486,9 +491,10 @@ fn write_file(
     }
     Ok(match file {
         // A sparse file ending in a hole needs its length set explicitly.
-        Some(Ok(f)) => f.set_len(size).map(|()| size),
+        Some(Ok(f)) if options.sparse => f.set_len(size).map(|()| (size, Some(f))),
+        Some(Ok(f)) => Ok((size, Some(f))),
         Some(Err(e)) => Err(e),
-        None => Ok(size),
+        None => Ok((size, None)),
     })
 }
 

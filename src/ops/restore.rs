@@ -95,6 +95,12 @@ pub fn check_parents(
     target: &Path,
     verified: &mut std::collections::HashSet<std::path::PathBuf>,
 ) -> Result<(), String> {
+    if target
+        .parent()
+        .is_some_and(|parent| verified.contains(parent))
+    {
+        return Ok(());
+    }
     let Ok(relative) = target.strip_prefix(root) else {
         return Ok(());
     };
@@ -128,19 +134,63 @@ pub fn check_parents(
 /// as borg does, and missing parents are created — private (0700), as borg creates them, since
 /// no archived attributes will be applied to directories the archive does not hold.
 pub fn prepare(path: &Path) -> io::Result<()> {
+    prepare_in(path, false)
+}
+
+/// [`prepare`], skipping the parent when the caller knows it exists.
+pub fn prepare_in(path: &Path, parent_exists: bool) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => std::fs::remove_file(path)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    if let Some(parent) = path.parent()
+    if !parent_exists
+        && let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(parent)?;
     }
     Ok(())
+}
+
+/// Makes the directory `path`; one that is already there is kept (its contents stay, its
+/// attributes are restored later), anything else in the way is replaced.
+pub fn make_dir(path: &Path, parent_exists: bool) -> io::Result<()> {
+    if parent_exists {
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            other => return other,
+        }
+    }
+    prepare_in(path, parent_exists)?;
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates a new regular file for writing (owner-only until its attributes are restored). In
+/// the usual case — nothing there yet, parent known — that is one system call; only when
+/// something is in the way is the path cleared first, as [`prepare`] does.
+pub fn create_file(path: &Path, parent_exists: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    if parent_exists {
+        match open() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            other => return other,
+        }
+    }
+    prepare_in(path, parent_exists)?;
+    open()
 }
 
 /// Makes a non-regular, non-directory object: symlink, fifo or device node.
@@ -163,29 +213,101 @@ pub fn make_special(path: &Path, item: &Item) -> io::Result<()> {
     }
 }
 
-/// Restores owner, mode, times, ACLs and xattrs. Failures to set ownership are ignored as borg
+/// What attributes are set on: a regular file still open from writing it (no path lookups),
+/// or a path (directories, symlinks and the like; symlinks themselves, never their targets).
+pub enum Target<'a> {
+    File(&'a std::fs::File),
+    Path(&'a Path),
+}
+
+/// The system calls for one target, so the attribute logic is written once.
+enum Handle<'a> {
+    Fd(libc::c_int),
+    Path(CString, std::marker::PhantomData<&'a ()>),
+}
+
+impl Handle<'_> {
+    fn chown(&self, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+        // SAFETY: the descriptor is open (borrowed from a live File) or the path is a valid
+        // NUL-terminated string; -1 (as unsigned) leaves an id unchanged.
+        check(unsafe {
+            match self {
+                Handle::Fd(fd) => libc::fchown(*fd, uid, gid),
+                Handle::Path(c, _) => libc::lchown(c.as_ptr(), uid, gid),
+            }
+        })
+    }
+
+    fn chmod(&self, mode: libc::mode_t) -> io::Result<()> {
+        // SAFETY: as in `chown`.
+        check(unsafe {
+            match self {
+                Handle::Fd(fd) => libc::fchmod(*fd, mode),
+                Handle::Path(c, _) => libc::chmod(c.as_ptr(), mode),
+            }
+        })
+    }
+
+    fn set_xattr(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        let name = CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+        // SAFETY: as in `chown`; `name` is NUL-terminated and `value` is valid for its length.
+        check(unsafe {
+            match self {
+                Handle::Fd(fd) => {
+                    libc::fsetxattr(*fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                }
+                Handle::Path(c, _) => libc::lsetxattr(
+                    c.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                ),
+            }
+        })
+    }
+
+    fn set_times(&self, times: &[libc::timespec; 2]) -> io::Result<()> {
+        // SAFETY: as in `chown`; `times` holds two valid timespecs.
+        check(unsafe {
+            match self {
+                Handle::Fd(fd) => libc::futimens(*fd, times.as_ptr()),
+                Handle::Path(c, _) => libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
+            }
+        })
+    }
+}
+
+/// Restores owner, mode, ACLs, xattrs and times. Failures to set ownership are ignored as borg
 /// ignores them (an unprivileged restore keeps the user's own ids); the others are returned as
 /// warnings, one per attribute that could not be set.
-pub fn apply_attrs(path: &Path, item: &Item, owners: &Owners, numeric_ids: bool) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let Ok(c) = c_path(path) else {
-        return vec!["path contains a NUL byte".into()];
+pub fn apply_attrs(target: Target, item: &Item, owners: &Owners, numeric_ids: bool) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    let handle = match target {
+        Target::File(file) => Handle::Fd(file.as_raw_fd()),
+        Target::Path(path) => match c_path(path) {
+            Ok(c) => Handle::Path(c, std::marker::PhantomData),
+            Err(_) => return vec!["path contains a NUL byte".into()],
+        },
     };
+    let mut warnings = Vec::new();
     let symlink = item.kind() == ItemKind::Symlink;
     let (uid, gid) = owners.ids_for(item, numeric_ids);
-    // SAFETY: `c` is a valid NUL-terminated path; -1 (as unsigned) leaves an id unchanged.
-    let _ = unsafe {
-        libc::lchown(
-            c.as_ptr(),
-            uid.unwrap_or(u32::MAX) as libc::uid_t,
-            gid.unwrap_or(u32::MAX) as libc::gid_t,
-        )
-    };
-    if !symlink && let Some(mode) = item.mode {
-        // SAFETY: as above; chmod only reads the path.
-        if let Err(e) = check(unsafe { libc::chmod(c.as_ptr(), (mode & 0o7777) as libc::mode_t) }) {
-            warnings.push(format!("cannot set mode: {e}"));
-        }
+    let _ = handle.chown(
+        uid.unwrap_or(u32::MAX) as libc::uid_t,
+        gid.unwrap_or(u32::MAX) as libc::gid_t,
+    );
+    if !symlink
+        && let Some(mode) = item.mode
+        && let Err(e) = handle.chmod((mode & 0o7777) as libc::mode_t)
+    {
+        warnings.push(format!("cannot set mode: {e}"));
     }
     for (name, text) in [
         ("system.posix_acl_access", &item.acl_access),
@@ -193,14 +315,14 @@ pub fn apply_attrs(path: &Path, item: &Item, owners: &Owners, numeric_ids: bool)
     ] {
         if let Some(text) = text {
             let result = acl_to_xattr(text, owners, numeric_ids)
-                .and_then(|value| set_xattr(&c, name.as_bytes(), &value));
+                .and_then(|value| handle.set_xattr(name.as_bytes(), &value));
             if let Err(e) = result {
                 warnings.push(format!("cannot set ACL {name}: {e}"));
             }
         }
     }
     for (name, value) in item.xattrs.iter().flatten() {
-        if let Err(e) = set_xattr(&c, name, value) {
+        if let Err(e) = handle.set_xattr(name, value) {
             // Linux allows only some namespaces on symlinks; borg skips those silently too.
             if !(symlink && e.raw_os_error() == Some(libc::EPERM)) {
                 warnings.push(format!(
@@ -212,16 +334,7 @@ pub fn apply_attrs(path: &Path, item: &Item, owners: &Owners, numeric_ids: bool)
     }
     let mtime = timespec(item.mtime);
     let atime = item.atime.map(timespec).unwrap_or(mtime);
-    let times = [atime, mtime];
-    // SAFETY: `times` holds two valid timespecs; AT_FDCWD with a path is the documented form.
-    if let Err(e) = check(unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    }) {
+    if let Err(e) = handle.set_times(&[atime, mtime]) {
         warnings.push(format!("cannot set times: {e}"));
     }
     warnings
@@ -232,22 +345,6 @@ fn timespec(ns: i64) -> libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
     }
-}
-
-fn set_xattr(path: &CString, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let name = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    // SAFETY: both strings are NUL-terminated and live across the call; `value` is valid for
-    // `value.len()` bytes.
-    check(unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
 }
 
 // The kernel's POSIX ACL xattr format (include/uapi/linux/posix_acl_xattr.h).

@@ -140,6 +140,7 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<ServeSt
         nodelay: true,
         preferred: russh::Preferred {
             key: host_key_order(&known.known_algorithms(&target.host, port)).into(),
+            cipher: cipher_order().into(),
             ..russh::Preferred::DEFAULT
         },
         ..client::Config::default()
@@ -196,6 +197,21 @@ fn display_target(target: &SshTarget, port: u16) -> String {
         host
     } else {
         format!("{host}:{port}")
+    }
+}
+
+/// With AES instructions, AES-GCM costs a fraction of ChaCha20-Poly1305 per byte (measured: the
+/// SSH cipher was 8% of an extract's CPU with ChaCha20); without them, ChaCha20 is the faster.
+fn cipher_order() -> Vec<russh::cipher::Name> {
+    use russh::cipher::{AES_128_GCM, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
+    #[cfg(target_arch = "x86_64")]
+    let hardware_aes = is_x86_feature_detected!("aes") && is_x86_feature_detected!("pclmulqdq");
+    #[cfg(not(target_arch = "x86_64"))]
+    let hardware_aes = false;
+    if hardware_aes {
+        vec![AES_256_GCM, AES_128_GCM, CHACHA20_POLY1305, AES_256_CTR]
+    } else {
+        vec![CHACHA20_POLY1305, AES_256_GCM, AES_128_GCM, AES_256_CTR]
     }
 }
 
@@ -363,7 +379,7 @@ async fn start_serve(
 
     let (mut read_half, write_half) = channel.split();
     let stdin = write_half.make_writer();
-    let (mut stdout_tx, stdout_rx) = tokio::io::duplex(4 << 20);
+    let (mut stdout_tx, stdout_rx) = tokio::io::duplex(1 << 20);
     let (mut stderr_tx, stderr_rx) = tokio::io::duplex(64 << 10);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
