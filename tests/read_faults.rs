@@ -199,6 +199,12 @@ fn refusals_and_bad_input_exit_2_with_one_line() {
             vec!["archive \"nope\" does not exist"],
         ),
         (
+            "no local borg",
+            vec![s.repo.display().to_string()],
+            vec![("BORG_REMOTE_PATH", "/nonexistent/borg")],
+            vec!["install borg", "ssh://"],
+        ),
+        (
             "invalid location",
             vec!["ssh://host".into()],
             vec![],
