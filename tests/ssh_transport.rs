@@ -208,6 +208,67 @@ async fn host_keys_are_verified_against_known_hosts() {
     assert!(err.to_string().contains("sed -i '2d'"), "{err}");
 }
 
+/// The processes below `pid` (sshd's per-connection processes and the `borg serve` they run).
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid as i32];
+    while let Some(parent) = parents.pop() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The parent pid is the second field after the parenthesised command name.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            if after_name.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent) {
+                found.push(child);
+                parents.push(child);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_link_is_detected_by_keepalives() {
+    let sshd = Sshd::start();
+    let (_dir, path) = fixture_copy("borg14-none");
+    let target = target(&sshd.url(&path));
+    let mut opts = options(&sshd, "id_ed25519", &common::borg14());
+    opts.keepalive = std::time::Duration::from_secs(1);
+    let connection = connect(&target, &opts).await.unwrap();
+    let repo = {
+        negotiate(&connection.rpc).await.unwrap();
+        Repository::open(connection.rpc.clone(), &target.path, &OpenOptions::read())
+            .await
+            .unwrap()
+    };
+    // Freeze the server side: the TCP connection stays up, nothing answers any more.
+    let frozen = descendants(sshd.pid());
+    assert!(!frozen.is_empty(), "no session processes found");
+    for pid in &frozen {
+        // SAFETY: kill only sends a signal; the pids are this test's own sshd's children.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let started = std::time::Instant::now();
+    let result =
+        tokio::time::timeout(std::time::Duration::from_secs(30), repo.get(&MANIFEST_ID)).await;
+    for pid in &frozen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    let err = result
+        .expect("the dead link was not detected within 30 s")
+        .unwrap_err();
+    assert!(
+        matches!(err, RepoError::Rpc(_)),
+        "{err} after {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_missing_pieces_are_explained() {
     let sshd = Sshd::start();
