@@ -7,6 +7,7 @@
 
 pub mod extract;
 pub mod items;
+pub mod nonces;
 pub mod open;
 pub mod passphrase;
 pub mod restore;

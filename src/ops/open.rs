@@ -72,6 +72,8 @@ pub struct OpenRepository {
     pub manifest: Manifest,
     /// The key file used (keyfile modes).
     pub key_file: Option<PathBuf>,
+    /// The IV after the manifest's ciphertext, where a writer's reservation starts at the least.
+    pub manifest_nonce: Option<u64>,
     /// The server's borg version.
     pub server_version: (i128, i128, i128),
 }
@@ -107,12 +109,20 @@ pub async fn open(
     let connection = connect(location, options).await?;
     let rpc = connection.rpc.clone();
     match open_over(rpc, location, options, operation).await {
-        Ok((repo, key, manifest, key_file, server_version)) => Ok(OpenRepository {
+        Ok(Opened {
+            repo,
+            key,
+            manifest,
+            key_file,
+            manifest_nonce,
+            server_version,
+        }) => Ok(OpenRepository {
             connection,
             repo,
             key,
             manifest,
             key_file,
+            manifest_nonce,
             server_version,
         }),
         Err(e) => {
@@ -123,13 +133,15 @@ pub async fn open(
     }
 }
 
-type Opened = (
-    Repository,
-    Arc<ObjectKey>,
-    Manifest,
-    Option<PathBuf>,
-    (i128, i128, i128),
-);
+/// What `open_over` found, before it is joined with the connection.
+struct Opened {
+    repo: Repository,
+    key: Arc<ObjectKey>,
+    manifest: Manifest,
+    key_file: Option<PathBuf>,
+    manifest_nonce: Option<u64>,
+    server_version: (i128, i128, i128),
+}
 
 async fn open_over(
     rpc: Arc<crate::repo::rpc::RpcClient>,
@@ -143,9 +155,14 @@ async fn open_over(
         // A local `borg serve` runs in our working directory, so relative paths mean the same.
         Repo::Local { path } => path.clone(),
     };
+    // Writers take the exclusive lock up front, as borg does, rather than upgrading later.
+    let base = match operation {
+        Operation::Write | Operation::Delete => OpenOptions::write(),
+        Operation::Read | Operation::Check => OpenOptions::read(),
+    };
     let open_options = OpenOptions {
         lock_wait: options.lock_wait,
-        ..OpenOptions::read()
+        ..base
     };
     let repo = Repository::open(rpc, &path, &open_options).await?;
     let manifest_object = match repo.get(&MANIFEST_ID).await {
@@ -171,7 +188,14 @@ async fn open_over(
         },
         options.consent,
     )?;
-    Ok((repo, key, manifest, key_file, server_version))
+    Ok(Opened {
+        manifest_nonce: crate::format::nonce::manifest_nonce(&key, &manifest_object),
+        repo,
+        key,
+        manifest,
+        key_file,
+        server_version,
+    })
 }
 
 /// The unlocked key, and the key file it came from in keyfile modes.

@@ -40,6 +40,12 @@ pub enum RepoError {
         "object {id} is not in the repository: the repository is damaged or was changed meanwhile"
     )]
     ObjectNotFound { id: String },
+    #[error(
+        "the repository is full: its storage quota is used up ({0}); free space with borg prune and compact, or raise --storage-quota"
+    )]
+    QuotaExceeded(String),
+    #[error("the repository host has not enough free space ({0})")]
+    NoSpace(String),
     #[error("the server runs borg {0}; borg 1.2 or newer is needed on the repository host")]
     UnsupportedServer(String),
     #[error("the repository server reported {class}: {message}")]
@@ -70,6 +76,8 @@ impl RepoError {
             "PathNotAllowed" => RepoError::PathNotAllowed(arg(0)),
             "LockTimeout" | "LockFailed" => RepoError::Locked(arg(0)),
             "ObjectNotFound" => RepoError::ObjectNotFound { id: arg(0) },
+            "StorageQuotaExceeded" => RepoError::QuotaExceeded(e.args.join(", ")),
+            "InsufficientFreeSpaceError" => RepoError::NoSpace(e.args.join(", ")),
             _ => RepoError::Other {
                 message: e.args.join(", "),
                 class: e.class,
@@ -92,6 +100,14 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// What borg's writers (`create`, `delete`, `prune`) use: an exclusive lock.
+    pub fn write() -> Self {
+        OpenOptions {
+            exclusive: true,
+            ..OpenOptions::read()
+        }
+    }
+
     /// What borg's `list`, `info` and `extract` use: a shared lock, waiting 1 s by default.
     pub fn read() -> Self {
         OpenOptions {
@@ -217,6 +233,83 @@ impl Repository {
             .ok_or_else(|| {
                 RpcError::Protocol("list returned something other than ids".into()).into()
             })
+    }
+
+    /// Stores `data` under `id`, in the open transaction. Calls may run concurrently: the RPC
+    /// pipelines them, and a failure comes back to the call it belongs to.
+    pub async fn put(&self, id: &ObjectId, data: Vec<u8>) -> Result<(), RepoError> {
+        self.rpc
+            .call(
+                "put",
+                vec![("id", Value::raw(id.to_vec())), ("data", Value::Raw(data))],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes object `id` in the open transaction.
+    pub async fn delete(&self, id: &ObjectId) -> Result<(), RepoError> {
+        self.rpc
+            .call("delete", vec![("id", Value::raw(id.to_vec()))])
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the transaction durable. `compact: false` is what borg's clients send since 1.2
+    /// (compaction is `borg compact`'s job).
+    pub async fn commit(&self, compact: bool) -> Result<(), RepoError> {
+        self.rpc
+            .call(
+                "commit",
+                vec![
+                    ("save_space", Value::Bool(false)),
+                    ("compact", Value::Bool(compact)),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops everything put or deleted since the last commit.
+    pub async fn rollback(&self) -> Result<(), RepoError> {
+        self.rpc.call("rollback", Vec::new()).await?;
+        Ok(())
+    }
+
+    /// The repository's `nonce` file: the first IV not reserved by any client (spec §3.5).
+    pub async fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
+        match self.rpc.call("get_free_nonce", Vec::new()).await? {
+            Value::Nil => Ok(None),
+            value => value
+                .as_int()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    RpcError::Protocol(format!("get_free_nonce returned {value}")).into()
+                }),
+        }
+    }
+
+    /// Reserves IVs up to `next_unreserved`; `start_nonce` is what `get_free_nonce` returned, so
+    /// that the server refuses if another client reserved meanwhile.
+    pub async fn commit_nonce_reservation(
+        &self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> Result<(), RepoError> {
+        self.rpc
+            .call(
+                "commit_nonce_reservation",
+                vec![
+                    ("next_unreserved", Value::Int(next_unreserved.into())),
+                    (
+                        "start_nonce",
+                        start_nonce.map_or(Value::Nil, |n| Value::Int(n.into())),
+                    ),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     /// The repokey text from the repository config, or `None` (keyfile and `none` modes).
