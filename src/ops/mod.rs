@@ -3,13 +3,16 @@
 //!
 //! - [`open`] — reach, unlock and verify a repository (with [`passphrase`] and [`security`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
-//! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work.
+//! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
+//! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
+//! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders.
 
 pub mod extract;
 pub mod items;
 pub mod nonces;
 pub mod open;
 pub mod passphrase;
+pub mod placeholders;
 pub mod restore;
 pub mod security;
 pub mod select;

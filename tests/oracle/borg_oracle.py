@@ -22,6 +22,11 @@ chunk --seed N --params PARAMS FILE
     The values are handed to borg as-is (no CLI validation), so edge cases borg's CLI would refuse
     can be tested too. FILE is read through a Python file object (fd=f, fh=-1).
 
+placeholders REQUEST
+    REQUEST (JSON): {"values": {hostname, fqdn, user, pid, uuid4, now_micros}, "templates": [...]}.
+    Prints a JSON list with {"ok": expansion} or {"error": ExceptionClass} per template, from
+    borg's replace_placeholders with those values (borg's version keys are its own).
+
 bench-chunker --seed N --params PARAMS [--fh] FILE
     Read FILE once (warm-up, so it sits in the page cache), then time borg's chunker over it and
     print {"bytes": N, "seconds": S, "cpu_seconds": C, "chunks": K}. Only the chunking loop is timed
@@ -563,6 +568,30 @@ def seed_arg(s):
     return v
 
 
+def cmd_placeholders(args):
+    """Expands templates with borg's replace_placeholders and fixed values (see the docstring)."""
+    from datetime import datetime, timezone
+    from borg.helpers.parseformat import replace_placeholders, DatetimeWrapper
+    request = json.loads(read_input(args.request))
+    v = request["values"]
+    now = datetime.fromtimestamp(v["now_micros"] // 1_000_000, timezone.utc).replace(
+        microsecond=v["now_micros"] % 1_000_000)
+    overrides = {
+        "pid": v["pid"], "fqdn": v["fqdn"],
+        "reverse-fqdn": ".".join(reversed(v["fqdn"].split("."))),
+        "hostname": v["hostname"], "user": v["user"], "uuid4": v["uuid4"],
+        "now": DatetimeWrapper(now.astimezone(None)), "utcnow": DatetimeWrapper(now),
+        "unixtime": int(now.timestamp()),
+    }
+    results = []
+    for template in request["templates"]:
+        try:
+            results.append({"ok": replace_placeholders(template, overrides)})
+        except Exception as e:  # noqa: BLE001 - the error class is the answer
+            results.append({"error": type(e).__name__})
+    print(json.dumps(results))
+
+
 def main(argv=None):
     p = _Parser(prog="borg_oracle.py", description=f"test oracle using borg {BORG_VERSION}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -591,6 +620,9 @@ def main(argv=None):
     c = sub.add_parser("encrypt-object")
     c.add_argument("request")
     c.set_defaults(func=cmd_encrypt_object)
+    c = sub.add_parser("placeholders")
+    c.add_argument("request")
+    c.set_defaults(func=cmd_placeholders)
     c = sub.add_parser("version")
     c.set_defaults(func=lambda a: print(BORG_VERSION))
     args = p.parse_args(argv)

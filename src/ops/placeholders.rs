@@ -1,0 +1,248 @@
+//! borg's placeholders in archive names, locations and comments (`helpers/parseformat.py:
+//! replace_placeholders`, spec borg1-cli §3.1): `{hostname}`, `{now:%Y-%m-%d}`, `{utcnow}`,
+//! `{user}`, ... expanded with Python's `str.format` rules, so that the archive names a borg
+//! user's scripts produce today come out the same.
+//!
+//! Times go through the C library's `strftime`, as Python's do, after Python's own additions
+//! (`%f` microseconds, `%z` offset, `%Z` zone name) are put in. Other keys take no format spec
+//! beyond fill, alignment and width; anything more is refused rather than guessed.
+
+/// The borg release whose behaviour we follow; `{borgversion}` and friends report it, so archive
+/// names stay what they would be with that borg.
+const BORG_VERSION: (u32, u32, u32) = (1, 4, 5);
+
+/// Everything placeholders can expand to, gathered once per command.
+#[derive(Clone, Debug)]
+pub struct PlaceholderValues {
+    /// Short host name (`BORG_HOSTNAME`, else the host name up to its first dot).
+    pub hostname: String,
+    pub fqdn: String,
+    /// `BORG_USERNAME`, else the login name.
+    pub user: String,
+    pub pid: u32,
+    pub uuid4: String,
+    /// The time `{now}`/`{utcnow}` stand for, in microseconds since the epoch.
+    pub now_micros: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlaceholderError {
+    #[error("invalid placeholder \"{key}\" in {text:?}")]
+    Invalid { key: String, text: String },
+    #[error("cannot expand {text:?}: {detail}")]
+    Format { text: String, detail: String },
+}
+
+enum Value {
+    Text(String),
+    Number(i64),
+    Time { micros: i64, utc: bool },
+}
+
+impl PlaceholderValues {
+    fn lookup(&self, key: &str) -> Option<Value> {
+        let (major, minor, patch) = BORG_VERSION;
+        let text = |s: String| Some(Value::Text(s));
+        match key {
+            "pid" => Some(Value::Number(self.pid.into())),
+            "fqdn" => text(self.fqdn.clone()),
+            "reverse-fqdn" => text(self.fqdn.split('.').rev().collect::<Vec<_>>().join(".")),
+            "hostname" => text(self.hostname.clone()),
+            "now" => Some(Value::Time {
+                micros: self.now_micros,
+                utc: false,
+            }),
+            "utcnow" => Some(Value::Time {
+                micros: self.now_micros,
+                utc: true,
+            }),
+            "unixtime" => Some(Value::Number(self.now_micros.div_euclid(1_000_000))),
+            "user" => text(self.user.clone()),
+            "uuid4" => text(self.uuid4.clone()),
+            "borgversion" | "borgpatch" => text(format!("{major}.{minor}.{patch}")),
+            "borgmajor" => text(major.to_string()),
+            "borgminor" => text(format!("{major}.{minor}")),
+            _ => None,
+        }
+    }
+}
+
+/// Expands the placeholders in `text`.
+pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, PlaceholderError> {
+    let format_error = |detail: &str| PlaceholderError::Format {
+        text: text.to_string(),
+        detail: detail.to_string(),
+    };
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+            }
+            '}' => return Err(format_error("single '}' encountered")),
+            '{' => {
+                let mut field = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some('{') => return Err(format_error("nested fields are not supported")),
+                        Some(c) => field.push(c),
+                        None => return Err(format_error("expected '}' before end of string")),
+                    }
+                }
+                let (name, spec) = field.split_once(':').unwrap_or((&field, ""));
+                // A conversion (`!r`) or an unknown key is "invalid", as in borg.
+                let value = (!name.contains('!'))
+                    .then(|| values.lookup(name))
+                    .flatten()
+                    .ok_or_else(|| PlaceholderError::Invalid {
+                        key: name.to_string(),
+                        text: text.to_string(),
+                    })?;
+                out.push_str(&render(value, spec).map_err(|detail| format_error(&detail))?);
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn render(value: Value, spec: &str) -> Result<String, String> {
+    match value {
+        Value::Time { micros, utc } => {
+            let spec = if spec.is_empty() {
+                "%Y-%m-%dT%H:%M:%S"
+            } else {
+                spec
+            };
+            strftime(micros, utc, spec)
+        }
+        Value::Text(text) => pad(text, spec, '<'),
+        Value::Number(n) => pad(n.to_string(), spec, '>'),
+    }
+}
+
+/// Python's `[[fill]align][width]` (strings align left by default, numbers right).
+fn pad(text: String, spec: &str, default_align: char) -> Result<String, String> {
+    if spec.is_empty() {
+        return Ok(text);
+    }
+    let chars: Vec<char> = spec.chars().collect();
+    let is_align = |c: char| matches!(c, '<' | '>' | '^');
+    let (fill, align, rest) = match chars.as_slice() {
+        [f, a, rest @ ..] if is_align(*a) => (*f, *a, rest),
+        [a, rest @ ..] if is_align(*a) => (' ', *a, rest),
+        rest => (' ', default_align, rest),
+    };
+    let width: String = rest.iter().collect();
+    let width: usize = width
+        .parse()
+        .map_err(|_| format!("unsupported format spec {spec:?}"))?;
+    let missing = width.saturating_sub(text.chars().count());
+    let fill_str = |n: usize| fill.to_string().repeat(n);
+    Ok(match align {
+        '<' => text + &fill_str(missing),
+        '>' => fill_str(missing) + &text,
+        _ => fill_str(missing / 2) + &text + &fill_str(missing - missing / 2),
+    })
+}
+
+/// `datetime.__format__`: Python's `%f`, `%z`, `%Z` first, the rest by the C library.
+fn strftime(micros: i64, utc: bool, spec: &str) -> Result<String, String> {
+    let seconds = micros.div_euclid(1_000_000) as libc::time_t;
+    // SAFETY: `tm` is plain data, filled by gmtime_r/localtime_r from a valid time_t; both are
+    // the thread-safe variants and touch nothing else.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe {
+        if utc {
+            libc::gmtime_r(&seconds, &mut tm);
+        } else {
+            libc::localtime_r(&seconds, &mut tm);
+        }
+    }
+    let offset = if utc { 0 } else { tm.tm_gmtoff };
+    let mut wrapped = String::new();
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            wrapped.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('f') => wrapped.push_str(&format!("{:06}", micros.rem_euclid(1_000_000))),
+            Some('z') => {
+                let sign = if offset < 0 { '-' } else { '+' };
+                let minutes = offset.abs() / 60;
+                wrapped.push_str(&format!("{sign}{:02}{:02}", minutes / 60, minutes % 60));
+            }
+            Some('Z') if utc => wrapped.push_str("UTC"),
+            Some(other) => {
+                wrapped.push('%');
+                wrapped.push(other);
+            }
+            None => wrapped.push('%'),
+        }
+    }
+    let format = std::ffi::CString::new(wrapped).map_err(|_| "NUL in format".to_string())?;
+    let mut buf = vec![0u8; 256 + 4 * spec.len()];
+    // SAFETY: `buf` is writable for its length, `format` is NUL-terminated, `tm` is valid.
+    let written =
+        unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm) };
+    buf.truncate(written);
+    String::from_utf8(buf).map_err(|_| "the time is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> PlaceholderValues {
+        PlaceholderValues {
+            hostname: "mail".into(),
+            fqdn: "mail.example.org".into(),
+            user: "root".into(),
+            pid: 4242,
+            uuid4: "9412f359-0000-4000-8000-000000000000".into(),
+            now_micros: 1_795_898_147_123_456,
+        }
+    }
+
+    #[test]
+    fn keys_braces_and_errors() {
+        let v = values();
+        assert_eq!(
+            expand("{hostname}-{utcnow}-{{lit}}", &v).unwrap(),
+            "mail-2026-11-28T20:35:47-{lit}"
+        );
+        assert_eq!(
+            expand("{reverse-fqdn}|{pid:>6}|{borgminor}", &v).unwrap(),
+            "org.example.mail|  4242|1.4"
+        );
+        assert_eq!(
+            expand("{utcnow:%Y%m%d %f %z %Z}", &v).unwrap(),
+            "20261128 123456 +0000 UTC"
+        );
+        assert!(matches!(
+            expand("{nope}", &v),
+            Err(PlaceholderError::Invalid { .. })
+        ));
+        assert!(matches!(
+            expand("{user!r}", &v),
+            Err(PlaceholderError::Invalid { .. })
+        ));
+        assert!(matches!(
+            expand("a}b", &v),
+            Err(PlaceholderError::Format { .. })
+        ));
+        assert!(matches!(
+            expand("{now", &v),
+            Err(PlaceholderError::Format { .. })
+        ));
+    }
+}
