@@ -12,6 +12,7 @@ pub mod items;
 pub mod nonces;
 pub mod open;
 pub mod passphrase;
+pub mod patterns;
 pub mod placeholders;
 pub mod restore;
 pub mod security;

@@ -266,8 +266,8 @@ fn normpath_special(path: &str) -> String {
     }
 }
 
-/// Python's `posixpath.normpath`: lexical, no file system access.
-fn normpath(path: &str) -> String {
+/// Python's `posixpath.normpath`: lexical, no file system access (patterns use it too).
+pub fn normpath(path: &str) -> String {
     if path.is_empty() {
         return ".".into();
     }

@@ -22,6 +22,11 @@ chunk --seed N --params PARAMS FILE
     The values are handed to borg as-is (no CLI validation), so edge cases borg's CLI would refuse
     can be tested too. FILE is read through a Python file object (fd=f, fh=-1).
 
+match-patterns REQUEST
+    REQUEST (JSON): {"patterns": [...], "default": "fm"|"sh"|"pp", "paths_hex": [...]}. Prints,
+    per pattern, {"matches": [bool per path]} or {"error": ExceptionClass}, from borg's
+    patterns.parse_pattern(...).match(path); paths are hex bytes, decoded as borg decodes them.
+
 placeholders REQUEST
     REQUEST (JSON): {"values": {hostname, fqdn, user, pid, uuid4, now_micros}, "templates": [...]}.
     Prints a JSON list with {"ok": expansion} or {"error": ExceptionClass} per template, from
@@ -568,6 +573,23 @@ def seed_arg(s):
     return v
 
 
+def cmd_match_patterns(args):
+    """Matches paths against patterns with borg's patterns.parse_pattern (see the docstring)."""
+    from borg.patterns import parse_pattern, FnmatchPattern, ShellPattern, PathPrefixPattern
+    request = json.loads(read_input(args.request))
+    fallback = {"fm": FnmatchPattern, "sh": ShellPattern, "pp": PathPrefixPattern}[request["default"]]
+    paths = [os.fsdecode(bytes.fromhex(h)) for h in request["paths_hex"]]
+    results = []
+    for text in request["patterns"]:
+        try:
+            pattern = parse_pattern(text, fallback)
+        except Exception as e:  # noqa: BLE001 - the error class is the answer
+            results.append({"error": type(e).__name__})
+            continue
+        results.append({"matches": [pattern.match(p) for p in paths]})
+    print(json.dumps(results))
+
+
 def cmd_placeholders(args):
     """Expands templates with borg's replace_placeholders and fixed values (see the docstring)."""
     from datetime import datetime, timezone
@@ -620,6 +642,9 @@ def main(argv=None):
     c = sub.add_parser("encrypt-object")
     c.add_argument("request")
     c.set_defaults(func=cmd_encrypt_object)
+    c = sub.add_parser("match-patterns")
+    c.add_argument("request")
+    c.set_defaults(func=cmd_match_patterns)
     c = sub.add_parser("placeholders")
     c.add_argument("request")
     c.set_defaults(func=cmd_placeholders)
