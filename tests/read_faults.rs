@@ -199,6 +199,12 @@ fn refusals_and_bad_input_exit_2_with_one_line() {
             vec!["archive \"nope\" does not exist"],
         ),
         (
+            "unknown pattern style",
+            vec![archive.clone(), "zz:x".into()],
+            vec![],
+            vec!["unknown pattern style \"zz\""],
+        ),
+        (
             "no local borg",
             vec![s.repo.display().to_string()],
             vec![("BORG_REMOTE_PATH", "/nonexistent/borg")],
@@ -533,6 +539,27 @@ fn a_rolled_back_repository_is_refused_by_us_and_by_borg() {
     );
 }
 
+/// Sets the mtime of every directory below `root` made in the last hour (the parents an extract
+/// creates for items it restores without their directories) to the epoch, on both sides alike.
+fn reset_recent_dir_times(root: &Path) {
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+                if meta.modified().unwrap() > hour_ago {
+                    std::fs::File::open(entry.path())
+                        .unwrap()
+                        .set_modified(std::time::UNIX_EPOCH)
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn partial_dry_run_and_sparse_extracts_match_borg() {
     let sshd = Sshd::start();
@@ -563,6 +590,7 @@ fn partial_dry_run_and_sparse_extracts_match_borg() {
         vec!["{}", "hardlinks/c/sub", "acls"],
         vec!["--numeric-ids", "{}", "owners"],
         vec!["--sparse", "{}", "sparse"],
+        vec!["{}", "sh:hardlinks/**/trio*", "fm:names/*space*"],
     ]
     .into_iter()
     .enumerate()
@@ -581,12 +609,8 @@ fn partial_dry_run_and_sparse_extracts_match_borg() {
             .borg(&borg, &borg_dir, &with(&borg_archive))
             .expect(0, &format!("{options:?}"));
         // Parents the selection left out are made at extraction time, with the time of then.
-        for implicit in ["hardlinks", "hardlinks/c"] {
-            for dir in [&ours_dir, &borg_dir] {
-                if let Ok(handle) = std::fs::File::open(dir.join(implicit)) {
-                    handle.set_modified(std::time::UNIX_EPOCH).unwrap();
-                }
-            }
+        for dir in [&ours_dir, &borg_dir] {
+            reset_recent_dir_times(dir);
         }
         let diff = common::cli::tricky_tree(&[
             OsStr::new("diff"),

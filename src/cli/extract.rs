@@ -9,6 +9,7 @@ use crate::format::manifest::Operation;
 use crate::ops::extract::{ExtractOptions, extract};
 use crate::ops::items::load_archive;
 use crate::ops::open::open;
+use crate::ops::select::PathSelection;
 
 #[derive(Args)]
 pub struct ExtractArgs {
@@ -38,9 +39,12 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
         anyhow::bail!("{}: no archive given (REPOSITORY::ARCHIVE)", args.location);
     };
     let options = args.access.to_options()?;
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Bad patterns are reported before anything is contacted.
+    PathSelection::new(&paths)?;
     let extract_options = ExtractOptions {
         destination: std::env::current_dir()?,
-        paths: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        paths,
         strip_components: args.strip_components,
         numeric_ids: args.numeric_ids,
         dry_run: args.dry_run,

@@ -14,7 +14,7 @@ use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
 use crate::ops::items::{load_archive, stream_items};
 use crate::ops::open::{OpenRepository, open};
-use crate::ops::select::{PathSelection, components};
+use crate::ops::select::PathSelection;
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -44,6 +44,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
         anyhow::bail!("--json is only valid for listing archives, use --json-lines");
     }
     let options = args.access.to_options()?;
+    // Bad patterns are reported before anything is contacted.
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    PathSelection::new(&paths)?;
     runtime()?.block_on(async {
         let repo = open(&location, &options, Operation::Read).await?;
         let outcome = match &location.archive {
@@ -142,7 +145,7 @@ pub fn repository_json(repo: &OpenRepository, location: &str) -> Json {
 async fn list_items(repo: &OpenRepository, name: &str, args: &ListArgs) -> anyhow::Result<Outcome> {
     let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let mut selection = PathSelection::new(&paths);
+    let mut selection = PathSelection::new(&paths)?;
     let mut batches = stream_items(
         repo.repo.clone(),
         repo.key.clone(),
@@ -151,7 +154,7 @@ async fn list_items(repo: &OpenRepository, name: &str, args: &ListArgs) -> anyho
     let mut out = BufWriter::new(std::io::stdout().lock());
     while let Some(batch) = batches.recv().await {
         for item in batch? {
-            if !selection.selects(&components(&item.path)) {
+            if !selection.selects(&item.path) {
                 continue;
             }
             if args.json_lines {

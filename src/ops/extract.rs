@@ -69,6 +69,8 @@ pub enum ExtractError {
     Content { path: String, source: ReadError },
     #[error("{0}; the restore is incomplete")]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    Pattern(#[from] super::patterns::PatternError),
     #[error("the archive's item {path} is inconsistent: {detail}")]
     Inconsistent { path: String, detail: String },
 }
@@ -134,7 +136,7 @@ fn target_path(
             String::from_utf8_lossy(path)
         ));
     }
-    if !selection.selects(&components) {
+    if !selection.selects(path) {
         return Ok(None);
     }
     if options.strip_components > 0 && components.len() <= options.strip_components {
@@ -163,7 +165,13 @@ async fn plan(
     let budget = Arc::new(Semaphore::new(BYTES_AHEAD >> 10));
     let mut batches = stream_items(repo.clone(), key.clone(), item_chunks);
     let mut masters: HashMap<Vec<u8>, Master> = HashMap::new();
-    let mut selection = PathSelection::new(&options.paths);
+    let mut selection = match PathSelection::new(&options.paths) {
+        Ok(selection) => selection,
+        Err(e) => {
+            let _ = tx.send(Step::Fail(ExtractError::Pattern(e))).await;
+            return;
+        }
+    };
     let fetch = |chunk: &ChunkRef| {
         let repo = repo.clone();
         let key = key.clone();
@@ -510,7 +518,7 @@ mod tests {
             strip_components: 1,
             ..Default::default()
         };
-        let mut selection = PathSelection::new(&options.paths);
+        let mut selection = PathSelection::new(&options.paths).unwrap();
         let mut target = |p: &[u8]| target_path(p, &mut selection, &options);
         assert_eq!(target(b"a/b/c"), Ok(Some(PathBuf::from("/dest/b/c"))));
         assert_eq!(target(b"a/b"), Ok(Some(PathBuf::from("/dest/b"))));

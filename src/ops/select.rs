@@ -1,14 +1,15 @@
-//! Which archive paths a command works on: borg's `PATH` arguments of extract and list, which
-//! are path prefixes (`pp:`): `a/b` selects `a/b` and everything below it, not `a/bc`. Leading
-//! and trailing slashes and `.` components do not matter. A PATH that selected nothing is worth
-//! a warning (borg's "Include pattern never matched").
+//! Which archive paths a command works on: borg's `PATH` arguments of extract and list. They are
+//! patterns whose default style is the path prefix (`pp:`): `a/b` selects `a/b` and everything
+//! below it, not `a/bc`; another style can be chosen (`sh:vmail/**/cur`). A PATH that selected
+//! nothing is worth a warning (borg's "Include pattern never matched").
+
+use super::patterns::{Pattern, PatternError, Style};
 
 /// The `PATH` arguments of a command; none selects everything.
 #[derive(Clone, Debug, Default)]
 pub struct PathSelection {
-    prefixes: Vec<Vec<Vec<u8>>>,
+    patterns: Vec<Pattern>,
     matched: Vec<bool>,
-    originals: Vec<String>,
 }
 
 /// An archive path split into its components, without empty and `.` ones.
@@ -19,34 +20,25 @@ pub fn components(path: &[u8]) -> Vec<&[u8]> {
 }
 
 impl PathSelection {
-    pub fn new(paths: &[Vec<u8>]) -> PathSelection {
-        PathSelection {
-            prefixes: paths
-                .iter()
-                .map(|p| components(p).into_iter().map(<[u8]>::to_vec).collect())
-                .collect(),
-            matched: vec![false; paths.len()],
-            originals: paths
-                .iter()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect(),
-        }
+    pub fn new(paths: &[Vec<u8>]) -> Result<PathSelection, PatternError> {
+        let patterns = paths
+            .iter()
+            .map(|p| Pattern::parse(&String::from_utf8_lossy(p), Style::PathPrefix))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PathSelection {
+            matched: vec![false; patterns.len()],
+            patterns,
+        })
     }
 
-    pub fn is_everything(&self) -> bool {
-        self.prefixes.is_empty()
-    }
-
-    /// Whether the path with these components is selected; remembers which PATHs matched.
-    pub fn selects(&mut self, path: &[&[u8]]) -> bool {
-        if self.prefixes.is_empty() {
+    /// Whether the archive path is selected; remembers which PATHs matched.
+    pub fn selects(&mut self, path: &[u8]) -> bool {
+        if self.patterns.is_empty() {
             return true;
         }
         let mut any = false;
-        for (prefix, matched) in self.prefixes.iter().zip(&mut self.matched) {
-            if path.len() >= prefix.len()
-                && path.iter().zip(prefix).all(|(a, b)| *a == b.as_slice())
-            {
+        for (pattern, matched) in self.patterns.iter().zip(&mut self.matched) {
+            if pattern.matches(path) {
                 *matched = true;
                 any = true;
             }
@@ -56,11 +48,11 @@ impl PathSelection {
 
     /// borg's warning for each PATH that selected nothing.
     pub fn unmatched_warnings(&self) -> Vec<String> {
-        self.originals
+        self.patterns
             .iter()
             .zip(&self.matched)
             .filter(|(_, matched)| !**matched)
-            .map(|(path, _)| format!("Include pattern '{path}' never matched."))
+            .map(|(pattern, _)| format!("Include pattern '{}' never matched.", pattern.text))
             .collect()
     }
 }
@@ -70,16 +62,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_select_whole_components() {
-        let mut selection = PathSelection::new(&[b"/a/b/".to_vec(), b"x".to_vec()]);
-        assert!(selection.selects(&components(b"a/b")));
-        assert!(selection.selects(&components(b"./a/b/c")));
-        assert!(!selection.selects(&components(b"a/bc")));
-        assert!(!selection.selects(&components(b"a")));
+    fn prefixes_select_whole_components_and_other_styles_work() {
+        let mut selection =
+            PathSelection::new(&[b"/a/b/".to_vec(), b"x".to_vec(), b"sh:c/**/d".to_vec()]).unwrap();
+        assert!(selection.selects(b"a/b"));
+        assert!(selection.selects(b"a/b/c"));
+        assert!(!selection.selects(b"a/bc"));
+        assert!(!selection.selects(b"a"));
+        assert!(selection.selects(b"c/1/2/d"));
         assert_eq!(
             selection.unmatched_warnings(),
             vec!["Include pattern 'x' never matched."]
         );
-        assert!(PathSelection::new(&[]).selects(&components(b"anything")));
+        assert!(PathSelection::new(&[]).unwrap().selects(b"anything"));
+        assert!(PathSelection::new(&[b"zz:x".to_vec()]).is_err());
     }
 }
