@@ -12,6 +12,7 @@ use super::pyjson::Json;
 use crate::format::item::{Item, ItemKind};
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
+use crate::format::text::with_question_marks as remove_surrogates;
 use crate::ops::items::{load_archive, stream_items};
 use crate::ops::open::{OpenRepository, open};
 use crate::ops::select::PathSelection;
@@ -185,27 +186,6 @@ fn item_micros(ns: i64) -> i64 {
     let whole = t.trunc();
     let micros = ((t - whole) * 1e6).round_ties_even();
     whole as i64 * 1_000_000 + micros as i64
-}
-
-/// borg's `remove_surrogates`: text with every byte that is not UTF-8 shown as `?`.
-fn remove_surrogates(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    let mut rest = bytes;
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(valid) => {
-                text.push_str(valid);
-                return text;
-            }
-            Err(e) => {
-                let (valid, after) = rest.split_at(e.valid_up_to());
-                text.push_str(std::str::from_utf8(valid).expect("valid prefix"));
-                let bad = e.error_len().unwrap_or(after.len());
-                text.push_str(&"?".repeat(bad));
-                rest = &after[bad..];
-            }
-        }
-    }
 }
 
 /// The `mode` column: `h` marks a hardlink to an earlier item (of any type but symlink).

@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::format::text::{self, Unit};
+
 /// A JSON value whose strings are bytes, so file names survive whatever their encoding.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Json {
@@ -131,44 +133,30 @@ fn python_float(f: f64) -> String {
 
 fn write_string(out: &mut String, bytes: &[u8]) {
     out.push('"');
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match std::str::from_utf8(rest) {
-            Ok(text) => {
-                escape_text(out, text);
-                break;
-            }
-            Err(e) => {
-                let (valid, after) = rest.split_at(e.valid_up_to());
-                escape_text(out, std::str::from_utf8(valid).expect("valid prefix"));
-                // Each undecodable byte becomes the lone surrogate U+DC80..U+DCFF.
-                let bad = e.error_len().unwrap_or(after.len());
-                for b in &after[..bad] {
-                    write!(out, "\\u{:04x}", 0xdc00 + u32::from(*b)).expect("write to String");
-                }
-                rest = &after[bad..];
-            }
+    for unit in text::decode(bytes) {
+        match unit {
+            Unit::Char(c) => escape_char(out, c),
+            // Each undecodable byte is the lone surrogate Python made of it.
+            Unit::Byte(_) => write!(out, "\\u{:04x}", unit.code_point()).expect("write to String"),
         }
     }
     out.push('"');
 }
 
-fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    write!(out, "\\u{unit:04x}").expect("write to String");
-                }
+fn escape_char(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        ' '..='~' => out.push(c),
+        _ => {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(out, "\\u{unit:04x}").expect("write to String");
             }
         }
     }

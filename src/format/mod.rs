@@ -2,7 +2,7 @@
 //!
 //! Everything a borg 1.x repository stores passes through here: keys ([`key`]), the encryption
 //! envelope and ids ([`envelope`]), IV planning ([`nonce`]), compression ([`compress`]), metadata
-//! authentication ([`tam`]),
+//! authentication ([`tam`]), path bytes as borg's text ([`text`]),
 //! the chunker ([`chunker`]), borg's msgpack dialect ([`msgpack`]) and the manifest, archive and
 //! item models built on it. `shared/spec/borg1.md` is the reference; tests prove each piece against
 //! real borg.
@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod msgpack;
 pub mod nonce;
 pub mod tam;
+pub mod text;
 
 pub use fields::InvalidObject;
 

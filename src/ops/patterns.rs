@@ -11,6 +11,7 @@
 //! `re:` patterns need a regular expression engine with Python's syntax and are not supported
 //! yet; they are refused with a clear error rather than half-matched.
 
+use crate::format::text::{self, Unit};
 use crate::repo::location::normpath;
 
 /// A pattern style; `fm` is borg's default for `--exclude`, `pp` for extract's PATHs.
@@ -68,31 +69,12 @@ pub struct Pattern {
 
 const SLASH: u32 = '/' as u32;
 
-/// Text as Python sees it after `surrogateescape`: one unit per character or undecodable byte.
+/// Text as Python sees it after `surrogateescape`: one code point per character or stray byte.
 fn units(bytes: &[u8]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match std::str::from_utf8(rest) {
-            Ok(text) => {
-                out.extend(text.chars().map(u32::from));
-                break;
-            }
-            Err(e) => {
-                let (valid, after) = rest.split_at(e.valid_up_to());
-                out.extend(
-                    std::str::from_utf8(valid)
-                        .expect("valid prefix")
-                        .chars()
-                        .map(u32::from),
-                );
-                let bad = e.error_len().unwrap_or(after.len());
-                out.extend(after[..bad].iter().map(|b| 0xdc00 + u32::from(*b)));
-                rest = &after[bad..];
-            }
-        }
-    }
-    out
+    text::decode(bytes)
+        .into_iter()
+        .map(Unit::code_point)
+        .collect()
 }
 
 impl Pattern {
