@@ -23,23 +23,8 @@ fn make_tree() -> (tempfile::TempDir, PathBuf) {
 /// A repository made by `borg` in `mode` with two archives: `full` (the whole tree, as `.`)
 /// and `part` (two of its directories, sharing their chunks with `full`).
 fn make_repo(world: &World, borg: &Path, mode: &str, tree: &Path, repo: &Path) {
-    let repo_arg = repo.as_os_str();
-    world
-        .borg(
-            borg,
-            tree,
-            &[
-                OsStr::new("init"),
-                OsStr::new("-e"),
-                OsStr::new(mode),
-                repo_arg,
-            ],
-        )
-        .expect(0, "borg init");
+    world.borg_repo(borg, mode, repo, tree, "full");
     let archive = |name: &str| format!("{}::{name}", repo.display());
-    world
-        .borg(borg, tree, &["create", &archive("full"), "."])
-        .expect(0, "borg create full");
     world
         .borg(
             borg,

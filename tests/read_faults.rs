@@ -52,20 +52,7 @@ fn setup(mode: &str, files: usize, size: usize) -> Setup {
     }
     let repo = work.path().join("repo");
     let borg = common::borg14();
-    world
-        .borg(
-            &borg,
-            work.path(),
-            &["init", "-e", mode, repo.to_str().unwrap()],
-        )
-        .expect(0, "borg init");
-    world
-        .borg(
-            &borg,
-            &source,
-            &["create", &format!("{}::a", repo.display()), "."],
-        )
-        .expect(0, "borg create");
+    world.borg_repo(&borg, mode, &repo, &source, "a");
     let url = sshd.url(&repo);
     Setup {
         sshd,
@@ -569,20 +556,7 @@ fn partial_dry_run_and_sparse_extracts_match_borg() {
     common::cli::tricky_tree(&[OsStr::new("make"), tree.as_os_str()]).expect(0, "make tree");
     let repo = work.path().join("repo");
     let borg = common::borg14();
-    world
-        .borg(
-            &borg,
-            work.path(),
-            &["init", "-e", "authenticated", repo.to_str().unwrap()],
-        )
-        .expect(0, "borg init");
-    world
-        .borg(
-            &borg,
-            &tree,
-            &["create", &format!("{}::a", repo.display()), "."],
-        )
-        .expect(0, "borg create");
+    world.borg_repo(&borg, "authenticated", &repo, &tree, "a");
     let ours_archive = format!("{}::a", sshd.url(&repo));
     let borg_archive = format!("{}::a", repo.display());
     for (i, options) in [

@@ -59,29 +59,10 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<Outcome> {
 /// borg's `prepare_dump_dict`: bytes as text when they are UTF-8 (and do not start with DEL),
 /// else DEL followed by hex; keys as text; order kept.
 fn dump_json(value: &Value) -> Json {
-    match value {
-        Value::Nil => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::Int(*i),
-        Value::Float(f) => Json::Float(*f),
-        Value::Raw(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) if !bytes.starts_with(b"\x7f") => Json::str(text),
-            _ => Json::str(format!("\u{7f}{}", crate::format::key::hex(bytes))),
-        },
-        Value::Array(items) => Json::List(items.iter().map(dump_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Value::Raw(b) => String::from_utf8_lossy(b).into_owned(),
-                        other => other.to_string(),
-                    };
-                    (key, dump_json(v))
-                })
-                .collect(),
-        ),
-    }
+    Json::from_msgpack(value, &|bytes| match std::str::from_utf8(bytes) {
+        Ok(text) if !bytes.starts_with(b"\x7f") => Json::str(text),
+        _ => Json::str(format!("\u{7f}{}", crate::format::key::hex(bytes))),
+    })
 }
 
 /// Python's `textwrap.indent(text, "    ")`: every non-empty line gets the prefix.

@@ -22,12 +22,10 @@ fn local(unix_micros: i64) -> LocalTime {
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
-/// `Sat, 2026-11-28 20:29:36`.
-pub fn time(unix_micros: i64) -> String {
-    let t = local(unix_micros).tm;
+/// `2026-11-28<separator>20:29:36`.
+fn date_time(t: &libc::tm, separator: char) -> String {
     format!(
-        "{}, {:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        WEEKDAYS[t.tm_wday.rem_euclid(7) as usize],
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
         t.tm_year + 1900,
         t.tm_mon + 1,
         t.tm_mday,
@@ -37,18 +35,17 @@ pub fn time(unix_micros: i64) -> String {
     )
 }
 
+/// `Sat, 2026-11-28 20:29:36`.
+pub fn time(unix_micros: i64) -> String {
+    let t = local(unix_micros).tm;
+    let weekday = WEEKDAYS[t.tm_wday.rem_euclid(7) as usize];
+    format!("{weekday}, {}", date_time(&t, ' '))
+}
+
 /// `2026-11-28T20:29:36.123456` in local time.
 pub fn iso_time(unix_micros: i64) -> String {
-    let LocalTime { tm: t, micros } = local(unix_micros);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}",
-        t.tm_year + 1900,
-        t.tm_mon + 1,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec
-    )
+    let LocalTime { tm, micros } = local(unix_micros);
+    format!("{}.{micros:06}", date_time(&tm, 'T'))
 }
 
 /// An archive time in JSON: borg truncates these to whole seconds.

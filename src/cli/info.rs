@@ -13,7 +13,6 @@ use super::pyjson::Json;
 use crate::format::archive::ArchiveMeta;
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
-use crate::format::msgpack::Value;
 use crate::ops::items::load_archive;
 use crate::ops::open::open;
 use crate::ops::stats::{ArchiveStats, RepoStats, gather};
@@ -166,24 +165,6 @@ fn times(meta: &ArchiveMeta) -> (i64, i64) {
     (start, end)
 }
 
-/// Values stored in the archive (chunker params) as borg prints them: bytes as text.
-fn value_json(value: &Value) -> Json {
-    match value {
-        Value::Nil => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::Int(*i),
-        Value::Float(f) => Json::Float(*f),
-        Value::Raw(b) => Json::str(b),
-        Value::Array(items) => Json::List(items.iter().map(value_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), value_json(v)))
-                .collect(),
-        ),
-    }
-}
-
 fn utilization(stats: &ArchiveStats) -> f64 {
     stats.archive_csize as f64 / MAX_DATA_SIZE
 }
@@ -196,7 +177,8 @@ fn archive_json(archive: &Shown) -> Json {
             "chunker_params",
             meta.chunker_params
                 .as_ref()
-                .map_or(Json::str(""), value_json),
+                // As borg prints values stored in the archive: bytes as text.
+                .map_or(Json::str(""), |v| Json::from_msgpack(v, &|b| Json::str(b))),
         ),
         (
             "command_line",

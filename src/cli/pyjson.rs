@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use crate::format::msgpack::Value;
 use crate::format::text::{self, Unit};
 
 /// A JSON value whose strings are bytes, so file names survive whatever their encoding.
@@ -32,6 +33,33 @@ impl Json {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         )
+    }
+
+    /// A msgpack value as JSON, keeping map order; `raw` decides how byte strings are shown
+    /// (the one thing borg's outputs differ in). Map keys are text.
+    pub fn from_msgpack(value: &Value, raw: &dyn Fn(&[u8]) -> Json) -> Json {
+        match value {
+            Value::Nil => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => Json::Int(*i),
+            Value::Float(f) => Json::Float(*f),
+            Value::Raw(bytes) => raw(bytes),
+            Value::Array(items) => {
+                Json::List(items.iter().map(|v| Json::from_msgpack(v, raw)).collect())
+            }
+            Value::Map(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            Value::Raw(b) => String::from_utf8_lossy(b).into_owned(),
+                            other => other.to_string(),
+                        };
+                        (key, Json::from_msgpack(v, raw))
+                    })
+                    .collect(),
+            ),
+        }
     }
 
     /// One line, as `--json-lines` and `--log-json` print.

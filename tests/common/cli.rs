@@ -110,6 +110,20 @@ impl World {
         command
     }
 
+    /// A new repository at `repo`, made by `borg` in `mode`, with the archive `archive` of
+    /// `source` (archived as `.`, so item paths are relative to it).
+    pub fn borg_repo(&self, borg: &Path, mode: &str, repo: &Path, source: &Path, archive: &str) {
+        let repo_arg = repo.to_str().expect("UTF-8 test path");
+        self.borg(borg, source, &["init", "-e", mode, repo_arg])
+            .expect(0, "borg init");
+        self.borg(
+            borg,
+            source,
+            &["create", &format!("{repo_arg}::{archive}"), "."],
+        )
+        .expect(0, "borg create");
+    }
+
     /// Runs real borg (`borg` is its path) with `args` in `cwd`.
     pub fn borg<S: AsRef<OsStr>>(&self, borg: &Path, cwd: &Path, args: &[S]) -> Ran {
         let mut command = Command::new(borg);
