@@ -3,6 +3,7 @@
 
 mod access;
 mod benchmark;
+mod create;
 mod debug;
 mod extract;
 mod human;
@@ -39,6 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Back up files and directories into a new archive.
+    Create(Box<create::CreateArgs>),
     /// List the archives of a repository, or the contents of an archive.
     List(list::ListArgs),
     /// Show an archive's metadata and statistics (or every archive's).
@@ -65,6 +68,7 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(args),

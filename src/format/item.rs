@@ -229,7 +229,15 @@ impl Item {
         d.put_opt(
             "xattrs",
             self.xattrs.as_ref().map(|x| {
-                Value::sorted_map(x.iter().map(|(k, v)| (k.clone(), Value::raw(v.clone()))))
+                // Borg stores an empty value as nil, and reads nil back as empty.
+                Value::sorted_map(x.iter().map(|(k, v)| {
+                    let value = if v.is_empty() {
+                        Value::Nil
+                    } else {
+                        Value::raw(v.clone())
+                    };
+                    (k.clone(), value)
+                }))
             }),
         );
         d.put_opt("bsdflags", self.bsdflags.map(int));

@@ -35,7 +35,8 @@ use crate::format::item::{ChunkRef, Item, ItemKind};
 use crate::repo::repository::Repository;
 
 use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
-use super::restore::{self, Owners, Target};
+use super::owners::Owners;
+use super::restore::{self, Target};
 use super::select::{self, PathSelection};
 
 /// Plaintext bytes of content chunks fetched ahead of the writer.

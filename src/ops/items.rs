@@ -32,6 +32,8 @@ pub enum ReadError {
     Fetch { id: String, source: RepoError },
     #[error("object {id} is damaged: {source}")]
     Damaged { id: String, source: EnvelopeError },
+    #[error("cannot list the repository's objects: {0}")]
+    List(RepoError),
     #[error("the item stream is damaged: {0}")]
     Items(#[from] ItemStreamError),
     #[error("reading was interrupted: {0}")]

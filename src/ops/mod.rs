@@ -3,14 +3,19 @@
 //!
 //! - [`open`] — reach, unlock and verify a repository (with [`passphrase`] and [`security`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
+//! - [`create`] — back up trees into a new archive;
 //! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
+//! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders.
 
+pub mod acl;
+pub mod create;
 pub mod extract;
 pub mod items;
 pub mod nonces;
 pub mod open;
+pub mod owners;
 pub mod passphrase;
 pub mod patterns;
 pub mod placeholders;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectKey};
+use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
 use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
 use crate::format::manifest::{Manifest, ManifestError, Operation};
 use crate::repo::local;
@@ -70,6 +70,8 @@ pub struct OpenRepository {
     pub repo: Repository,
     pub key: Arc<ObjectKey>,
     pub manifest: Manifest,
+    /// The id hash of the manifest's plaintext: it changes with every write, by anyone.
+    pub manifest_id: ObjectId,
     /// The key file used (keyfile modes).
     pub key_file: Option<PathBuf>,
     /// The IV after the manifest's ciphertext, where a writer's reservation starts at the least.
@@ -113,6 +115,7 @@ pub async fn open(
             repo,
             key,
             manifest,
+            manifest_id,
             key_file,
             manifest_nonce,
             server_version,
@@ -121,6 +124,7 @@ pub async fn open(
             repo,
             key,
             manifest,
+            manifest_id,
             key_file,
             manifest_nonce,
             server_version,
@@ -138,6 +142,7 @@ struct Opened {
     repo: Repository,
     key: Arc<ObjectKey>,
     manifest: Manifest,
+    manifest_id: ObjectId,
     key_file: Option<PathBuf>,
     manifest_nonce: Option<u64>,
     server_version: (i128, i128, i128),
@@ -190,6 +195,7 @@ async fn open_over(
     )?;
     Ok(Opened {
         manifest_nonce: crate::format::nonce::manifest_nonce(&key, &manifest_object),
+        manifest_id: key.id_hash(&plaintext),
         repo,
         key,
         manifest,

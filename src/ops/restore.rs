@@ -12,7 +12,6 @@
 //! writing the kernel's binary form to the `system.posix_acl_*` xattrs, which is what libacl
 //! itself does, so no libacl is needed.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -20,59 +19,8 @@ use std::path::Path;
 
 use crate::format::item::{Item, ItemKind};
 
-/// Name → id maps from the local account databases.
-#[derive(Default)]
-pub struct Owners {
-    users: HashMap<Vec<u8>, u32>,
-    groups: HashMap<Vec<u8>, u32>,
-}
-
-impl Owners {
-    /// Reads `/etc/passwd` and `/etc/group`; missing files mean "no names known".
-    pub fn load() -> Owners {
-        Owners {
-            users: read_id_db(Path::new("/etc/passwd")),
-            groups: read_id_db(Path::new("/etc/group")),
-        }
-    }
-
-    fn uid(&self, name: &[u8]) -> Option<u32> {
-        self.users.get(name).copied()
-    }
-
-    fn gid(&self, name: &[u8]) -> Option<u32> {
-        self.groups.get(name).copied()
-    }
-
-    /// The uid and gid to give an extracted item.
-    pub fn ids_for(&self, item: &Item, numeric_ids: bool) -> (Option<u32>, Option<u32>) {
-        if numeric_ids {
-            return (item.uid, item.gid);
-        }
-        let named = |name: &Option<Option<Vec<u8>>>, lookup: &dyn Fn(&[u8]) -> Option<u32>| {
-            name.as_ref().and_then(|n| n.as_deref()).and_then(lookup)
-        };
-        (
-            named(&item.user, &|n| self.uid(n)).or(item.uid),
-            named(&item.group, &|n| self.gid(n)).or(item.gid),
-        )
-    }
-}
-
-/// `name:x:id:...` lines: the first and third field.
-fn read_id_db(path: &Path) -> HashMap<Vec<u8>, u32> {
-    let Ok(data) = std::fs::read(path) else {
-        return HashMap::new();
-    };
-    data.split(|b| *b == b'\n')
-        .filter_map(|line| {
-            let mut fields = line.split(|b| *b == b':');
-            let name = fields.next()?;
-            let id = std::str::from_utf8(fields.nth(1)?).ok()?.parse().ok()?;
-            Some((name.to_vec(), id))
-        })
-        .collect()
-}
+use super::acl;
+use super::owners::Owners;
 
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -314,7 +262,7 @@ pub fn apply_attrs(target: Target, item: &Item, owners: &Owners, numeric_ids: bo
         ("system.posix_acl_default", &item.acl_default),
     ] {
         if let Some(text) = text {
-            let result = acl_to_xattr(text, owners, numeric_ids)
+            let result = acl::to_xattr(text, owners, numeric_ids)
                 .and_then(|value| handle.set_xattr(name.as_bytes(), &value));
             if let Err(e) = result {
                 warnings.push(format!("cannot set ACL {name}: {e}"));
@@ -344,96 +292,5 @@ fn timespec(ns: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
-    }
-}
-
-// The kernel's POSIX ACL xattr format (include/uapi/linux/posix_acl_xattr.h).
-const ACL_XATTR_VERSION: u32 = 2;
-const ACL_UNDEFINED_ID: u32 = u32::MAX;
-
-/// Borg's ACL text (`tag:qualifier:perms[:id]` per line) to the kernel's binary xattr value.
-fn acl_to_xattr(text: &[u8], owners: &Owners, numeric_ids: bool) -> io::Result<Vec<u8>> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("ACL {what}"));
-    let mut entries = Vec::new();
-    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let fields: Vec<&[u8]> = line.split(|b| *b == b':').collect();
-        if fields.len() < 3 {
-            return Err(bad("entry without permissions"));
-        }
-        let (tag, qualifier, perms) = (fields[0], fields[1], fields[2]);
-        let stored_id = fields
-            .get(3)
-            .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok());
-        let numeric = std::str::from_utf8(qualifier)
-            .ok()
-            .and_then(|q| q.parse().ok());
-        let id_for = |lookup: &dyn Fn(&[u8]) -> Option<u32>| {
-            if numeric_ids {
-                stored_id.or(numeric)
-            } else {
-                lookup(qualifier).or(stored_id).or(numeric)
-            }
-            .ok_or_else(|| bad("entry names an unknown user or group"))
-        };
-        let (tag, id) = match (tag, qualifier.is_empty()) {
-            (b"user", true) => (0x01u16, ACL_UNDEFINED_ID),
-            (b"user", false) => (0x02, id_for(&|n| owners.uid(n))?),
-            (b"group", true) => (0x04, ACL_UNDEFINED_ID),
-            (b"group", false) => (0x08, id_for(&|n| owners.gid(n))?),
-            (b"mask", _) => (0x10, ACL_UNDEFINED_ID),
-            (b"other", _) => (0x20, ACL_UNDEFINED_ID),
-            _ => return Err(bad("entry of unknown type")),
-        };
-        let mut perm = 0u16;
-        for (i, flag) in [(b'r', 4), (b'w', 2), (b'x', 1)] {
-            if perms.contains(&i) {
-                perm |= flag;
-            }
-        }
-        entries.push((tag, id, perm));
-    }
-    // The kernel requires entries ordered by tag, and named ones by id.
-    entries.sort_by_key(|(tag, id, _)| (*tag, *id));
-    let mut value = ACL_XATTR_VERSION.to_le_bytes().to_vec();
-    for (tag, id, perm) in entries {
-        value.extend_from_slice(&tag.to_le_bytes());
-        value.extend_from_slice(&perm.to_le_bytes());
-        value.extend_from_slice(&id.to_le_bytes());
-    }
-    Ok(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acl_text_becomes_the_kernels_binary_form() {
-        let owners = Owners {
-            users: [(b"alice".to_vec(), 1001)].into_iter().collect(),
-            groups: HashMap::new(),
-        };
-        let text = b"user::rw-\nuser:alice:r--:1234\ngroup::r--\ngroup:staff:rwx:50\nmask::rwx\nother::---";
-        let value = acl_to_xattr(text, &owners, false).unwrap();
-        let entry = |tag: u16, perm: u16, id: u32| {
-            let mut e = tag.to_le_bytes().to_vec();
-            e.extend_from_slice(&perm.to_le_bytes());
-            e.extend_from_slice(&id.to_le_bytes());
-            e
-        };
-        let mut expected = 2u32.to_le_bytes().to_vec();
-        for e in [
-            entry(0x01, 6, u32::MAX),
-            entry(0x02, 4, 1001), // alice exists here: her local uid wins
-            entry(0x04, 4, u32::MAX),
-            entry(0x08, 7, 50), // staff does not: the stored gid
-            entry(0x10, 7, u32::MAX),
-            entry(0x20, 0, u32::MAX),
-        ] {
-            expected.extend(e);
-        }
-        assert_eq!(value, expected);
-        let numeric = acl_to_xattr(text, &owners, true).unwrap();
-        assert_eq!(&numeric[12..20], &entry(0x02, 4, 1234)[..]);
     }
 }

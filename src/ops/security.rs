@@ -117,7 +117,8 @@ impl SecurityDir {
         })
     }
 
-    fn remember(&self, seen: &Observed) -> std::io::Result<()> {
+    /// Records what a writer just committed, so that the next check compares against it.
+    pub fn remember(&self, seen: &Observed) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         for (name, value) in [
             ("key-type", (seen.key_type as u8).to_string()),

@@ -268,31 +268,37 @@ fn normpath_special(path: &str) -> String {
 
 /// Python's `posixpath.normpath`: lexical, no file system access (patterns use it too).
 pub fn normpath(path: &str) -> String {
+    String::from_utf8(normpath_bytes(path.as_bytes())).expect("only ASCII separators are removed")
+}
+
+/// [`normpath`] on raw path bytes (file names need not be UTF-8).
+pub fn normpath_bytes(path: &[u8]) -> Vec<u8> {
     if path.is_empty() {
-        return ".".into();
+        return b".".to_vec();
     }
     // POSIX lets exactly two leading slashes mean something else, so Python keeps them.
-    let leading = if path.starts_with("//") && !path.starts_with("///") {
+    let leading = if path.starts_with(b"//") && !path.starts_with(b"///") {
         2
-    } else if path.starts_with('/') {
+    } else if path.starts_with(b"/") {
         1
     } else {
         0
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|b| *b == b'/') {
         match part {
-            "" | "." => {}
-            ".." if leading > 0 && parts.is_empty() => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
+            b"" | b"." => {}
+            b".." if leading > 0 && parts.is_empty() => {}
+            b".." if parts.last().is_some_and(|p| *p != b"..") => {
                 parts.pop();
             }
             other => parts.push(other),
         }
     }
-    let joined = format!("{}{}", "/".repeat(leading), parts.join("/"));
+    let mut joined = b"/".repeat(leading);
+    joined.extend_from_slice(&parts.join(&b'/'));
     if joined.is_empty() {
-        ".".into()
+        b".".to_vec()
     } else {
         joined
     }

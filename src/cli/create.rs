@@ -1,0 +1,376 @@
+//! `mailcow-borg create REPO::ARCHIVE PATH...`: back up into a new archive, like `borg create`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use super::human;
+use super::list::{encryption_json, json_indent, repository_json};
+use super::pyjson::Json;
+use crate::format::chunker::ChunkerParams;
+use crate::format::compress::Compression;
+use crate::format::key::hex;
+use crate::format::manifest::{Operation, parse_timestamp};
+use crate::ops::create::files_cache::FilesCacheMode;
+use crate::ops::create::fsmeta::MetaOptions;
+use crate::ops::create::walk::WalkOptions;
+use crate::ops::create::{CreateOptions, CreateReport, Progress, create};
+use crate::ops::open::open;
+use crate::ops::patterns::{Pattern, Style};
+use crate::ops::placeholders::{PlaceholderValues, expand};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// REPOSITORY::ARCHIVE; the name may hold placeholders such as {hostname} and {now}.
+    location: String,
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    paths: Vec<OsString>,
+    /// Compression: lz4 (default), zstd[,L], zlib[,L], auto,C[,L], none.
+    #[arg(short = 'C', long, default_value = "lz4", value_name = "SPEC")]
+    compression: String,
+    /// Content chunker: buzhash,MIN_EXP,MAX_EXP,MASK_BITS,WINDOW, fixed,SIZE[,HEADER] or default.
+    #[arg(long, default_value = "default", value_name = "PARAMS")]
+    chunker_params: String,
+    /// What decides that a file is unchanged: ctime,size,inode (default), mtime,size,inode,
+    /// ctime,size, mtime,size, size, rechunk,ctime, rechunk,mtime or disabled.
+    #[arg(long, default_value = "ctime,size,inode", value_name = "MODE")]
+    files_cache: String,
+    /// Exclude paths matching PATTERN (fm: by default; sh:, pp:, pf: styles).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line.
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<PathBuf>,
+    /// Exclude directories that hold a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Stay in the file system of each PATH.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Store owners by number only.
+    #[arg(long)]
+    numeric_ids: bool,
+    /// Store access times.
+    #[arg(long)]
+    atime: bool,
+    /// Do not store ctimes.
+    #[arg(long)]
+    noctime: bool,
+    /// Do not store inode flags.
+    #[arg(long)]
+    noflags: bool,
+    /// Do not store extended attributes.
+    #[arg(long)]
+    noxattrs: bool,
+    /// Do not store ACLs.
+    #[arg(long)]
+    noacls: bool,
+    /// The archive's comment.
+    #[arg(long, default_value = "", value_name = "COMMENT")]
+    comment: String,
+    /// The archive's start time (UTC, YYYY-MM-DDTHH:MM:SS) instead of now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    timestamp: Option<String>,
+    /// Print statistics at the end.
+    #[arg(short = 's', long)]
+    stats: bool,
+    /// Print a JSON summary on stdout (borg's create --json).
+    #[arg(long)]
+    json: bool,
+    /// List each file with its status letter.
+    #[arg(long)]
+    list: bool,
+    /// With --list, only these status letters (e.g. AME).
+    #[arg(long, value_name = "STATUSCHARS")]
+    filter: Option<String>,
+    /// Our cache directory (default: ~/.cache/mailcow-borg, or under BORG_BASE_DIR).
+    #[arg(long, env = "MAILCOW_BORG_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// Prints `--list` lines and warnings on stderr, as borg does.
+struct Printer {
+    list: bool,
+    filter: Option<String>,
+}
+
+impl Progress for Printer {
+    fn file_status(&self, status: char, path: &[u8]) {
+        if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
+            eprintln!("{status} {}", String::from_utf8_lossy(path));
+        }
+    }
+
+    fn warning(&self, message: &str) {
+        eprintln!("{message}");
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    if ok {
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+fn placeholder_values(now_micros: i64) -> PlaceholderValues {
+    let fqdn = host_name();
+    let random: [u8; 16] = {
+        let mut b = [0u8; 16];
+        // SAFETY: the buffer is valid for 16 bytes.
+        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 16, 0) };
+        b
+    };
+    let h = hex(&random);
+    PlaceholderValues {
+        hostname: env("BORG_HOSTNAME")
+            .unwrap_or_else(|| fqdn.split('.').next().unwrap_or_default().to_string()),
+        user: env("BORG_USERNAME")
+            .or_else(|| env("LOGNAME"))
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "root".into()),
+        fqdn,
+        pid: std::process::id(),
+        uuid4: format!(
+            "{}-{}-4{}-{:x}{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[13..16],
+            8 | (random[8] >> 6),
+            &h[17..20],
+            &h[20..32]
+        ),
+        now_micros,
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64
+}
+
+/// Our cache base: the option, else beside borg's under BORG_BASE_DIR / XDG_CACHE_HOME / home.
+fn cache_base(option: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = option {
+        return dir;
+    }
+    if let Some(base) = env("BORG_BASE_DIR") {
+        return PathBuf::from(base).join(".cache/mailcow-borg");
+    }
+    env("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env("HOME").unwrap_or_else(|| "/".into())).join(".cache"))
+        .join("mailcow-borg")
+}
+
+fn patterns(args: &CreateArgs) -> anyhow::Result<Vec<Pattern>> {
+    let mut texts = args.excludes.clone();
+    for file in &args.exclude_from {
+        let content = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        texts.extend(
+            content
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(texts
+        .iter()
+        .map(|t| Pattern::parse(t, Style::Fnmatch))
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
+    let location = parse_location(Some(&args.location))?;
+    let Some(raw_name) = location.archive.clone() else {
+        anyhow::bail!(
+            "{}: no archive name given (REPOSITORY::ARCHIVE)",
+            args.location
+        );
+    };
+    let values = placeholder_values(now_micros());
+    let name = expand(&raw_name, &values)?;
+    let compression: Compression = args.compression.parse()?;
+    compression.check_writable()?;
+    let chunker_params: ChunkerParams = match args.chunker_params.as_str() {
+        "default" => ChunkerParams::DEFAULT,
+        spec => spec.parse()?,
+    };
+    let files_cache: FilesCacheMode = args
+        .files_cache
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let timestamp = match &args.timestamp {
+        None => None,
+        Some(text) => Some(parse_timestamp(text.as_bytes()).ok_or_else(|| {
+            anyhow::anyhow!("invalid --timestamp {text:?}: use YYYY-MM-DDTHH:MM:SS (UTC)")
+        })?),
+    };
+    let excludes = patterns(&args)?;
+    let access = args.access.to_options()?;
+    let cwd = std::env::current_dir()?;
+    let ttl = env("BORG_FILES_CACHE_TTL")
+        .map(|t| t.parse::<u8>())
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("BORG_FILES_CACHE_TTL must be a number from 1 to 255"))?
+        .unwrap_or(20);
+    let cache_dir = cache_base(args.cache_dir.clone());
+    let mut skip = std::collections::HashSet::new();
+    if let Ok(st) = std::fs::metadata(&cache_dir) {
+        use std::os::unix::fs::MetadataExt;
+        skip.insert((st.dev(), st.ino()));
+    }
+    let options = CreateOptions {
+        name: name.clone(),
+        roots: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        compression,
+        chunker_params,
+        files_cache,
+        files_cache_ttl: ttl,
+        walk: WalkOptions {
+            excludes,
+            exclude_caches: args.exclude_caches,
+            one_file_system: args.one_file_system,
+            meta: MetaOptions {
+                numeric_ids: args.numeric_ids,
+                atime: args.atime,
+                ctime: !args.noctime,
+                flags: !args.noflags,
+                xattrs: !args.noxattrs,
+                acls: !args.noacls,
+            },
+            skip,
+            cwd: cwd.as_os_str().as_bytes().to_vec(),
+        },
+        cache_dir,
+        security_dir: access.security_dir.clone(),
+        location: location.canonical(),
+        comment: expand(&args.comment, &values)?,
+        timestamp,
+        cmdline: std::env::args_os().map(|a| a.as_bytes().to_vec()).collect(),
+        hostname: values.hostname.clone(),
+        username: values.user.clone(),
+        workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let printer = Arc::new(Printer {
+        list: args.list,
+        filter: args.filter.clone(),
+    });
+    runtime()?.block_on(async {
+        let mut repo = open(&location, &access, Operation::Write).await?;
+        let result = create(&mut repo, options, printer).await;
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                let _ = repo.close().await;
+                return Err(e.into());
+            }
+        };
+        for note in &report.notes {
+            eprintln!("{note}");
+        }
+        let canonical = location.canonical();
+        if args.json {
+            let document = Json::object([
+                ("archive", archive_json(&report)),
+                ("encryption", encryption_json(&repo)),
+                ("repository", repository_json(&repo, &canonical)),
+            ]);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", document.to_document(json_indent()))?;
+        } else if args.stats {
+            eprint!("{}", stats_text(&report, &canonical));
+        }
+        repo.close()
+            .await
+            .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        Ok(if report.warnings == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Warning
+        })
+    })
+}
+
+const MAX_DATA_SIZE: f64 = 20_971_479.0;
+
+fn archive_json(report: &CreateReport) -> Json {
+    let stats = &report.stats;
+    Json::object([
+        (
+            "command_line",
+            Json::List(std::env::args().map(Json::str).collect()),
+        ),
+        ("duration", Json::Float(report.duration)),
+        ("end", Json::str(human::iso_time_seconds(report.end))),
+        ("id", Json::str(hex(&report.id))),
+        (
+            "limits",
+            Json::object([(
+                "max_archive_size",
+                Json::Float(report.archive_size as f64 / MAX_DATA_SIZE),
+            )]),
+        ),
+        ("name", Json::str(&report.name)),
+        ("start", Json::str(human::iso_time_seconds(report.start))),
+        (
+            "stats",
+            Json::object([
+                ("compressed_size", Json::Int(stats.compressed_size.into())),
+                (
+                    "deduplicated_size",
+                    Json::Int(stats.deduplicated_size.into()),
+                ),
+                ("nfiles", Json::Int(stats.nfiles.into())),
+                ("original_size", Json::Int(stats.original_size.into())),
+            ]),
+        ),
+    ])
+}
+
+/// borg's `--stats` block, without the repository-wide rows (see docs/create-notes.md).
+fn stats_text(report: &CreateReport, location: &str) -> String {
+    let rule = "-".repeat(78);
+    let size = |n: u64| human::size(n.into());
+    let s = &report.stats;
+    format!(
+        "{rule}\nRepository: {location}\nArchive name: {}\nArchive fingerprint: {}\n\
+         Time (start): {}\nTime (end):   {}\nDuration: {:.2} seconds\nNumber of files: {}\n\
+         Utilization of max. archive size: {:.0}%\n{rule}\n\
+         \x20                      Original size      Compressed size    Deduplicated size\n\
+         {:15} {:>20} {:>20} {:>20}\n{rule}\n",
+        report.name,
+        hex(&report.id),
+        human::time(report.start),
+        human::time(report.end),
+        report.duration,
+        s.nfiles,
+        report.archive_size as f64 / MAX_DATA_SIZE * 100.0,
+        "This archive:",
+        size(s.original_size),
+        size(s.compressed_size),
+        size(s.deduplicated_size),
+    )
+}

@@ -1,0 +1,279 @@
+//! The chunk index: which chunks the repository already holds, with their plaintext and stored
+//! sizes, so that a chunk is uploaded once and every reference to it can say `[id, size, csize]`.
+//!
+//! Like borg's, it is answered locally and never by asking the server per chunk. Unlike borg's
+//! it keeps no reference counts: `create` only adds, and whether a chunk is new in this run is
+//! known from the run itself. That makes keeping it in step with the repository much cheaper.
+//!
+//! **Staying in step.** The index remembers the id of the manifest it matches (the id hash of the
+//! manifest's plaintext; every writer rewrites the manifest). When the repository's manifest is
+//! the same, nothing is asked of the server. When it differs, another client wrote — created,
+//! deleted, pruned — and the index is brought up to date without reading every archive:
+//!
+//! 1. `list` the repository's object ids (32 bytes each, 100,000 per call). Entries whose id is
+//!    gone are dropped; ids we did not know are added with their sizes unknown.
+//! 2. The size of a chunk someone else stored is in their archives' items. Only the archives
+//!    this index has not read yet are read — the index remembers which ones it has — so an
+//!    unchanged repository costs one `list`, and a borg run in between costs reading that one
+//!    archive's metadata, never its file contents.
+//! 3. Whatever is still unsized (an object no archive mentions, or an entry a borg
+//!    `--no-cache-sync` run recorded with csize 0) is fetched when, and only if, this run
+//!    meets it: the stored length is the csize, the plaintext length is the chunk's own.
+//!
+//! A chunk stored by an interrupted transaction is not in the repository after the rollback, and
+//! the index is saved only after a commit, together with the manifest id it now matches.
+//!
+//! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
+//! all followed by a SHA-256; written to a temporary name and renamed.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
+use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::manifest::Manifest;
+use crate::repo::repository::Repository;
+
+use crate::ops::items::{ReadError, fetch_ahead, fetch_sized};
+
+const MAGIC: &[u8; 16] = b"mailcow-borg-ci1";
+const LIST_BATCH: usize = 100_000;
+
+/// A chunk's plaintext and stored sizes; a `csize` of 0 means "present, sizes not known yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub size: u32,
+    pub csize: u32,
+}
+
+impl Sizes {
+    pub const UNKNOWN: Sizes = Sizes { size: 0, csize: 0 };
+
+    pub fn known(self) -> bool {
+        self.csize != 0
+    }
+}
+
+#[derive(Default)]
+pub struct ChunkIndex {
+    pub chunks: HashMap<ObjectId, Sizes>,
+    /// The archives whose chunk sizes are in `chunks`.
+    archives: HashSet<ObjectId>,
+    /// The manifest this index matches.
+    manifest_id: Option<ObjectId>,
+}
+
+/// What a sync did, for the log.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub listed: usize,
+    pub archives_read: usize,
+}
+
+impl ChunkIndex {
+    /// Loads the index saved at `path`; anything unreadable gives an empty index (which the
+    /// sync then fills) and the reason, for a warning.
+    pub fn load(path: &Path) -> (ChunkIndex, Option<String>) {
+        match std::fs::read(path) {
+            Ok(data) => match decode(&data) {
+                Some(index) => (index, None),
+                None => (
+                    ChunkIndex::default(),
+                    Some(format!(
+                        "the chunk index {} is damaged; rebuilding it from the repository",
+                        path.display()
+                    )),
+                ),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (ChunkIndex::default(), None),
+            Err(e) => (
+                ChunkIndex::default(),
+                Some(format!(
+                    "cannot read the chunk index {}: {e}; rebuilding it",
+                    path.display()
+                )),
+            ),
+        }
+    }
+
+    pub fn matches(&self, manifest_id: &ObjectId) -> bool {
+        self.manifest_id.as_ref() == Some(manifest_id)
+    }
+
+    /// Brings the index in step with the repository whose manifest (with id `manifest_id`) is
+    /// `manifest`; see the module notes. Returns `None` when it already was.
+    pub async fn sync(
+        &mut self,
+        repo: &Repository,
+        key: &Arc<ObjectKey>,
+        manifest: &Manifest,
+        manifest_id: ObjectId,
+    ) -> Result<Option<SyncReport>, ReadError> {
+        if self.matches(&manifest_id) {
+            return Ok(None);
+        }
+        let mut report = SyncReport::default();
+        let mut present = HashSet::new();
+        let mut marker = None;
+        loop {
+            let batch = repo
+                .list(LIST_BATCH, marker.as_ref())
+                .await
+                .map_err(ReadError::List)?;
+            let done = batch.len() < LIST_BATCH;
+            marker = batch.last().copied();
+            present.extend(batch);
+            if done {
+                break;
+            }
+        }
+        report.listed = present.len();
+        self.chunks.retain(|id, _| present.contains(id));
+        for id in &present {
+            self.chunks.entry(*id).or_insert(Sizes::UNKNOWN);
+        }
+        let current: HashSet<ObjectId> = manifest.archives.iter().map(|(_, a)| a.id).collect();
+        self.archives.retain(|id| current.contains(id));
+        for (_, archive) in &manifest.archives {
+            if self.archives.contains(&archive.id) || !present.contains(&archive.id) {
+                continue;
+            }
+            self.read_archive(repo, key, archive.id).await?;
+            self.archives.insert(archive.id);
+            report.archives_read += 1;
+        }
+        self.manifest_id = Some(manifest_id);
+        Ok(Some(report))
+    }
+
+    /// Learns sizes from one archive: its own object, its item-stream chunks, and every chunk
+    /// its items reference.
+    async fn read_archive(
+        &mut self,
+        repo: &Repository,
+        key: &Arc<ObjectKey>,
+        id: ObjectId,
+    ) -> Result<(), ReadError> {
+        let (plain, stored) = fetch_sized(repo.clone(), key.clone(), id).await?;
+        self.learn(id, plain.len() as u64, stored as u64);
+        let (meta, _) = ArchiveMeta::unpack(key, &plain).map_err(|source| ReadError::Archive {
+            name: crate::format::key::hex(&id),
+            source,
+        })?;
+        let mut chunks = fetch_ahead(repo.clone(), key.clone(), meta.items.clone());
+        let mut decoder = ItemStreamDecoder::new();
+        let mut item_ids = meta.items.iter();
+        while let Some(fetched) = chunks.recv().await {
+            let (data, stored) = fetched?;
+            if let Some(item_id) = item_ids.next() {
+                self.learn(*item_id, data.len() as u64, stored as u64);
+            }
+            for item in decoder.feed(&data)? {
+                for chunk in item.chunks.iter().flatten() {
+                    self.learn(chunk.id, chunk.size, chunk.csize);
+                }
+            }
+        }
+        decoder.finish()?;
+        Ok(())
+    }
+
+    /// Records sizes for a chunk the repository holds, unless they are known or unusable.
+    fn learn(&mut self, id: ObjectId, size: u64, csize: u64) {
+        if let Some(sizes) = self.chunks.get_mut(&id)
+            && !sizes.known()
+            && csize != 0
+            && let (Ok(size), Ok(csize)) = (u32::try_from(size), u32::try_from(csize))
+        {
+            *sizes = Sizes { size, csize };
+        }
+    }
+
+    /// After a commit: the index now matches the manifest with id `manifest_id`, which also
+    /// lists `archive` (whose chunks were all added while it was written).
+    pub fn committed(&mut self, manifest_id: ObjectId, archive: Option<ObjectId>) {
+        self.manifest_id = Some(manifest_id);
+        self.archives.extend(archive);
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&self.manifest_id.unwrap_or_default());
+        data.extend_from_slice(&(self.archives.len() as u64).to_le_bytes());
+        for id in &self.archives {
+            data.extend_from_slice(id);
+        }
+        for (id, sizes) in &self.chunks {
+            data.extend_from_slice(id);
+            data.extend_from_slice(&sizes.size.to_le_bytes());
+            data.extend_from_slice(&sizes.csize.to_le_bytes());
+        }
+        let digest = Sha256::digest(&data);
+        data.extend_from_slice(&digest);
+        super::write_atomically(path, &data)
+    }
+}
+
+fn decode(data: &[u8]) -> Option<ChunkIndex> {
+    let (body, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
+    if Sha256::digest(body).as_slice() != digest {
+        return None;
+    }
+    let rest = body.strip_prefix(MAGIC)?;
+    let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
+    let (count, mut rest) = rest.split_first_chunk::<8>()?;
+    let mut archives = HashSet::new();
+    for _ in 0..u64::from_le_bytes(*count) {
+        let (id, tail) = rest.split_first_chunk::<32>()?;
+        archives.insert(*id);
+        rest = tail;
+    }
+    if rest.len() % 40 != 0 {
+        return None;
+    }
+    let chunks = rest
+        .chunks_exact(40)
+        .map(|record| {
+            let id: ObjectId = record[..32].try_into().expect("32 bytes");
+            let size = u32::from_le_bytes(record[32..36].try_into().expect("4 bytes"));
+            let csize = u32::from_le_bytes(record[36..40].try_into().expect("4 bytes"));
+            (id, Sizes { size, csize })
+        })
+        .collect();
+    Some(ChunkIndex {
+        chunks,
+        archives,
+        manifest_id: Some(*manifest_id).filter(|id| *id != [0; 32]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip_and_damage_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let mut index = ChunkIndex::default();
+        index.chunks.insert([1; 32], Sizes { size: 5, csize: 48 });
+        index.chunks.insert([2; 32], Sizes::UNKNOWN);
+        index.committed([7; 32], Some([3; 32]));
+        index.save(&path).unwrap();
+        let (back, warning) = ChunkIndex::load(&path);
+        assert!(warning.is_none());
+        assert_eq!(back.chunks, index.chunks);
+        assert_eq!(back.archives, index.archives);
+        assert!(back.matches(&[7; 32]));
+        let mut data = std::fs::read(&path).unwrap();
+        data[40] ^= 1;
+        std::fs::write(&path, data).unwrap();
+        let (back, warning) = ChunkIndex::load(&path);
+        assert!(warning.unwrap().contains("damaged"));
+        assert!(back.chunks.is_empty() && !back.matches(&[7; 32]));
+    }
+}

@@ -1,0 +1,661 @@
+//! `create`: back up file system trees into a new archive that borg 1.x takes for its own.
+//!
+//! The work is a pipeline on every core:
+//!
+//! ```text
+//!   walk (1 thread) ──FileJob──▶ content workers (1 per core): read, chunk, store ──┐
+//!        │                                                                          │ chunks
+//!        └──Slot, in walk order──▶ assembler: items in order ◀──────────────────────┘
+//!                                     │ item stream → chunks → store
+//!                                     ▼
+//!                 archive object → wait for every put → manifest → commit
+//! ```
+//!
+//! [`walk`] visits the trees in borg's order and produces items, asking the [`files_cache`]
+//! which files are unchanged. [`content`] reads the others in parallel, and [`store`] dedups
+//! each chunk against the [`chunk_index`], compresses, encrypts (IVs from the nonce
+//! reservation) and uploads within a byte budget. The assembler — this module — takes the
+//! slots strictly in walk order, fills in each file's chunk list when its worker is done,
+//! resolves hardlinks, and writes the item stream. Only when every put has been acknowledged
+//! are the archive and the manifest written and the transaction committed; anything that goes
+//! wrong before leaves the repository as it was (the uncommitted transaction is rolled back).
+//! The caches are saved after the commit, so they never describe data the repository lacks.
+
+pub mod chunk_index;
+pub mod content;
+pub mod files_cache;
+pub mod fsmeta;
+pub mod store;
+pub mod walk;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::format::archive::{ArchiveMeta, ItemStreamWriter};
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::compress::Compression;
+use crate::format::envelope::{MANIFEST_ID, ObjectId, cipher_blocks};
+use crate::format::item::{Item, ItemKind};
+use crate::format::key::hex;
+use crate::format::manifest::{ArchiveRef, format_timestamp, next_timestamp};
+use crate::format::msgpack::Value;
+use crate::repo::repository::RepoError;
+
+use super::items::ReadError;
+use super::nonces::{NonceError, NonceManager};
+use super::open::OpenRepository;
+use super::owners::Owners;
+use super::security::{Observed, SecurityDir};
+
+use chunk_index::ChunkIndex;
+use content::{FileOutcome, FileRead};
+use files_cache::{FilesCache, FilesCacheMode};
+use store::{ChunkStore, StoreError, Stored};
+use walk::{InodeKey, Slot, WalkOptions, Walker};
+
+/// Slots the walk may run ahead of the assembler.
+const SLOTS_AHEAD: usize = 4096;
+
+/// Everything `create` needs besides the open repository.
+pub struct CreateOptions {
+    pub name: String,
+    /// The PATH arguments, as given.
+    pub roots: Vec<Vec<u8>>,
+    pub compression: Compression,
+    pub chunker_params: ChunkerParams,
+    pub files_cache: FilesCacheMode,
+    /// `BORG_FILES_CACHE_TTL`.
+    pub files_cache_ttl: u8,
+    pub walk: WalkOptions,
+    /// Our cache directory (`<base>/<repository id>` is used).
+    pub cache_dir: PathBuf,
+    pub security_dir: PathBuf,
+    /// The repository location, canonical, for the security dir.
+    pub location: String,
+    pub comment: String,
+    /// `--timestamp`: the archive's start time (Unix microseconds) instead of now.
+    pub timestamp: Option<i64>,
+    pub cmdline: Vec<Vec<u8>>,
+    pub hostname: String,
+    pub username: String,
+    pub workers: usize,
+}
+
+/// What a UI hears while `create` runs.
+pub trait Progress: Send + Sync {
+    /// A `--list` line: borg's status letter and the walked path.
+    fn file_status(&self, status: char, path: &[u8]);
+    /// A problem with one file: the run goes on and ends with a warning.
+    fn warning(&self, message: &str);
+    /// Bytes of file content processed (read or reused), for a progress display.
+    fn content(&self, _bytes: u64) {}
+}
+
+/// The archive's own figures (`create --json`'s `archive.stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContentStats {
+    pub original_size: u64,
+    pub compressed_size: u64,
+    pub deduplicated_size: u64,
+    pub nfiles: u64,
+}
+
+impl ContentStats {
+    fn add(&mut self, chunks: &[Stored]) {
+        for stored in chunks {
+            self.original_size += stored.chunk.size;
+            self.compressed_size += stored.chunk.csize;
+            if stored.new {
+                self.deduplicated_size += stored.chunk.csize;
+            }
+        }
+    }
+}
+
+pub struct CreateReport {
+    pub id: ObjectId,
+    pub name: String,
+    /// Unix microseconds.
+    pub start: i64,
+    pub end: i64,
+    pub duration: f64,
+    pub stats: ContentStats,
+    /// The archive object's plaintext size (for borg's "utilization of max. archive size").
+    pub archive_size: usize,
+    /// Problems with single files (each also went to [`Progress::warning`]).
+    pub warnings: u64,
+    /// The manifest timestamp written.
+    pub manifest_timestamp: String,
+    /// Non-fatal notes about the caches (damaged, rebuilt).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("archive {0} already exists")]
+    AlreadyExists(String),
+    #[error(
+        "invalid archive name {0:?}: it must not be empty, contain '/' or '::', or be longer than 255 characters"
+    )]
+    InvalidName(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("cannot bring the chunk index up to date: {0}")]
+    Sync(#[from] ReadError),
+    #[error(transparent)]
+    Nonce(#[from] NonceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the archive metadata is too large for one object ({0} bytes); split the backup")]
+    ArchiveTooLarge(usize),
+    #[error("cannot use the cache directory {path}: {source}")]
+    Cache { path: String, source: io::Error },
+    #[error("the backup stopped: {0}")]
+    Aborted(String),
+}
+
+/// borg's `MAX_DATA_SIZE`: the largest object the repository takes.
+const MAX_DATA_SIZE: usize = 20_971_479;
+
+fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_micros() as i64
+}
+
+/// `len` bytes from the kernel's random source.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buffer = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length describe the unfilled tail of a live local buffer.
+        let got = unsafe { libc::getrandom(buffer[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if got > 0 {
+            filled += got as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            panic!(
+                "the kernel's random source failed: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    buffer
+}
+
+/// Writes `data` to `path` through a temporary file, synced, then renamed: a crash leaves the
+/// old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let file = std::fs::File::create(&tmp)?;
+    io::Write::write_all(&mut &file, data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn chunker_params_value(params: ChunkerParams) -> Value {
+    let int = |n: u32| Value::Int(n.into());
+    match params {
+        ChunkerParams::Buzhash {
+            min_exp,
+            max_exp,
+            mask_bits,
+            window,
+        } => Value::Array(vec![
+            Value::raw("buzhash"),
+            int(min_exp),
+            int(max_exp),
+            int(mask_bits),
+            int(window),
+        ]),
+        ChunkerParams::Fixed { block, header } => {
+            Value::Array(vec![Value::raw("fixed"), int(block), int(header)])
+        }
+    }
+}
+
+/// borg's archive-name rules (`archivename_validator`).
+fn check_name(name: &str) -> Result<(), CreateError> {
+    if name.is_empty() || name.contains('/') || name.contains("::") || name.chars().count() > 255 {
+        return Err(CreateError::InvalidName(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Backs up `options.roots` into a new archive in `opened` (opened for writing).
+pub async fn create(
+    opened: &mut OpenRepository,
+    options: CreateOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<CreateReport, CreateError> {
+    let started = Instant::now();
+    check_name(&options.name)?;
+    if opened.manifest.archive(options.name.as_bytes()).is_some() {
+        return Err(CreateError::AlreadyExists(options.name));
+    }
+    let result = write_archive(opened, options, progress, started).await;
+    if result.is_err() {
+        // Nothing of this run may stay: drop the uncommitted transaction explicitly.
+        let _ = opened.repo.rollback().await;
+    }
+    result
+}
+
+async fn write_archive(
+    opened: &mut OpenRepository,
+    options: CreateOptions,
+    progress: Arc<dyn Progress>,
+    started: Instant,
+) -> Result<CreateReport, CreateError> {
+    let repo = opened.repo.clone();
+    let key = opened.key.clone();
+    let cache_dir = options.cache_dir.join(hex(repo.id()));
+    let cache_error = |source: io::Error| CreateError::Cache {
+        path: cache_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&cache_dir).map_err(cache_error)?;
+    let mut notes = Vec::new();
+    let index_path = cache_dir.join("chunks");
+    let (mut index, note) = ChunkIndex::load(&index_path);
+    notes.extend(note);
+    index
+        .sync(&repo, &key, &opened.manifest, opened.manifest_id)
+        .await?;
+    let files_path = cache_dir.join(match std::env::var("BORG_FILES_CACHE_SUFFIX") {
+        Ok(suffix) if !suffix.is_empty() => format!("files.{suffix}"),
+        _ => "files".to_string(),
+    });
+    let (files, note) = FilesCache::load(&files_path, options.files_cache, options.files_cache_ttl);
+    notes.extend(note);
+
+    let nonces = NonceManager::new(
+        repo.clone(),
+        options.security_dir.join(hex(repo.id())),
+        opened.manifest_nonce,
+    );
+    let runtime = tokio::runtime::Handle::current();
+    let store = Arc::new(ChunkStore::new(
+        key.clone(),
+        options.compression.clone(),
+        nonces,
+        repo.clone(),
+        runtime,
+        index,
+    ));
+    let files = Mutex::new(files);
+
+    let pipeline_store = store.clone();
+    let options = Arc::new(options);
+    let pipeline_options = options.clone();
+    let (assembled, files) = tokio::task::spawn_blocking(move || {
+        let assembled = run_pipeline(&pipeline_options, &pipeline_store, &files, &*progress);
+        (assembled, files)
+    })
+    .await
+    .map_err(|e| CreateError::Aborted(e.to_string()))?;
+    let assembled = assembled?;
+
+    // The archive object. Its time is the start: the end minus the duration, as borg computes.
+    let duration = started.elapsed();
+    let (start, end) = match options.timestamp {
+        Some(start) => (start, start + duration.as_micros() as i64),
+        None => {
+            let end = now_micros();
+            (end - duration.as_micros() as i64, end)
+        }
+    };
+    let meta = ArchiveMeta {
+        version: 1,
+        name: options.name.as_bytes().to_vec(),
+        items: assembled.item_ids,
+        cmdline: options.cmdline.clone(),
+        hostname: Some(options.hostname.as_bytes().to_vec()),
+        username: Some(options.username.as_bytes().to_vec()),
+        time: format_timestamp(start).into_bytes(),
+        time_end: Some(format_timestamp(end).into_bytes()),
+        comment: Some(options.comment.as_bytes().to_vec()),
+        chunker_params: Some(chunker_params_value(options.chunker_params)),
+        size: Some(assembled.stats.original_size),
+        csize: Some(assembled.stats.compressed_size),
+        nfiles: Some(assembled.stats.nfiles),
+        size_parts: Some(0),
+        csize_parts: Some(0),
+        nfiles_parts: Some(0),
+        cwd: Some(options.walk.cwd.clone()),
+        extra: Vec::new(),
+    };
+    let packed = meta.pack(&key, random_bytes());
+    if packed.len() > MAX_DATA_SIZE {
+        return Err(CreateError::ArchiveTooLarge(packed.len()));
+    }
+    let archive = {
+        let store = store.clone();
+        let packed = packed.clone();
+        tokio::task::spawn_blocking(move || store.store(&packed))
+            .await
+            .map_err(|e| CreateError::Aborted(e.to_string()))??
+    };
+    store.uploader.finish().await?;
+
+    // The manifest, then the commit.
+    let mut manifest = opened.manifest.clone();
+    let archive_time = meta.time.clone();
+    manifest.archives.push((
+        meta.name.clone(),
+        ArchiveRef {
+            id: archive.chunk.id,
+            time: archive_time,
+        },
+    ));
+    manifest.archives.sort_by(|a, b| a.0.cmp(&b.0));
+    let timestamp = next_timestamp(Some(&manifest.timestamp), now_micros());
+    manifest.timestamp = timestamp.clone().into_bytes();
+    let manifest_plain = manifest.pack(&key, random_bytes());
+    let payload = options.compression.compress(&manifest_plain);
+    let store = Arc::into_inner(store).expect("the pipeline has finished");
+    let iv = if key.key_type().is_encrypted() {
+        store.allocate_iv(cipher_blocks(payload.len())).await?
+    } else {
+        0
+    };
+    repo.put(&MANIFEST_ID, key.seal(&payload, iv)).await?;
+    repo.commit(false).await?;
+    let manifest_id = key.id_hash(&manifest_plain);
+    opened.manifest = manifest;
+    opened.manifest_id = manifest_id;
+
+    // After the commit: remember what the repository now is.
+    let security = SecurityDir::new(&options.security_dir, repo.id());
+    let remembered = security.remember(&Observed {
+        key_type: key.key_type(),
+        location: &options.location,
+        manifest_timestamp: &timestamp,
+    });
+    let mut index = store.into_index();
+    index.committed(manifest_id, Some(archive.chunk.id));
+    let saved = index
+        .save(&index_path)
+        .and_then(|()| files.into_inner().expect("not poisoned").save(&files_path));
+    for (what, result) in [("security dir", remembered), ("cache", saved)] {
+        if let Err(e) = result {
+            notes.push(format!(
+                "the archive was committed, but the {what} could not be updated: {e}"
+            ));
+        }
+    }
+    Ok(CreateReport {
+        id: archive.chunk.id,
+        name: options.name.clone(),
+        start,
+        end,
+        duration: duration.as_secs_f64(),
+        stats: assembled.stats,
+        archive_size: packed.len(),
+        warnings: assembled.warnings,
+        manifest_timestamp: timestamp,
+        notes,
+    })
+}
+
+/// What the assembler produced.
+struct Assembled {
+    item_ids: Vec<ObjectId>,
+    stats: ContentStats,
+    warnings: u64,
+}
+
+fn run_pipeline(
+    options: &CreateOptions,
+    store: &Arc<ChunkStore>,
+    files: &Mutex<FilesCache>,
+    progress: &dyn Progress,
+) -> Result<Assembled, CreateError> {
+    let abort = Arc::new(AtomicBool::new(false));
+    let owners = Owners::load();
+    let workers = options.workers.max(1);
+    let (slot_tx, slot_rx) = sync_channel(SLOTS_AHEAD);
+    let (job_tx, job_rx) = sync_channel(workers * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let seed = store.key().chunk_seed();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (jobs, store, abort) = (job_rx.clone(), store.clone(), abort.clone());
+            let params = options.chunker_params;
+            scope.spawn(move || content::worker(jobs, params, seed, store, abort));
+        }
+        let walker_abort = abort.clone();
+        let owners = &owners;
+        scope.spawn(move || {
+            let mut walker = Walker {
+                options: &options.walk,
+                owners,
+                key: store.key(),
+                files,
+                store,
+                slots: slot_tx,
+                jobs: job_tx,
+                abort: &walker_abort,
+                links: Default::default(),
+                skip: options.walk.skip.clone(),
+            };
+            for root in &options.roots {
+                if walker.root(root).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut assembler = Assembler {
+            store,
+            files,
+            progress,
+            writer: ItemStreamWriter::new(seed),
+            item_ids: Vec::new(),
+            stats: ContentStats::default(),
+            warnings: 0,
+            masters: HashMap::new(),
+            chunker: Chunker::new(options.chunker_params, seed),
+            abort: &abort,
+        };
+        let result = assembler.run(slot_rx);
+        if result.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        result.map(|()| assembler.finish()).and_then(|r| r)
+    })
+}
+
+/// Takes the walk's slots in order and turns them into the item stream.
+struct Assembler<'a> {
+    store: &'a Arc<ChunkStore>,
+    files: &'a Mutex<FilesCache>,
+    progress: &'a dyn Progress,
+    writer: ItemStreamWriter,
+    item_ids: Vec<ObjectId>,
+    stats: ContentStats,
+    warnings: u64,
+    /// Hardlink masters stored so far: inode → archive path.
+    masters: HashMap<InodeKey, Vec<u8>>,
+    /// For a follower that has to be read after all (its master failed).
+    chunker: Chunker,
+    abort: &'a AtomicBool,
+}
+
+impl Assembler<'_> {
+    fn run(&mut self, slots: Receiver<Slot>) -> Result<(), CreateError> {
+        for slot in slots {
+            match slot {
+                Slot::Ready {
+                    item,
+                    status,
+                    fs_path,
+                    master,
+                } => {
+                    if status != 'd' {
+                        self.progress.file_status(status, &fs_path);
+                    }
+                    if status == 'U' {
+                        self.stats.nfiles += 1;
+                        let size = item.size.unwrap_or(0);
+                        self.stats.original_size += size;
+                        self.stats.compressed_size +=
+                            item.chunks.iter().flatten().map(|c| c.csize).sum::<u64>();
+                        self.progress.content(size);
+                    }
+                    self.emit(&item, master)?;
+                }
+                Slot::Reading {
+                    item,
+                    status,
+                    fs_path,
+                    master,
+                    memorize,
+                    outcome,
+                } => {
+                    self.progress.file_status(status, &fs_path);
+                    let outcome = outcome.recv().map_err(|_| {
+                        CreateError::Aborted("a content worker stopped unexpectedly".into())
+                    })?;
+                    if let Some((read, item)) = self.content_outcome(item, &fs_path, outcome)? {
+                        if !read.changed
+                            && let Some((path_hash, stat)) = memorize
+                        {
+                            let ids = read.chunks.iter().map(|s| s.chunk.id).collect();
+                            self.files
+                                .lock()
+                                .expect("not poisoned")
+                                .memorize(path_hash, &stat, ids);
+                        }
+                        self.emit(&item, master)?;
+                    }
+                }
+                Slot::Follower {
+                    mut item,
+                    fs_path,
+                    inode,
+                } => {
+                    if let Some(master) = self.masters.get(&inode) {
+                        item.source = Some(master.clone());
+                        self.progress.file_status('h', &fs_path);
+                        self.emit(&item, None)?;
+                    } else {
+                        self.promote(item, &fs_path, inode)?;
+                    }
+                }
+                Slot::Status { status, fs_path } => self.progress.file_status(status, &fs_path),
+                Slot::Problem { fs_path, message } => self.problem(&fs_path, &message),
+            }
+        }
+        Ok(())
+    }
+
+    fn problem(&mut self, fs_path: &[u8], message: &str) {
+        self.warnings += 1;
+        self.progress.warning(message);
+        if !fs_path.is_empty() {
+            self.progress.file_status('E', fs_path);
+        }
+    }
+
+    /// Completes a file item from what its reader found; `None` if it could not be read.
+    fn content_outcome(
+        &mut self,
+        mut item: Item,
+        fs_path: &[u8],
+        outcome: FileOutcome,
+    ) -> Result<Option<(FileRead, Item)>, CreateError> {
+        let read = match outcome {
+            FileOutcome::Read(read) => read,
+            FileOutcome::Unreadable(e) => {
+                let message = format!("{}: read: {e}", String::from_utf8_lossy(fs_path));
+                self.problem(fs_path, &message);
+                return Ok(None);
+            }
+            FileOutcome::Failed(e) => return Err(e.into()),
+        };
+        self.stats.add(&read.chunks);
+        self.stats.nfiles += 1;
+        let size: u64 = read.chunks.iter().map(|s| s.chunk.size).sum();
+        self.progress.content(size);
+        item.size = Some(size);
+        item.chunks = Some(read.chunks.iter().map(|s| s.chunk).collect());
+        if read.changed {
+            self.warnings += 1;
+            self.progress.warning(&format!(
+                "{}: file changed while we backed it up",
+                String::from_utf8_lossy(fs_path)
+            ));
+            self.progress.file_status('C', fs_path);
+        }
+        Ok(Some((read, item)))
+    }
+
+    /// A follower whose master could not be stored becomes the master itself, as in borg,
+    /// where the first path that makes it into the archive is the master.
+    fn promote(
+        &mut self,
+        mut item: Item,
+        fs_path: &[u8],
+        inode: InodeKey,
+    ) -> Result<(), CreateError> {
+        item.hardlink_master = Some(true);
+        if item.kind() != ItemKind::Regular {
+            let status = match item.kind() {
+                ItemKind::Fifo => 'f',
+                ItemKind::CharDevice => 'c',
+                _ => 'b',
+            };
+            self.progress.file_status(status, fs_path);
+            return self.emit(&item, Some(inode));
+        }
+        self.progress.file_status('A', fs_path);
+        let opened = std::fs::File::open(Path::new(std::ffi::OsStr::from_bytes(fs_path)))
+            .and_then(|file| Ok((file.metadata()?, file)));
+        let outcome = match opened {
+            Ok((st, mut file)) => content::read_file(
+                &mut file,
+                st.ctime() * 1_000_000_000 + st.ctime_nsec(),
+                &mut self.chunker,
+                self.store,
+                self.abort,
+            ),
+            Err(e) => FileOutcome::Unreadable(e),
+        };
+        if let Some((_, item)) = self.content_outcome(item, fs_path, outcome)? {
+            self.emit(&item, Some(inode))?;
+        }
+        Ok(())
+    }
+
+    /// Appends an item to the item stream, storing the stream's chunks as they complete.
+    fn emit(&mut self, item: &Item, master: Option<InodeKey>) -> Result<(), CreateError> {
+        for chunk in self.writer.push(item) {
+            self.item_ids.push(self.store.store(&chunk)?.chunk.id);
+        }
+        if let Some(inode) = master {
+            self.masters.insert(inode, item.path.clone());
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Assembled, CreateError> {
+        let mut item_ids = self.item_ids;
+        for chunk in self.writer.finish() {
+            item_ids.push(self.store.store(&chunk)?.chunk.id);
+        }
+        Ok(Assembled {
+            item_ids,
+            stats: self.stats,
+            warnings: self.warnings,
+        })
+    }
+}

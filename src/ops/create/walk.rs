@@ -1,0 +1,604 @@
+//! The walk: every root, depth first, in exactly borg 1.4.5's order, turned into items.
+//!
+//! Borg visits a directory's entries sorted by the inode number `readdir` reports (a stable
+//! sort, so entries with equal numbers keep `readdir`'s order), stores a directory before its
+//! contents, and makes the first path of a hardlink group its master. Matching that order makes
+//! our item streams look like borg's, puts hardlink masters where borg puts them, and lets
+//! identical trees produce identical metadata chunks (docs/create-notes.md §1–§3).
+//!
+//! The walk itself is one thread: it stats, opens files, reads their metadata and asks the
+//! files cache. It does not read file contents. Files that must be read go to the content
+//! workers (`FileJob`), and every item goes, in walk order, to the assembler as a [`Slot`]:
+//! complete, waiting for its content, a hardlink follower, or just a line for `--list`.
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use crate::format::envelope::ObjectKey;
+use crate::format::item::{ChunkRef, Item};
+use crate::ops::owners::Owners;
+use crate::ops::patterns::Pattern;
+use crate::repo::location::normpath_bytes;
+
+use super::content::{FileJob, FileOutcome};
+use super::files_cache::{FileStat, FilesCache, Lookup};
+use super::fsmeta::{self, MetaOptions, Source};
+use super::store::ChunkStore;
+
+/// `(st_dev, st_ino)`: what identifies an inode during one run.
+pub type InodeKey = (u64, u64);
+
+const CACHEDIR_TAG_SIGNATURE: &[u8; 43] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+pub struct WalkOptions {
+    pub excludes: Vec<Pattern>,
+    pub exclude_caches: bool,
+    pub one_file_system: bool,
+    pub meta: MetaOptions,
+    /// Inodes never stored (our cache directory, a local repository).
+    pub skip: HashSet<InodeKey>,
+    /// The working directory, for the files cache's absolute paths.
+    pub cwd: Vec<u8>,
+}
+
+/// One entry of the walk, in order.
+pub enum Slot {
+    /// An item that is complete; `master` registers a hardlink master.
+    Ready {
+        item: Item,
+        status: char,
+        fs_path: Vec<u8>,
+        master: Option<InodeKey>,
+    },
+    /// A regular file a content worker is reading.
+    Reading {
+        item: Item,
+        status: char,
+        fs_path: Vec<u8>,
+        master: Option<InodeKey>,
+        memorize: Option<(crate::format::envelope::ObjectId, FileStat)>,
+        outcome: Receiver<FileOutcome>,
+    },
+    /// A later path of a hardlink group: it refers to the master, if the master made it in.
+    Follower {
+        item: Item,
+        fs_path: Vec<u8>,
+        inode: InodeKey,
+    },
+    /// Only a `--list` line (`x` excluded, `d` after a directory's contents).
+    Status { status: char, fs_path: Vec<u8> },
+    /// A path that could not be backed up: a warning, and no item.
+    Problem { fs_path: Vec<u8>, message: String },
+}
+
+/// The assembler hung up (it failed or was interrupted): stop walking.
+pub struct Stopped;
+
+pub struct Walker<'a> {
+    pub options: &'a WalkOptions,
+    pub owners: &'a Owners,
+    pub key: &'a ObjectKey,
+    pub files: &'a Mutex<FilesCache>,
+    pub store: &'a Arc<ChunkStore>,
+    pub slots: SyncSender<Slot>,
+    pub jobs: SyncSender<FileJob>,
+    pub abort: &'a AtomicBool,
+    /// Inodes of hardlinked objects already seen.
+    pub links: HashSet<InodeKey>,
+    /// Inodes not to store: `options.skip` and every finished root.
+    pub skip: HashSet<InodeKey>,
+}
+
+fn key_of(st: &std::fs::Metadata) -> InodeKey {
+    (st.dev(), st.ino())
+}
+
+fn c_path(path: &[u8]) -> io::Result<CString> {
+    CString::new(path)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn os(path: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(path))
+}
+
+/// borg's `make_path_safe`: no leading `/`, `//` or `../` runs; empty becomes `.`.
+fn make_path_safe(path: &[u8]) -> Vec<u8> {
+    let mut rest = path;
+    loop {
+        let after_dots = rest.strip_prefix(b"..").unwrap_or(rest);
+        let slashes = after_dots.iter().take_while(|b| **b == b'/').count();
+        if slashes == 0 {
+            break;
+        }
+        rest = &after_dots[slashes..];
+    }
+    if rest.is_empty() {
+        b".".to_vec()
+    } else {
+        rest.to_vec()
+    }
+}
+
+/// `os.path.join` of a walked directory and an entry name, normalised as borg does.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = dir.to_vec();
+    if !path.ends_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    normpath_bytes(&path)
+}
+
+/// The open flags borg uses, with `O_NOATIME` where the file system and our rights allow.
+fn open_nofollow(path: &[u8], extra: libc::c_int) -> io::Result<File> {
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | extra | flags)
+            .open(os(path))
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    }
+}
+
+impl Walker<'_> {
+    fn send(&self, slot: Slot) -> Result<(), Stopped> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(Stopped);
+        }
+        self.slots.send(slot).map_err(|_| Stopped)
+    }
+
+    fn problem(&self, fs_path: &[u8], op: &str, e: io::Error) -> Result<(), Stopped> {
+        self.send(Slot::Problem {
+            fs_path: fs_path.to_vec(),
+            message: format!("{}: {op}: {e}", String::from_utf8_lossy(fs_path)),
+        })
+    }
+
+    /// Walks one root argument (as given on the command line).
+    pub fn root(&mut self, raw: &[u8]) -> Result<(), Stopped> {
+        // The "slashdot hack": in `/srv/./data`, `/srv/` is not part of the archived paths.
+        let strip_prefix = raw
+            .windows(3)
+            .position(|w| w == b"/./")
+            .filter(|&pos| pos > 0)
+            .map(|pos| {
+                let mut prefix = normpath_bytes(&raw[..pos]);
+                prefix.push(b'/');
+                prefix
+            });
+        let path = normpath_bytes(raw);
+        if self.excluded(&path) {
+            return self.send(Slot::Status {
+                status: 'x',
+                fs_path: path,
+            });
+        }
+        let st = match std::fs::symlink_metadata(os(&path)) {
+            Ok(st) => st,
+            Err(e) => return self.problem(&path, "stat", e),
+        };
+        let restrict_dev = self.options.one_file_system.then(|| st.dev());
+        let root = Root {
+            strip_prefix,
+            restrict_dev,
+        };
+        self.node(&root, &path, st)?;
+        // A finished root is not stored again (borg's skip_inodes).
+        if let Ok(st) = std::fs::symlink_metadata(os(&path)) {
+            self.skip.insert(key_of(&st));
+        }
+        Ok(())
+    }
+
+    fn excluded(&self, fs_path: &[u8]) -> bool {
+        // borg matches the walked path with its leading slashes removed.
+        let start = fs_path.iter().take_while(|b| **b == b'/').count();
+        let relative = &fs_path[start..];
+        self.options.excludes.iter().any(|p| p.matches(relative))
+    }
+
+    /// One file system object and, for a directory, everything below it.
+    fn node(&mut self, root: &Root, fs_path: &[u8], st: std::fs::Metadata) -> Result<(), Stopped> {
+        let inode = key_of(&st);
+        if self.skip.contains(&inode) {
+            return Ok(());
+        }
+        let Some(path) = root.archive_path(fs_path) else {
+            // A level hidden by the slashdot prefix: walk through it, store nothing.
+            return self.send(Slot::Status {
+                status: 'x',
+                fs_path: fs_path.to_vec(),
+            });
+        };
+        let file_type = st.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_dir() {
+            self.directory(root, fs_path, path, &st)
+        } else if file_type.is_file() {
+            self.regular(fs_path, path, &st)
+        } else if file_type.is_symlink() {
+            self.symlink(fs_path, path, &st)
+        } else if file_type.is_fifo() || file_type.is_char_device() || file_type.is_block_device() {
+            self.special(fs_path, path, &st)
+        } else if file_type.is_socket() {
+            Ok(()) // borg skips sockets without a word
+        } else {
+            self.send(Slot::Problem {
+                fs_path: fs_path.to_vec(),
+                message: format!("{}: unknown file type", String::from_utf8_lossy(fs_path)),
+            })
+        }
+    }
+
+    /// The item with the simple attributes of `st`.
+    fn base_item(&self, path: Vec<u8>, st: &std::fs::Metadata) -> Item {
+        let mut item = Item {
+            path,
+            ..Item::default()
+        };
+        fsmeta::stat_attrs(&mut item, st, self.owners, self.options.meta);
+        item
+    }
+
+    /// Adds the extended attributes; a failure is the item's problem (borg's `E`).
+    fn with_ext_attrs(
+        &self,
+        item: &mut Item,
+        fs_path: &[u8],
+        source: Source,
+        is_dir: bool,
+    ) -> Result<bool, Stopped> {
+        match fsmeta::ext_attrs(item, source, is_dir, self.owners, self.options.meta) {
+            Ok(warnings) => {
+                for message in warnings {
+                    self.send(Slot::Problem {
+                        fs_path: Vec::new(),
+                        message: format!("{}: {message}", String::from_utf8_lossy(fs_path)),
+                    })?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.problem(fs_path, "extended attributes", e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Opens `fs_path` and checks it is still what the walk's `lstat` saw (borg's
+    /// `stat_update_check`): the fresh stat, or the problem has been reported.
+    fn open_checked(
+        &self,
+        fs_path: &[u8],
+        st: &std::fs::Metadata,
+        extra_flags: libc::c_int,
+    ) -> Result<Option<(File, std::fs::Metadata)>, Stopped> {
+        let file = match open_nofollow(fs_path, extra_flags) {
+            Ok(file) => file,
+            Err(e) => return self.problem(fs_path, "open", e).map(|()| None),
+        };
+        let fresh = match file.metadata() {
+            Ok(fresh) => fresh,
+            Err(e) => return self.problem(fs_path, "fstat", e).map(|()| None),
+        };
+        if fresh.file_type() != st.file_type() || fresh.ino() != st.ino() {
+            self.send(Slot::Problem {
+                fs_path: fs_path.to_vec(),
+                message: format!(
+                    "{}: file type or inode changed while we backed it up (race condition, skipped file)",
+                    String::from_utf8_lossy(fs_path)
+                ),
+            })?;
+            return Ok(None);
+        }
+        Ok(Some((file, fresh)))
+    }
+
+    fn directory(
+        &mut self,
+        root: &Root,
+        fs_path: &[u8],
+        path: Vec<u8>,
+        st: &std::fs::Metadata,
+    ) -> Result<(), Stopped> {
+        let Some((dir, st)) = self.open_checked(fs_path, st, libc::O_DIRECTORY)? else {
+            return Ok(());
+        };
+        let recurse = root.restrict_dev.is_none_or(|dev| dev == st.dev());
+        if recurse && self.options.exclude_caches && is_tagged_cache(fs_path) {
+            return self.send(Slot::Status {
+                status: 'x',
+                fs_path: fs_path.to_vec(),
+            });
+        }
+        let mut item = self.base_item(path, &st);
+        let c = match c_path(fs_path) {
+            Ok(c) => c,
+            Err(e) => return self.problem(fs_path, "open", e),
+        };
+        if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(dir.as_raw_fd(), &c), true)? {
+            return Ok(());
+        }
+        self.send(Slot::Ready {
+            item,
+            status: 'd',
+            fs_path: fs_path.to_vec(),
+            master: None,
+        })?;
+        if recurse {
+            let entries = match std::fs::read_dir(os(fs_path)) {
+                Ok(entries) => entries,
+                Err(e) => return self.problem(fs_path, "scandir", e),
+            };
+            let mut children = Vec::new();
+            for entry in entries {
+                match entry {
+                    Ok(entry) => children.push((entry.ino(), entry.file_name())),
+                    Err(e) => self.problem(fs_path, "scandir", e)?,
+                }
+            }
+            // Stable: names with equal inode numbers keep readdir's order, as in borg.
+            children.sort_by_key(|(ino, _)| *ino);
+            drop(dir);
+            for (_, name) in children {
+                let child = join(fs_path, name.as_bytes());
+                if self.excluded(&child) {
+                    self.send(Slot::Status {
+                        status: 'x',
+                        fs_path: child,
+                    })?;
+                    continue;
+                }
+                match std::fs::symlink_metadata(os(&child)) {
+                    Ok(st) => self.node(root, &child, st)?,
+                    Err(e) => self.problem(&child, "stat", e)?,
+                }
+            }
+        }
+        self.send(Slot::Status {
+            status: 'd',
+            fs_path: fs_path.to_vec(),
+        })
+    }
+
+    /// Whether `st` is a later path of a hardlink group (and records a first one).
+    fn is_follower(&mut self, st: &std::fs::Metadata) -> (bool, Option<InodeKey>) {
+        if st.nlink() <= 1 {
+            return (false, None);
+        }
+        let inode = key_of(st);
+        (!self.links.insert(inode), Some(inode))
+    }
+
+    fn regular(
+        &mut self,
+        fs_path: &[u8],
+        path: Vec<u8>,
+        st: &std::fs::Metadata,
+    ) -> Result<(), Stopped> {
+        let Some((file, st)) = self.open_checked(fs_path, st, 0)? else {
+            return Ok(());
+        };
+        let mut item = self.base_item(path, &st);
+        let c = match c_path(fs_path) {
+            Ok(c) => c,
+            Err(e) => return self.problem(fs_path, "open", e),
+        };
+        if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(file.as_raw_fd(), &c), false)? {
+            return Ok(());
+        }
+        let (follower, inode) = self.is_follower(&st);
+        if follower {
+            return self.send(Slot::Follower {
+                item,
+                fs_path: fs_path.to_vec(),
+                inode: inode.expect("followers are hardlinked"),
+            });
+        }
+        item.hardlink_master = Some(inode.is_some());
+        let stat = FileStat {
+            inode: st.ino(),
+            size: st.size(),
+            ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
+            mtime: st.mtime() * 1_000_000_000 + st.mtime_nsec(),
+        };
+        let path_hash = self.key.id_hash(&self.absolute(fs_path));
+        let lookup = self
+            .files
+            .lock()
+            .expect("not poisoned")
+            .lookup(&path_hash, &stat);
+        let status = match lookup {
+            Lookup::Unknown => 'A',
+            Lookup::Changed => 'M',
+            Lookup::Unchanged(ids) => match self.reuse(&ids) {
+                Some(chunks) => {
+                    item.size = Some(chunks.iter().map(|c| c.size).sum());
+                    item.chunks = Some(chunks);
+                    return self.send(Slot::Ready {
+                        item,
+                        status: 'U',
+                        fs_path: fs_path.to_vec(),
+                        master: inode,
+                    });
+                }
+                // A chunk of it is no longer in the repository: read it again.
+                None => 'M',
+            },
+        };
+        let (reply, outcome) = sync_channel(1);
+        self.jobs
+            .send(FileJob {
+                file,
+                ctime: stat.ctime,
+                reply,
+            })
+            .map_err(|_| Stopped)?;
+        self.send(Slot::Reading {
+            item,
+            status,
+            fs_path: fs_path.to_vec(),
+            master: inode,
+            memorize: Some((path_hash, stat)),
+            outcome,
+        })
+    }
+
+    /// The chunk references of an unchanged file, if the index still knows all its chunks.
+    fn reuse(&self, ids: &[crate::format::envelope::ObjectId]) -> Option<Vec<ChunkRef>> {
+        ids.iter()
+            .map(|id| {
+                self.store.known(id).map(|sizes| ChunkRef {
+                    id: *id,
+                    size: u64::from(sizes.size),
+                    csize: u64::from(sizes.csize),
+                })
+            })
+            .collect()
+    }
+
+    /// The files cache key path: borg joins the working directory without normalising.
+    fn absolute(&self, fs_path: &[u8]) -> Vec<u8> {
+        if fs_path.starts_with(b"/") {
+            return fs_path.to_vec();
+        }
+        let mut path = self.options.cwd.clone();
+        if !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        path.extend_from_slice(fs_path);
+        path
+    }
+
+    fn symlink(
+        &mut self,
+        fs_path: &[u8],
+        path: Vec<u8>,
+        st: &std::fs::Metadata,
+    ) -> Result<(), Stopped> {
+        let target = match std::fs::read_link(os(fs_path)) {
+            Ok(target) => target,
+            Err(e) => return self.problem(fs_path, "readlink", e),
+        };
+        let mut item = self.base_item(path, st);
+        item.source = Some(target.into_os_string().into_vec());
+        let c = match c_path(fs_path) {
+            Ok(c) => c,
+            Err(e) => return self.problem(fs_path, "readlink", e),
+        };
+        if !self.with_ext_attrs(&mut item, fs_path, Source::Path(&c), false)? {
+            return Ok(());
+        }
+        self.send(Slot::Ready {
+            item,
+            status: 's',
+            fs_path: fs_path.to_vec(),
+            master: None,
+        })
+    }
+
+    /// Fifos and devices: metadata only. Fifos are opened (non-blocking) for their attributes,
+    /// devices never are.
+    fn special(
+        &mut self,
+        fs_path: &[u8],
+        path: Vec<u8>,
+        st: &std::fs::Metadata,
+    ) -> Result<(), Stopped> {
+        use std::os::unix::fs::FileTypeExt;
+        let fifo = st.file_type().is_fifo();
+        let c = match c_path(fs_path) {
+            Ok(c) => c,
+            Err(e) => return self.problem(fs_path, "open", e),
+        };
+        let (opened, st) = if fifo {
+            match self.open_checked(fs_path, st, libc::O_NONBLOCK)? {
+                Some((file, fresh)) => (Some(file), fresh),
+                None => return Ok(()),
+            }
+        } else {
+            (None, st.clone())
+        };
+        let mut item = self.base_item(path, &st);
+        if !fifo {
+            item.rdev = Some(st.rdev());
+        }
+        let source = match &opened {
+            Some(file) => Source::Fd(file.as_raw_fd(), &c),
+            None => Source::Path(&c),
+        };
+        if !self.with_ext_attrs(&mut item, fs_path, source, false)? {
+            return Ok(());
+        }
+        let status = if fifo {
+            'f'
+        } else if st.file_type().is_char_device() {
+            'c'
+        } else {
+            'b'
+        };
+        let (follower, inode) = self.is_follower(&st);
+        if follower {
+            return self.send(Slot::Follower {
+                item,
+                fs_path: fs_path.to_vec(),
+                inode: inode.expect("followers are hardlinked"),
+            });
+        }
+        item.hardlink_master = Some(inode.is_some());
+        self.send(Slot::Ready {
+            item,
+            status,
+            fs_path: fs_path.to_vec(),
+            master: inode,
+        })
+    }
+}
+
+/// `--exclude-caches`: a `CACHEDIR.TAG` (followed if a symlink) that starts with the signature.
+fn is_tagged_cache(dir: &[u8]) -> bool {
+    use std::io::Read;
+    let mut signature = [0u8; 43];
+    File::open(os(&join(dir, b"CACHEDIR.TAG")))
+        .and_then(|mut f| f.read_exact(&mut signature))
+        .is_ok_and(|()| signature == *CACHEDIR_TAG_SIGNATURE)
+}
+
+struct Root {
+    strip_prefix: Option<Vec<u8>>,
+    restrict_dev: Option<u64>,
+}
+
+impl Root {
+    /// The item path of `fs_path`, or `None` for a level the slashdot prefix hides.
+    fn archive_path(&self, fs_path: &[u8]) -> Option<Vec<u8>> {
+        let Some(prefix) = &self.strip_prefix else {
+            return Some(make_path_safe(fs_path));
+        };
+        let mut with_slash = fs_path.to_vec();
+        with_slash.push(b'/');
+        if with_slash == *prefix {
+            return Some(b".".to_vec());
+        }
+        if prefix.starts_with(&with_slash) {
+            return None;
+        }
+        Some(make_path_safe(
+            fs_path.strip_prefix(prefix.as_slice()).unwrap_or(fs_path),
+        ))
+    }
+}
