@@ -20,46 +20,7 @@ borg14="${MCB_BORG14:-$repo/.oracle/venv-borg-1.4.5/bin/borg}"
 ours="$repo/target/x86_64-unknown-linux-gnu/release/mailcow-borg"
 cargo build --release --quiet
 
-work="$(mktemp -d)"
-sshd_pid=""
-cleanup() {
-    [[ -n "$sshd_pid" ]] && kill "$sshd_pid" 2>/dev/null || true
-    awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | xargs -r -n1 umount || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# A private sshd on a free loopback port, trusted through its own known_hosts file.
-ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
-cp "$work/client_key.pub" "$work/authorized_keys"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-cat > "$work/sshd_config" <<EOF
-Port $port
-ListenAddress 127.0.0.1
-HostKey $work/host_key
-AuthorizedKeysFile $work/authorized_keys
-PidFile none
-StrictModes no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-LogLevel FATAL
-EOF
-mkdir -p /run/sshd
-/usr/sbin/sshd -D -e -f "$work/sshd_config" &
-sshd_pid=$!
-echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$work/host_key.pub")" > "$work/known_hosts"
-for _ in $(seq 100); do
-    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
-
-export BORG_PASSPHRASE=mcb-bench BORG_BASE_DIR="$work/base" BORG_REMOTE_PATH="$borg14"
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-export MAILCOW_BORG_SSH_KEY="$work/client_key" MAILCOW_BORG_KNOWN_HOSTS="$work/known_hosts"
-export BORG_RSH="ssh -i $work/client_key -o UserKnownHostsFile=$work/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes"
+source "$repo/scripts/lib/bench-sshd.sh"
 
 python3 "$repo/../shared/tools/gen_maildir.py" --mails "$mails" --seed 1 "$work/maildir" >/dev/null
 "$borg14" init -e repokey-blake2 "$work/repo" 2>/dev/null

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
@@ -20,7 +21,7 @@ use crate::format::manifest::{Operation, parse_timestamp};
 use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
-use crate::ops::create::{CreateOptions, CreateReport, Progress, create};
+use crate::ops::create::{CreateError, CreateOptions, CreateReport, Progress, create, start_walk};
 use crate::ops::open::open;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
@@ -278,14 +279,24 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         list: args.list,
         filter: args.filter.clone(),
     });
+    let started = std::time::Instant::now();
     runtime()?.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let signal = watch_signals(stop.clone())?;
+        // The walk starts now, while the connection and `borg serve` start up.
+        let options = Arc::new(options);
+        let walk = start_walk(options.clone(), stop);
         let mut repo = open(&location, &access, Operation::Write).await?;
-        let result = create(&mut repo, options, printer).await;
+        let result = create(&mut repo, options, walk, printer, started).await;
+        let result = match (result, signal.get()) {
+            (Err(CreateError::Interrupted), Some(code)) => Err(Interrupted(code).into()),
+            (result, _) => result.map_err(anyhow::Error::from),
+        };
         let report = match result {
             Ok(report) => report,
             Err(e) => {
                 let _ = repo.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         for note in &report.notes {
@@ -312,6 +323,53 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
             Outcome::Warning
         })
     })
+}
+
+/// SIGINT or SIGTERM stopped the backup; the exit code is borg's for it.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.0 == super::EXIT_SIGTERM {
+            write!(f, "Received SIGTERM; nothing was committed")
+        } else {
+            write!(f, "Got Ctrl-C / SIGINT; nothing was committed")
+        }
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Which signal arrived (as the exit code it leads to), once one has.
+struct SignalSeen(Arc<std::sync::OnceLock<i32>>);
+
+impl SignalSeen {
+    fn get(&self) -> Option<i32> {
+        self.0.get().copied()
+    }
+}
+
+/// On SIGINT or SIGTERM, sets `stop`: the backup rolls back and the lock is released, instead of
+/// the process dying with the repository locked.
+fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<SignalSeen> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let seen = Arc::new(std::sync::OnceLock::new());
+    for (kind, code) in [
+        (SignalKind::interrupt(), super::EXIT_ERROR),
+        (SignalKind::terminate(), super::EXIT_SIGTERM),
+    ] {
+        let mut stream = signal(kind)?;
+        let (stop, seen) = (stop.clone(), seen.clone());
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                let _ = seen.set(code);
+                stop.store(true, Ordering::Relaxed);
+                eprintln!("mailcow-borg: stopping: rolling back what this run wrote");
+            }
+        });
+    }
+    Ok(SignalSeen(seen))
 }
 
 const MAX_DATA_SIZE: f64 = 20_971_479.0;

@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_WARNING: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
+/// 128 + SIGTERM, as borg exits when terminated.
+pub const EXIT_SIGTERM: i32 = 143;
 
 /// How a command that did not fail ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +81,11 @@ pub fn run() -> i32 {
         Ok(Outcome::Ok) => EXIT_OK,
         Ok(Outcome::Warning) => EXIT_WARNING,
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
+        Err(e) if e.downcast_ref::<create::Interrupted>().is_some() => {
+            eprintln!("mailcow-borg: {e}");
+            e.downcast_ref::<create::Interrupted>()
+                .map_or(EXIT_ERROR, |i| i.0)
+        }
         Err(e) => {
             eprintln!("mailcow-borg: error: {}", one_line(&e));
             EXIT_ERROR

@@ -140,20 +140,35 @@ impl Compression {
 
     /// Compresses `data` into a payload with its header, exactly deciding as borg does.
     pub fn compress(&self, data: &[u8]) -> Vec<u8> {
+        self.compress_reserving(data, 0)
+    }
+
+    /// [`Compression::compress`], with `headroom` bytes left free in front of the payload, so
+    /// the envelope can be put around it without copying it (see `ObjectKey::seal_reserved`).
+    pub fn compress_reserving(&self, data: &[u8], headroom: usize) -> Vec<u8> {
         match self {
-            Compression::None => with_header(NONE, data),
+            Compression::None => with_header(NONE, data, headroom),
             Compression::Lz4 => {
-                let body = lz4_flex::block::compress(data);
-                smaller_or_none(LZ4, body, data)
+                let start = headroom + 2;
+                let mut out =
+                    vec![0u8; start + lz4_flex::block::get_maximum_output_size(data.len())];
+                match lz4_flex::block::compress_into(data, &mut out[start..]) {
+                    Ok(len) if len < data.len() => {
+                        out.truncate(start + len);
+                        out[headroom..start].copy_from_slice(&LZ4);
+                        out
+                    }
+                    _ => with_header(NONE, data, headroom),
+                }
             }
             Compression::Zstd(level) => match zstd::bulk::compress(data, *level) {
-                Ok(body) => smaller_or_none(ZSTD, body, data),
+                Ok(body) => smaller_or_none(ZSTD, body, data, headroom),
                 // libzstd fails only on allocation failure; storing uncompressed is always valid.
-                Err(_) => with_header(NONE, data),
+                Err(_) => with_header(NONE, data, headroom),
             },
             Compression::Zlib(level) => {
                 let mut enc = flate2::write::ZlibEncoder::new(
-                    Vec::with_capacity(data.len() / 2 + 64),
+                    vec![0u8; headroom],
                     flate2::Compression::new(*level),
                 );
                 enc.write_all(data)
@@ -161,14 +176,15 @@ impl Compression {
                     .expect("zlib-encoding into a Vec cannot fail")
             }
             // check_writable() keeps lzma away from here; fall back to the valid `none` encoding.
-            Compression::Lzma(_) => with_header(NONE, data),
+            Compression::Lzma(_) => with_header(NONE, data, headroom),
             Compression::Auto(expensive) => {
-                let cheap = Compression::Lz4.compress(data);
-                if (cheap.len() as f64) / ((data.len() + 2) as f64) >= 0.97 {
+                let cheap = Compression::Lz4.compress_reserving(data, headroom);
+                let cheap_len = cheap.len() - headroom;
+                if (cheap_len as f64) / ((data.len() + 2) as f64) >= 0.97 {
                     return cheap;
                 }
-                let better = expensive.compress(data);
-                if (better.len() as f64) / (cheap.len() as f64) < 0.99 {
+                let better = expensive.compress_reserving(data, headroom);
+                if ((better.len() - headroom) as f64) / (cheap_len as f64) < 0.99 {
                     better
                 } else {
                     cheap
@@ -178,18 +194,19 @@ impl Compression {
     }
 }
 
-fn with_header(header: [u8; 2], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 2);
+fn with_header(header: [u8; 2], body: &[u8], headroom: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headroom + body.len() + 2);
+    out.resize(headroom, 0);
     out.extend_from_slice(&header);
     out.extend_from_slice(body);
     out
 }
 
-fn smaller_or_none(header: [u8; 2], body: Vec<u8>, data: &[u8]) -> Vec<u8> {
+fn smaller_or_none(header: [u8; 2], body: Vec<u8>, data: &[u8], headroom: usize) -> Vec<u8> {
     if body.len() < data.len() {
-        with_header(header, &body)
+        with_header(header, &body, headroom)
     } else {
-        with_header(NONE, data)
+        with_header(NONE, data, headroom)
     }
 }
 

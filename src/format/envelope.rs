@@ -163,23 +163,34 @@ impl ObjectKey {
     /// Wraps an already compressed payload. For encrypted types `iv` must come from a nonce
     /// reservation and must not be used again; the next free IV is `iv + cipher_blocks(len)`.
     pub fn seal(&self, payload: &[u8], iv: u64) -> Vec<u8> {
-        let type_byte = self.key_type as u8;
+        let mut buffer = vec![0u8; self.envelope_headroom()];
+        buffer.extend_from_slice(payload);
+        self.seal_reserved(buffer, iv)
+    }
+
+    /// The bytes the envelope puts in front of the payload: the type byte, and for encrypted
+    /// types the MAC and the IV.
+    pub fn envelope_headroom(&self) -> usize {
+        if self.key_type.is_encrypted() {
+            ENCRYPTED_OVERHEAD
+        } else {
+            1
+        }
+    }
+
+    /// [`ObjectKey::seal`] for a payload at `buffer[envelope_headroom()..]`: the envelope is
+    /// written into the reserved front and the payload encrypted where it is, with no copy.
+    pub fn seal_reserved(&self, mut buffer: Vec<u8>, iv: u64) -> Vec<u8> {
+        buffer[0] = self.key_type as u8;
         if !self.key_type.is_encrypted() {
-            let mut out = Vec::with_capacity(payload.len() + 1);
-            out.push(type_byte);
-            out.extend_from_slice(payload);
-            return out;
+            return buffer;
         }
         let material = self.material.as_ref().expect("encrypted types have keys");
-        let mut out = vec![0u8; ENCRYPTED_OVERHEAD + payload.len()];
-        out[0] = type_byte;
-        out[33..41].copy_from_slice(&iv.to_be_bytes());
-        let body = &mut out[41..];
-        body.copy_from_slice(payload);
-        ctr_cipher(&material.enc_key, iv).apply_keystream(body);
-        let mac = self.mac([&out[33..41], &out[41..]]);
-        out[1..33].copy_from_slice(&mac);
-        out
+        buffer[33..41].copy_from_slice(&iv.to_be_bytes());
+        ctr_cipher(&material.enc_key, iv).apply_keystream(&mut buffer[41..]);
+        let mac = self.mac([&buffer[33..41], &buffer[41..]]);
+        buffer[1..33].copy_from_slice(&mac);
+        buffer
     }
 
     /// Checks the envelope of a stored object and returns its (still compressed) payload.

@@ -239,9 +239,10 @@ impl Repository {
     /// pipelines them, and a failure comes back to the call it belongs to.
     pub async fn put(&self, id: &ObjectId, data: Vec<u8>) -> Result<(), RepoError> {
         self.rpc
-            .call(
+            .call_with_payload(
                 "put",
-                vec![("id", Value::raw(id.to_vec())), ("data", Value::Raw(data))],
+                vec![("id", Value::raw(id.to_vec()))],
+                Some(("data", data)),
             )
             .await?;
         Ok(())

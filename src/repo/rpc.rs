@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::transport::ServerStderr;
-use crate::format::msgpack::{StreamDecoder, Value};
+use crate::format::msgpack::{StreamDecoder, Value, encode_map_len, encode_raw_len};
 
 /// Borg's client keeps at most this many requests in flight.
 pub const MAX_IN_FLIGHT: usize = 100;
@@ -84,6 +84,17 @@ impl RpcClient {
 
     /// Calls `method` with named arguments and waits for its result.
     pub async fn call(&self, method: &str, args: Vec<(&str, Value)>) -> Result<Value, RpcError> {
+        self.call_with_payload(method, args, None).await
+    }
+
+    /// Like [`RpcClient::call`], with one more argument `payload = (name, bytes)` sent as a raw
+    /// string straight from its buffer: a put's object data is not copied into the request.
+    pub async fn call_with_payload(
+        &self,
+        method: &str,
+        args: Vec<(&str, Value)>,
+        payload: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, RpcError> {
         let _slot = self
             .slots
             .acquire()
@@ -98,20 +109,33 @@ impl RpcClient {
             self.pending.lock().expect("pending map").remove(&id);
             return Err(RpcError::ConnectionLost(reason));
         }
-        // Insertion order i, m, a, as borg sends it; the argument map needs no order.
-        let request = Value::Map(vec![
-            (Value::raw("i"), Value::Int(id as i128)),
-            (Value::raw("m"), Value::raw(method)),
-            (
-                Value::raw("a"),
-                Value::Map(args.into_iter().map(|(k, v)| (Value::raw(k), v)).collect()),
-            ),
-        ]);
+        // Insertion order i, m, a, as borg sends it; the argument map needs no order. The
+        // payload, if any, is the last argument, and its bytes follow the encoded head.
+        let mut head = Vec::new();
+        encode_map_len(3, &mut head);
+        for (key, value) in [("i", Value::Int(id as i128)), ("m", Value::raw(method))] {
+            Value::raw(key).encode(&mut head);
+            value.encode(&mut head);
+        }
+        Value::raw("a").encode(&mut head);
+        encode_map_len(args.len() + usize::from(payload.is_some()), &mut head);
+        for (key, value) in args {
+            Value::raw(key).encode(&mut head);
+            value.encode(&mut head);
+        }
+        let body = payload.map(|(name, bytes)| {
+            Value::raw(name).encode(&mut head);
+            encode_raw_len(bytes.len(), &mut head);
+            bytes
+        });
         {
             let mut guard = self.writer.lock().await;
             let written = match guard.as_mut() {
                 Some(writer) => async {
-                    writer.write_all(&request.to_bytes()).await?;
+                    writer.write_all(&head).await?;
+                    if let Some(body) = &body {
+                        writer.write_all(body).await?;
+                    }
                     writer.flush().await
                 }
                 .await
@@ -123,6 +147,7 @@ impl RpcClient {
                 return Err(RpcError::ConnectionLost(e));
             }
         }
+        drop(body);
         rx.await.unwrap_or_else(|_| {
             let reason = self.closed.lock().expect("closed flag").clone();
             Err(RpcError::ConnectionLost(

@@ -10,12 +10,12 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::format::chunker::{Chunker, ChunkerParams};
 
+use super::Halt;
 use super::store::{ChunkStore, StoreError, Stored};
 
 /// A file for a worker to read; the walk opened it and took its ctime.
@@ -45,13 +45,13 @@ pub fn read_file(
     ctime: i64,
     chunker: &mut Chunker,
     store: &ChunkStore,
-    abort: &AtomicBool,
+    abort: &Halt,
 ) -> FileOutcome {
     chunker.reset();
     let mut chunks = Vec::new();
     loop {
-        if abort.load(Ordering::Relaxed) {
-            return FileOutcome::Failed(StoreError::UploadFailed);
+        if abort.halted() {
+            return FileOutcome::Failed(StoreError::Stopped);
         }
         let piece = match chunker.next_chunk(file) {
             Ok(Some(piece)) => piece,
@@ -76,7 +76,7 @@ pub fn worker(
     params: ChunkerParams,
     seed: i32,
     store: Arc<ChunkStore>,
-    abort: Arc<AtomicBool>,
+    abort: Arc<Halt>,
 ) {
     let mut chunker = Chunker::new(params, seed);
     loop {

@@ -165,8 +165,19 @@ fn bsd_flags(fd: RawFd) -> u32 {
         .sum()
 }
 
-/// Calls a size-probing xattr function twice (size, then data), retrying if it grew between.
+/// Calls a size-probing xattr function: first straight into a small buffer, which holds the
+/// answer for almost every file (most have no xattrs at all), and only when that is too small
+/// asks for the size and retries (the value may grow in between).
 fn read_sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    let mut small = [0u8; 512];
+    let got = call(small.as_mut_ptr().cast(), small.len());
+    if got >= 0 {
+        return Ok(small[..got as usize].to_vec());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ERANGE) {
+        return Err(e);
+    }
     loop {
         let size = call(std::ptr::null_mut(), 0);
         if size < 0 {
@@ -188,7 +199,7 @@ fn read_sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Re
 fn list_xattrs(source: Source) -> io::Result<Vec<Vec<u8>>> {
     let names = read_sized(|buf, len| match source {
         // SAFETY: `fd` is open, `path` NUL-terminated; `buf` is null with `len` 0 (size probe)
-        // or valid for `len` bytes.
+        // or valid for `len` bytes (a live buffer of `read_sized`).
         Source::Fd(fd, _) => unsafe { libc::flistxattr(fd, buf.cast(), len) },
         Source::Path(path) => unsafe { libc::llistxattr(path.as_ptr(), buf.cast(), len) },
     });

@@ -23,6 +23,7 @@
 
 pub mod chunk_index;
 pub mod content;
+pub mod decide;
 pub mod files_cache;
 pub mod fsmeta;
 pub mod store;
@@ -56,12 +57,13 @@ use super::security::{Observed, SecurityDir};
 
 use chunk_index::ChunkIndex;
 use content::{FileOutcome, FileRead};
+use decide::Decider;
 use files_cache::{FilesCache, FilesCacheMode};
 use store::{ChunkStore, StoreError, Stored};
 use walk::{InodeKey, Slot, WalkOptions, Walker};
 
-/// Slots the walk may run ahead of the assembler.
-const SLOTS_AHEAD: usize = 4096;
+/// Slot batches the walk may run ahead of the assembler.
+const BATCHES_AHEAD: usize = 256;
 
 /// Everything `create` needs besides the open repository.
 pub struct CreateOptions {
@@ -159,6 +161,25 @@ pub enum CreateError {
     Cache { path: String, source: io::Error },
     #[error("the backup stopped: {0}")]
     Aborted(String),
+    /// Stopped from outside (a signal) before the commit: nothing was written.
+    #[error("interrupted; nothing was committed")]
+    Interrupted,
+}
+
+/// When the pipeline's threads should give up: stopped from outside, or another part failed.
+pub struct Halt {
+    stop: Arc<AtomicBool>,
+    failed: AtomicBool,
+}
+
+impl Halt {
+    pub fn halted(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// borg's `MAX_DATA_SIZE`: the largest object the repository takes.
@@ -231,18 +252,22 @@ fn check_name(name: &str) -> Result<(), CreateError> {
     Ok(())
 }
 
-/// Backs up `options.roots` into a new archive in `opened` (opened for writing).
+/// Backs up `options.roots`, walked by `walk` (from [`start_walk`]), into a new archive in
+/// `opened` (opened for writing). The walk's `stop` flag (set from a signal handler) ends the
+/// run before the commit with [`CreateError::Interrupted`]. `started` is when the run began,
+/// for the archive's duration.
 pub async fn create(
     opened: &mut OpenRepository,
-    options: CreateOptions,
+    options: Arc<CreateOptions>,
+    walk: StartedWalk,
     progress: Arc<dyn Progress>,
+    started: Instant,
 ) -> Result<CreateReport, CreateError> {
-    let started = Instant::now();
     check_name(&options.name)?;
     if opened.manifest.archive(options.name.as_bytes()).is_some() {
-        return Err(CreateError::AlreadyExists(options.name));
+        return Err(CreateError::AlreadyExists(options.name.clone()));
     }
-    let result = write_archive(opened, options, progress, started).await;
+    let result = write_archive(opened, options, walk, progress, started).await;
     if result.is_err() {
         // Nothing of this run may stay: drop the uncommitted transaction explicitly.
         let _ = opened.repo.rollback().await;
@@ -252,10 +277,13 @@ pub async fn create(
 
 async fn write_archive(
     opened: &mut OpenRepository,
-    options: CreateOptions,
+    options: Arc<CreateOptions>,
+    walk: StartedWalk,
     progress: Arc<dyn Progress>,
     started: Instant,
 ) -> Result<CreateReport, CreateError> {
+    let stop = walk.halt.stop.clone();
+    let stopped = || stop.load(Ordering::Relaxed);
     let repo = opened.repo.clone();
     let key = opened.key.clone();
     let cache_dir = options.cache_dir.join(hex(repo.id()));
@@ -295,15 +323,20 @@ async fn write_archive(
     let files = Mutex::new(files);
 
     let pipeline_store = store.clone();
-    let options = Arc::new(options);
     let pipeline_options = options.clone();
     let (assembled, files) = tokio::task::spawn_blocking(move || {
-        let assembled = run_pipeline(&pipeline_options, &pipeline_store, &files, &*progress);
+        let assembled = run_pipeline(&pipeline_options, walk, &pipeline_store, &files, &*progress);
         (assembled, files)
     })
     .await
     .map_err(|e| CreateError::Aborted(e.to_string()))?;
-    let assembled = assembled?;
+    // A stop cuts the walk short, so even a pipeline that ended well may lack files.
+    let assembled = match assembled {
+        Err(CreateError::Store(StoreError::Stopped)) | Ok(_) if stopped() => {
+            return Err(CreateError::Interrupted);
+        }
+        other => other?,
+    };
 
     // The archive object. Its time is the start: the end minus the duration, as borg computes.
     let duration = started.elapsed();
@@ -346,6 +379,9 @@ async fn write_archive(
             .map_err(|e| CreateError::Aborted(e.to_string()))??
     };
     store.uploader.finish().await?;
+    if stopped() {
+        return Err(CreateError::Interrupted);
+    }
 
     // The manifest, then the commit.
     let mut manifest = opened.manifest.clone();
@@ -414,16 +450,53 @@ struct Assembled {
     warnings: u64,
 }
 
+/// A walk started ahead of the repository connection (see `decide`): its batches wait in the
+/// channel until the pipeline takes them. Dropping it stops the walk (its next hand-over fails).
+pub struct StartedWalk {
+    batches: Receiver<Vec<Slot>>,
+    halt: Arc<Halt>,
+}
+
+/// Starts walking `options.roots` now. `stop` (set from a signal handler) stops the whole run.
+pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> StartedWalk {
+    let halt = Arc::new(Halt {
+        stop,
+        failed: AtomicBool::new(false),
+    });
+    let (slots, batches) = sync_channel(BATCHES_AHEAD);
+    let walker_halt = halt.clone();
+    std::thread::spawn(move || {
+        let owners = Owners::load();
+        let mut walker = Walker {
+            options: &options.walk,
+            owners: &owners,
+            slots,
+            batch: Default::default(),
+            abort: &walker_halt,
+            links: Default::default(),
+            skip: options.walk.skip.clone(),
+        };
+        for root in &options.roots {
+            if walker.root(root).is_err() {
+                return;
+            }
+        }
+        let _ = walker.send_end();
+    });
+    StartedWalk { batches, halt }
+}
+
 fn run_pipeline(
     options: &CreateOptions,
+    walk: StartedWalk,
     store: &Arc<ChunkStore>,
     files: &Mutex<FilesCache>,
     progress: &dyn Progress,
 ) -> Result<Assembled, CreateError> {
-    let abort = Arc::new(AtomicBool::new(false));
-    let owners = Owners::load();
+    let StartedWalk { batches, halt } = walk;
+    let abort = &halt;
     let workers = options.workers.max(1);
-    let (slot_tx, slot_rx) = sync_channel(SLOTS_AHEAD);
+    let (decided_tx, decided_rx) = sync_channel(BATCHES_AHEAD);
     let (job_tx, job_rx) = sync_channel(workers * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let seed = store.key().chunk_seed();
@@ -433,26 +506,15 @@ fn run_pipeline(
             let params = options.chunker_params;
             scope.spawn(move || content::worker(jobs, params, seed, store, abort));
         }
-        let walker_abort = abort.clone();
-        let owners = &owners;
         scope.spawn(move || {
-            let mut walker = Walker {
-                options: &options.walk,
-                owners,
+            let decider = Decider {
                 key: store.key(),
                 files,
                 store,
-                slots: slot_tx,
                 jobs: job_tx,
-                abort: &walker_abort,
-                links: Default::default(),
-                skip: options.walk.skip.clone(),
+                cwd: &options.walk.cwd,
             };
-            for root in &options.roots {
-                if walker.root(root).is_err() {
-                    break;
-                }
-            }
+            decider.run(batches, decided_tx);
         });
         let mut assembler = Assembler {
             store,
@@ -464,11 +526,12 @@ fn run_pipeline(
             warnings: 0,
             masters: HashMap::new(),
             chunker: Chunker::new(options.chunker_params, seed),
-            abort: &abort,
+            abort,
         };
-        let result = assembler.run(slot_rx);
+        let result = assembler.run(decided_rx);
         if result.is_err() {
-            abort.store(true, Ordering::Relaxed);
+            // Stop the walk and the workers too.
+            abort.fail();
         }
         result.map(|()| assembler.finish()).and_then(|r| r)
     })
@@ -487,13 +550,21 @@ struct Assembler<'a> {
     masters: HashMap<InodeKey, Vec<u8>>,
     /// For a follower that has to be read after all (its master failed).
     chunker: Chunker,
-    abort: &'a AtomicBool,
+    abort: &'a Halt,
 }
 
 impl Assembler<'_> {
-    fn run(&mut self, slots: Receiver<Slot>) -> Result<(), CreateError> {
-        for slot in slots {
+    fn run(&mut self, batches: Receiver<Vec<Slot>>) -> Result<(), CreateError> {
+        let mut complete = false;
+        for slot in batches.into_iter().flatten() {
             match slot {
+                Slot::End => complete = true,
+                Slot::File { fs_path, .. } => {
+                    return Err(CreateError::Aborted(format!(
+                        "{} reached the assembler undecided",
+                        String::from_utf8_lossy(&fs_path)
+                    )));
+                }
                 Slot::Ready {
                     item,
                     status,
@@ -555,7 +626,13 @@ impl Assembler<'_> {
                 Slot::Problem { fs_path, message } => self.problem(&fs_path, &message),
             }
         }
-        Ok(())
+        if complete || self.abort.halted() {
+            Ok(())
+        } else {
+            Err(CreateError::Aborted(
+                "the walk ended early (a content worker stopped)".into(),
+            ))
+        }
     }
 
     fn problem(&mut self, fs_path: &[u8], message: &str) {

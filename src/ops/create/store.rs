@@ -26,7 +26,7 @@ use crate::repo::repository::{RepoError, Repository};
 use super::chunk_index::{ChunkIndex, Sizes};
 
 /// Encrypted bytes queued for upload at most.
-const UPLOAD_BUDGET: u32 = 64 << 20;
+const UPLOAD_BUDGET: u32 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +37,9 @@ pub enum StoreError {
     /// An upload failed; [`Uploader::finish`] has the reason.
     #[error("an upload to the repository failed")]
     UploadFailed,
+    /// The backup is being stopped (interrupted, or another part failed).
+    #[error("the backup was stopped")]
+    Stopped,
 }
 
 /// Puts objects in the background within a byte budget.
@@ -237,14 +240,16 @@ impl ChunkStore {
     }
 
     fn upload(&self, id: ObjectId, data: &[u8]) -> Result<u32, StoreError> {
-        let payload = self.compression.compress(data);
+        let headroom = self.key.envelope_headroom();
+        let reserved = self.compression.compress_reserving(data, headroom);
         let iv = if self.key.key_type().is_encrypted() {
+            let payload_len = reserved.len() - headroom;
             self.runtime
-                .block_on(self.nonces.allocate(cipher_blocks(payload.len())))?
+                .block_on(self.nonces.allocate(cipher_blocks(payload_len)))?
         } else {
             0
         };
-        let stored = self.key.seal(&payload, iv);
+        let stored = self.key.seal_reserved(reserved, iv);
         let csize = stored.len() as u32;
         self.uploader.put(id, stored)?;
         Ok(csize)

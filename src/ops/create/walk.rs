@@ -6,11 +6,12 @@
 //! our item streams look like borg's, puts hardlink masters where borg puts them, and lets
 //! identical trees produce identical metadata chunks (docs/create-notes.md §1–§3).
 //!
-//! The walk itself is one thread: it stats, opens files, reads their metadata and asks the
-//! files cache. It does not read file contents. Files that must be read go to the content
-//! workers (`FileJob`), and every item goes, in walk order, to the assembler as a [`Slot`]:
-//! complete, waiting for its content, a hardlink follower, or just a line for `--list`.
+//! The walk itself is one thread: it stats, opens files and reads their metadata, nothing of
+//! the repository: so it starts while the connection to the repository is still being made.
+//! Every item goes on, in walk order, as a [`Slot`]: complete, a regular file (for `decide`
+//! and the content workers), a hardlink follower, or just a line for `--list`.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -19,23 +20,23 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, SyncSender};
 
-use crate::format::envelope::ObjectKey;
-use crate::format::item::{ChunkRef, Item};
+use crate::format::item::Item;
 use crate::ops::owners::Owners;
 use crate::ops::patterns::Pattern;
 use crate::repo::location::normpath_bytes;
 
-use super::content::{FileJob, FileOutcome};
-use super::files_cache::{FileStat, FilesCache, Lookup};
+use super::Halt;
+use super::content::FileOutcome;
+use super::files_cache::FileStat;
 use super::fsmeta::{self, MetaOptions, Source};
-use super::store::ChunkStore;
 
 /// `(st_dev, st_ino)`: what identifies an inode during one run.
 pub type InodeKey = (u64, u64);
+
+/// Slots per hand-over to the assembler.
+pub const SLOT_BATCH: usize = 128;
 
 const CACHEDIR_TAG_SIGNATURE: &[u8; 43] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
@@ -59,7 +60,15 @@ pub enum Slot {
         fs_path: Vec<u8>,
         master: Option<InodeKey>,
     },
-    /// A regular file a content worker is reading.
+    /// A regular file to back up: the walk read its metadata; whether its content must be
+    /// read is for the files cache to say (see `decide`).
+    File {
+        item: Item,
+        fs_path: Vec<u8>,
+        stat: FileStat,
+        master: Option<InodeKey>,
+    },
+    /// A regular file a content worker is reading (`decide` makes these from `File`).
     Reading {
         item: Item,
         status: char,
@@ -78,6 +87,8 @@ pub enum Slot {
     Status { status: char, fs_path: Vec<u8> },
     /// A path that could not be backed up: a warning, and no item.
     Problem { fs_path: Vec<u8>, message: String },
+    /// The walk finished every root. Without it, the walk was cut short: no archive.
+    End,
 }
 
 /// The assembler hung up (it failed or was interrupted): stop walking.
@@ -86,12 +97,11 @@ pub struct Stopped;
 pub struct Walker<'a> {
     pub options: &'a WalkOptions,
     pub owners: &'a Owners,
-    pub key: &'a ObjectKey,
-    pub files: &'a Mutex<FilesCache>,
-    pub store: &'a Arc<ChunkStore>,
-    pub slots: SyncSender<Slot>,
-    pub jobs: SyncSender<FileJob>,
-    pub abort: &'a AtomicBool,
+    /// Slots go to the assembler in batches: one hand-over per item would cost two thread
+    /// wake-ups per file, more than a file-cache hit itself costs.
+    pub slots: SyncSender<Vec<Slot>>,
+    pub batch: RefCell<Vec<Slot>>,
+    pub abort: &'a Halt,
     /// Inodes of hardlinked objects already seen.
     pub links: HashSet<InodeKey>,
     /// Inodes not to store: `options.skip` and every finished root.
@@ -155,10 +165,24 @@ fn open_nofollow(path: &[u8], extra: libc::c_int) -> io::Result<File> {
 
 impl Walker<'_> {
     fn send(&self, slot: Slot) -> Result<(), Stopped> {
-        if self.abort.load(Ordering::Relaxed) {
+        if self.abort.halted() {
             return Err(Stopped);
         }
-        self.slots.send(slot).map_err(|_| Stopped)
+        let mut batch = self.batch.borrow_mut();
+        batch.push(slot);
+        if batch.len() >= SLOT_BATCH {
+            let full = std::mem::take(&mut *batch);
+            drop(batch);
+            self.slots.send(full).map_err(|_| Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the walk: the last slots, with [`Slot::End`] to say that nothing was left out.
+    pub fn send_end(&self) -> Result<(), Stopped> {
+        let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
+        batch.push(Slot::End);
+        self.slots.send(batch).map_err(|_| Stopped)
     }
 
     fn problem(&self, fs_path: &[u8], op: &str, e: io::Error) -> Result<(), Stopped> {
@@ -347,20 +371,28 @@ impl Walker<'_> {
             let mut children = Vec::new();
             for entry in entries {
                 match entry {
-                    Ok(entry) => children.push((entry.ino(), entry.file_name())),
+                    Ok(entry) => {
+                        // From readdir's d_type: no stat.
+                        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                        children.push((entry.ino(), entry.file_name(), is_file));
+                    }
                     Err(e) => self.problem(fs_path, "scandir", e)?,
                 }
             }
             // Stable: names with equal inode numbers keep readdir's order, as in borg.
-            children.sort_by_key(|(ino, _)| *ino);
+            children.sort_by_key(|(ino, _, _)| *ino);
             drop(dir);
-            for (_, name) in children {
+            for (ino, name, is_file) in children {
                 let child = join(fs_path, name.as_bytes());
                 if self.excluded(&child) {
                     self.send(Slot::Status {
                         status: 'x',
                         fs_path: child,
                     })?;
+                    continue;
+                }
+                if is_file {
+                    self.regular_entry(root, &child, ino)?;
                     continue;
                 }
                 match std::fs::symlink_metadata(os(&child)) {
@@ -393,6 +425,39 @@ impl Walker<'_> {
         let Some((file, st)) = self.open_checked(fs_path, st, 0)? else {
             return Ok(());
         };
+        self.regular_opened(fs_path, path, file, st)
+    }
+
+    /// A directory entry that `readdir` says is a regular file: opened and fstat'ed straight
+    /// away, without the `lstat` first (one system call less per file). Anything unexpected
+    /// (it changed type or inode since `readdir`) goes the careful way.
+    fn regular_entry(&mut self, root: &Root, fs_path: &[u8], d_ino: u64) -> Result<(), Stopped> {
+        let opened = open_nofollow(fs_path, 0)
+            .and_then(|file| Ok((file.metadata()?, file)))
+            .ok()
+            .filter(|(st, _)| st.is_file() && st.ino() == d_ino);
+        let Some((st, file)) = opened else {
+            return match std::fs::symlink_metadata(os(fs_path)) {
+                Ok(st) => self.node(root, fs_path, st),
+                Err(e) => self.problem(fs_path, "stat", e),
+            };
+        };
+        if self.skip.contains(&key_of(&st)) {
+            return Ok(());
+        }
+        match root.archive_path(fs_path) {
+            Some(path) => self.regular_opened(fs_path, path, file, st),
+            None => Ok(()),
+        }
+    }
+
+    fn regular_opened(
+        &mut self,
+        fs_path: &[u8],
+        path: Vec<u8>,
+        file: File,
+        st: std::fs::Metadata,
+    ) -> Result<(), Stopped> {
         let mut item = self.base_item(path, &st);
         let c = match c_path(fs_path) {
             Ok(c) => c,
@@ -416,72 +481,13 @@ impl Walker<'_> {
             ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
             mtime: st.mtime() * 1_000_000_000 + st.mtime_nsec(),
         };
-        let path_hash = self.key.id_hash(&self.absolute(fs_path));
-        let lookup = self
-            .files
-            .lock()
-            .expect("not poisoned")
-            .lookup(&path_hash, &stat);
-        let status = match lookup {
-            Lookup::Unknown => 'A',
-            Lookup::Changed => 'M',
-            Lookup::Unchanged(ids) => match self.reuse(&ids) {
-                Some(chunks) => {
-                    item.size = Some(chunks.iter().map(|c| c.size).sum());
-                    item.chunks = Some(chunks);
-                    return self.send(Slot::Ready {
-                        item,
-                        status: 'U',
-                        fs_path: fs_path.to_vec(),
-                        master: inode,
-                    });
-                }
-                // A chunk of it is no longer in the repository: read it again.
-                None => 'M',
-            },
-        };
-        let (reply, outcome) = sync_channel(1);
-        self.jobs
-            .send(FileJob {
-                file,
-                ctime: stat.ctime,
-                reply,
-            })
-            .map_err(|_| Stopped)?;
-        self.send(Slot::Reading {
+        drop(file);
+        self.send(Slot::File {
             item,
-            status,
             fs_path: fs_path.to_vec(),
+            stat,
             master: inode,
-            memorize: Some((path_hash, stat)),
-            outcome,
         })
-    }
-
-    /// The chunk references of an unchanged file, if the index still knows all its chunks.
-    fn reuse(&self, ids: &[crate::format::envelope::ObjectId]) -> Option<Vec<ChunkRef>> {
-        ids.iter()
-            .map(|id| {
-                self.store.known(id).map(|sizes| ChunkRef {
-                    id: *id,
-                    size: u64::from(sizes.size),
-                    csize: u64::from(sizes.csize),
-                })
-            })
-            .collect()
-    }
-
-    /// The files cache key path: borg joins the working directory without normalising.
-    fn absolute(&self, fs_path: &[u8]) -> Vec<u8> {
-        if fs_path.starts_with(b"/") {
-            return fs_path.to_vec();
-        }
-        let mut path = self.options.cwd.clone();
-        if !path.ends_with(b"/") {
-            path.push(b'/');
-        }
-        path.extend_from_slice(fs_path);
-        path
     }
 
     fn symlink(
