@@ -1,0 +1,232 @@
+//! `create` interrupted, killed, or cut off from its server, over SSH to real `borg serve`: the
+//! repository must stay consistent for real borg (`borg check` clean, no archive from the
+//! interrupted run) and the next run must succeed.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::cli::World;
+use common::sshd::Sshd;
+
+const PASSPHRASE: &str = "mcb-faults";
+
+/// A tree that takes long enough to upload to be interrupted: incompressible content in
+/// files of many sizes. Deterministic, so every run stores the same chunks.
+fn make_data(dir: &Path, megabytes: usize) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let mut written = 0;
+    let mut n = 0;
+    while written < megabytes << 20 {
+        let size = [3_000, 40_000, 700_000, 5_000_000][n % 4];
+        let data: Vec<u8> = (0..size / 8).flat_map(|_| next().to_le_bytes()).collect();
+        std::fs::File::create(dir.join(format!("f{n:04}")))
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        written += data.len();
+        n += 1;
+    }
+}
+
+/// A `borg` for the server that records its pid, so a test can kill exactly it.
+fn recording_server(dir: &Path) -> (PathBuf, PathBuf) {
+    let pid_file = dir.join("server.pid");
+    let script = dir.join("borg-recording-pid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec {} \"$@\"\n",
+            pid_file.display(),
+            common::borg14().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, pid_file)
+}
+
+fn borg_check(world: &World, cwd: &Path, repo: &Path, what: &str) {
+    let ran = world
+        .borg(
+            &common::borg14(),
+            cwd,
+            &["check", "--lock-wait", "30", repo.to_str().unwrap()],
+        )
+        .expect(0, &format!("{what}: borg check"));
+    assert!(!ran.stderr.contains("orphan"), "{what}: {}", ran.stderr);
+}
+
+fn archives(world: &World, cwd: &Path, repo: &Path) -> Vec<String> {
+    let ran = world
+        .borg(
+            &common::borg14(),
+            cwd,
+            &[
+                "list",
+                "--short",
+                "--lock-wait",
+                "30",
+                repo.to_str().unwrap(),
+            ],
+        )
+        .expect(0, "borg list");
+    ran.stdout_text().lines().map(str::to_string).collect()
+}
+
+fn kill(pid: u32, signal: &str) {
+    std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Starts our create of `data` into `url::name`; returns the child.
+fn spawn_create(
+    world: &World,
+    data: &Path,
+    url: &str,
+    name: &str,
+    server: &Path,
+) -> std::process::Child {
+    world
+        .ours_command(
+            data,
+            &["create", &format!("{url}::{name}"), "."],
+            &[("BORG_REMOTE_PATH", server.to_str().unwrap())],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn setup() -> (Sshd, World, tempfile::TempDir, PathBuf, PathBuf, String) {
+    let sshd = Sshd::start();
+    let world = World::new(PASSPHRASE).with_ssh(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    make_data(&data, 120);
+    let repo = work.path().join("repo");
+    world
+        .borg(
+            &common::borg14(),
+            work.path(),
+            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
+        )
+        .expect(0, "borg init");
+    let url = sshd.url(&repo);
+    (sshd, world, work, data, repo, url)
+}
+
+#[test]
+fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
+    let (_sshd, world, work, data, repo, url) = setup();
+    let (server, _) = recording_server(work.path());
+    for (signal, code, message) in [("INT", 2, "SIGINT"), ("TERM", 143, "SIGTERM")] {
+        let child = spawn_create(&world, &data, &url, signal, &server);
+        std::thread::sleep(Duration::from_millis(1200));
+        kill(child.id(), signal);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert!(stderr.contains(message), "SIG{signal}: {stderr}");
+        // No archive, no lock left: borg gets in at once and finds everything consistent.
+        assert!(archives(&world, work.path(), &repo).is_empty());
+        borg_check(&world, work.path(), &repo, &format!("after SIG{signal}"));
+    }
+    world
+        .ours(&data, &["create", &format!("{url}::complete"), "."], &[])
+        .expect(0, "the run after the interruptions");
+    assert_eq!(archives(&world, work.path(), &repo), ["complete"]);
+}
+
+#[test]
+fn killed_client_server_or_connection_leaves_a_consistent_repository() {
+    let (sshd, world, work, data, repo, url) = setup();
+    let (server, pid_file) = recording_server(work.path());
+    let files = std::fs::read_dir(&data).unwrap().count();
+    // Delays spread over the run, from the connection's start to the final commit.
+    let delays = [150u64, 400, 650, 900, 1150, 1400, 1650, 1900, 2300, 2800];
+    for iteration in 0..21 {
+        let _ = std::fs::remove_file(&pid_file);
+        let name = format!("run-{iteration}");
+        let mut child = spawn_create(&world, &data, &url, &name, &server);
+        std::thread::sleep(Duration::from_millis(delays[iteration % delays.len()]));
+        let victim = match iteration % 3 {
+            0 => "client",
+            1 => "server",
+            _ => "connection",
+        };
+        let server_pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        match (victim, server_pid) {
+            ("server", Some(pid)) => kill(pid, "KILL"),
+            ("connection", Some(pid)) => {
+                // The sshd process serving this session is the server's parent.
+                let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        stat.rsplit(')')
+                            .next()?
+                            .split_whitespace()
+                            .nth(1)?
+                            .parse::<u32>()
+                            .ok()
+                    });
+                if let Some(parent) = parent.filter(|p| *p != sshd.pid()) {
+                    kill(parent, "KILL");
+                }
+            }
+            _ => kill(child.id(), "KILL"),
+        }
+        let status = child.wait().unwrap();
+        let what = format!("iteration {iteration}, {victim} killed");
+        // No half archive: the run's archive is there only if it was committed whole (a
+        // server killed right after the commit leaves the client with an error, and a
+        // complete archive).
+        if archives(&world, work.path(), &repo).contains(&name) {
+            let listed = world
+                .borg(
+                    &common::borg14(),
+                    work.path(),
+                    &["list", "--short", &format!("{}::{name}", repo.display())],
+                )
+                .expect(0, &what);
+            assert_eq!(
+                listed.stdout_text().lines().count(),
+                files + 1,
+                "{what}: an incomplete archive (exit {status})"
+            );
+        }
+        borg_check(&world, work.path(), &repo, &what);
+        if iteration % 7 == 6 {
+            world
+                .ours(
+                    &data,
+                    &["create", &format!("{url}::after-{iteration}"), "."],
+                    &[],
+                )
+                .expect(0, &format!("{what}: the next run"));
+        }
+    }
+    let ran = world
+        .borg(
+            &common::borg14(),
+            work.path(),
+            &["check", "--verify-data", repo.to_str().unwrap()],
+        )
+        .expect(0, "borg check --verify-data at the end");
+    assert!(!ran.stderr.contains("orphan"), "{}", ran.stderr);
+}
