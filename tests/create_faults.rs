@@ -91,18 +91,20 @@ fn kill(pid: u32, signal: &str) {
         .unwrap();
 }
 
-/// Starts our create of `data` into `url::name`; returns the child.
+/// Starts our create of `data` into `url::name` with a checkpoint every `checkpoint` seconds;
+/// returns the child.
 fn spawn_create(
     world: &World,
     data: &Path,
     url: &str,
     name: &str,
     server: &Path,
+    checkpoint: &str,
 ) -> std::process::Child {
     world
         .ours_command(
             data,
-            &["create", &format!("{url}::{name}"), "."],
+            &["create", "-c", checkpoint, &format!("{url}::{name}"), "."],
             &[("BORG_REMOTE_PATH", server.to_str().unwrap())],
         )
         .stdout(Stdio::null())
@@ -134,7 +136,7 @@ fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
     let (_sshd, world, work, data, repo, url) = setup();
     let (server, _) = recording_server(work.path());
     for (signal, code, message) in [("INT", 2, "SIGINT"), ("TERM", 143, "SIGTERM")] {
-        let child = spawn_create(&world, &data, &url, signal, &server);
+        let child = spawn_create(&world, &data, &url, signal, &server, "1");
         std::thread::sleep(Duration::from_millis(1200));
         kill(child.id(), signal);
         let out = child.wait_with_output().unwrap();
@@ -161,7 +163,7 @@ fn killed_client_server_or_connection_leaves_a_consistent_repository() {
     for iteration in 0..21 {
         let _ = std::fs::remove_file(&pid_file);
         let name = format!("run-{iteration}");
-        let mut child = spawn_create(&world, &data, &url, &name, &server);
+        let mut child = spawn_create(&world, &data, &url, &name, &server, "1");
         std::thread::sleep(Duration::from_millis(delays[iteration % delays.len()]));
         let victim = match iteration % 3 {
             0 => "client",
@@ -229,4 +231,87 @@ fn killed_client_server_or_connection_leaves_a_consistent_repository() {
         )
         .expect(0, "borg check --verify-data at the end");
     assert!(!ran.stderr.contains("orphan"), "{}", ran.stderr);
+}
+
+/// The name of the repository's current index file (`index.N`): it changes with every commit.
+fn index_file(repo: &Path) -> Option<String> {
+    std::fs::read_dir(repo)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("index."))
+}
+
+#[test]
+fn checkpoints_keep_an_interrupted_runs_uploads_and_vanish_when_it_completes() {
+    let (_sshd, world, work, data, repo, url) = setup();
+    let list = |what: &str| {
+        world
+            .borg(
+                &common::borg14(),
+                work.path(),
+                &[
+                    "list",
+                    "--short",
+                    "--consider-checkpoints",
+                    repo.to_str().unwrap(),
+                ],
+            )
+            .expect(0, what)
+            .stdout_text()
+    };
+    // Killed after some checkpoints were committed (each commit renames the index file).
+    let mut last = index_file(&repo);
+    // A checkpoint after every file, so the kill surely comes between two of them.
+    let mut child = spawn_create(&world, &data, &url, "first", &common::borg14(), "0");
+    let (mut commits, mut spins) = (0, 0);
+    while commits < 8 {
+        assert!(spins < 3000, "not enough checkpoints within a minute");
+        std::thread::sleep(Duration::from_millis(20));
+        spins += 1;
+        let now = index_file(&repo);
+        if now != last {
+            commits += 1;
+            last = now;
+        }
+    }
+    kill(child.id(), "KILL");
+    let _ = child.wait();
+    assert_eq!(list("after the kill"), "first.checkpoint\n");
+    borg_check(&world, work.path(), &repo, "after the kill");
+
+    // The next run finds what the checkpoint holds and uploads only the rest.
+    let resumed = world
+        .ours(
+            &data,
+            &["create", "--json", &format!("{url}::second"), "."],
+            &[],
+        )
+        .expect(0, "the run after the kill");
+    let stats: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let new = stats["archive"]["stats"]["deduplicated_size"]
+        .as_u64()
+        .unwrap();
+    let all = stats["archive"]["stats"]["compressed_size"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        new < all,
+        "the checkpoint's data was uploaded again ({new} of {all})"
+    );
+
+    // A run that completes leaves no checkpoint of its own (borg keeps older ones, so do we).
+    std::fs::write(data.join("one-more"), b"a change").unwrap();
+    world
+        .ours(
+            &data,
+            &["create", "-c", "0", &format!("{url}::third"), "."],
+            &[],
+        )
+        .expect(0, "a run with a checkpoint after every batch");
+    assert_eq!(
+        list("after the complete runs"),
+        "first.checkpoint\nsecond\nthird\n"
+    );
+    borg_check(&world, work.path(), &repo, "after the complete runs");
 }

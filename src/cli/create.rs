@@ -79,6 +79,10 @@ pub struct CreateArgs {
     /// The archive's start time (UTC, YYYY-MM-DDTHH:MM:SS) instead of now.
     #[arg(long, value_name = "TIMESTAMP")]
     timestamp: Option<String>,
+    /// Seconds between checkpoints (archives `NAME.checkpoint` that keep what an interrupted
+    /// run uploaded; replaced by the archive when the run completes).
+    #[arg(short = 'c', long, default_value_t = 1800, value_name = "SECONDS")]
+    checkpoint_interval: u64,
     /// Print statistics at the end.
     #[arg(short = 's', long)]
     stats: bool,
@@ -250,6 +254,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         chunker_params,
         files_cache,
         files_cache_ttl: ttl,
+        files_cache_suffix: env("BORG_FILES_CACHE_SUFFIX"),
         walk: WalkOptions {
             excludes,
             exclude_caches: args.exclude_caches,
@@ -270,6 +275,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         location: location.canonical(),
         comment: expand(&args.comment, &values)?,
         timestamp,
+        checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_interval),
         cmdline: std::env::args_os().map(|a| a.as_bytes().to_vec()).collect(),
         hostname: values.hostname.clone(),
         username: values.user.clone(),

@@ -219,6 +219,12 @@ impl ItemStreamWriter {
         self.cut(true)
     }
 
+    /// Cuts everything buffered into chunks now (for a checkpoint, as borg's
+    /// `flush(flush=True)` does); the stream goes on with the next item.
+    pub fn flush(&mut self) -> Vec<Vec<u8>> {
+        self.cut(true)
+    }
+
     fn cut(&mut self, last: bool) -> Vec<Vec<u8>> {
         let mut sizes = chunk_sizes(ChunkerParams::ITEMS, self.seed, &self.buffer);
         if !last {

@@ -1,46 +1,61 @@
-//! Between the walk and the assembler: for each regular file, ask the files cache whether it
-//! changed. An unchanged file whose chunks the repository still has is complete at once (`U`);
-//! any other file is opened again and handed to a content worker (`A` new, `M` changed).
+//! Between the walk and the assembler: for each regular file, settle what the files cache said.
+//! An unchanged file whose chunks the repository still has is complete at once (`U`); any other
+//! file is opened again and handed to a content worker (`A` new, `M` changed).
 //!
-//! This is its own stage, not part of the walk, because it needs the repository — the key for
-//! the files cache's path hashes, the chunk index — and the walk does not: the walk starts
-//! while the SSH connection and `borg serve` are still starting (a few hundred milliseconds,
-//! as long as a whole unchanged maildir backup takes), and this stage catches up when they are
-//! ready.
+//! This is its own stage, not part of the walk, because it needs the repository (the chunk
+//! index) and the walk does not: the walk starts while the SSH connection and `borg serve` are
+//! still starting (a few hundred milliseconds, as long as a whole unchanged maildir backup
+//! takes), and this stage catches up when they are ready.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
 
 use super::content::FileJob;
-use super::files_cache::{FilesCache, Lookup};
+use super::files_cache::Lookup;
 use super::store::ChunkStore;
 use super::walk::Slot;
 
 pub struct Decider<'a> {
-    pub key: &'a ObjectKey,
-    pub files: &'a Mutex<FilesCache>,
     pub store: &'a Arc<ChunkStore>,
     pub jobs: SyncSender<FileJob>,
-    /// The working directory, for the files cache's absolute paths.
-    pub cwd: &'a [u8],
+    /// `--checkpoint-interval`.
+    pub checkpoint_interval: Duration,
+    /// The assembler's word that a checkpoint is written.
+    pub checkpoint_done: Receiver<()>,
 }
 
 impl Decider<'_> {
     /// Passes the walk's batches on to the assembler, deciding the files in them; ends when
     /// either side hangs up, or when the workers are gone (then without the walk's
     /// [`Slot::End`], so the assembler knows the walk is incomplete).
+    ///
+    /// When a checkpoint is due, it hands out nothing more until the assembler has written it:
+    /// then everything committed is referenced by the checkpoint's items.
     pub fn run(&self, walk: Receiver<Vec<Slot>>, assembler: SyncSender<Vec<Slot>>) {
+        let mut last_checkpoint = Instant::now();
         for batch in walk {
-            let decided: Option<Vec<Slot>> =
-                batch.into_iter().map(|slot| self.decide(slot)).collect();
-            let Some(decided) = decided else {
-                return;
-            };
+            let mut decided = Vec::with_capacity(batch.len());
+            for slot in batch {
+                let Some(slot) = self.decide(slot) else {
+                    return;
+                };
+                decided.push(slot);
+                if last_checkpoint.elapsed() >= self.checkpoint_interval {
+                    decided.push(Slot::Checkpoint);
+                    if assembler.send(std::mem::take(&mut decided)).is_err()
+                        || self.checkpoint_done.recv().is_err()
+                    {
+                        return;
+                    }
+                    last_checkpoint = Instant::now();
+                }
+            }
             if assembler.send(decided).is_err() {
                 return;
             }
@@ -54,20 +69,16 @@ impl Decider<'_> {
             fs_path,
             stat,
             master,
+            path_hash,
+            lookup,
         } = slot
         else {
             return Some(slot);
         };
-        let path_hash = self.key.id_hash(&self.absolute(&fs_path));
-        let lookup = self
-            .files
-            .lock()
-            .expect("not poisoned")
-            .lookup(&path_hash, &stat);
         let status = match lookup {
             Lookup::Unknown => 'A',
             Lookup::Changed => 'M',
-            Lookup::Unchanged(ids) => match self.reuse(&ids) {
+            Lookup::Unchanged { chunks: ids, .. } => match self.reuse(&ids) {
                 Some(chunks) => {
                     item.size = Some(chunks.iter().map(|c| c.size).sum());
                     item.chunks = Some(chunks);
@@ -134,18 +145,5 @@ impl Decider<'_> {
                 })
             })
             .collect()
-    }
-
-    /// The files cache key path: borg joins the working directory without normalising.
-    fn absolute(&self, fs_path: &[u8]) -> Vec<u8> {
-        if fs_path.starts_with(b"/") {
-            return fs_path.to_vec();
-        }
-        let mut path = self.cwd.to_vec();
-        if !path.ends_with(b"/") {
-            path.push(b'/');
-        }
-        path.extend_from_slice(fs_path);
-        path
     }
 }

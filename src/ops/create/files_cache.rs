@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::format::envelope::ObjectId;
 
-const MAGIC: &[u8; 16] = b"mailcow-borg-fc1";
+const MAGIC: &[u8; 16] = b"mailcow-borg-fc2";
 
 /// Which attributes decide "unchanged": borg's `--files-cache` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,8 @@ struct Entry {
     size: u64,
     /// ctime or mtime (per the mode), nanoseconds.
     cmtime: i64,
+    /// The item had extended metadata (xattrs, ACLs, flags).
+    ext: bool,
     chunks: Vec<ObjectId>,
 }
 
@@ -113,8 +115,10 @@ pub enum Lookup {
     Unknown,
     /// In the cache but changed: `M`.
     Changed,
-    /// Unchanged: these are its chunks, if they are all still in the repository.
-    Unchanged(Vec<ObjectId>),
+    /// Unchanged: these are its chunks, if they are all still in the repository. `ext`: it
+    /// had extended metadata last time. Setting xattrs, ACLs or flags changes the ctime, so
+    /// without `ext` and with the ctime unchanged it still has none: they need not be read.
+    Unchanged { chunks: Vec<ObjectId>, ext: bool },
 }
 
 pub struct FilesCache {
@@ -193,11 +197,21 @@ impl FilesCache {
         }
         entry.inode = stat.inode;
         entry.age = 0;
-        Lookup::Unchanged(entry.chunks.clone())
+        Lookup::Unchanged {
+            chunks: entry.chunks.clone(),
+            // Only a ctime comparison proves the metadata unchanged.
+            ext: entry.ext || !mode.ctime,
+        }
     }
 
-    /// Remembers a file that was read in this run.
-    pub fn memorize(&mut self, path_hash: ObjectId, stat: &FileStat, chunks: Vec<ObjectId>) {
+    /// Remembers a file that was read in this run; `ext`: its item has extended metadata.
+    pub fn memorize(
+        &mut self,
+        path_hash: ObjectId,
+        stat: &FileStat,
+        ext: bool,
+        chunks: Vec<ObjectId>,
+    ) {
         if self.mode.disabled {
             return;
         }
@@ -210,6 +224,7 @@ impl FilesCache {
                 inode: stat.inode,
                 size: stat.size,
                 cmtime,
+                ext,
                 chunks,
             },
         );
@@ -232,6 +247,7 @@ impl FilesCache {
             data.extend_from_slice(&entry.inode.to_le_bytes());
             data.extend_from_slice(&entry.size.to_le_bytes());
             data.extend_from_slice(&entry.cmtime.to_le_bytes());
+            data.push(u8::from(entry.ext));
             data.extend_from_slice(&(entry.chunks.len() as u32).to_le_bytes());
             for id in &entry.chunks {
                 data.extend_from_slice(id);
@@ -261,6 +277,7 @@ fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
         let inode = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let cmtime = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let ext = take(1)?[0] != 0;
         let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
         let chunks = (0..count)
             .map(|_| take(32).and_then(|id| id.try_into().ok()))
@@ -272,6 +289,7 @@ fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
                 inode,
                 size,
                 cmtime,
+                ext,
                 chunks,
             },
         );
@@ -317,8 +335,8 @@ mod tests {
             cache.lookup(&[1; 32], &stat(7, 10, 100)),
             Lookup::Unknown
         ));
-        cache.memorize([1; 32], &stat(7, 10, 100), vec![[9; 32]]);
-        cache.memorize([2; 32], &stat(8, 10, 200), vec![]); // the newest: not kept
+        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![[9; 32]]);
+        cache.memorize([2; 32], &stat(8, 10, 200), true, vec![]); // the newest: not kept
         cache.save(&path).unwrap();
 
         let (mut cache, _) = FilesCache::load(&path, mode, 2);
@@ -327,7 +345,10 @@ mod tests {
             Lookup::Unknown
         ));
         match cache.lookup(&[1; 32], &stat(7, 10, 100)) {
-            Lookup::Unchanged(ids) => assert_eq!(ids, vec![[9; 32]]),
+            Lookup::Unchanged { chunks, ext } => {
+                assert_eq!(chunks, vec![[9; 32]]);
+                assert!(!ext);
+            }
             _ => panic!("expected a hit"),
         }
         assert!(matches!(
@@ -350,7 +371,7 @@ mod tests {
         let (mut cache, _) = FilesCache::load(&path, mode, 2);
         assert!(matches!(
             cache.lookup(&[1; 32], &stat(7, 10, 100)),
-            Lookup::Unchanged(_)
+            Lookup::Unchanged { .. }
         ));
         let (cache, _) = FilesCache::load(&path, mode, 2);
         cache.save(&path).unwrap();
@@ -368,8 +389,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("files");
         let (mut cache, _) = FilesCache::load(&path, FilesCacheMode::default(), 20);
-        cache.memorize([1; 32], &stat(7, 10, 100), vec![[9; 32]]);
-        cache.memorize([2; 32], &stat(8, 10, 200), vec![]);
+        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![[9; 32]]);
+        cache.memorize([2; 32], &stat(8, 10, 200), true, vec![]);
         cache.save(&path).unwrap();
         let mut data = std::fs::read(&path).unwrap();
         data[20] ^= 1;

@@ -22,6 +22,7 @@
 //! The caches are saved after the commit, so they never describe data the repository lacks.
 
 pub mod chunk_index;
+pub mod commit;
 pub mod content;
 pub mod decide;
 pub mod files_cache;
@@ -35,27 +36,27 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::format::archive::{ArchiveMeta, ItemStreamWriter};
+use crate::format::archive::ItemStreamWriter;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::compress::Compression;
-use crate::format::envelope::{MANIFEST_ID, ObjectId, cipher_blocks};
+use crate::format::envelope::ObjectId;
 use crate::format::item::{Item, ItemKind};
 use crate::format::key::hex;
-use crate::format::manifest::{ArchiveRef, format_timestamp, next_timestamp};
 use crate::format::msgpack::Value;
 use crate::repo::repository::RepoError;
+use sha2::{Digest, Sha256};
 
 use super::items::ReadError;
 use super::nonces::{NonceError, NonceManager};
 use super::open::OpenRepository;
 use super::owners::Owners;
-use super::security::{Observed, SecurityDir};
 
 use chunk_index::ChunkIndex;
+use commit::{Committer, checkpoint_name};
 use content::{FileOutcome, FileRead};
 use decide::Decider;
 use files_cache::{FilesCache, FilesCacheMode};
@@ -75,8 +76,11 @@ pub struct CreateOptions {
     pub files_cache: FilesCacheMode,
     /// `BORG_FILES_CACHE_TTL`.
     pub files_cache_ttl: u8,
+    /// `BORG_FILES_CACHE_SUFFIX`: keeps a separate files cache per backup set.
+    pub files_cache_suffix: Option<String>,
     pub walk: WalkOptions,
-    /// Our cache directory (`<base>/<repository id>` is used).
+    /// Our cache directory: the chunk index in `<dir>/<repository id>/`, the files cache in
+    /// `<dir>/files/` by location (it is needed before the repository is reached).
     pub cache_dir: PathBuf,
     pub security_dir: PathBuf,
     /// The repository location, canonical, for the security dir.
@@ -84,10 +88,26 @@ pub struct CreateOptions {
     pub comment: String,
     /// `--timestamp`: the archive's start time (Unix microseconds) instead of now.
     pub timestamp: Option<i64>,
+    /// `--checkpoint-interval`.
+    pub checkpoint_interval: std::time::Duration,
     pub cmdline: Vec<Vec<u8>>,
     pub hostname: String,
     pub username: String,
     pub workers: usize,
+}
+
+impl CreateOptions {
+    /// The files cache, keyed by the repository's location rather than its id: the walk uses it
+    /// before the repository answers. A different repository at the same location costs
+    /// nothing but speed, since a file counts as unchanged only when the repository's chunk
+    /// index has all its chunks.
+    fn files_cache_path(&self) -> PathBuf {
+        let mut name = hex(&Sha256::digest(self.location.as_bytes()));
+        if let Some(suffix) = &self.files_cache_suffix {
+            name = format!("{name}.{suffix}");
+        }
+        self.cache_dir.join("files").join(name)
+    }
 }
 
 /// What a UI hears while `create` runs.
@@ -183,9 +203,9 @@ impl Halt {
 }
 
 /// borg's `MAX_DATA_SIZE`: the largest object the repository takes.
-const MAX_DATA_SIZE: usize = 20_971_479;
+pub(crate) const MAX_DATA_SIZE: usize = 20_971_479;
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -193,7 +213,7 @@ fn now_micros() -> i64 {
 }
 
 /// `len` bytes from the kernel's random source.
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buffer = [0u8; N];
     let mut filled = 0;
     while filled < N {
@@ -223,7 +243,7 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn chunker_params_value(params: ChunkerParams) -> Value {
+pub(crate) fn chunker_params_value(params: ChunkerParams) -> Value {
     let int = |n: u32| Value::Int(n.into());
     match params {
         ChunkerParams::Buzhash {
@@ -299,12 +319,8 @@ async fn write_archive(
     index
         .sync(&repo, &key, &opened.manifest, opened.manifest_id)
         .await?;
-    let files_path = cache_dir.join(match std::env::var("BORG_FILES_CACHE_SUFFIX") {
-        Ok(suffix) if !suffix.is_empty() => format!("files.{suffix}"),
-        _ => "files".to_string(),
-    });
-    let (files, note) = FilesCache::load(&files_path, options.files_cache, options.files_cache_ttl);
-    notes.extend(note);
+    notes.extend(walk.notes.iter().cloned());
+    let files = walk.files.clone();
 
     let nonces = NonceManager::new(
         repo.clone(),
@@ -320,13 +336,31 @@ async fn write_archive(
         runtime,
         index,
     ));
-    let files = Mutex::new(files);
-
-    let pipeline_store = store.clone();
+    let mut committer = Committer {
+        repo: repo.clone(),
+        key: key.clone(),
+        store: store.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        options: options.clone(),
+        started,
+        manifest: opened.manifest.clone(),
+        checkpoint_name: checkpoint_name(&opened.manifest, &options.name),
+        checkpoint: None,
+        files: files.clone(),
+        index_path,
+        notes,
+    };
     let pipeline_options = options.clone();
-    let (assembled, files) = tokio::task::spawn_blocking(move || {
-        let assembled = run_pipeline(&pipeline_options, walk, &pipeline_store, &files, &*progress);
-        (assembled, files)
+    let (assembled, mut committer) = tokio::task::spawn_blocking(move || {
+        let assembled = run_pipeline(
+            &pipeline_options,
+            walk,
+            &store,
+            &files,
+            &*progress,
+            &mut committer,
+        );
+        (assembled, committer)
     })
     .await
     .map_err(|e| CreateError::Aborted(e.to_string()))?;
@@ -337,109 +371,30 @@ async fn write_archive(
         }
         other => other?,
     };
-
-    // The archive object. Its time is the start: the end minus the duration, as borg computes.
-    let duration = started.elapsed();
-    let (start, end) = match options.timestamp {
-        Some(start) => (start, start + duration.as_micros() as i64),
-        None => {
-            let end = now_micros();
-            (end - duration.as_micros() as i64, end)
-        }
-    };
-    let meta = ArchiveMeta {
-        version: 1,
-        name: options.name.as_bytes().to_vec(),
-        items: assembled.item_ids,
-        cmdline: options.cmdline.clone(),
-        hostname: Some(options.hostname.as_bytes().to_vec()),
-        username: Some(options.username.as_bytes().to_vec()),
-        time: format_timestamp(start).into_bytes(),
-        time_end: Some(format_timestamp(end).into_bytes()),
-        comment: Some(options.comment.as_bytes().to_vec()),
-        chunker_params: Some(chunker_params_value(options.chunker_params)),
-        size: Some(assembled.stats.original_size),
-        csize: Some(assembled.stats.compressed_size),
-        nfiles: Some(assembled.stats.nfiles),
-        size_parts: Some(0),
-        csize_parts: Some(0),
-        nfiles_parts: Some(0),
-        cwd: Some(options.walk.cwd.clone()),
-        extra: Vec::new(),
-    };
-    let packed = meta.pack(&key, random_bytes());
-    if packed.len() > MAX_DATA_SIZE {
-        return Err(CreateError::ArchiveTooLarge(packed.len()));
-    }
-    let archive = {
-        let store = store.clone();
-        let packed = packed.clone();
-        tokio::task::spawn_blocking(move || store.store(&packed))
-            .await
-            .map_err(|e| CreateError::Aborted(e.to_string()))??
-    };
-    store.uploader.finish().await?;
+    let stats = assembled.stats;
     if stopped() {
         return Err(CreateError::Interrupted);
     }
-
-    // The manifest, then the commit.
-    let mut manifest = opened.manifest.clone();
-    let archive_time = meta.time.clone();
-    manifest.archives.push((
-        meta.name.clone(),
-        ArchiveRef {
-            id: archive.chunk.id,
-            time: archive_time,
-        },
-    ));
-    manifest.archives.sort_by(|a, b| a.0.cmp(&b.0));
-    let timestamp = next_timestamp(Some(&manifest.timestamp), now_micros());
-    manifest.timestamp = timestamp.clone().into_bytes();
-    let manifest_plain = manifest.pack(&key, random_bytes());
-    let payload = options.compression.compress(&manifest_plain);
-    let store = Arc::into_inner(store).expect("the pipeline has finished");
-    let iv = if key.key_type().is_encrypted() {
-        store.allocate_iv(cipher_blocks(payload.len())).await?
-    } else {
-        0
-    };
-    repo.put(&MANIFEST_ID, key.seal(&payload, iv)).await?;
-    repo.commit(false).await?;
-    let manifest_id = key.id_hash(&manifest_plain);
-    opened.manifest = manifest;
-    opened.manifest_id = manifest_id;
-
-    // After the commit: remember what the repository now is.
-    let security = SecurityDir::new(&options.security_dir, repo.id());
-    let remembered = security.remember(&Observed {
-        key_type: key.key_type(),
-        location: &options.location,
-        manifest_timestamp: &timestamp,
-    });
-    let mut index = store.into_index();
-    index.committed(manifest_id, Some(archive.chunk.id));
-    let saved = index
-        .save(&index_path)
-        .and_then(|()| files.into_inner().expect("not poisoned").save(&files_path));
-    for (what, result) in [("security dir", remembered), ("cache", saved)] {
-        if let Err(e) = result {
-            notes.push(format!(
-                "the archive was committed, but the {what} could not be updated: {e}"
-            ));
-        }
-    }
+    let (committed, committer) = tokio::task::spawn_blocking(move || {
+        let committed = committer.commit(assembled.item_ids, stats, false);
+        (committed, committer)
+    })
+    .await
+    .map_err(|e| CreateError::Aborted(e.to_string()))?;
+    let committed = committed?;
+    opened.manifest = committer.manifest;
+    opened.manifest_id = committed.manifest_id;
     Ok(CreateReport {
-        id: archive.chunk.id,
+        id: committed.id,
         name: options.name.clone(),
-        start,
-        end,
-        duration: duration.as_secs_f64(),
-        stats: assembled.stats,
-        archive_size: packed.len(),
+        start: committed.start,
+        end: committed.end,
+        duration: committed.duration,
+        stats,
+        archive_size: committed.archive_size,
         warnings: assembled.warnings,
-        manifest_timestamp: timestamp,
-        notes,
+        manifest_timestamp: committed.manifest_timestamp,
+        notes: committer.notes,
     })
 }
 
@@ -455,6 +410,9 @@ struct Assembled {
 pub struct StartedWalk {
     batches: Receiver<Vec<Slot>>,
     halt: Arc<Halt>,
+    files: Arc<Mutex<FilesCache>>,
+    /// Why the files cache could not be used, if it could not.
+    notes: Vec<String>,
 }
 
 /// Starts walking `options.roots` now. `stop` (set from a signal handler) stops the whole run.
@@ -463,13 +421,21 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
         stop,
         failed: AtomicBool::new(false),
     });
+    let (files, note) = FilesCache::load(
+        &options.files_cache_path(),
+        options.files_cache,
+        options.files_cache_ttl,
+    );
+    let files = Arc::new(Mutex::new(files));
     let (slots, batches) = sync_channel(BATCHES_AHEAD);
     let walker_halt = halt.clone();
+    let walker_files = files.clone();
     std::thread::spawn(move || {
         let owners = Owners::load();
         let mut walker = Walker {
             options: &options.walk,
             owners: &owners,
+            files: &walker_files,
             slots,
             batch: Default::default(),
             abort: &walker_halt,
@@ -483,7 +449,12 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
         }
         let _ = walker.send_end();
     });
-    StartedWalk { batches, halt }
+    StartedWalk {
+        batches,
+        halt,
+        files,
+        notes: note.into_iter().collect(),
+    }
 }
 
 fn run_pipeline(
@@ -492,8 +463,10 @@ fn run_pipeline(
     store: &Arc<ChunkStore>,
     files: &Mutex<FilesCache>,
     progress: &dyn Progress,
+    committer: &mut Committer,
 ) -> Result<Assembled, CreateError> {
-    let StartedWalk { batches, halt } = walk;
+    let StartedWalk { batches, halt, .. } = walk;
+    let (checkpoint_done, checkpoint_wait) = sync_channel(1);
     let abort = &halt;
     let workers = options.workers.max(1);
     let (decided_tx, decided_rx) = sync_channel(BATCHES_AHEAD);
@@ -508,11 +481,10 @@ fn run_pipeline(
         }
         scope.spawn(move || {
             let decider = Decider {
-                key: store.key(),
-                files,
                 store,
                 jobs: job_tx,
-                cwd: &options.walk.cwd,
+                checkpoint_interval: options.checkpoint_interval,
+                checkpoint_done: checkpoint_wait,
             };
             decider.run(batches, decided_tx);
         });
@@ -527,6 +499,8 @@ fn run_pipeline(
             masters: HashMap::new(),
             chunker: Chunker::new(options.chunker_params, seed),
             abort,
+            committer,
+            checkpoint_done,
         };
         let result = assembler.run(decided_rx);
         if result.is_err() {
@@ -551,6 +525,9 @@ struct Assembler<'a> {
     /// For a follower that has to be read after all (its master failed).
     chunker: Chunker,
     abort: &'a Halt,
+    committer: &'a mut Committer,
+    /// Tells `decide` that a checkpoint is written.
+    checkpoint_done: SyncSender<()>,
 }
 
 impl Assembler<'_> {
@@ -559,6 +536,15 @@ impl Assembler<'_> {
         for slot in batches.into_iter().flatten() {
             match slot {
                 Slot::End => complete = true,
+                Slot::Checkpoint => {
+                    for chunk in self.writer.flush() {
+                        self.item_ids.push(self.store.store(&chunk)?.chunk.id);
+                    }
+                    self.committer
+                        .commit(self.item_ids.clone(), self.stats, true)?;
+                    // Failing to send means `decide` is gone; the walk's end tells the rest.
+                    let _ = self.checkpoint_done.send(());
+                }
                 Slot::File { fs_path, .. } => {
                     return Err(CreateError::Aborted(format!(
                         "{} reached the assembler undecided",
@@ -601,10 +587,14 @@ impl Assembler<'_> {
                             && let Some((path_hash, stat)) = memorize
                         {
                             let ids = read.chunks.iter().map(|s| s.chunk.id).collect();
+                            let ext = item.xattrs.is_some()
+                                || item.acl_access.is_some()
+                                || item.acl_default.is_some()
+                                || item.bsdflags.is_some();
                             self.files
                                 .lock()
                                 .expect("not poisoned")
-                                .memorize(path_hash, &stat, ids);
+                                .memorize(path_hash, &stat, ext, ids);
                         }
                         self.emit(&item, master)?;
                     }

@@ -260,8 +260,26 @@ impl ChunkStore {
         self.nonces.allocate(blocks).await
     }
 
-    /// The index, once every store is done.
-    pub fn into_index(self) -> ChunkIndex {
-        self.state.into_inner().expect("not poisoned").index
+    /// Drops `id` from the index: the object was deleted.
+    pub fn forget(&self, id: &ObjectId) {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .index
+            .chunks
+            .remove(id);
+    }
+
+    /// Saves the index after a commit: it now matches the manifest `manifest_id`, which lists
+    /// `archive`.
+    pub fn save_index(
+        &self,
+        path: &std::path::Path,
+        manifest_id: ObjectId,
+        archive: ObjectId,
+    ) -> std::io::Result<()> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.index.committed(manifest_id, Some(archive));
+        state.index.save(path)
     }
 }

@@ -20,8 +20,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender};
 
+use sha2::{Digest, Sha256};
+
+use crate::format::envelope::ObjectId;
 use crate::format::item::Item;
 use crate::ops::owners::Owners;
 use crate::ops::patterns::Pattern;
@@ -29,7 +33,7 @@ use crate::repo::location::normpath_bytes;
 
 use super::Halt;
 use super::content::FileOutcome;
-use super::files_cache::FileStat;
+use super::files_cache::{FileStat, FilesCache, Lookup};
 use super::fsmeta::{self, MetaOptions, Source};
 
 /// `(st_dev, st_ino)`: what identifies an inode during one run.
@@ -67,6 +71,9 @@ pub enum Slot {
         fs_path: Vec<u8>,
         stat: FileStat,
         master: Option<InodeKey>,
+        /// The files cache's key for it, and what the cache said.
+        path_hash: ObjectId,
+        lookup: Lookup,
     },
     /// A regular file a content worker is reading (`decide` makes these from `File`).
     Reading {
@@ -74,7 +81,7 @@ pub enum Slot {
         status: char,
         fs_path: Vec<u8>,
         master: Option<InodeKey>,
-        memorize: Option<(crate::format::envelope::ObjectId, FileStat)>,
+        memorize: Option<(ObjectId, FileStat)>,
         outcome: Receiver<FileOutcome>,
     },
     /// A later path of a hardlink group: it refers to the master, if the master made it in.
@@ -89,6 +96,8 @@ pub enum Slot {
     Problem { fs_path: Vec<u8>, message: String },
     /// The walk finished every root. Without it, the walk was cut short: no archive.
     End,
+    /// Time for a checkpoint: everything before it is handed out (see `commit`).
+    Checkpoint,
 }
 
 /// The assembler hung up (it failed or was interrupted): stop walking.
@@ -97,6 +106,7 @@ pub struct Stopped;
 pub struct Walker<'a> {
     pub options: &'a WalkOptions,
     pub owners: &'a Owners,
+    pub files: &'a Mutex<FilesCache>,
     /// Slots go to the assembler in batches: one hand-over per item would cost two thread
     /// wake-ups per file, more than a file-cache hit itself costs.
     pub slots: SyncSender<Vec<Slot>>,
@@ -371,28 +381,20 @@ impl Walker<'_> {
             let mut children = Vec::new();
             for entry in entries {
                 match entry {
-                    Ok(entry) => {
-                        // From readdir's d_type: no stat.
-                        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-                        children.push((entry.ino(), entry.file_name(), is_file));
-                    }
+                    Ok(entry) => children.push((entry.ino(), entry.file_name())),
                     Err(e) => self.problem(fs_path, "scandir", e)?,
                 }
             }
             // Stable: names with equal inode numbers keep readdir's order, as in borg.
-            children.sort_by_key(|(ino, _, _)| *ino);
+            children.sort_by_key(|(ino, _)| *ino);
             drop(dir);
-            for (ino, name, is_file) in children {
+            for (_, name) in children {
                 let child = join(fs_path, name.as_bytes());
                 if self.excluded(&child) {
                     self.send(Slot::Status {
                         status: 'x',
                         fs_path: child,
                     })?;
-                    continue;
-                }
-                if is_file {
-                    self.regular_entry(root, &child, ino)?;
                     continue;
                 }
                 match std::fs::symlink_metadata(os(&child)) {
@@ -416,57 +418,50 @@ impl Walker<'_> {
         (!self.links.insert(inode), Some(inode))
     }
 
+    /// A regular file. An unchanged one (per the files cache) whose item had no extended
+    /// metadata last time costs just the walk's `lstat`: nothing else about it can have changed
+    /// without changing its ctime. Any other is opened for its extended metadata; its contents
+    /// are for later stages to read, if they must.
     fn regular(
         &mut self,
         fs_path: &[u8],
         path: Vec<u8>,
         st: &std::fs::Metadata,
     ) -> Result<(), Stopped> {
-        let Some((file, st)) = self.open_checked(fs_path, st, 0)? else {
-            return Ok(());
+        let (follower, inode) = self.is_follower(st);
+        let stat = FileStat {
+            inode: st.ino(),
+            size: st.size(),
+            ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
+            mtime: st.mtime() * 1_000_000_000 + st.mtime_nsec(),
         };
-        self.regular_opened(fs_path, path, file, st)
-    }
-
-    /// A directory entry that `readdir` says is a regular file: opened and fstat'ed straight
-    /// away, without the `lstat` first (one system call less per file). Anything unexpected
-    /// (it changed type or inode since `readdir`) goes the careful way.
-    fn regular_entry(&mut self, root: &Root, fs_path: &[u8], d_ino: u64) -> Result<(), Stopped> {
-        let opened = open_nofollow(fs_path, 0)
-            .and_then(|file| Ok((file.metadata()?, file)))
-            .ok()
-            .filter(|(st, _)| st.is_file() && st.ino() == d_ino);
-        let Some((st, file)) = opened else {
-            return match std::fs::symlink_metadata(os(fs_path)) {
-                Ok(st) => self.node(root, fs_path, st),
-                Err(e) => self.problem(fs_path, "stat", e),
+        let (path_hash, lookup) = if follower {
+            ([0; 32], Lookup::Unknown) // followers are not looked up, as in borg
+        } else {
+            let path_hash: ObjectId = Sha256::digest(self.absolute(fs_path)).into();
+            let lookup = self
+                .files
+                .lock()
+                .expect("not poisoned")
+                .lookup(&path_hash, &stat);
+            (path_hash, lookup)
+        };
+        let mut item = if let Lookup::Unchanged { ext: false, .. } = lookup {
+            self.base_item(path, st)
+        } else {
+            let Some((file, st)) = self.open_checked(fs_path, st, 0)? else {
+                return Ok(());
             };
+            let mut item = self.base_item(path, &st);
+            let c = match c_path(fs_path) {
+                Ok(c) => c,
+                Err(e) => return self.problem(fs_path, "open", e),
+            };
+            if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(file.as_raw_fd(), &c), false)? {
+                return Ok(());
+            }
+            item
         };
-        if self.skip.contains(&key_of(&st)) {
-            return Ok(());
-        }
-        match root.archive_path(fs_path) {
-            Some(path) => self.regular_opened(fs_path, path, file, st),
-            None => Ok(()),
-        }
-    }
-
-    fn regular_opened(
-        &mut self,
-        fs_path: &[u8],
-        path: Vec<u8>,
-        file: File,
-        st: std::fs::Metadata,
-    ) -> Result<(), Stopped> {
-        let mut item = self.base_item(path, &st);
-        let c = match c_path(fs_path) {
-            Ok(c) => c,
-            Err(e) => return self.problem(fs_path, "open", e),
-        };
-        if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(file.as_raw_fd(), &c), false)? {
-            return Ok(());
-        }
-        let (follower, inode) = self.is_follower(&st);
         if follower {
             return self.send(Slot::Follower {
                 item,
@@ -475,19 +470,28 @@ impl Walker<'_> {
             });
         }
         item.hardlink_master = Some(inode.is_some());
-        let stat = FileStat {
-            inode: st.ino(),
-            size: st.size(),
-            ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
-            mtime: st.mtime() * 1_000_000_000 + st.mtime_nsec(),
-        };
-        drop(file);
         self.send(Slot::File {
             item,
             fs_path: fs_path.to_vec(),
             stat,
             master: inode,
+            path_hash,
+            lookup,
         })
+    }
+
+    /// The files cache key: the absolute path as walked (borg joins the working directory
+    /// without normalising).
+    fn absolute(&self, fs_path: &[u8]) -> Vec<u8> {
+        if fs_path.starts_with(b"/") {
+            return fs_path.to_vec();
+        }
+        let mut path = self.options.cwd.clone();
+        if !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        path.extend_from_slice(fs_path);
+        path
     }
 
     fn symlink(
