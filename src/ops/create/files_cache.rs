@@ -3,10 +3,14 @@
 //! It follows borg's rules (`cache.py: file_known_and_unchanged / memorize_file / _write_files`;
 //! docs/create-notes.md §4), because borg users tune them and know their quirks:
 //!
-//! - the key is the id hash of the absolute path as walked, so the cache is key-specific and a
-//!   changed working directory or mount point misses;
-//! - an entry is (inode, size, ctime or mtime, chunk ids) and an age. A lookup compares what the
-//!   mode names (`ctime,size,inode` by default); a hit resets the age and takes the new inode;
+//! - the key is a hash of the absolute path as walked, so a changed working directory or mount
+//!   point misses. Borg uses the repository key's id hash; we use plain SHA-256 and keep one
+//!   cache per repository *location*, because the walk consults the cache while the repository
+//!   is still being reached (see `decide`). A file only counts as unchanged if the repository's
+//!   chunk index has all its chunks, so a cache from another repository costs speed, not data;
+//! - an entry is (inode, size, ctime or mtime, chunk ids, whether the item had xattrs, ACLs or
+//!   flags) and an age. A lookup compares what the mode names (`ctime,size,inode` by default);
+//!   a hit resets the age and takes the new inode;
 //! - every run that loads the cache ages each entry by one; entries reaching
 //!   `BORG_FILES_CACHE_TTL` (20) are dropped at save, and so are entries seen in this run whose
 //!   time is not older than the newest time of the files read in this run — a file changed in
