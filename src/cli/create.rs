@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::Args;
 
@@ -92,6 +92,12 @@ pub struct CreateArgs {
     /// List each file with its status letter.
     #[arg(long)]
     list: bool,
+    /// Show a progress line (default: when stderr is a terminal).
+    #[arg(long, overrides_with = "no_progress")]
+    progress: bool,
+    /// Never show the progress line.
+    #[arg(long)]
+    no_progress: bool,
     /// With --list, only these status letters (e.g. AME).
     #[arg(long, value_name = "STATUSCHARS")]
     filter: Option<String>,
@@ -102,21 +108,105 @@ pub struct CreateArgs {
     access: AccessArgs,
 }
 
-/// Prints `--list` lines and warnings on stderr, as borg does.
+/// Prints `--list` lines and warnings on stderr, as borg does, and on a terminal a progress
+/// line that a ticker redraws (files, bytes read and uploaded, rate, current path).
 struct Printer {
     list: bool,
     filter: Option<String>,
+    progress: Option<ProgressLine>,
+}
+
+#[derive(Default)]
+struct ProgressLine {
+    files: AtomicU64,
+    original: AtomicU64,
+    uploaded: AtomicU64,
+    path: std::sync::Mutex<String>,
+    /// Whether the line is on screen; held while drawing or clearing it, so the two never mix.
+    shown: std::sync::Mutex<bool>,
+}
+
+impl ProgressLine {
+    /// The line, fitted to `width` columns.
+    fn render(&self, elapsed: f64) -> String {
+        let original = self.original.load(Ordering::Relaxed);
+        let text = format!(
+            "{} files, {} read, {} uploaded, {}/s, {}",
+            self.files.load(Ordering::Relaxed),
+            human::size(original.into()),
+            human::size(self.uploaded.load(Ordering::Relaxed).into()),
+            human::size(((original as f64) / elapsed.max(0.001)) as i128),
+            self.path.lock().expect("not poisoned"),
+        );
+        text.chars().take(terminal_width() - 1).collect()
+    }
+}
+
+/// The terminal's width from `COLUMNS`, else 80.
+fn terminal_width() -> usize {
+    env("COLUMNS")
+        .and_then(|c| c.parse().ok())
+        .filter(|w| *w > 20)
+        .unwrap_or(80)
+}
+
+const CLEAR_LINE: &str = "\r\x1b[K";
+
+impl Printer {
+    /// Clears the progress line before other output.
+    fn clear(&self) {
+        if let Some(line) = &self.progress {
+            let mut shown = line.shown.lock().expect("not poisoned");
+            if *shown {
+                eprint!("{CLEAR_LINE}");
+                *shown = false;
+            }
+        }
+    }
+
+    /// Redraws the progress line every quarter second until `done` is set.
+    fn tick(self: &Arc<Self>, done: Arc<AtomicBool>) {
+        let printer = self.clone();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            let Some(line) = &printer.progress else {
+                return;
+            };
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let mut shown = line.shown.lock().expect("not poisoned");
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                eprint!("{CLEAR_LINE}{}", line.render(started.elapsed().as_secs_f64()));
+                *shown = true;
+            }
+        });
+    }
 }
 
 impl Progress for Printer {
     fn file_status(&self, status: char, path: &[u8]) {
+        if let Some(line) = &self.progress {
+            *line.path.lock().expect("not poisoned") = String::from_utf8_lossy(path).into_owned();
+        }
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
+            self.clear();
             eprintln!("{status} {}", String::from_utf8_lossy(path));
         }
     }
 
     fn warning(&self, message: &str) {
+        self.clear();
         eprintln!("{message}");
+    }
+
+    fn content(&self, original: u64, uploaded: u64) {
+        if let Some(line) = &self.progress {
+            line.files.fetch_add(1, Ordering::Relaxed);
+            line.original.fetch_add(original, Ordering::Relaxed);
+            line.uploaded.fetch_add(uploaded, Ordering::Relaxed);
+        }
     }
 }
 
@@ -281,10 +371,17 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         username: values.user.clone(),
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
+    let show_progress = args.progress
+        || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let printer = Arc::new(Printer {
         list: args.list,
         filter: args.filter.clone(),
+        progress: show_progress.then(ProgressLine::default),
     });
+    let ticker_done = Arc::new(AtomicBool::new(false));
+    if show_progress {
+        printer.tick(ticker_done.clone());
+    }
     let started = std::time::Instant::now();
     runtime()?.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
@@ -293,7 +390,9 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         let options = Arc::new(options);
         let walk = start_walk(options.clone(), stop);
         let mut repo = open(&location, &access, Operation::Write).await?;
-        let result = create(&mut repo, options, walk, printer, started).await;
+        let result = create(&mut repo, options, walk, printer.clone(), started).await;
+        ticker_done.store(true, Ordering::Relaxed);
+        printer.clear();
         let result = match (result, signal.get()) {
             (Err(CreateError::Interrupted), Some(code)) => Err(Interrupted(code).into()),
             (result, _) => result.map_err(anyhow::Error::from),

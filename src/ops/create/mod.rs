@@ -116,8 +116,9 @@ pub trait Progress: Send + Sync {
     fn file_status(&self, status: char, path: &[u8]);
     /// A problem with one file: the run goes on and ends with a warning.
     fn warning(&self, message: &str);
-    /// Bytes of file content processed (read or reused), for a progress display.
-    fn content(&self, _bytes: u64) {}
+    /// A file's content is in: `original` bytes (read, or reused unchanged), of which `uploaded`
+    /// bytes (compressed) were new to the repository. For a progress display.
+    fn content(&self, _original: u64, _uploaded: u64) {}
 }
 
 /// The archive's own figures (`create --json`'s `archive.stats`).
@@ -566,7 +567,7 @@ impl Assembler<'_> {
                         self.stats.original_size += size;
                         self.stats.compressed_size +=
                             item.chunks.iter().flatten().map(|c| c.csize).sum::<u64>();
-                        self.progress.content(size);
+                        self.progress.content(size, 0);
                     }
                     self.emit(&item, master)?;
                 }
@@ -652,7 +653,13 @@ impl Assembler<'_> {
         self.stats.add(&read.chunks);
         self.stats.nfiles += 1;
         let size: u64 = read.chunks.iter().map(|s| s.chunk.size).sum();
-        self.progress.content(size);
+        let uploaded = read
+            .chunks
+            .iter()
+            .filter(|s| s.new)
+            .map(|s| s.chunk.csize)
+            .sum();
+        self.progress.content(size, uploaded);
         item.size = Some(size);
         item.chunks = Some(read.chunks.iter().map(|s| s.chunk).collect());
         if read.changed {
