@@ -315,3 +315,108 @@ fn checkpoints_keep_an_interrupted_runs_uploads_and_vanish_when_it_completes() {
     );
     borg_check(&world, work.path(), &repo, "after the complete runs");
 }
+
+#[test]
+fn unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
+    let (_sshd, world, work, data, repo, url) = setup();
+    // A file whose ctime changes all the time while it is read: large, but sparse.
+    let growing = data.join("growing");
+    std::fs::File::create(&growing)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let (growing, stop) = (growing.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let file = std::fs::File::options().write(true).open(&growing).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.set_modified(std::time::SystemTime::now()).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // A file that cannot be read: another process's memory at offset 0 gives EIO.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let unreadable = format!("/proc/{}/mem", sleeper.id());
+
+    let ran = world.ours(
+        &data,
+        &["create", "--list", &format!("{url}::a"), ".", &unreadable],
+        &[],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    toucher.join().unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let ran = ran.expect(1, "a run with source problems ends with a warning");
+    assert!(
+        ran.stderr
+            .contains("growing: file changed while we backed it up"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("C growing"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!("{unreadable}: read:")),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains(&format!("E {unreadable}")),
+        "{}",
+        ran.stderr
+    );
+
+    // The archive is there, with the changed file and without the unreadable one.
+    let listed = world
+        .borg(
+            &common::borg14(),
+            work.path(),
+            &["list", "--short", &format!("{}::a", repo.display())],
+        )
+        .expect(0, "borg list")
+        .stdout_text();
+    assert!(listed.lines().any(|l| l == "growing"), "{listed}");
+    assert!(!listed.contains("mem"), "{listed}");
+    borg_check(&world, work.path(), &repo, "after the source problems");
+
+    // A file that changed while read is not trusted next time: it is read again.
+    let next = world
+        .ours(&data, &["create", "--list", &format!("{url}::b"), "."], &[])
+        .expect(0, "the next run");
+    assert!(next.stderr.contains("A growing"), "{}", next.stderr);
+}
+
+#[test]
+fn a_full_repository_is_reported_and_nothing_is_committed() {
+    let (_sshd, world, work, data, repo, url) = setup();
+    let server = work.path().join("borg-with-quota");
+    std::fs::write(
+        &server,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --storage-quota 30M\n",
+            common::borg14().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = world
+        .ours(
+            &data,
+            &["create", &format!("{url}::too-big"), "."],
+            &[("BORG_REMOTE_PATH", server.to_str().unwrap())],
+        )
+        .expect(2, "a backup larger than the quota");
+    assert!(
+        ran.stderr.to_lowercase().contains("quota"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(ran.stderr.trim().lines().count(), 1, "{}", ran.stderr);
+    assert!(archives(&world, work.path(), &repo).is_empty());
+    borg_check(&world, work.path(), &repo, "after the quota was hit");
+}

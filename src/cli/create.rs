@@ -178,7 +178,10 @@ impl Printer {
                 if done.load(Ordering::Relaxed) {
                     return;
                 }
-                eprint!("{CLEAR_LINE}{}", line.render(started.elapsed().as_secs_f64()));
+                eprint!(
+                    "{CLEAR_LINE}{}",
+                    line.render(started.elapsed().as_secs_f64())
+                );
                 *shown = true;
             }
         });

@@ -352,6 +352,7 @@ async fn write_archive(
         notes,
     };
     let pipeline_options = options.clone();
+    let uploads = store.clone();
     let (assembled, mut committer) = tokio::task::spawn_blocking(move || {
         let assembled = run_pipeline(
             &pipeline_options,
@@ -370,7 +371,8 @@ async fn write_archive(
         Err(CreateError::Store(StoreError::Stopped)) | Ok(_) if stopped() => {
             return Err(CreateError::Interrupted);
         }
-        other => other?,
+        Ok(assembled) => assembled,
+        Err(e) => return Err(explain(&uploads, e).await),
     };
     let stats = assembled.stats;
     if stopped() {
@@ -382,7 +384,10 @@ async fn write_archive(
     })
     .await
     .map_err(|e| CreateError::Aborted(e.to_string()))?;
-    let committed = committed?;
+    let committed = match committed {
+        Ok(committed) => committed,
+        Err(e) => return Err(explain(&uploads, e).await),
+    };
     opened.manifest = committer.manifest;
     opened.manifest_id = committed.manifest_id;
     Ok(CreateReport {
@@ -397,6 +402,18 @@ async fn write_archive(
         manifest_timestamp: committed.manifest_timestamp,
         notes: committer.notes,
     })
+}
+
+/// Puts run in the background, so the part that meets a failed one only knows *that* one
+/// failed; the uploader knows why (the repository is full, the connection broke, ...).
+async fn explain(store: &ChunkStore, error: CreateError) -> CreateError {
+    match error {
+        CreateError::Store(StoreError::UploadFailed) => match store.uploader.finish().await {
+            Err(cause) => CreateError::Repo(cause),
+            Ok(()) => error,
+        },
+        other => other,
+    }
 }
 
 /// What the assembler produced.
