@@ -232,3 +232,94 @@ fn borg_12_repositories_accept_our_archives() {
     let (_dir, tree) = make_tree();
     create_and_let_borg_judge(&world, &sshd, &common::borg12(), "repokey", &tree);
 }
+
+/// What borg stored first, we do not upload again (we learn its chunks from the repository),
+/// and with the same exclusion options both tools leave out the same paths.
+#[test]
+fn borg_first_then_ours_dedups_and_excludes_alike() {
+    let sshd = Sshd::start();
+    let world = World::new(PASSPHRASE).with_ssh(&sshd);
+    let (_dir, tree) = make_tree();
+    // A cache directory borg's --exclude-caches leaves out, and one with a wrong signature.
+    for (dir, tag) in [
+        (
+            "tagged",
+            &b"Signature: 8a477f597d28d172789f06886806bc55 and more"[..],
+        ),
+        (
+            "mistagged",
+            &b"Signature: 00000000000000000000000000000000"[..],
+        ),
+    ] {
+        std::fs::create_dir(tree.join(dir)).unwrap();
+        std::fs::write(tree.join(dir).join("CACHEDIR.TAG"), tag).unwrap();
+        std::fs::write(tree.join(dir).join("data"), b"cached").unwrap();
+    }
+    let borg = common::borg14();
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let repo = cwd.join("repo");
+    world
+        .borg(
+            &borg,
+            cwd,
+            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
+        )
+        .expect(0, "borg init");
+    let url = sshd.url(&repo);
+    let exclusions = [
+        "--exclude-caches",
+        "-e",
+        "sh:**/8MiB*.bin",
+        "-e",
+        "names/--help",
+        "-e",
+        "fm:deep/*/*/*/*",
+        "-e",
+        "pp:sizes/big",
+    ];
+    let mut args = vec!["create", "--json"];
+    args.extend(exclusions);
+    let theirs = format!("{}::theirs", repo.display());
+    let borg_args: Vec<&str> = args.iter().copied().chain([theirs.as_str(), "."]).collect();
+    world
+        .borg(&borg, &tree, &borg_args)
+        .expect(0, "borg create");
+    let ours = format!("{url}::ours");
+    let our_args: Vec<&str> = args.iter().copied().chain([ours.as_str(), "."]).collect();
+    let ran = world
+        .ours(&tree, &our_args, &[])
+        .expect(0, "our create after borg's");
+    assert_eq!(
+        json(&ran)["archive"]["stats"]["deduplicated_size"],
+        0,
+        "we uploaded content borg had stored"
+    );
+    let list = |name: &str| {
+        world
+            .borg(
+                &borg,
+                cwd,
+                &["list", "--short", &format!("{}::{name}", repo.display())],
+            )
+            .expect(0, "borg list")
+            .stdout_text()
+    };
+    let (ours_listed, theirs_listed) = (list("ours"), list("theirs"));
+    assert_eq!(ours_listed, theirs_listed, "different paths excluded");
+    let has = |path: &str| ours_listed.lines().any(|l| l == path);
+    assert!(
+        !has("tagged/data") && has("mistagged/data"),
+        "{ours_listed}"
+    );
+    assert!(
+        !has("names/--help")
+            && !has("deep/level-01/level-02/level-03/level-04")
+            && has("deep/level-01/level-02/level-03"),
+        "{ours_listed}"
+    );
+    let ours_dump = dump(&world, &borg, cwd, &repo, "ours");
+    let theirs_dump = dump(&world, &borg, cwd, &repo, "theirs");
+    assert_eq!(ours_dump["_items"], theirs_dump["_items"]);
+    check_clean(&world, &borg, cwd, &repo, "borg first, then ours");
+}
