@@ -30,6 +30,28 @@ fn make_tree() -> (tempfile::TempDir, PathBuf) {
 
 const NEWEST: &str = "newest";
 
+/// A tmpfs mounted for the length of a test.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs at {}", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn json(ran: &Ran) -> serde_json::Value {
     serde_json::from_slice(&ran.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", ran.stdout_text()))
@@ -255,6 +277,9 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
         std::fs::write(tree.join(dir).join("CACHEDIR.TAG"), tag).unwrap();
         std::fs::write(tree.join(dir).join("data"), b"cached").unwrap();
     }
+    // Another file system inside the tree, which -x/--one-file-system does not enter.
+    let mount = Mount::tmpfs(&tree.join("mnt"));
+    std::fs::write(mount.0.join("elsewhere"), b"on another file system").unwrap();
     let borg = common::borg14();
     let work = tempfile::tempdir().unwrap();
     let cwd = work.path();
@@ -268,6 +293,7 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
         .expect(0, "borg init");
     let url = sshd.url(&repo);
     let exclusions = [
+        "--one-file-system",
         "--exclude-caches",
         "-e",
         "sh:**/8MiB*.bin",

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::transport::ServerStderr;
@@ -21,6 +21,9 @@ use crate::format::msgpack::{StreamDecoder, Value, encode_map_len, encode_raw_le
 
 /// Borg's client keeps at most this many requests in flight.
 pub const MAX_IN_FLIGHT: usize = 100;
+
+/// Requests are collected up to this size before they are written.
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// Borg's unpacker refuses to buffer more than this (spec §0.1); so do we.
 const MAX_BUFFERED: usize = 60 << 20;
@@ -49,7 +52,10 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>
 /// A connection to one `borg serve` process.
 pub struct RpcClient {
     /// `None` once [`RpcClient::shutdown`] dropped it.
-    writer: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    writer: tokio::sync::Mutex<Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>>,
+    /// Callers waiting to write: the last of a burst flushes, so a burst of requests (puts)
+    /// reaches the server in a few large writes, which it reads many at a time.
+    queued: std::sync::atomic::AtomicUsize,
     pending: Pending,
     next_id: std::sync::atomic::AtomicU64,
     slots: Semaphore,
@@ -74,7 +80,11 @@ impl RpcClient {
             stderr,
         ));
         RpcClient {
-            writer: tokio::sync::Mutex::new(Some(Box::new(writer))),
+            writer: tokio::sync::Mutex::new(Some(BufWriter::with_capacity(
+                WRITE_BUFFER,
+                Box::new(writer),
+            ))),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             pending,
             next_id: std::sync::atomic::AtomicU64::new(1),
             slots: Semaphore::new(MAX_IN_FLIGHT),
@@ -129,17 +139,25 @@ impl RpcClient {
             bytes
         });
         {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.queued.fetch_add(1, SeqCst);
             let mut guard = self.writer.lock().await;
+            self.queued.fetch_sub(1, SeqCst);
             let written = match guard.as_mut() {
                 Some(writer) => async {
                     writer.write_all(&head).await?;
                     if let Some(body) = &body {
                         writer.write_all(body).await?;
                     }
-                    writer.flush().await
+                    // Whoever is still queued writes after us and flushes (or leaves it to the
+                    // one after it): the request is never left waiting in the buffer.
+                    if self.queued.load(SeqCst) == 0 {
+                        writer.flush().await?;
+                    }
+                    Ok(())
                 }
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e: std::io::Error| e.to_string()),
                 None => Err("the connection was closed".to_string()),
             };
             if let Err(e) = written {
