@@ -344,6 +344,11 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
             && has("deep/level-01/level-02/level-03"),
         "{ours_listed}"
     );
+    assert!(
+        !has("sizes/8MiB.bin") && has("sizes/17MiB.bin"),
+        "{ours_listed}"
+    );
+    assert!(has("mnt") && !has("mnt/elsewhere"), "{ours_listed}");
     let ours_dump = dump(&world, &borg, cwd, &repo, "ours");
     let theirs_dump = dump(&world, &borg, cwd, &repo, "theirs");
     assert_eq!(ours_dump["_items"], theirs_dump["_items"]);
