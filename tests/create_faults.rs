@@ -317,7 +317,7 @@ fn checkpoints_keep_an_interrupted_runs_uploads_and_vanish_when_it_completes() {
 }
 
 #[test]
-fn unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
+fn vanished_unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
     let (_sshd, world, work, data, repo, url) = setup();
     // A file whose ctime changes all the time while it is read: large, but sparse.
     let growing = data.join("growing");
@@ -343,11 +343,24 @@ fn unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
         .unwrap();
     let unreadable = format!("/proc/{}/mem", sleeper.id());
 
-    let ran = world.ours(
-        &data,
-        &["create", "--list", &format!("{url}::a"), ".", &unreadable],
-        &[],
-    );
+    // A file that vanishes after the walk saw it: the walk runs ahead while the connection
+    // and `borg serve` start (hundreds of milliseconds), and the file is gone by the time its
+    // content is wanted.
+    let vanishing = data.join("vanishing");
+    std::fs::write(&vanishing, b"here and gone").unwrap();
+    let run = world
+        .ours_command(
+            &data,
+            &["create", "--list", &format!("{url}::a"), ".", &unreadable],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    std::fs::remove_file(&vanishing).unwrap();
+    let ran = common::cli::Ran::from(run.wait_with_output().unwrap());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     toucher.join().unwrap();
     let _ = sleeper.kill();
@@ -381,7 +394,10 @@ fn unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
         .expect(0, "borg list")
         .stdout_text();
     assert!(listed.lines().any(|l| l == "growing"), "{listed}");
-    assert!(!listed.contains("mem"), "{listed}");
+    assert!(
+        !listed.contains("mem") && !listed.contains("vanishing"),
+        "{listed}"
+    );
     borg_check(&world, work.path(), &repo, "after the source problems");
 
     // A file that changed while read is not trusted next time: it is read again.

@@ -129,6 +129,11 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
         "{what}: {stats}"
     );
     check_clean(world, maker, cwd, &repo, &what);
+    for command in ["info", "list"] {
+        world
+            .borg(maker, cwd, &[command, &format!("{}::ours", repo.display())])
+            .expect(0, &format!("{what}: borg {command} of our archive"));
+    }
 
     // borg extracts what we stored, identically (borg's own known limits aside: the tricky
     // tree's out-of-range times are clamped at create time by both tools alike).
@@ -292,13 +297,15 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
         )
         .expect(0, "borg init");
     let url = sshd.url(&repo);
+    let exclude_from = cwd.join("excludes");
+    std::fs::write(&exclude_from, "# one pattern per line\nnames/--help\n").unwrap();
     let exclusions = [
         "--one-file-system",
         "--exclude-caches",
         "-e",
         "sh:**/8MiB*.bin",
-        "-e",
-        "names/--help",
+        "--exclude-from",
+        exclude_from.to_str().unwrap(),
         "-e",
         "fm:deep/*/*/*/*",
         "-e",

@@ -24,7 +24,7 @@
 //! the index is saved only after a commit, together with the manifest id it now matches.
 //!
 //! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
-//! all followed by a SHA-256; written to a temporary name and renamed.
+//! all followed by a SHA-256; written to a temporary name and renamed (see `save_cache_file`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -214,7 +214,7 @@ impl ChunkIndex {
         }
         let digest = Sha256::digest(&data);
         data.extend_from_slice(&digest);
-        super::write_atomically(path, &data)
+        super::save_cache_file(path, &data)
     }
 }
 

@@ -17,7 +17,7 @@
 //!   the same tick as the backup could change again unnoticed.
 //!
 //! The file is ours, not borg's (borg never reads another client's cache): a short header, the
-//! records, and a SHA-256 of everything before it, written to a temporary name and renamed. A
+//! records, and a SHA-256 of everything before it, written to a temporary name and renamed (see `save_cache_file`). A
 //! file that is missing, damaged or from another version is a warning and an empty cache.
 
 use std::collections::HashMap;
@@ -259,7 +259,7 @@ impl FilesCache {
         }
         let digest = Sha256::digest(&data);
         data.extend_from_slice(&digest);
-        super::write_atomically(path, &data)
+        super::save_cache_file(path, &data)
     }
 }
 

@@ -232,15 +232,14 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     buffer
 }
 
-/// Writes `data` to `path` through a temporary file, synced, then renamed: a crash leaves the
-/// old file or the new one, never half of one.
-pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Writes a cache file through a temporary file and a rename, so readers see the old file or
+/// the new one. It is not synced: after a power loss it may be empty or partial, which its
+/// checksum reveals, and a damaged cache is only rebuilt — not worth an fsync on every run.
+pub(crate) fn save_cache_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp)?;
-    io::Write::write_all(&mut &file, data)?;
-    file.sync_all()?;
+    std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
 
