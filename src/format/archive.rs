@@ -207,6 +207,17 @@ impl ItemStreamWriter {
     /// Adds an item; returns the item-stream chunks (plaintexts) that are now complete.
     pub fn push(&mut self, item: &Item) -> Vec<Vec<u8>> {
         item.to_value().encode(&mut self.buffer);
+        self.cut_if_full()
+    }
+
+    /// [`ItemStreamWriter::push`] of an item already packed (`item.to_value().to_bytes()`),
+    /// so that packing can happen on another thread, earlier.
+    pub fn push_packed(&mut self, packed: &[u8]) -> Vec<Vec<u8>> {
+        self.buffer.extend_from_slice(packed);
+        self.cut_if_full()
+    }
+
+    fn cut_if_full(&mut self) -> Vec<Vec<u8>> {
         if self.buffer.len() > ITEM_BUFFER_SIZE {
             self.cut(false)
         } else {

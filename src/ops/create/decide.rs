@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
 
 use super::content::FileJob;
@@ -71,6 +70,7 @@ impl Decider<'_> {
             master,
             path_hash,
             lookup,
+            packed,
         } = slot
         else {
             return Some(slot);
@@ -78,20 +78,20 @@ impl Decider<'_> {
         let status = match lookup {
             Lookup::Unknown => 'A',
             Lookup::Changed => 'M',
-            Lookup::Unchanged { chunks: ids, .. } => match self.reuse(&ids) {
-                Some(chunks) => {
-                    item.size = Some(chunks.iter().map(|c| c.size).sum());
-                    item.chunks = Some(chunks);
-                    return Some(Slot::Ready {
-                        item,
-                        status: 'U',
-                        fs_path,
-                        master,
-                    });
-                }
-                // A chunk of it is no longer in the repository: read it again.
-                None => 'M',
-            },
+            // Unchanged, if the repository still has every chunk, as the cache remembers it.
+            Lookup::Unchanged { chunks, .. } if self.all_known(&chunks) => {
+                item.size = Some(chunks.iter().map(|c| c.size).sum());
+                item.chunks = Some(chunks);
+                return Some(Slot::Ready {
+                    packed: packed.unwrap_or_else(|| item.to_value().to_bytes()),
+                    item,
+                    status: 'U',
+                    fs_path,
+                    master,
+                });
+            }
+            // A chunk of it is no longer in the repository: read it again.
+            Lookup::Unchanged { .. } => 'M',
         };
         // The same file the walk saw, or it is skipped: what was stored must match its item.
         let opened = std::fs::OpenOptions::new()
@@ -134,16 +134,12 @@ impl Decider<'_> {
         })
     }
 
-    /// The chunk references of an unchanged file, if the index still knows all its chunks.
-    fn reuse(&self, ids: &[ObjectId]) -> Option<Vec<ChunkRef>> {
-        ids.iter()
-            .map(|id| {
-                self.store.known(id).map(|sizes| ChunkRef {
-                    id: *id,
-                    size: u64::from(sizes.size),
-                    csize: u64::from(sizes.csize),
-                })
+    /// Whether the repository's chunk index has each chunk, with the same sizes.
+    fn all_known(&self, chunks: &[ChunkRef]) -> bool {
+        chunks.iter().all(|c| {
+            self.store.known(&c.id).is_some_and(|sizes| {
+                u64::from(sizes.size) == c.size && u64::from(sizes.csize) == c.csize
             })
-            .collect()
+        })
     }
 }

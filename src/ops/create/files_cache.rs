@@ -27,8 +27,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::format::envelope::ObjectId;
+use crate::format::item::ChunkRef;
 
-const MAGIC: &[u8; 16] = b"mailcow-borg-fc2";
+const MAGIC: &[u8; 16] = b"mailcow-borg-fc3";
 
 /// Which attributes decide "unchanged": borg's `--files-cache` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +103,9 @@ struct Entry {
     cmtime: i64,
     /// The item had extended metadata (xattrs, ACLs, flags).
     ext: bool,
-    chunks: Vec<ObjectId>,
+    /// With their sizes, so that an unchanged file's item is complete before the repository
+    /// answers (the chunk index then only confirms them).
+    chunks: Vec<ChunkRef>,
 }
 
 /// What the walk needs to know about a file to look it up and remember it.
@@ -122,7 +125,7 @@ pub enum Lookup {
     /// Unchanged: these are its chunks, if they are all still in the repository. `ext`: it
     /// had extended metadata last time. Setting xattrs, ACLs or flags changes the ctime, so
     /// without `ext` and with the ctime unchanged it still has none: they need not be read.
-    Unchanged { chunks: Vec<ObjectId>, ext: bool },
+    Unchanged { chunks: Vec<ChunkRef>, ext: bool },
 }
 
 pub struct FilesCache {
@@ -214,7 +217,7 @@ impl FilesCache {
         path_hash: ObjectId,
         stat: &FileStat,
         ext: bool,
-        chunks: Vec<ObjectId>,
+        chunks: Vec<ChunkRef>,
     ) {
         if self.mode.disabled {
             return;
@@ -253,8 +256,10 @@ impl FilesCache {
             data.extend_from_slice(&entry.cmtime.to_le_bytes());
             data.push(u8::from(entry.ext));
             data.extend_from_slice(&(entry.chunks.len() as u32).to_le_bytes());
-            for id in &entry.chunks {
-                data.extend_from_slice(id);
+            for chunk in &entry.chunks {
+                data.extend_from_slice(&chunk.id);
+                data.extend_from_slice(&(chunk.size as u32).to_le_bytes());
+                data.extend_from_slice(&(chunk.csize as u32).to_le_bytes());
             }
         }
         let digest = Sha256::digest(&data);
@@ -284,8 +289,15 @@ fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
         let ext = take(1)?[0] != 0;
         let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
         let chunks = (0..count)
-            .map(|_| take(32).and_then(|id| id.try_into().ok()))
-            .collect::<Option<Vec<ObjectId>>>()?;
+            .map(|_| {
+                let record = take(40)?;
+                Some(ChunkRef {
+                    id: record[..32].try_into().ok()?,
+                    size: u32::from_le_bytes(record[32..36].try_into().ok()?).into(),
+                    csize: u32::from_le_bytes(record[36..40].try_into().ok()?).into(),
+                })
+            })
+            .collect::<Option<Vec<ChunkRef>>>()?;
         entries.insert(
             hash,
             Entry {
@@ -304,6 +316,14 @@ fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk(tag: u8) -> ChunkRef {
+        ChunkRef {
+            id: [tag; 32],
+            size: 5,
+            csize: 48,
+        }
+    }
 
     fn stat(inode: u64, size: u64, time: i64) -> FileStat {
         FileStat {
@@ -339,7 +359,7 @@ mod tests {
             cache.lookup(&[1; 32], &stat(7, 10, 100)),
             Lookup::Unknown
         ));
-        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![[9; 32]]);
+        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![chunk(9)]);
         cache.memorize([2; 32], &stat(8, 10, 200), true, vec![]); // the newest: not kept
         cache.save(&path).unwrap();
 
@@ -350,7 +370,7 @@ mod tests {
         ));
         match cache.lookup(&[1; 32], &stat(7, 10, 100)) {
             Lookup::Unchanged { chunks, ext } => {
-                assert_eq!(chunks, vec![[9; 32]]);
+                assert_eq!(chunks, vec![chunk(9)]);
                 assert!(!ext);
             }
             _ => panic!("expected a hit"),
@@ -393,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("files");
         let (mut cache, _) = FilesCache::load(&path, FilesCacheMode::default(), 20);
-        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![[9; 32]]);
+        cache.memorize([1; 32], &stat(7, 10, 100), false, vec![chunk(9)]);
         cache.memorize([2; 32], &stat(8, 10, 200), true, vec![]);
         cache.save(&path).unwrap();
         let mut data = std::fs::read(&path).unwrap();

@@ -570,6 +570,7 @@ impl Assembler<'_> {
                 }
                 Slot::Ready {
                     item,
+                    packed,
                     status,
                     fs_path,
                     master,
@@ -585,7 +586,7 @@ impl Assembler<'_> {
                             item.chunks.iter().flatten().map(|c| c.csize).sum::<u64>();
                         self.progress.content(size, 0);
                     }
-                    self.emit(&item, master)?;
+                    self.emit_packed(&packed, &item, master)?;
                 }
                 Slot::Reading {
                     item,
@@ -603,7 +604,7 @@ impl Assembler<'_> {
                         if !read.changed
                             && let Some((path_hash, stat)) = memorize
                         {
-                            let ids = read.chunks.iter().map(|s| s.chunk.id).collect();
+                            let refs = read.chunks.iter().map(|s| s.chunk).collect();
                             let ext = item.xattrs.is_some()
                                 || item.acl_access.is_some()
                                 || item.acl_default.is_some()
@@ -611,7 +612,7 @@ impl Assembler<'_> {
                             self.files
                                 .lock()
                                 .expect("not poisoned")
-                                .memorize(path_hash, &stat, ext, ids);
+                                .memorize(path_hash, &stat, ext, refs);
                         }
                         self.emit(&item, master)?;
                     }
@@ -728,7 +729,17 @@ impl Assembler<'_> {
 
     /// Appends an item to the item stream, storing the stream's chunks as they complete.
     fn emit(&mut self, item: &Item, master: Option<InodeKey>) -> Result<(), CreateError> {
-        for chunk in self.writer.push(item) {
+        self.emit_packed(&item.to_value().to_bytes(), item, master)
+    }
+
+    /// [`Assembler::emit`] of an item packed earlier.
+    fn emit_packed(
+        &mut self,
+        packed: &[u8],
+        item: &Item,
+        master: Option<InodeKey>,
+    ) -> Result<(), CreateError> {
+        for chunk in self.writer.push_packed(packed) {
             self.item_ids.push(self.store.store(&chunk)?.chunk.id);
         }
         if let Some(inode) = master {

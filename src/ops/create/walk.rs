@@ -60,6 +60,9 @@ pub enum Slot {
     /// An item that is complete; `master` registers a hardlink master.
     Ready {
         item: Item,
+        /// The item packed for the item stream: packing happens where the item is completed,
+        /// which for most items is the walk, while the connection is still being made.
+        packed: Vec<u8>,
         status: char,
         fs_path: Vec<u8>,
         master: Option<InodeKey>,
@@ -74,6 +77,9 @@ pub enum Slot {
         /// The files cache's key for it, and what the cache said.
         path_hash: ObjectId,
         lookup: Lookup,
+        /// For a file the cache says is unchanged: its item completed with the cached chunks,
+        /// packed (the chunk index has yet to confirm them).
+        packed: Option<Vec<u8>>,
     },
     /// A regular file a content worker is reading (`decide` makes these from `File`).
     Reading {
@@ -368,6 +374,7 @@ impl Walker<'_> {
             return Ok(());
         }
         self.send(Slot::Ready {
+            packed: item.to_value().to_bytes(),
             item,
             status: 'd',
             fs_path: fs_path.to_vec(),
@@ -470,6 +477,15 @@ impl Walker<'_> {
             });
         }
         item.hardlink_master = Some(inode.is_some());
+        let packed = match &lookup {
+            Lookup::Unchanged { chunks, .. } => {
+                let mut complete = item.clone();
+                complete.size = Some(chunks.iter().map(|c| c.size).sum());
+                complete.chunks = Some(chunks.clone());
+                Some(complete.to_value().to_bytes())
+            }
+            _ => None,
+        };
         self.send(Slot::File {
             item,
             fs_path: fs_path.to_vec(),
@@ -477,6 +493,7 @@ impl Walker<'_> {
             master: inode,
             path_hash,
             lookup,
+            packed,
         })
     }
 
@@ -514,6 +531,7 @@ impl Walker<'_> {
             return Ok(());
         }
         self.send(Slot::Ready {
+            packed: item.to_value().to_bytes(),
             item,
             status: 's',
             fs_path: fs_path.to_vec(),
@@ -571,6 +589,7 @@ impl Walker<'_> {
         }
         item.hardlink_master = Some(inode.is_some());
         self.send(Slot::Ready {
+            packed: item.to_value().to_bytes(),
             item,
             status,
             fs_path: fs_path.to_vec(),
