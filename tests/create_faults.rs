@@ -323,7 +323,7 @@ fn vanished_unreadable_and_changing_files_are_warnings_and_the_archive_is_still_
     let growing = data.join("growing");
     std::fs::File::create(&growing)
         .unwrap()
-        .set_len(1 << 30)
+        .set_len(256 << 20)
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let toucher = {

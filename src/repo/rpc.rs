@@ -60,7 +60,36 @@ pub struct RpcClient {
     next_id: std::sync::atomic::AtomicU64,
     slots: Semaphore,
     /// Why the reader stopped, once it has.
-    closed: Arc<Mutex<Option<String>>>,
+    closed: Arc<Closed>,
+}
+
+/// Why the reader stopped, once it has, and a way to wait for that.
+#[derive(Default)]
+struct Closed {
+    reason: Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Closed {
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().expect("closed flag").clone()
+    }
+
+    fn set(&self, reason: String) {
+        *self.reason.lock().expect("closed flag") = Some(reason);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the connection is known to be gone.
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a `set` in between is not missed.
+        notified.as_mut().enable();
+        if self.reason().is_none() {
+            notified.await;
+        }
+    }
 }
 
 impl RpcClient {
@@ -72,7 +101,7 @@ impl RpcClient {
         stderr: Option<Arc<ServerStderr>>,
     ) -> RpcClient {
         let pending: Pending = Arc::default();
-        let closed: Arc<Mutex<Option<String>>> = Arc::default();
+        let closed: Arc<Closed> = Arc::default();
         tokio::spawn(read_responses(
             reader,
             pending.clone(),
@@ -115,7 +144,7 @@ impl RpcClient {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending map").insert(id, tx);
-        if let Some(reason) = self.closed.lock().expect("closed flag").clone() {
+        if let Some(reason) = self.closed.reason() {
             self.pending.lock().expect("pending map").remove(&id);
             return Err(RpcError::ConnectionLost(reason));
         }
@@ -144,22 +173,35 @@ impl RpcClient {
             let mut guard = self.writer.lock().await;
             self.queued.fetch_sub(1, SeqCst);
             let written = match guard.as_mut() {
-                Some(writer) => async {
-                    writer.write_all(&head).await?;
-                    if let Some(body) = &body {
-                        writer.write_all(body).await?;
+                Some(writer) => {
+                    let write = async {
+                        writer.write_all(&head).await?;
+                        if let Some(body) = &body {
+                            writer.write_all(body).await?;
+                        }
+                        // Whoever is still queued writes after us and flushes (or leaves it to
+                        // the one after it): the request is never left waiting in the buffer.
+                        if self.queued.load(SeqCst) == 0 {
+                            writer.flush().await?;
+                        }
+                        Ok(())
+                    };
+                    // A server that died stops reading, and a write into a full channel would
+                    // wait forever: the reader's word that the connection is gone ends it.
+                    tokio::select! {
+                        result = write => result.map_err(|e: std::io::Error| e.to_string()),
+                        () = self.closed.wait() => Err(self
+                            .closed
+                            .reason()
+                            .unwrap_or_else(|| "the connection was closed".into())),
                     }
-                    // Whoever is still queued writes after us and flushes (or leaves it to the
-                    // one after it): the request is never left waiting in the buffer.
-                    if self.queued.load(SeqCst) == 0 {
-                        writer.flush().await?;
-                    }
-                    Ok(())
                 }
-                .await
-                .map_err(|e: std::io::Error| e.to_string()),
                 None => Err("the connection was closed".to_string()),
             };
+            if written.is_err() {
+                // Half a request may have gone out: nothing more can follow it.
+                *guard = None;
+            }
             if let Err(e) = written {
                 self.pending.lock().expect("pending map").remove(&id);
                 return Err(RpcError::ConnectionLost(e));
@@ -167,7 +209,7 @@ impl RpcClient {
         }
         drop(body);
         rx.await.unwrap_or_else(|_| {
-            let reason = self.closed.lock().expect("closed flag").clone();
+            let reason = self.closed.reason();
             Err(RpcError::ConnectionLost(
                 reason.unwrap_or_else(|| "no answer".into()),
             ))
@@ -193,7 +235,7 @@ impl RpcClient {
 async fn read_responses(
     mut reader: impl AsyncRead + Unpin,
     pending: Pending,
-    closed: Arc<Mutex<Option<String>>>,
+    closed: Arc<Closed>,
     stderr: Option<Arc<ServerStderr>>,
 ) {
     let mut decoder = StreamDecoder::new();
@@ -235,8 +277,8 @@ async fn read_responses(
     fail_all(&pending, &closed, reason);
 }
 
-fn fail_all(pending: &Pending, closed: &Mutex<Option<String>>, reason: String) {
-    *closed.lock().expect("closed flag") = Some(reason.clone());
+fn fail_all(pending: &Pending, closed: &Closed, reason: String) {
+    closed.set(reason.clone());
     for (_, tx) in pending.lock().expect("pending map").drain() {
         let _ = tx.send(Err(RpcError::ConnectionLost(reason.clone())));
     }

@@ -145,6 +145,9 @@ pub struct ServeStreams {
     pub session: Box<dyn ServeSession>,
 }
 
+/// How long closing a session may take (borg serve releases its lock and exits at once).
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An RPC connection to one `borg serve`, over any transport.
 pub struct Connection {
     pub rpc: Arc<RpcClient>,
@@ -163,8 +166,19 @@ impl Connection {
     /// Ends the session cleanly: closing the server's input makes it close the repository
     /// (releasing the lock, rolling back anything uncommitted) and exit.
     pub async fn close(self) -> Result<(), String> {
-        let _ = self.rpc.shutdown().await;
-        self.session.finish().await
+        // A server that hangs must not hang us: dropping the session ends it regardless.
+        let closing = async {
+            let _ = self.rpc.shutdown().await;
+            self.session.finish().await
+        };
+        tokio::time::timeout(CLOSE_TIMEOUT, closing)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the server did not end the session within {} s",
+                    CLOSE_TIMEOUT.as_secs()
+                ))
+            })
     }
 }
 
