@@ -282,6 +282,9 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
         std::fs::write(tree.join(dir).join("CACHEDIR.TAG"), tag).unwrap();
         std::fs::write(tree.join(dir).join("data"), b"cached").unwrap();
     }
+    std::fs::create_dir(tree.join("skipped")).unwrap();
+    std::fs::write(tree.join("skipped/.nobackup"), b"").unwrap();
+    std::fs::write(tree.join("skipped/data"), b"not wanted").unwrap();
     // Another file system inside the tree, which -x/--one-file-system does not enter.
     let mount = Mount::tmpfs(&tree.join("mnt"));
     std::fs::write(mount.0.join("elsewhere"), b"on another file system").unwrap();
@@ -302,6 +305,9 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
     let exclusions = [
         "--one-file-system",
         "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--keep-exclude-tags",
         "-e",
         "sh:**/8MiB*.bin",
         "--exclude-from",
@@ -356,6 +362,10 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
         "{ours_listed}"
     );
     assert!(has("mnt") && !has("mnt/elsewhere"), "{ours_listed}");
+    assert!(
+        has("tagged/CACHEDIR.TAG") && has("skipped/.nobackup") && !has("skipped/data"),
+        "{ours_listed}"
+    );
     let ours_dump = dump(&world, &borg, cwd, &repo, "ours");
     let theirs_dump = dump(&world, &borg, cwd, &repo, "theirs");
     assert_eq!(ours_dump["_items"], theirs_dump["_items"]);

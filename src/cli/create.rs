@@ -52,6 +52,12 @@ pub struct CreateArgs {
     /// Exclude directories that hold a valid CACHEDIR.TAG.
     #[arg(long)]
     exclude_caches: bool,
+    /// Exclude directories that contain NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<OsString>,
+    /// Keep the directory entries and tag files of directories excluded by tags.
+    #[arg(long)]
+    keep_exclude_tags: bool,
     /// Stay in the file system of each PATH.
     #[arg(short = 'x', long)]
     one_file_system: bool,
@@ -351,6 +357,12 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         walk: WalkOptions {
             excludes,
             exclude_caches: args.exclude_caches,
+            exclude_if_present: args
+                .exclude_if_present
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect(),
+            keep_exclude_tags: args.keep_exclude_tags,
             one_file_system: args.one_file_system,
             meta: MetaOptions {
                 numeric_ids: args.numeric_ids,

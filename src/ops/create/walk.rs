@@ -47,6 +47,10 @@ const CACHEDIR_TAG_SIGNATURE: &[u8; 43] = b"Signature: 8a477f597d28d172789f06886
 pub struct WalkOptions {
     pub excludes: Vec<Pattern>,
     pub exclude_caches: bool,
+    /// `--exclude-if-present`: names whose presence excludes a directory.
+    pub exclude_if_present: Vec<Vec<u8>>,
+    /// `--keep-exclude-tags`: store an excluded directory's item and its tags.
+    pub keep_exclude_tags: bool,
     pub one_file_system: bool,
     pub meta: MetaOptions,
     /// Inodes never stored (our cache directory, a local repository).
@@ -359,11 +363,19 @@ impl Walker<'_> {
             return Ok(());
         };
         let recurse = root.restrict_dev.is_none_or(|dev| dev == st.dev());
-        if recurse && self.options.exclude_caches && is_tagged_cache(fs_path) {
-            return self.send(Slot::Status {
+        let tags = if recurse {
+            self.tags(fs_path)
+        } else {
+            Vec::new()
+        };
+        let excluded = |walker: &Self| {
+            walker.send(Slot::Status {
                 status: 'x',
                 fs_path: fs_path.to_vec(),
-            });
+            })
+        };
+        if !tags.is_empty() && !self.options.keep_exclude_tags {
+            return excluded(self);
         }
         let mut item = self.base_item(path, &st);
         let c = match c_path(fs_path) {
@@ -380,6 +392,17 @@ impl Walker<'_> {
             fs_path: fs_path.to_vec(),
             master: None,
         })?;
+        if !tags.is_empty() {
+            // --keep-exclude-tags: the directory and its tags, nothing else.
+            for tag in tags {
+                let child = join(fs_path, &tag);
+                match std::fs::symlink_metadata(os(&child)) {
+                    Ok(st) => self.node(root, &child, st)?,
+                    Err(e) => self.problem(&child, "stat", e)?,
+                }
+            }
+            return excluded(self);
+        }
         if recurse {
             let entries = match std::fs::read_dir(os(fs_path)) {
                 Ok(entries) => entries,
@@ -595,6 +618,24 @@ impl Walker<'_> {
             fs_path: fs_path.to_vec(),
             master: inode,
         })
+    }
+}
+
+impl Walker<'_> {
+    /// The tags that exclude `dir` (borg's `dir_is_tagged`): a valid `CACHEDIR.TAG` with
+    /// `--exclude-caches`, and each `--exclude-if-present` name that exists (following
+    /// symlinks: a dangling one does not count).
+    fn tags(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+        let mut tags = Vec::new();
+        if self.options.exclude_caches && is_tagged_cache(dir) {
+            tags.push(b"CACHEDIR.TAG".to_vec());
+        }
+        for name in &self.options.exclude_if_present {
+            if os(&join(dir, name)).exists() {
+                tags.push(name.clone());
+            }
+        }
+        tags
     }
 }
 
