@@ -135,9 +135,15 @@ fn setup() -> (Sshd, World, tempfile::TempDir, PathBuf, PathBuf, String) {
 fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
     let (_sshd, world, work, data, repo, url) = setup();
     let (server, _) = recording_server(work.path());
+    // A 64 GiB sparse file keeps any machine busy long past the signal.
+    let endless = data.join("endless");
+    std::fs::File::create(&endless)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
     for (signal, code, message) in [("INT", 2, "SIGINT"), ("TERM", 143, "SIGTERM")] {
         let child = spawn_create(&world, &data, &url, signal, &server, "1");
-        std::thread::sleep(Duration::from_millis(1200));
+        std::thread::sleep(Duration::from_millis(1500));
         kill(child.id(), signal);
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -147,6 +153,7 @@ fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
         assert!(archives(&world, work.path(), &repo).is_empty());
         borg_check(&world, work.path(), &repo, &format!("after SIG{signal}"));
     }
+    std::fs::remove_file(&endless).unwrap();
     world
         .ours(&data, &["create", &format!("{url}::complete"), "."], &[])
         .expect(0, "the run after the interruptions");
