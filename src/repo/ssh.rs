@@ -359,6 +359,9 @@ fn load_key(path: &Path, passphrase: Option<&str>) -> Result<russh::keys::Privat
     }
 }
 
+/// How long the channel may stay open after `borg serve` reported its exit.
+const EXITED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens a session channel, runs `borg serve` in it and turns the channel into streams.
 async fn start_serve(
     handle: Handle<Verifier>,
@@ -384,7 +387,20 @@ async fn start_serve(
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut exit = None;
-        while let Some(message) = read_half.wait().await {
+        loop {
+            // Once borg serve has exited, the channel has nothing more to bring: if the server
+            // does not close it soon, the streams end anyway, so that no caller waits forever
+            // for an answer from a process that is gone.
+            let message = if exit.is_some() {
+                tokio::time::timeout(EXITED_GRACE, read_half.wait())
+                    .await
+                    .unwrap_or_default()
+            } else {
+                read_half.wait().await
+            };
+            let Some(message) = message else {
+                break;
+            };
             match message {
                 ChannelMsg::Data { data } if stdout_tx.write_all(&data).await.is_err() => break,
                 ChannelMsg::Data { .. } => {}
