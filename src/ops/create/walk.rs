@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -298,14 +298,26 @@ impl Walker<'_> {
         item
     }
 
-    /// Adds the extended attributes; a failure is the item's problem (borg's `E`).
+    /// Adds the extended attributes, read through `fd` if the object is open, else through its
+    /// path; a failure is the item's problem (borg's `E`), reported, and `false`.
     fn with_ext_attrs(
         &self,
         item: &mut Item,
         fs_path: &[u8],
-        source: Source,
+        fd: Option<RawFd>,
         is_dir: bool,
     ) -> Result<bool, Stopped> {
+        let c = match c_path(fs_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(fs_path, "open", e)?;
+                return Ok(false);
+            }
+        };
+        let source = match fd {
+            Some(fd) => Source::Fd(fd, &c),
+            None => Source::Path(&c),
+        };
         match fsmeta::ext_attrs(item, source, is_dir, self.owners, self.options.meta) {
             Ok(warnings) => {
                 for message in warnings {
@@ -321,6 +333,23 @@ impl Walker<'_> {
                 Ok(false)
             }
         }
+    }
+
+    /// A complete item, packed here for the item stream.
+    fn send_ready(
+        &self,
+        item: Item,
+        status: char,
+        fs_path: &[u8],
+        master: Option<InodeKey>,
+    ) -> Result<(), Stopped> {
+        self.send(Slot::Ready {
+            packed: item.to_value().to_bytes(),
+            item,
+            status,
+            fs_path: fs_path.to_vec(),
+            master,
+        })
     }
 
     /// Opens `fs_path` and checks it is still what the walk's `lstat` saw (borg's
@@ -378,20 +407,10 @@ impl Walker<'_> {
             return excluded(self);
         }
         let mut item = self.base_item(path, &st);
-        let c = match c_path(fs_path) {
-            Ok(c) => c,
-            Err(e) => return self.problem(fs_path, "open", e),
-        };
-        if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(dir.as_raw_fd(), &c), true)? {
+        if !self.with_ext_attrs(&mut item, fs_path, Some(dir.as_raw_fd()), true)? {
             return Ok(());
         }
-        self.send(Slot::Ready {
-            packed: item.to_value().to_bytes(),
-            item,
-            status: 'd',
-            fs_path: fs_path.to_vec(),
-            master: None,
-        })?;
+        self.send_ready(item, 'd', fs_path, None)?;
         if !tags.is_empty() {
             // --keep-exclude-tags: the directory and its tags, nothing else.
             for tag in tags {
@@ -483,11 +502,7 @@ impl Walker<'_> {
                 return Ok(());
             };
             let mut item = self.base_item(path, &st);
-            let c = match c_path(fs_path) {
-                Ok(c) => c,
-                Err(e) => return self.problem(fs_path, "open", e),
-            };
-            if !self.with_ext_attrs(&mut item, fs_path, Source::Fd(file.as_raw_fd(), &c), false)? {
+            if !self.with_ext_attrs(&mut item, fs_path, Some(file.as_raw_fd()), false)? {
                 return Ok(());
             }
             item
@@ -546,20 +561,10 @@ impl Walker<'_> {
         };
         let mut item = self.base_item(path, st);
         item.source = Some(target.into_os_string().into_vec());
-        let c = match c_path(fs_path) {
-            Ok(c) => c,
-            Err(e) => return self.problem(fs_path, "readlink", e),
-        };
-        if !self.with_ext_attrs(&mut item, fs_path, Source::Path(&c), false)? {
+        if !self.with_ext_attrs(&mut item, fs_path, None, false)? {
             return Ok(());
         }
-        self.send(Slot::Ready {
-            packed: item.to_value().to_bytes(),
-            item,
-            status: 's',
-            fs_path: fs_path.to_vec(),
-            master: None,
-        })
+        self.send_ready(item, 's', fs_path, None)
     }
 
     /// Fifos and devices: metadata only. Fifos are opened (non-blocking) for their attributes,
@@ -572,10 +577,6 @@ impl Walker<'_> {
     ) -> Result<(), Stopped> {
         use std::os::unix::fs::FileTypeExt;
         let fifo = st.file_type().is_fifo();
-        let c = match c_path(fs_path) {
-            Ok(c) => c,
-            Err(e) => return self.problem(fs_path, "open", e),
-        };
         let (opened, st) = if fifo {
             match self.open_checked(fs_path, st, libc::O_NONBLOCK)? {
                 Some((file, fresh)) => (Some(file), fresh),
@@ -588,11 +589,8 @@ impl Walker<'_> {
         if !fifo {
             item.rdev = Some(st.rdev());
         }
-        let source = match &opened {
-            Some(file) => Source::Fd(file.as_raw_fd(), &c),
-            None => Source::Path(&c),
-        };
-        if !self.with_ext_attrs(&mut item, fs_path, source, false)? {
+        let fd = opened.as_ref().map(|file| file.as_raw_fd());
+        if !self.with_ext_attrs(&mut item, fs_path, fd, false)? {
             return Ok(());
         }
         let status = if fifo {
@@ -611,13 +609,7 @@ impl Walker<'_> {
             });
         }
         item.hardlink_master = Some(inode.is_some());
-        self.send(Slot::Ready {
-            packed: item.to_value().to_bytes(),
-            item,
-            status,
-            fs_path: fs_path.to_vec(),
-            master: inode,
-        })
+        self.send_ready(item, status, fs_path, inode)
     }
 }
 
