@@ -31,8 +31,6 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
 use crate::format::manifest::Manifest;
@@ -201,7 +199,7 @@ impl ChunkIndex {
     }
 
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let mut data = MAGIC.to_vec();
+        let mut data = Vec::new();
         data.extend_from_slice(&self.manifest_id.unwrap_or_default());
         data.extend_from_slice(&(self.archives.len() as u64).to_le_bytes());
         for id in &self.archives {
@@ -212,18 +210,12 @@ impl ChunkIndex {
             data.extend_from_slice(&sizes.size.to_le_bytes());
             data.extend_from_slice(&sizes.csize.to_le_bytes());
         }
-        let digest = Sha256::digest(&data);
-        data.extend_from_slice(&digest);
-        super::save_cache_file(path, &data)
+        super::save_cache_file(path, MAGIC, &data)
     }
 }
 
 fn decode(data: &[u8]) -> Option<ChunkIndex> {
-    let (body, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
-    if Sha256::digest(body).as_slice() != digest {
-        return None;
-    }
-    let rest = body.strip_prefix(MAGIC)?;
+    let rest = super::cache_file_body(data, MAGIC)?;
     let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
     let (count, mut rest) = rest.split_first_chunk::<8>()?;
     let mut archives = HashSet::new();

@@ -24,8 +24,6 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
 
@@ -247,7 +245,7 @@ impl FilesCache {
             .entries
             .iter()
             .filter(|(_, e)| (e.age == 0 && e.cmtime < newest) || (e.age > 0 && e.age < self.ttl));
-        let mut data = MAGIC.to_vec();
+        let mut data = Vec::new();
         for (hash, entry) in kept {
             data.extend_from_slice(hash);
             data.push(entry.age);
@@ -262,18 +260,12 @@ impl FilesCache {
                 data.extend_from_slice(&(chunk.csize as u32).to_le_bytes());
             }
         }
-        let digest = Sha256::digest(&data);
-        data.extend_from_slice(&digest);
-        super::save_cache_file(path, &data)
+        super::save_cache_file(path, MAGIC, &data)
     }
 }
 
 fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
-    let (body, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
-    if Sha256::digest(body).as_slice() != digest {
-        return None;
-    }
-    let mut rest = body.strip_prefix(MAGIC)?;
+    let mut rest = super::cache_file_body(data, MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         rest = tail;

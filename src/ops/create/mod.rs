@@ -234,15 +234,31 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     buffer
 }
 
-/// Writes a cache file through a temporary file and a rename, so readers see the old file or
-/// the new one. It is not synced: after a power loss it may be empty or partial, which its
-/// checksum reveals, and a damaged cache is only rebuilt — not worth an fsync on every run.
-pub(crate) fn save_cache_file(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Writes a cache file: `magic`, `body`, and a SHA-256 of both, through a temporary file and
+/// a rename, so readers see the old file or the new one. It is not synced: after a power loss it
+/// may be empty or partial, which the checksum reveals, and a damaged cache is only rebuilt —
+/// not worth an fsync on every run.
+pub(crate) fn save_cache_file(path: &Path, magic: &[u8; 16], body: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    let mut data = Vec::with_capacity(magic.len() + body.len() + 32);
+    data.extend_from_slice(magic);
+    data.extend_from_slice(body);
+    let digest = Sha256::digest(&data);
+    data.extend_from_slice(&digest);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
+}
+
+/// The body of a cache file [`save_cache_file`] wrote with `magic`; `None` if it is damaged or
+/// of another kind or version.
+pub(crate) fn cache_file_body<'a>(data: &'a [u8], magic: &[u8; 16]) -> Option<&'a [u8]> {
+    let (checked, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
+    if Sha256::digest(checked).as_slice() != digest {
+        return None;
+    }
+    checked.strip_prefix(magic)
 }
 
 pub(crate) fn chunker_params_value(params: ChunkerParams) -> Value {
