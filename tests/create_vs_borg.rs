@@ -371,3 +371,79 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
     assert_eq!(ours_dump["_items"], theirs_dump["_items"]);
     check_clean(&world, &borg, cwd, &repo, "borg first, then ours");
 }
+
+/// `-` among the paths stores standard input as one regular file, as borg does: the same item
+/// (name, mode forced to a regular file, root's ids and names) and the same chunks, so what one
+/// tool stored from a pipe the other does not store again.
+#[test]
+fn standard_input_becomes_borgs_stdin_item() {
+    let world = World::new(PASSPHRASE);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+    let borg = common::borg14();
+    world
+        .borg(
+            &borg,
+            dir.path(),
+            &["init", "-e", "repokey-blake2", repo_arg],
+        )
+        .expect(0, "borg init");
+    // Several chunks' worth: text, then pseudo-random bytes.
+    let mut data = b"-- a database dump\nINSERT INTO t VALUES (1);\n".repeat(20_000);
+    let mut x: u32 = 7;
+    data.extend((0..3_000_000).map(|_| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 16) as u8
+    }));
+    let source = dir.path().join("data");
+    std::fs::write(&source, &data).unwrap();
+    let stdin_args = ["--stdin-name", "mysql/mailcow.sql", "--stdin-mode", "0600"];
+    let run_with_stdin = |mut command: std::process::Command| {
+        command.stdin(std::fs::File::open(&source).unwrap());
+        Ran::from(command.output().unwrap())
+    };
+    let mut borg_create = std::process::Command::new(&borg);
+    borg_create
+        .current_dir(dir.path())
+        .env("BORG_BASE_DIR", world.base.path())
+        .env("BORG_PASSPHRASE", PASSPHRASE)
+        .arg("create")
+        .args(stdin_args)
+        .arg(format!("{repo_arg}::borgs"))
+        .arg("-");
+    run_with_stdin(borg_create).expect(0, "borg create -");
+    let mut args = vec!["create", "--json"];
+    args.extend(stdin_args);
+    let location = format!("{repo_arg}::ours");
+    args.extend([location.as_str(), "-"]);
+    let ours = run_with_stdin(world.ours_command(dir.path(), &args, &[])).expect(0, "our create -");
+    let stats = &json(&ours)["archive"]["stats"];
+    assert_eq!(stats["nfiles"], 1);
+    assert_eq!(stats["original_size"], data.len());
+    assert_eq!(
+        stats["deduplicated_size"], 0,
+        "borg stored this content already"
+    );
+    check_clean(&world, &borg, dir.path(), &repo, "stdin");
+    let extracted = world
+        .borg(
+            &borg,
+            dir.path(),
+            &["extract", "--stdout", &location, "mysql/mailcow.sql"],
+        )
+        .expect(0, "borg extract --stdout");
+    assert!(extracted.stdout == data, "borg extracts what we read");
+    let item = |name: &str| {
+        let dumped = dump(&world, &borg, dir.path(), &repo, name);
+        let mut item = dumped["_items"][0].clone();
+        for time in ["mtime", "atime", "ctime"] {
+            let t = item[time].as_i64().expect("times are stored");
+            assert_eq!(t % 1_000_000_000, 0, "{name}: {time} in whole seconds");
+            item[time] = 0.into();
+        }
+        assert_eq!(dumped["_items"].as_array().unwrap().len(), 1);
+        item
+    };
+    assert_eq!(item("ours"), item("borgs"));
+}

@@ -21,8 +21,11 @@ use crate::format::manifest::{Operation, parse_timestamp};
 use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
-use crate::ops::create::{CreateError, CreateOptions, CreateReport, Progress, create, start_walk};
+use crate::ops::create::{
+    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, start_walk,
+};
 use crate::ops::open::open;
+use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
 
@@ -107,6 +110,18 @@ pub struct CreateArgs {
     /// With --list, only these status letters (e.g. AME).
     #[arg(long, value_name = "STATUSCHARS")]
     filter: Option<String>,
+    /// The path of the item that `-` (standard input) becomes.
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    stdin_name: OsString,
+    /// Its permission bits, in octal.
+    #[arg(long, default_value = "0660", value_name = "M", value_parser = parse_octal_mode)]
+    stdin_mode: u32,
+    /// Its owner.
+    #[arg(long, default_value = "root", value_name = "USER")]
+    stdin_user: String,
+    /// Its group.
+    #[arg(long, default_value = "root", value_name = "GROUP")]
+    stdin_group: String,
     /// Our cache directory (default: ~/.cache/mailcow-borg, or under BORG_BASE_DIR).
     #[arg(long, env = "MAILCOW_BORG_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -306,6 +321,56 @@ fn patterns(args: &CreateArgs) -> anyhow::Result<Vec<Pattern>> {
         .collect::<Result<_, _>>()?)
 }
 
+fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not an octal file mode such as 0660"))
+}
+
+/// What `-` among the paths reads: standard input, unless the caller gives another stream (the
+/// helper container's framed database dump).
+fn stream_input(
+    args: &CreateArgs,
+    reader: Option<(Box<dyn std::io::Read + Send>, bool)>,
+) -> anyhow::Result<Option<StreamInput>> {
+    match args.paths.iter().filter(|p| p.as_bytes() == b"-").count() {
+        0 => return Ok(None),
+        1 => {}
+        _ => anyhow::bail!("\"-\" (standard input) can be given only once among the paths"),
+    }
+    let owners = Owners::load();
+    // Like borg, the names must exist here; root is uid and gid 0 even where no user database
+    // names it (the helper container has none).
+    let id_of = |name: &str, found: Option<u32>, kind: &str| match (found, name) {
+        (Some(id), _) => Ok(id),
+        (None, "root") => Ok(0),
+        (None, _) => Err(anyhow::anyhow!("no such {kind}: {name}")),
+    };
+    let uid = id_of(
+        &args.stdin_user,
+        owners.uid(args.stdin_user.as_bytes()),
+        "user",
+    )?;
+    let gid = id_of(
+        &args.stdin_group,
+        owners.gid(args.stdin_group.as_bytes()),
+        "group",
+    )?;
+    let (reader, fatal_errors) =
+        reader.unwrap_or_else(|| (Box::new(std::io::stdin()) as Box<_>, false));
+    Ok(Some(StreamInput {
+        name: args.stdin_name.as_bytes().to_vec(),
+        mode: args.stdin_mode,
+        uid,
+        user: args.stdin_user.clone(),
+        gid,
+        group: args.stdin_group.clone(),
+        fatal_errors,
+        reader: std::sync::Mutex::new(Some(reader)),
+    }))
+}
+
 pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
     let location = parse_location(Some(&args.location))?;
     let Some(raw_name) = location.archive.clone() else {
@@ -385,6 +450,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         hostname: values.hostname.clone(),
         username: values.user.clone(),
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        stdin: stream_input(&args, None)?,
     };
     let show_progress = args.progress
         || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));

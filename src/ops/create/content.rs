@@ -6,9 +6,11 @@
 //! After reading, the file is stat'ed again. If its ctime moved, it changed while we read it:
 //! its item is still stored (borg's `C`), but it is not remembered in the files cache, so the
 //! next run reads it again.
+//!
+//! A stream (stdin, `-`) is read the same way, to its end, with nothing to stat afterwards.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,17 @@ use crate::format::chunker::{Chunker, ChunkerParams};
 use super::Halt;
 use super::store::{ChunkStore, StoreError, Stored};
 
-/// A file for a worker to read; the walk opened it and took its ctime.
+/// What a worker reads.
+pub enum Source {
+    /// A file the walk opened, with the ctime it saw.
+    File { file: File, ctime: i64 },
+    /// A stream, read to its end.
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Content for a worker to read.
 pub struct FileJob {
-    pub file: File,
-    pub ctime: i64,
+    pub source: Source,
     pub reply: SyncSender<FileOutcome>,
 }
 
@@ -39,10 +48,9 @@ pub enum FileOutcome {
     Failed(StoreError),
 }
 
-/// Reads one file completely.
+/// Reads one file or stream completely.
 pub fn read_file(
-    file: &mut File,
-    ctime: i64,
+    source: &mut Source,
     chunker: &mut Chunker,
     store: &ChunkStore,
     abort: &Halt,
@@ -53,7 +61,11 @@ pub fn read_file(
         if abort.halted() {
             return FileOutcome::Failed(StoreError::Stopped);
         }
-        let piece = match chunker.next_chunk(file) {
+        let reader: &mut dyn Read = match source {
+            Source::File { file, .. } => file,
+            Source::Stream(stream) => stream,
+        };
+        let piece = match chunker.next_chunk(reader) {
             Ok(Some(piece)) => piece,
             Ok(None) => break,
             Err(e) => return FileOutcome::Unreadable(e),
@@ -63,9 +75,12 @@ pub fn read_file(
             Err(e) => return FileOutcome::Failed(e),
         }
     }
-    let changed = match file.metadata() {
-        Ok(st) => st.ctime() * 1_000_000_000 + st.ctime_nsec() != ctime,
-        Err(e) => return FileOutcome::Unreadable(e),
+    let changed = match source {
+        Source::File { file, ctime } => match file.metadata() {
+            Ok(st) => st.ctime() * 1_000_000_000 + st.ctime_nsec() != *ctime,
+            Err(e) => return FileOutcome::Unreadable(e),
+        },
+        Source::Stream(_) => false,
     };
     FileOutcome::Read(FileRead { chunks, changed })
 }
@@ -81,15 +96,10 @@ pub fn worker(
     let mut chunker = Chunker::new(params, seed);
     loop {
         let job = jobs.lock().expect("not poisoned").recv();
-        let Ok(FileJob {
-            mut file,
-            ctime,
-            reply,
-        }) = job
-        else {
+        let Ok(FileJob { mut source, reply }) = job else {
             return;
         };
-        let outcome = read_file(&mut file, ctime, &mut chunker, &store, &abort);
+        let outcome = read_file(&mut source, &mut chunker, &store, &abort);
         // The assembler may have stopped waiting (it failed); that is its business.
         let _ = reply.send(outcome);
     }

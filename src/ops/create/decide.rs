@@ -13,15 +13,18 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use crate::format::item::ChunkRef;
+use crate::format::item::{ChunkRef, Item};
 
-use super::content::FileJob;
+use super::StreamInput;
+use super::content::{FileJob, Source};
 use super::files_cache::Lookup;
 use super::store::ChunkStore;
 use super::walk::Slot;
 
 pub struct Decider<'a> {
     pub store: &'a Arc<ChunkStore>,
+    /// What a [`Slot::Stream`] reads.
+    pub stdin: Option<&'a StreamInput>,
     pub jobs: SyncSender<FileJob>,
     /// `--checkpoint-interval`.
     pub checkpoint_interval: Duration,
@@ -63,6 +66,9 @@ impl Decider<'_> {
 
     /// The slot for the assembler; `None` if the content workers are gone.
     fn decide(&self, slot: Slot) -> Option<Slot> {
+        if let Slot::Stream { item } = slot {
+            return self.stream(item);
+        }
         let Slot::File {
             mut item,
             fs_path,
@@ -118,18 +124,44 @@ impl Decider<'_> {
             }
         };
         let (reply, outcome) = sync_channel(1);
-        let job = FileJob {
+        let source = Source::File {
             file,
             ctime: stat.ctime,
-            reply,
         };
-        self.jobs.send(job).ok()?;
+        self.jobs.send(FileJob { source, reply }).ok()?;
         Some(Slot::Reading {
             item,
             status,
             fs_path,
             master,
             memorize: Some((path_hash, stat)),
+            fatal_errors: false,
+            outcome,
+        })
+    }
+
+    /// The stream's one item goes to a worker like a file's; it is never in the files cache.
+    fn stream(&self, item: Item) -> Option<Slot> {
+        let input = self
+            .stdin
+            .expect("the walk makes stream slots only for a stream input");
+        let taken = input.reader.lock().expect("not poisoned").take();
+        let Some(reader) = taken else {
+            return Some(Slot::Problem {
+                message: "-: the standard input can be read only once".into(),
+                fs_path: item.path,
+            });
+        };
+        let (reply, outcome) = sync_channel(1);
+        let source = Source::Stream(reader);
+        self.jobs.send(FileJob { source, reply }).ok()?;
+        Some(Slot::Reading {
+            fs_path: item.path.clone(),
+            item,
+            status: 'i',
+            master: None,
+            memorize: None,
+            fatal_errors: input.fatal_errors,
             outcome,
         })
     }

@@ -96,6 +96,50 @@ pub struct CreateOptions {
     pub hostname: String,
     pub username: String,
     pub workers: usize,
+    /// What `-` among the roots reads.
+    pub stdin: Option<StreamInput>,
+}
+
+/// Content from a stream, stored as one regular file: borg's stdin item (`-` among the paths,
+/// `--stdin-name`, `--stdin-mode`, `--stdin-user`, `--stdin-group`). Its times are the moment
+/// the walk reaches it, in whole seconds, as borg stores them.
+pub struct StreamInput {
+    pub name: Vec<u8>,
+    /// Permission bits; the item is always a regular file.
+    pub mode: u32,
+    pub uid: u32,
+    pub user: String,
+    pub gid: u32,
+    pub group: String,
+    /// Whether a failed read fails the backup (no archive) rather than skipping the item with a
+    /// warning (borg's `-`): for content whose producer can fail midway, such as a database
+    /// dump, where a half item must never look like a complete one.
+    pub fatal_errors: bool,
+    /// Taken by the one worker that reads it.
+    pub reader: Mutex<Option<Box<dyn std::io::Read + Send>>>,
+}
+
+impl StreamInput {
+    fn item(&self) -> Item {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64
+            * 1_000_000_000;
+        Item {
+            path: self.name.clone(),
+            mode: Some(self.mode & 0o7777 | 0o100000),
+            uid: Some(self.uid),
+            user: Some(Some(self.user.clone().into_bytes())),
+            gid: Some(self.gid),
+            group: Some(Some(self.group.clone().into_bytes())),
+            mtime: now,
+            atime: Some(now),
+            ctime: Some(now),
+            hardlink_master: Some(false),
+            ..Item::default()
+        }
+    }
 }
 
 impl CreateOptions {
@@ -184,6 +228,9 @@ pub enum CreateError {
     Cache { path: String, source: io::Error },
     #[error("the backup stopped: {0}")]
     Aborted(String),
+    /// A stream whose errors are fatal failed: nothing was committed.
+    #[error("{0}; nothing was committed")]
+    Input(String),
     /// Stopped from outside (a signal) before the commit: nothing was written.
     #[error("interrupted; nothing was committed")]
     Interrupted,
@@ -469,6 +516,7 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
         let owners = Owners::load();
         let mut walker = Walker {
             options: &options.walk,
+            stdin: options.stdin.as_ref(),
             owners: &owners,
             files: &walker_files,
             slots,
@@ -517,6 +565,7 @@ fn run_pipeline(
         scope.spawn(move || {
             let decider = Decider {
                 store,
+                stdin: options.stdin.as_ref(),
                 jobs: job_tx,
                 checkpoint_interval: options.checkpoint_interval,
                 checkpoint_done: checkpoint_wait,
@@ -580,7 +629,10 @@ impl Assembler<'_> {
                     // Failing to send means `decide` is gone; the walk's end tells the rest.
                     let _ = self.checkpoint_done.send(());
                 }
-                Slot::File { fs_path, .. } => {
+                Slot::File { fs_path, .. }
+                | Slot::Stream {
+                    item: Item { path: fs_path, .. },
+                } => {
                     return Err(CreateError::Aborted(format!(
                         "{} reached the assembler undecided",
                         String::from_utf8_lossy(&fs_path)
@@ -612,12 +664,19 @@ impl Assembler<'_> {
                     fs_path,
                     master,
                     memorize,
+                    fatal_errors,
                     outcome,
                 } => {
                     self.progress.file_status(status, &fs_path);
                     let outcome = outcome.recv().map_err(|_| {
                         CreateError::Aborted("a content worker stopped unexpectedly".into())
                     })?;
+                    if let (true, FileOutcome::Unreadable(e)) = (fatal_errors, &outcome) {
+                        return Err(CreateError::Input(format!(
+                            "{}: {e}",
+                            String::from_utf8_lossy(&fs_path)
+                        )));
+                    }
                     if let Some((read, item)) = self.content_outcome(item, &fs_path, outcome)? {
                         if !read.changed
                             && let Some((path_hash, stat)) = memorize
@@ -730,9 +789,11 @@ impl Assembler<'_> {
         let opened = std::fs::File::open(Path::new(std::ffi::OsStr::from_bytes(fs_path)))
             .and_then(|file| Ok((file.metadata()?, file)));
         let outcome = match opened {
-            Ok((st, mut file)) => content::read_file(
-                &mut file,
-                st.ctime() * 1_000_000_000 + st.ctime_nsec(),
+            Ok((st, file)) => content::read_file(
+                &mut content::Source::File {
+                    file,
+                    ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
+                },
                 &mut self.chunker,
                 self.store,
                 self.abort,

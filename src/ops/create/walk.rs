@@ -31,10 +31,10 @@ use crate::ops::owners::Owners;
 use crate::ops::patterns::Pattern;
 use crate::repo::location::normpath_bytes;
 
-use super::Halt;
 use super::content::FileOutcome;
 use super::files_cache::{FileStat, FilesCache, Lookup};
 use super::fsmeta::{self, MetaOptions, Source};
+use super::{Halt, StreamInput};
 
 /// `(st_dev, st_ino)`: what identifies an inode during one run.
 pub type InodeKey = (u64, u64);
@@ -92,6 +92,8 @@ pub enum Slot {
         fs_path: Vec<u8>,
         master: Option<InodeKey>,
         memorize: Option<(ObjectId, FileStat)>,
+        /// A read error fails the backup instead of skipping the item.
+        fatal_errors: bool,
         outcome: Receiver<FileOutcome>,
     },
     /// A later path of a hardlink group: it refers to the master, if the master made it in.
@@ -104,6 +106,8 @@ pub enum Slot {
     Status { status: char, fs_path: Vec<u8> },
     /// A path that could not be backed up: a warning, and no item.
     Problem { fs_path: Vec<u8>, message: String },
+    /// Content from a stream (`-`): its item without size and chunks.
+    Stream { item: Item },
     /// The walk finished every root. Without it, the walk was cut short: no archive.
     End,
     /// Time for a checkpoint: everything before it is handed out (see `commit`).
@@ -115,6 +119,8 @@ pub struct Stopped;
 
 pub struct Walker<'a> {
     pub options: &'a WalkOptions,
+    /// What `-` among the roots stands for.
+    pub stdin: Option<&'a StreamInput>,
     pub owners: &'a Owners,
     pub files: &'a Mutex<FilesCache>,
     /// Slots go to the assembler in batches: one hand-over per item would cost two thread
@@ -214,6 +220,9 @@ impl Walker<'_> {
 
     /// Walks one root argument (as given on the command line).
     pub fn root(&mut self, raw: &[u8]) -> Result<(), Stopped> {
+        if let (b"-", Some(input)) = (raw, self.stdin) {
+            return self.send(Slot::Stream { item: input.item() });
+        }
         // The "slashdot hack": in `/srv/./data`, `/srv/` is not part of the archived paths.
         let strip_prefix = raw
             .windows(3)
