@@ -24,7 +24,7 @@ cargo build --release --quiet
 
 source "$repo/scripts/lib/bench-sshd.sh"
 
-gen="$repo/../shared/tools/gen_maildir.py"
+gen="$repo/tests/oracle/gen_maildir.py"
 python3 "$gen" --mails "$mails" --seed 1 "$work/pristine" >/dev/null
 size="$(du -sh "$work/pristine" | cut -f1)"
 files="$(find "$work/pristine" -type f | wc -l)"

@@ -29,7 +29,7 @@ for name, seed, mib in (("random.bin", 1, 8), ("big.bin", 2, 256)):
         for _ in range(mib):
             f.write(rng.randbytes(1 << 20))
 PY
-gen_maildir="$repo/../shared/tools/gen_maildir.py"
+gen_maildir="$repo/tests/oracle/gen_maildir.py"
 python3 "$gen_maildir" --mails 400 --seed 1 "$work/maildir" >/dev/null
 find "$work/maildir" -type f | sort | xargs cat 2>/dev/null | head -c $((8 << 20)) > "$work/text.bin" || true
 

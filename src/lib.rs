@@ -5,9 +5,13 @@
 //! - [`format`](mod@format) — the borg 1.x format core (pure, no I/O).
 //! - [`repo`] — the repository client: `borg serve` RPC over a transport.
 //! - [`ops`] — archive operations: open, list, extract.
+//! - [`docker`] — Docker orchestration through the Engine API.
+//! - [`mailcow`] — the mailcow profile: components, discovery, one backup run.
 //! - [`cli`] — the command line, thin.
 
 pub mod cli;
+pub mod docker;
 pub mod format;
+pub mod mailcow;
 pub mod ops;
 pub mod repo;

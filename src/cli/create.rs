@@ -250,7 +250,7 @@ fn host_name() -> String {
     }
 }
 
-fn placeholder_values(now_micros: i64) -> PlaceholderValues {
+pub(super) fn placeholder_values(now_micros: i64) -> PlaceholderValues {
     let fqdn = host_name();
     let random: [u8; 16] = {
         let mut b = [0u8; 16];
@@ -281,7 +281,7 @@ fn placeholder_values(now_micros: i64) -> PlaceholderValues {
     }
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -372,6 +372,15 @@ fn stream_input(
 }
 
 pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
+    run_with(args, None)
+}
+
+/// `create`, with `-` reading `stdin` instead of standard input when given (and whether its
+/// read errors are fatal).
+pub fn run_with(
+    args: CreateArgs,
+    stdin: Option<(Box<dyn std::io::Read + Send>, bool)>,
+) -> anyhow::Result<Outcome> {
     let location = parse_location(Some(&args.location))?;
     let Some(raw_name) = location.archive.clone() else {
         anyhow::bail!(
@@ -450,7 +459,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
         hostname: values.hostname.clone(),
         username: values.user.clone(),
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        stdin: stream_input(&args, None)?,
+        stdin: stream_input(&args, stdin)?,
     };
     let show_progress = args.progress
         || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));

@@ -2,7 +2,10 @@
 //! codes (0 success, 1 warning, 2 error) and prints errors as one line on stderr.
 
 mod access;
+mod agent;
+mod backup;
 mod benchmark;
+mod config;
 mod create;
 mod debug;
 mod extract;
@@ -42,6 +45,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Back up this host's mailcow into a new archive, through a helper container.
+    Backup(Box<backup::BackupArgs>),
     /// Back up files and directories into a new archive.
     Create(Box<create::CreateArgs>),
     /// List the archives of a repository, or the contents of an archive.
@@ -56,6 +61,9 @@ enum Command {
     /// Measure this machine's speed.
     #[command(subcommand)]
     Benchmark(benchmark::BenchmarkCommand),
+    /// Runs inside the helper container.
+    #[command(subcommand, hide = true)]
+    Agent(agent::AgentCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -70,12 +78,14 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Backup(args) => backup::run(*args),
         Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),
+        Command::Agent(cmd) => agent::run(cmd),
     };
     match result {
         Ok(Outcome::Ok) => EXIT_OK,

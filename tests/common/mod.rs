@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod cli;
+pub mod mailcow;
 pub mod sshd;
 
 use std::collections::HashMap;

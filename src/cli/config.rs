@@ -1,0 +1,188 @@
+//! The config file of the mailcow commands, `/etc/mailcow-borg/config.toml` by default:
+//!
+//! ```toml
+//! repository = "ssh://u123456@u123456.your-storagebox.de:23/./mailcow"
+//! passphrase_file = "/etc/mailcow-borg/passphrase"   # the repository's passphrase
+//! ssh_key = "/etc/mailcow-borg/id_ed25519"
+//! known_hosts = "/etc/mailcow-borg/known_hosts"
+//! # optional, with their defaults:
+//! mailcow_dir = "/opt/mailcow-dockerized"
+//! state_dir = "/var/lib/mailcow-borg"                # caches and borg's security dir
+//! components = ["vmail", "crypt", "vmail-index", "redis", "rspamd", "postfix", "mysql", "sogo", "config"]
+//! exclude = []                                       # borg patterns on archive paths
+//! compression = "lz4"
+//! archive_name = "{hostname}-mailcow-{now}"
+//! ```
+//!
+//! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
+//! `lock_wait`, `checkpoint_interval`, `helper_image`, `helper_network`. Unknown keys and wrong
+//! types are errors that name the key and the file. Environment variables and flags override
+//! the file (see `backup --help`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::mailcow::components::Component;
+
+pub const DEFAULT_CONFIG: &str = "/etc/mailcow-borg/config.toml";
+pub const DEFAULT_MAILCOW_DIR: &str = "/opt/mailcow-dockerized";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mailcow-borg";
+pub const DEFAULT_ARCHIVE_NAME: &str = "{hostname}-mailcow-{now}";
+
+/// The file's keys; every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub repository: Option<String>,
+    pub passphrase_file: Option<PathBuf>,
+    pub ssh_key: Option<PathBuf>,
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub remote_path: Option<String>,
+    pub mailcow_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub components: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub compression: Option<String>,
+    pub archive_name: Option<String>,
+    pub lock_wait: Option<u64>,
+    pub checkpoint_interval: Option<u64>,
+    pub helper_image: Option<String>,
+    pub helper_network: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {detail}")]
+    Unreadable { path: String, detail: String },
+    #[error("{path}: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+impl ConfigFile {
+    /// Reads `path`; a missing file at the default path is an empty config (flags and the
+    /// environment may say everything), anywhere else it is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<ConfigFile, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(ConfigFile::default());
+            }
+            Err(e) => {
+                return Err(ConfigError::Unreadable {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            detail,
+        };
+        let config: ConfigFile =
+            toml::from_str(text).map_err(|e| invalid(one_line_toml_error(&e, text)))?;
+        if let Some(components) = &config.components {
+            for name in components {
+                name.parse::<Component>()
+                    .map_err(|e| invalid(format!("components: {e}")))?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// toml's message as one line: where, which key, and what is wrong.
+fn one_line_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !message.contains('`') => {
+            format!("line {number}: {}: {message}", key.trim())
+        }
+        _ => format!("line {number}: {message}"),
+    }
+}
+
+/// The components named in the config or flags; all when none are named. `vmail` brings
+/// `crypt`: mail without its keys cannot be read.
+pub fn components(names: &[String]) -> Result<Vec<Component>, String> {
+    let mut chosen: Vec<Component> = if names.is_empty() {
+        Component::ALL.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<_, String>>()?
+    };
+    if chosen.contains(&Component::Vmail) && !chosen.contains(&Component::Crypt) {
+        chosen.push(Component::Crypt);
+    }
+    chosen.sort();
+    chosen.dedup();
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses() {
+        let text = r#"
+repository = "ssh://u1@host:23/./mailcow"
+passphrase_file = "/etc/mailcow-borg/passphrase"
+components = ["vmail", "mysql"]
+exclude = ["vmail/_garbage"]
+lock_wait = 60
+"#;
+        let config = ConfigFile::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(
+            config.repository.as_deref(),
+            Some("ssh://u1@host:23/./mailcow")
+        );
+        assert_eq!(config.lock_wait, Some(60));
+        assert_eq!(config.exclude.unwrap(), ["vmail/_garbage"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key_and_the_file() {
+        let e = ConfigFile::parse("repository = \"r\"\nrepo = \"x\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml: line 2: unknown field `repo`"), "{e}");
+        let e = ConfigFile::parse("lock_wait = \"soon\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.toml: line 1: lock_wait: invalid type"),
+            "{e}"
+        );
+        let e = ConfigFile::parse("components = [\"mail\"]\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.toml: components: unknown component \"mail\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn vmail_brings_its_keys() {
+        assert_eq!(
+            components(&["vmail".into()]).unwrap(),
+            [Component::Vmail, Component::Crypt]
+        );
+        assert_eq!(components(&[]).unwrap(), Component::ALL);
+    }
+}

@@ -1,0 +1,96 @@
+//! Containers of a Compose project, found by the labels Compose sets on them
+//! (`com.docker.compose.project`, `com.docker.compose.service`), never by their names: Compose v1
+//! names them `<project>_<service>_1`, v2 `<project>-<service>-1`, and users rename projects.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+
+use super::engine::{DockerError, Engine, is_not_found};
+
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+/// One container of the project.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub id: String,
+    /// The engine's name, without the leading `/`.
+    pub name: String,
+    pub service: String,
+    pub running: bool,
+    pub mounts: Vec<Mount>,
+}
+
+/// A mount of a container, as the engine reports it (destinations are cleaned: no trailing `/`).
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub destination: String,
+    /// The volume's name for volume mounts.
+    pub volume: Option<String>,
+    /// The host path for bind mounts.
+    pub source: Option<String>,
+}
+
+impl Container {
+    /// The volume mounted at `destination`.
+    pub fn volume_at(&self, destination: &str) -> Option<&str> {
+        let wanted = destination.trim_end_matches('/');
+        self.mounts
+            .iter()
+            .find(|m| m.destination.trim_end_matches('/') == wanted)
+            .and_then(|m| m.volume.as_deref())
+    }
+}
+
+impl Engine {
+    /// Every container (running or not) labelled as part of Compose project `project`.
+    pub async fn project_containers(&self, project: &str) -> Result<Vec<Container>, DockerError> {
+        let filters = HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DockerError::api("listing containers", e))?;
+        Ok(listed
+            .into_iter()
+            .map(|summary| {
+                let labels = summary.labels.unwrap_or_default();
+                Container {
+                    id: summary.id.unwrap_or_default(),
+                    name: summary
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                    running: summary.state.is_some_and(|s| s.to_string() == "running"),
+                    mounts: summary
+                        .mounts
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|m| Mount {
+                            destination: m.destination.unwrap_or_default(),
+                            volume: m.name.filter(|n| !n.is_empty()),
+                            source: m.source.filter(|s| !s.is_empty()),
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Whether a volume of that name exists.
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self.api.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(DockerError::api(format!("inspecting volume {name}"), e)),
+        }
+    }
+}

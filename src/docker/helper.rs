@@ -1,0 +1,327 @@
+//! One helper container's life: created with exactly the mounts it needs, attached (stdin,
+//! stdout, stderr) before it starts so no output is lost, started, its output relayed to ours,
+//! its exit code collected, and removed.
+//!
+//! Hardening, because the helper reads every mail and holds the repository's key: the root
+//! file system is read-only, `no-new-privileges` is set, every capability is dropped but the
+//! ones the caller names (a backup needs only `DAC_READ_SEARCH`: root reading files of other
+//! owners), and secrets arrive as read-only single-file bind mounts, never in the environment
+//! or the arguments (both show in `docker inspect`).
+//!
+//! Removal: the caller removes the helper when it is done and when it is interrupted (after
+//! passing the signal on, so the helper rolls back cleanly). Every helper carries the label
+//! [`HELPER_LABEL`], so a run can also remove stopped helpers that a killed run (SIGKILL, a
+//! reboot) left behind.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions,
+    ListContainersOptionsBuilder, RemoveContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWrite;
+
+use super::OutputStream;
+use super::engine::{DockerError, Engine, is_not_found};
+
+/// The label that marks our helper containers.
+pub const HELPER_LABEL: &str = "org.mailcow-borg.helper";
+
+/// What a helper mounts, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelperMount {
+    /// A named volume (it must exist: the engine would create a missing one, empty).
+    Volume {
+        name: String,
+        target: String,
+        read_only: bool,
+    },
+    /// A host file or directory.
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+}
+
+/// How to create a helper.
+#[derive(Clone, Debug)]
+pub struct HelperSpec {
+    pub image: String,
+    /// Arguments after the image's entry point.
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub mounts: Vec<HelperMount>,
+    /// `host`, `none`, or a network's name.
+    pub network: String,
+    /// Capabilities kept (all others are dropped).
+    pub capabilities: Vec<String>,
+    /// Non-secret environment only.
+    pub env: Vec<String>,
+}
+
+/// A started helper.
+pub struct Helper {
+    engine: Engine,
+    pub id: String,
+    stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    output: Option<OutputStream>,
+}
+
+impl HelperSpec {
+    fn body(&self) -> ContainerCreateBody {
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|m| match m {
+                HelperMount::Volume {
+                    name,
+                    target,
+                    read_only,
+                } => Mount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(name.clone()),
+                    target: Some(target.clone()),
+                    read_only: Some(*read_only),
+                    // Never copy anything of the image into the volume.
+                    volume_options: Some(MountVolumeOptions {
+                        no_copy: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                HelperMount::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some(source.clone()),
+                    target: Some(target.clone()),
+                    read_only: Some(*read_only),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(self.args.clone()),
+            working_dir: Some(self.working_dir.clone()),
+            env: Some(self.env.clone()),
+            user: Some("0:0".into()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            labels: Some(HashMap::from([(HELPER_LABEL.into(), "1".into())])),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                network_mode: Some(self.network.clone()),
+                readonly_rootfs: Some(true),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(self.capabilities.clone()),
+                auto_remove: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl Engine {
+    /// Removes helpers that are not running: what a killed earlier run left behind.
+    pub async fn remove_stale_helpers(&self) -> Result<usize, DockerError> {
+        let filters = HashMap::from([("label", vec![HELPER_LABEL.to_string()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DockerError::api("listing helper containers", e))?;
+        let mut removed = 0;
+        for container in listed {
+            let running = container
+                .state
+                .as_ref()
+                .is_some_and(|s| s.to_string() == "running");
+            if let (false, Some(id)) = (running, container.id) {
+                remove(self, &id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Creates the helper, attaches to it and starts it.
+    pub async fn start_helper(&self, spec: &HelperSpec) -> Result<Helper, DockerError> {
+        let created = self
+            .api
+            .create_container(None::<CreateContainerOptions>, spec.body())
+            .await
+            .map_err(|e| DockerError::api("creating the helper container", e))?;
+        let id = created.id;
+        let attached = async {
+            let options = AttachContainerOptions {
+                stream: true,
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            };
+            let attached = self
+                .api
+                .attach_container(&id, Some(options))
+                .await
+                .map_err(|e| DockerError::api("attaching to the helper container", e))?;
+            self.api
+                .start_container(&id, None)
+                .await
+                .map_err(|e| DockerError::api("starting the helper container", e))?;
+            Ok::<_, DockerError>(attached)
+        };
+        match attached.await {
+            Ok(attached) => Ok(Helper {
+                engine: self.clone(),
+                id,
+                stdin: Some(attached.input),
+                output: Some(attached.output),
+            }),
+            Err(e) => {
+                let _ = remove(self, &id).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn remove(engine: &Engine, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    match engine.api.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(DockerError::api(
+            format!("removing helper container {id}"),
+            e,
+        )),
+    }
+}
+
+/// Where the helper's stdout goes.
+pub enum StdoutTo {
+    /// Our stdout.
+    Relay,
+    /// Kept, for the caller to read (a JSON document).
+    Capture,
+}
+
+impl Helper {
+    /// The helper's stdin; closing it (shutdown) ends the helper's input.
+    pub fn take_stdin(&mut self) -> Option<Pin<Box<dyn AsyncWrite + Send>>> {
+        self.stdin.take()
+    }
+
+    /// Relays the helper's output until it ends (the helper exited): stderr to ours, stdout
+    /// to ours or captured. Returns what was captured.
+    pub fn relay_output(
+        &mut self,
+        stdout: StdoutTo,
+    ) -> tokio::task::JoinHandle<std::io::Result<Vec<u8>>> {
+        let output = self.output.take();
+        tokio::spawn(async move {
+            let mut captured = Vec::new();
+            let Some(mut output) = output else {
+                return Ok(captured);
+            };
+            while let Some(Ok(piece)) = output.next().await {
+                match piece {
+                    LogOutput::StdErr { message } => {
+                        let mut err = std::io::stderr().lock();
+                        err.write_all(&message)?;
+                        err.flush()?;
+                    }
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        match stdout {
+                            StdoutTo::Capture => captured.extend_from_slice(&message),
+                            StdoutTo::Relay => {
+                                let mut out = std::io::stdout().lock();
+                                out.write_all(&message)?;
+                                out.flush()?;
+                            }
+                        }
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok(captured)
+        })
+    }
+
+    /// Waits for the helper to exit; its exit code.
+    pub async fn wait(&self) -> Result<i64, DockerError> {
+        let options = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let mut waiting = self.engine.api.wait_container(&self.id, Some(options));
+        match waiting.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(DockerError::api("waiting for the helper container", e)),
+            None => Err(DockerError::Api {
+                context: "waiting for the helper container".into(),
+                detail: "the engine ended the wait without an exit code".into(),
+            }),
+        }
+    }
+
+    /// Passes a signal (`SIGINT`, `SIGTERM`, `SIGKILL`) on to the helper's process.
+    pub async fn signal(&self, signal: &str) -> Result<(), DockerError> {
+        let options = KillContainerOptions {
+            signal: signal.into(),
+        };
+        match self
+            .engine
+            .api
+            .kill_container(&self.id, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Not running any more (409) or gone (404): nothing to signal.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(DockerError::api("signalling the helper container", e)),
+        }
+    }
+
+    /// Waits up to `grace` for the helper to exit, then kills it; its exit code if it exited.
+    pub async fn wait_or_kill(&self, grace: Duration) -> Option<i64> {
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(Ok(code)) => Some(code),
+            _ => {
+                let _ = self.signal("SIGKILL").await;
+                None
+            }
+        }
+    }
+
+    /// Removes the helper (stopping it first if it still runs).
+    pub async fn remove(self) -> Result<(), DockerError> {
+        remove(&self.engine, &self.id).await
+    }
+}
