@@ -79,6 +79,7 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
             network: "none".into(),
             capabilities: vec!["DAC_READ_SEARCH".into()],
             env: vec![],
+            labels: vec![],
         };
         let mut helper = engine.start_helper(&spec).await.unwrap();
         let output = helper.relay_output(StdoutTo::Capture);
@@ -121,6 +122,7 @@ fn a_helper_reads_its_stdin_and_its_exit_code_is_reported() {
             network: "none".into(),
             capabilities: vec![],
             env: vec![],
+            labels: vec![],
         };
         let mut helper = engine.start_helper(&spec).await.unwrap();
         let output = helper.relay_output(StdoutTo::Capture);

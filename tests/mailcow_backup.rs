@@ -63,18 +63,23 @@ impl Setup {
         }
     }
 
-    /// Our `backup` with the config and `args`, the environment cleared (no passphrase in it).
+    /// Our `backup` with `args` (and the config, unless they name another), the environment
+    /// cleared (no passphrase in it).
     fn backup(&self, args: &[&str]) -> Ran {
+        Ran::from(self.backup_command(args).output().unwrap())
+    }
+
+    fn backup_command(&self, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .arg("backup")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(std::process::Stdio::null());
-        Ran::from(command.output().unwrap())
+            .arg("backup");
+        if !args.contains(&"--config") {
+            command.arg("--config").arg(&self.config);
+        }
+        command.args(args).stdin(std::process::Stdio::null());
+        command
     }
 
     fn borg(&self, args: &[&str]) -> Ran {
@@ -82,8 +87,10 @@ impl Setup {
     }
 }
 
-fn no_helper_left() {
-    let left = docker(&["ps", "-aq", "--filter", "label=org.mailcow-borg.helper"]);
+/// No helper container of this mailcow exists, running or stopped.
+fn no_helper_left(mailcow: &Mailcow) {
+    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+    let left = docker(&["ps", "-aq", "--filter", &label]);
     assert!(left.is_empty(), "helper containers left behind: {left}");
 }
 
@@ -155,7 +162,7 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
     mailcow.set_redis_keys(&[("DKIM_PRIV_KEYS", "dkim-private"), ("fresh", "just-before")]);
 
     let ran = setup.backup(&["--json"]).expect(0, "mailcow-borg backup");
-    no_helper_left();
+    no_helper_left(&mailcow);
     let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
     let name = summary["archive"]["name"].as_str().unwrap().to_string();
     assert!(name.contains("-mailcow-"), "default archive name: {name}");
@@ -227,4 +234,235 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
         key_in_dump(&out.join("redis"), "DKIM_PRIV_KEYS"),
         "dkim-private"
     );
+}
+
+/// The archives in the repository.
+fn archives(setup: &Setup) -> Vec<String> {
+    let listed = setup
+        .borg(&["list", "--short", setup.repo.to_str().unwrap()])
+        .expect(0, "borg list");
+    listed.stdout_text().lines().map(str::to_string).collect()
+}
+
+/// Runs a backup that must fail: exit code 2, `expected` in its message, nothing committed,
+/// no helper left.
+fn fails(setup: &Setup, mailcow: &Mailcow, args: &[&str], expected: &str, what: &str) {
+    let ran = setup.backup(args);
+    eprintln!("--- {what}:\n{}", ran.stderr);
+    assert_eq!(ran.code, 2, "{what}: exit code\n{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(expected),
+        "{what}: the message should say {expected:?}:\n{}",
+        ran.stderr
+    );
+    no_helper_left(mailcow);
+    assert!(
+        archives(setup).is_empty(),
+        "{what}: an archive was committed"
+    );
+}
+
+#[test]
+fn failures_say_what_happened_exit_2_and_commit_nothing() {
+    let mailcow = Mailcow::create(20);
+    mailcow.start();
+    mailcow.fill_database();
+    let setup = Setup::new(&mailcow);
+    let dir = setup.dir.path();
+    let with = |key: &str, value: &str| {
+        let text = std::fs::read_to_string(&setup.config).unwrap();
+        let changed: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = \"{value}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let path = dir.join(format!("config-{key}.toml"));
+        std::fs::write(&path, changed).unwrap();
+        path
+    };
+
+    // A wrong passphrase.
+    let wrong = dir.join("wrong-passphrase");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let config = with("passphrase_file", wrong.to_str().unwrap());
+    fails(
+        &setup,
+        &mailcow,
+        &["--config", config.to_str().unwrap()],
+        "wrong passphrase",
+        "wrong passphrase",
+    );
+
+    // The repository cannot be reached.
+    let unreachable = format!("ssh://root@127.0.0.1:1{}", setup.repo.display());
+    let config = with("repository", &unreachable);
+    fails(
+        &setup,
+        &mailcow,
+        &["--config", config.to_str().unwrap()],
+        "127.0.0.1",
+        "unreachable repository",
+    );
+
+    // The mail_crypt keys are missing, then empty.
+    let keys = mailcow.volume_dir("crypt-vol-1");
+    let key = keys.join("ecprivkey.pem");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    fails(
+        &setup,
+        &mailcow,
+        &[],
+        "ecprivkey.pem is missing",
+        "missing crypt key",
+    );
+    std::fs::write(&key, b"").unwrap();
+    fails(
+        &setup,
+        &mailcow,
+        &[],
+        "ecprivkey.pem is empty",
+        "empty crypt key",
+    );
+    std::fs::write(&key, &saved).unwrap();
+
+    // The dump fails midway: a view over a table that is gone makes mariadb-dump stop after
+    // it has written the tables before it.
+    let mysql = mailcow.container("mysql-mailcow");
+    let sql = b"CREATE TABLE mailcow.zz (x INT); CREATE VIEW mailcow.zz_view AS SELECT x FROM mailcow.zz; DROP TABLE mailcow.zz;";
+    assert_eq!(docker_exec(&mysql, &["mariadb", "-uroot"], sql).0, 0);
+    fails(
+        &setup,
+        &mailcow,
+        &[],
+        "mariadb-dump exited with 2",
+        "failing dump",
+    );
+    let drop = b"DROP VIEW mailcow.zz_view;";
+    assert_eq!(docker_exec(&mysql, &["mariadb", "-uroot"], drop).0, 0);
+
+    // Another backup holds the host lock.
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // `-o`: only flock holds the lock (not its child), so killing it releases the lock.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(state.join("lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    fails(
+        &setup,
+        &mailcow,
+        &["--lock-wait", "1"],
+        "another mailcow-borg backup is running",
+        "second run",
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // mailcow is not running, or not there at all.
+    docker(&["stop", "-t", "1", &mailcow.container("mysql-mailcow")]);
+    fails(
+        &setup,
+        &mailcow,
+        &[],
+        "mysql-mailcow is not running",
+        "stopped mysql",
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("mailcow.conf"),
+        "COMPOSE_PROJECT_NAME=nosuchproject\nDBNAME=mailcow\nDBUSER=mailcow\nDBPASS=x\n",
+    )
+    .unwrap();
+    let config = with("mailcow_dir", elsewhere.path().to_str().unwrap());
+    fails(
+        &setup,
+        &mailcow,
+        &["--config", config.to_str().unwrap()],
+        "mailcow not found: no container",
+        "no mailcow",
+    );
+
+    // What is left still works: without mysql, the rest is backed up.
+    let ran = setup.backup(&[
+        "--component",
+        "vmail",
+        "--component",
+        "redis",
+        "--component",
+        "config",
+    ]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(archives(&setup).len(), 1);
+    setup
+        .borg(&["check", setup.repo.to_str().unwrap()])
+        .expect(0, "borg check");
+}
+
+/// Ctrl-C while the helper runs (here it waits for the repository's lock, which another borg
+/// holds): the helper rolls back and is removed, nothing is committed, the exit code is 2.
+/// While it ran, `docker inspect` showed no secret.
+#[test]
+fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
+    let mailcow = Mailcow::create(20);
+    mailcow.start();
+    mailcow.fill_database();
+    let setup = Setup::new(&mailcow);
+    let repo = setup.repo.to_str().unwrap().to_string();
+    let mut holder = std::process::Command::new(common::borg14())
+        .args(["with-lock", &repo, "sleep", "120"])
+        .env("BORG_BASE_DIR", setup.world.base.path())
+        .env("BORG_PASSPHRASE", PASSPHRASE)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let child = setup
+        .backup_command(&["--lock-wait", "100"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut helper = String::new();
+    wait_until("the helper container", || {
+        let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+        helper = docker(&["ps", "-q", "--filter", &label]);
+        !helper.is_empty()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let inspected = docker(&["inspect", &helper]);
+    for secret in [
+        PASSPHRASE,
+        common::mailcow::DB_PASS,
+        common::mailcow::REDIS_PASS,
+    ] {
+        assert!(
+            !inspected.contains(secret),
+            "docker inspect shows a secret: {inspected}"
+        );
+    }
+    assert!(inspected.contains("/run/secrets/passphrase"), "{inspected}");
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let ran = Ran::from(child.wait_with_output().unwrap());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the run ended {:?} after SIGINT",
+        started.elapsed()
+    );
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    no_helper_left(&mailcow);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let _ = setup.borg(&["break-lock", &repo]);
+    assert!(archives(&setup).is_empty());
 }

@@ -475,11 +475,15 @@ pub fn run_with(
     let started = std::time::Instant::now();
     runtime()?.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
-        let signal = watch_signals(stop.clone())?;
+        let mut signal = watch_signals(stop.clone())?;
         // The walk starts now, while the connection and `borg serve` start up.
         let options = Arc::new(options);
         let walk = start_walk(options.clone(), stop);
-        let mut repo = open(&location, &access, Operation::Write).await?;
+        // Opening may wait long (for the repository's lock): a signal ends the wait at once.
+        let mut repo = tokio::select! {
+            opened = open(&location, &access, Operation::Write) => opened?,
+            code = signal.arrived() => return Err(Interrupted(code).into()),
+        };
         let result = create(&mut repo, options, walk, printer.clone(), started).await;
         ticker_done.store(true, Ordering::Relaxed);
         printer.clear();
@@ -537,11 +541,19 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Which signal arrived (as the exit code it leads to), once one has.
-struct SignalSeen(Arc<std::sync::OnceLock<i32>>);
+struct SignalSeen(tokio::sync::watch::Receiver<Option<i32>>);
 
 impl SignalSeen {
     fn get(&self) -> Option<i32> {
-        self.0.get().copied()
+        *self.0.borrow()
+    }
+
+    /// Waits for a signal; the exit code it leads to.
+    async fn arrived(&mut self) -> i32 {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(code) => code.expect("waited for Some"),
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
@@ -549,7 +561,7 @@ impl SignalSeen {
 /// the process dying with the repository locked.
 fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<SignalSeen> {
     use tokio::signal::unix::{SignalKind, signal};
-    let seen = Arc::new(std::sync::OnceLock::new());
+    let (seen, receiver) = tokio::sync::watch::channel(None);
     for (kind, code) in [
         (SignalKind::interrupt(), super::EXIT_ERROR),
         (SignalKind::terminate(), super::EXIT_SIGTERM),
@@ -558,13 +570,13 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<SignalSeen> {
         let (stop, seen) = (stop.clone(), seen.clone());
         tokio::spawn(async move {
             if stream.recv().await.is_some() {
-                let _ = seen.set(code);
+                seen.send_if_modified(|first| first.is_none() && first.replace(code).is_none());
                 stop.store(true, Ordering::Relaxed);
                 eprintln!("mailcow-borg: stopping: rolling back what this run wrote");
             }
         });
     }
-    Ok(SignalSeen(seen))
+    Ok(SignalSeen(receiver))
 }
 
 const MAX_DATA_SIZE: f64 = 20_971_479.0;

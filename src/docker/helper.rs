@@ -64,6 +64,8 @@ pub struct HelperSpec {
     pub capabilities: Vec<String>,
     /// Non-secret environment only.
     pub env: Vec<String>,
+    /// Labels besides [`HELPER_LABEL`].
+    pub labels: Vec<(String, String)>,
 }
 
 /// A started helper.
@@ -121,7 +123,13 @@ impl HelperSpec {
             open_stdin: Some(true),
             stdin_once: Some(true),
             tty: Some(false),
-            labels: Some(HashMap::from([(HELPER_LABEL.into(), "1".into())])),
+            labels: Some(
+                self.labels
+                    .iter()
+                    .cloned()
+                    .chain([(HELPER_LABEL.to_string(), "1".to_string())])
+                    .collect(),
+            ),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 network_mode: Some(self.network.clone()),
@@ -138,9 +146,10 @@ impl HelperSpec {
 }
 
 impl Engine {
-    /// Removes helpers that are not running: what a killed earlier run left behind.
-    pub async fn remove_stale_helpers(&self) -> Result<usize, DockerError> {
-        let filters = HashMap::from([("label", vec![HELPER_LABEL.to_string()])]);
+    /// Removes helpers with the label `label` (`key=value`) that are not running: what a
+    /// killed earlier run left behind.
+    pub async fn remove_stale_helpers(&self, label: &str) -> Result<usize, DockerError> {
+        let filters = HashMap::from([("label", vec![HELPER_LABEL.to_string(), label.to_string()])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

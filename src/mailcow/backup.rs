@@ -32,6 +32,9 @@ pub const HELPER_ROOT: &str = "/mailcow";
 pub const HELPER_STATE: &str = "/state";
 const HELPER_SECRETS: &str = "/run/secrets";
 
+/// The label that says which mailcow a helper belongs to.
+pub const PROJECT_LABEL: &str = "org.mailcow-borg.project";
+
 /// How long an interrupted helper gets to roll back before it is killed.
 const ROLLBACK_GRACE: Duration = Duration::from_secs(60);
 
@@ -232,6 +235,7 @@ pub fn helper_spec(
         // Root reading files of other owners (mail is uid 5000, mode 0700 and 0600).
         capabilities: vec!["DAC_READ_SEARCH".into()],
         env,
+        labels: vec![(PROJECT_LABEL.into(), conf.project.clone())],
     }
 }
 
@@ -251,7 +255,9 @@ pub async fn backup(
             ensure_helper_image(engine, &executable, env!("CARGO_PKG_VERSION")).await?
         }
     };
-    engine.remove_stale_helpers().await?;
+    engine
+        .remove_stale_helpers(&format!("{PROJECT_LABEL}={}", conf.project))
+        .await?;
     if let Some(redis) = &found.redis {
         redis::save(engine, redis, &conf.redis_pass).await?;
     }

@@ -133,7 +133,10 @@ impl Mailcow {
     /// Creates the volumes and the mailcow directory; nothing runs yet.
     pub fn create(mails: u32) -> Mailcow {
         require_images();
-        let project = format!("mcbtest{}", std::process::id());
+        // Unique per test (tests of one binary run in parallel, in one process).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let project = format!("mcbtest{}x{n}", std::process::id());
         let world = Mailcow {
             project,
             dir: tempfile::tempdir().unwrap(),
