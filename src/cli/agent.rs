@@ -33,7 +33,13 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
                 check_crypt_keys(dir)?;
             }
             let dump = FramedReader::new(std::io::stdin());
-            create::run_with(args.create, Some((Box::new(dump), true)))
+            let extras = create::Extras {
+                stdin: Some((Box::new(dump), true)),
+                // Postfix's fifos (public/pickup, …) are the mail system's, made again when it
+                // starts; mailcow's volumes hold no other special files.
+                skip_special: true,
+            };
+            create::run_with(args.create, extras)
         }
     }
 }

@@ -372,15 +372,19 @@ fn stream_input(
 }
 
 pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
-    run_with(args, None)
+    run_with(args, Extras::default())
 }
 
-/// `create`, with `-` reading `stdin` instead of standard input when given (and whether its
-/// read errors are fatal).
-pub fn run_with(
-    args: CreateArgs,
-    stdin: Option<(Box<dyn std::io::Read + Send>, bool)>,
-) -> anyhow::Result<Outcome> {
+/// What callers of `create` other than its command line may add.
+#[derive(Default)]
+pub struct Extras {
+    /// What `-` reads instead of standard input, and whether its read errors are fatal.
+    pub stdin: Option<(Box<dyn std::io::Read + Send>, bool)>,
+    /// Leave fifos and devices out.
+    pub skip_special: bool,
+}
+
+pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
     let location = parse_location(Some(&args.location))?;
     let Some(raw_name) = location.archive.clone() else {
         anyhow::bail!(
@@ -448,6 +452,7 @@ pub fn run_with(
             },
             skip,
             cwd: cwd.as_os_str().as_bytes().to_vec(),
+            skip_special: extras.skip_special,
         },
         cache_dir,
         security_dir: access.security_dir.clone(),
@@ -459,7 +464,7 @@ pub fn run_with(
         hostname: values.hostname.clone(),
         username: values.user.clone(),
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        stdin: stream_input(&args, stdin)?,
+        stdin: stream_input(&args, extras.stdin)?,
     };
     let show_progress = args.progress
         || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));

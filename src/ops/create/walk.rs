@@ -57,6 +57,9 @@ pub struct WalkOptions {
     pub skip: HashSet<InodeKey>,
     /// The working directory, for the files cache's absolute paths.
     pub cwd: Vec<u8>,
+    /// Leave fifos and devices out, like sockets (not a borg option: the mailcow helper's, for
+    /// postfix's queue, whose fifos the mail system makes again itself).
+    pub skip_special: bool,
 }
 
 /// One entry of the walk, in order.
@@ -286,6 +289,9 @@ impl Walker<'_> {
         } else if file_type.is_symlink() {
             self.symlink(fs_path, path, &st)
         } else if file_type.is_fifo() || file_type.is_char_device() || file_type.is_block_device() {
+            if self.options.skip_special {
+                return Ok(());
+            }
             self.special(fs_path, path, &st)
         } else if file_type.is_socket() {
             Ok(()) // borg skips sockets without a word
