@@ -71,11 +71,20 @@ impl Setup {
     }
 
     fn backup_command(&self, args: &[&str]) -> std::process::Command {
+        self.command(&["backup"], args)
+    }
+
+    /// `config check` with `args`.
+    fn check(&self, args: &[&str]) -> Ran {
+        Ran::from(self.command(&["config", "check"], args).output().unwrap())
+    }
+
+    fn command(&self, subcommand: &[&str], args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .arg("backup");
+            .args(subcommand);
         if !args.contains(&"--config") {
             command.arg("--config").arg(&self.config);
         }
@@ -161,6 +170,20 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
     let setup = Setup::new(&mailcow);
     // Written just before the backup, with Redis' own saves off: only a SAVE puts them on disk.
     mailcow.set_redis_keys(&[("DKIM_PRIV_KEYS", "dkim-private"), ("fresh", "just-before")]);
+
+    let checked = setup.check(&[]).expect(0, "config check");
+    let report = checked.stdout_text();
+    for expected in [
+        format!("volume {}", mailcow.volume("vmail-vol-1")),
+        "mariadb-dump of database mailcow".to_string(),
+        "mail_crypt keys: present".to_string(),
+        "borg 1.4.5 serves it; 0 archives".to_string(),
+    ] {
+        assert!(
+            report.contains(&expected),
+            "config check should say {expected:?}:\n{report}"
+        );
+    }
 
     let ran = setup.backup(&["--json"]).expect(0, "mailcow-borg backup");
     no_helper_left(&mailcow);
@@ -308,6 +331,23 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
         &["--config", config.to_str().unwrap()],
         "wrong passphrase",
         "wrong passphrase",
+    );
+    let checked = setup.check(&["--config", config.to_str().unwrap()]);
+    assert_eq!(checked.code, 2);
+    assert!(
+        checked.stderr.contains("wrong passphrase"),
+        "{}",
+        checked.stderr
+    );
+    // A config file with a key we do not know.
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "repositry = \"x\"\n").unwrap();
+    let checked = setup.check(&["--config", typo.to_str().unwrap()]);
+    assert_eq!(checked.code, 2);
+    assert!(
+        checked.stderr.contains("line 1: unknown field `repositry`"),
+        "{}",
+        checked.stderr
     );
 
     // The repository cannot be reached.

@@ -18,8 +18,10 @@ use crate::mailcow::backup::{BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
 use crate::ops::placeholders::expand;
 
+/// Where the mailcow commands get their settings: the config file, overridden by the
+/// environment and these flags.
 #[derive(Args)]
-pub struct BackupArgs {
+pub struct SettingsArgs {
     /// The config file.
     #[arg(long, env = "MAILCOW_BORG_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -69,6 +71,12 @@ pub struct BackupArgs {
     /// The helper's network: host (default), none, or a network's name.
     #[arg(long, value_name = "NETWORK")]
     helper_network: Option<String>,
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Print statistics at the end.
     #[arg(short = 's', long)]
     stats: bool,
@@ -92,7 +100,11 @@ fn existing_file(key: &str, path: Option<PathBuf>) -> anyhow::Result<Option<Path
     .transpose()
 }
 
-fn options(args: &BackupArgs) -> anyhow::Result<(BackupOptions, PathBuf)> {
+/// The settings, resolved; `output` says what the helper prints.
+pub(super) fn options(
+    args: &SettingsArgs,
+    output: OutputOptions,
+) -> anyhow::Result<(BackupOptions, PathBuf)> {
     let (config_path, explicit) = match &args.config {
         Some(path) => (path.clone(), true),
         None => (PathBuf::from(config::DEFAULT_CONFIG), false),
@@ -165,12 +177,7 @@ fn options(args: &BackupArgs) -> anyhow::Result<(BackupOptions, PathBuf)> {
             .unwrap_or_else(|| "host".into()),
         hostname: values.hostname.clone(),
         username: values.user.clone(),
-        output: OutputOptions {
-            stats: args.stats,
-            json: args.json,
-            list: args.list,
-            progress: args.progress,
-        },
+        output,
     };
     Ok((options, state_dir))
 }
@@ -214,7 +221,13 @@ fn host_lock(state_dir: &Path, wait: Duration) -> anyhow::Result<std::fs::File> 
 }
 
 pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
-    let (options, state_dir) = options(&args)?;
+    let output = OutputOptions {
+        stats: args.stats,
+        json: args.json,
+        list: args.list,
+        progress: args.progress,
+    };
+    let (options, state_dir) = options(&args.settings, output)?;
     let _lock = host_lock(&state_dir, Duration::from_secs(options.lock_wait))?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {

@@ -6,6 +6,7 @@ mod agent;
 mod backup;
 mod benchmark;
 mod config;
+mod config_check;
 mod create;
 mod debug;
 mod extract;
@@ -47,6 +48,9 @@ struct Cli {
 enum Command {
     /// Back up this host's mailcow into a new archive, through a helper container.
     Backup(Box<backup::BackupArgs>),
+    /// Check the mailcow backup's config and everything it needs.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
     /// Back up files and directories into a new archive.
     Create(Box<create::CreateArgs>),
     /// List the archives of a repository, or the contents of an archive.
@@ -79,6 +83,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Backup(args) => backup::run(*args),
+        Command::Config(cmd) => config_check::run(cmd),
         Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),

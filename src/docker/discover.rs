@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::query_parameters::{ContainerArchiveInfoOptions, ListContainersOptionsBuilder};
 
 use super::engine::{DockerError, Engine, is_not_found};
 
@@ -83,6 +83,24 @@ impl Engine {
                 }
             })
             .collect())
+    }
+
+    /// The size of the file at `path` inside a container (through its file system, no
+    /// command run); `None` when there is nothing there.
+    pub async fn file_size(&self, container: &str, path: &str) -> Result<Option<u64>, DockerError> {
+        let options = ContainerArchiveInfoOptions { path: path.into() };
+        match self
+            .api
+            .get_container_archive_info(container, Some(options))
+            .await
+        {
+            Ok(stat) => Ok(Some(stat.size.max(0) as u64)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(DockerError::api(
+                format!("looking at {path} in {container}"),
+                e,
+            )),
+        }
     }
 
     /// Whether a volume of that name exists.

@@ -1,0 +1,156 @@
+//! `mailcow-borg config check`: everything a backup needs, checked now, and what a backup would
+//! do — for the admin who just wrote the config, and for monitoring. It reads the config,
+//! reaches Docker, finds mailcow and each component's volume, looks for the mail_crypt keys,
+//! finds the dump tool, opens the repository (from this host, with the helper's security dir),
+//! and says whether the helper image exists. The first problem ends it with exit code 2.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use super::backup::{SettingsArgs, options};
+use crate::docker::Engine;
+use crate::format::manifest::Operation;
+use crate::mailcow::backup::{BackupOptions, OutputOptions};
+use crate::mailcow::components::{CONFIG_PATHS, CRYPT_KEYS, Component};
+use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::discover::discover;
+use crate::mailcow::mysql::dump_tool;
+use crate::ops::open::open;
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config, Docker, mailcow and the repository; print what a backup would do.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
+    let ConfigCommand::Check(args) = command;
+    let (options, _) = options(&args.settings, OutputOptions::default())?;
+    let conf = MailcowConf::load(&options.mailcow_dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "config: ok")?;
+    writeln!(
+        out,
+        "mailcow: {} (project {})",
+        conf.path.display(),
+        conf.project
+    )?;
+    runtime()?.block_on(async {
+        let engine = Engine::connect().await?;
+        writeln!(
+            out,
+            "docker: {} (engine {})",
+            engine.endpoint(),
+            engine.version().await?
+        )?;
+        let found = discover(&engine, &conf, &options.components).await?;
+        for component in &options.components {
+            let what = match component {
+                Component::Mysql => {
+                    let mysql = found.mysql.as_ref().expect("discovered");
+                    let tool = dump_tool(&engine, mysql).await?;
+                    format!("{tool} of database {} in {}", conf.db_name, mysql.name)
+                }
+                Component::Config => {
+                    let present: Vec<&str> = CONFIG_PATHS
+                        .into_iter()
+                        .filter(|p| options.mailcow_dir.join(p).exists())
+                        .collect();
+                    format!(
+                        "{} from {}",
+                        present.join(", "),
+                        options.mailcow_dir.display()
+                    )
+                }
+                Component::Redis => format!(
+                    "SAVE in {}, then volume {}",
+                    found.redis.as_ref().expect("discovered").name,
+                    found.volumes[component]
+                ),
+                _ => format!("volume {}", found.volumes[component]),
+            };
+            writeln!(out, "  {:<12} {what}", component.name())?;
+        }
+        check_crypt_keys(&engine, &conf, &options).await?;
+        writeln!(out, "  mail_crypt keys: present")?;
+        let repo = open_repository(&options).await?;
+        writeln!(
+            out,
+            "repository: {} (borg {}.{}.{} serves it; {} archives)",
+            options.repository,
+            repo.server_version.0,
+            repo.server_version.1,
+            repo.server_version.2,
+            repo.manifest.archives.len()
+        )?;
+        let _ = repo.close().await;
+        let image = match &options.helper_image {
+            Some(image) => format!("{image} (given)"),
+            None => "made from this executable on the first backup, then reused".into(),
+        };
+        writeln!(out, "helper image: {image}")?;
+        writeln!(out, "archive name: {}", options.archive)?;
+        writeln!(out, "state dir: {}", options.state_dir.display())?;
+        Ok(Outcome::Ok)
+    })
+}
+
+/// The mail_crypt keys, seen through dovecot-mailcow's file system (no command run).
+async fn check_crypt_keys(
+    engine: &Engine,
+    conf: &MailcowConf,
+    options: &BackupOptions,
+) -> anyhow::Result<()> {
+    if !options.components.contains(&Component::Vmail) {
+        return Ok(());
+    }
+    let containers = engine.project_containers(&conf.project).await?;
+    let Some(dovecot) = containers.iter().find(|c| c.service == "dovecot-mailcow") else {
+        return Ok(()); // found through the volume's name; the helper checks the keys there
+    };
+    for name in CRYPT_KEYS {
+        let path = format!("/mail_crypt/{name}");
+        if engine.file_size(&dovecot.id, &path).await?.unwrap_or(0) == 0 {
+            anyhow::bail!(
+                "{path} in {} is missing or empty: a vmail backup without dovecot's mail_crypt keys cannot be read; restore the keys before backing up",
+                dovecot.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens the repository as the helper will: the same passphrase, key and known_hosts, and the
+/// state dir's security dir (where the helper keeps it).
+async fn open_repository(
+    options: &BackupOptions,
+) -> anyhow::Result<crate::ops::open::OpenRepository> {
+    let location = parse_location(Some(&options.repository))?;
+    let access = AccessArgs {
+        lock_wait: options.lock_wait,
+        remote_path: options.remote_path.clone().unwrap_or_else(|| "borg".into()),
+        passphrase_file: options.passphrase_file.clone(),
+        ssh_key: options.ssh_key.clone(),
+        ssh_key_passphrase_file: options.ssh_key_passphrase_file.clone(),
+        known_hosts: options.known_hosts.clone(),
+        accept_new_host_key: false,
+        info: false,
+    };
+    let mut access = access.to_options()?;
+    let borg_dir = options.state_dir.join(".config/borg");
+    access.security_dir = borg_dir.join("security");
+    access.keys_dir = borg_dir.join("keys");
+    if options.key_file.is_some() {
+        access.key_file = options.key_file.clone();
+    }
+    Ok(open(&location, &access, Operation::Read).await?)
+}
