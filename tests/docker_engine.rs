@@ -189,3 +189,36 @@ fn commands_in_a_container_get_stdin_and_report_output_and_exit_codes() {
         assert_ne!(missing.exit_code, 0, "a missing executable is an exit code");
     });
 }
+
+/// The Dockerfile's `prebuilt` target makes a working helper image with nothing pulled.
+#[test]
+fn the_dockerfile_builds_the_helper_from_a_prebuilt_binary() {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::repo_root().join("Dockerfile"),
+        context.path().join("Dockerfile"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_mailcow-borg"),
+        context.path().join("mailcow-borg"),
+    )
+    .unwrap();
+    let tag = format!("mcb-test/prebuilt-helper:{}", std::process::id());
+    let (ok, _) = docker(&[
+        "build",
+        "-q",
+        "--target",
+        "prebuilt",
+        "--build-arg",
+        "BINARY=mailcow-borg",
+        "-t",
+        &tag,
+        context.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "docker build --target prebuilt");
+    let (ok, version) = docker(&["run", "--rm", &tag, "--version"]);
+    docker(&["rmi", &tag]);
+    assert!(ok);
+    assert!(version.starts_with("mailcow-borg "), "{version}");
+}
