@@ -518,3 +518,214 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
     let _ = setup.borg(&["break-lock", &repo]);
     assert!(archives(&setup).is_empty());
 }
+
+/// Seconds `f` takes.
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let started = std::time::Instant::now();
+    let value = f();
+    (started.elapsed().as_secs_f64(), value)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Not a test: `scripts/bench-backup.sh` runs it (release build) and it prints figures.
+/// What the orchestration costs around the borg work (making the helper image, reusing it, a
+/// helper's start and removal), and the whole `backup` against the same work done without
+/// Docker orchestration — our `create` and borg's, on the host, over the same volumes, with
+/// the same redis SAVE and the dump piped in — all in one run, on the same data.
+#[test]
+#[ignore]
+fn benchmark_backup() {
+    use mailcow_borg::docker::Engine;
+    use mailcow_borg::docker::helper::{HelperSpec, StdoutTo};
+    use mailcow_borg::docker::image::ensure_helper_image;
+
+    let mails: u32 = std::env::var("MCB_BENCH_MAILS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(2000);
+    let rounds: usize = std::env::var("MCB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(3);
+    let mailcow = Mailcow::create(mails);
+    mailcow.start();
+    mailcow.fill_database();
+    let setup = Setup::new(&mailcow);
+
+    // The helper image: made, then reused; a helper's whole life around a trivial command.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let executable = std::fs::read(env!("CARGO_BIN_EXE_mailcow-borg")).unwrap();
+    let (make, reuse, helper_life) = runtime.block_on(async {
+        let engine = Engine::connect().await.unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        let (image, _) = ensure_helper_image(&engine, &executable, version)
+            .await
+            .unwrap();
+        docker(&["rmi", &image]);
+        let started = std::time::Instant::now();
+        let (_, made) = ensure_helper_image(&engine, &executable, version)
+            .await
+            .unwrap();
+        assert!(made);
+        let make = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        ensure_helper_image(&engine, &executable, version)
+            .await
+            .unwrap();
+        let reuse = started.elapsed().as_secs_f64();
+        let mut lives = Vec::new();
+        for _ in 0..rounds {
+            let spec = HelperSpec {
+                image: image.clone(),
+                args: vec!["--version".into()],
+                working_dir: "/".into(),
+                mounts: vec![],
+                network: "host".into(),
+                capabilities: vec![],
+                env: vec![],
+                labels: vec![],
+            };
+            let started = std::time::Instant::now();
+            let mut helper = engine.start_helper(&spec).await.unwrap();
+            let output = helper.relay_output(StdoutTo::Capture);
+            assert_eq!(helper.wait().await.unwrap(), 0);
+            helper.remove().await.unwrap();
+            output.await.unwrap().unwrap();
+            lives.push(started.elapsed().as_secs_f64());
+        }
+        (make, reuse, median(lives))
+    });
+
+    // The same work without the helper: redis SAVE and the dump by `docker exec`, the dump
+    // piped into `create -` of the volumes' directories on this host.
+    let volumes: Vec<PathBuf> = [
+        "vmail-vol-1",
+        "crypt-vol-1",
+        "vmail-index-vol-1",
+        "redis-vol-1",
+        "rspamd-vol-1",
+        "postfix-vol-1",
+        "sogo-userdata-backup-vol-1",
+    ]
+    .iter()
+    .map(|v| mailcow.volume_dir(v))
+    .collect();
+    let borg_repo = setup.dir.path().join("borg-repo");
+    setup
+        .borg(&["init", "-e", "repokey-blake2", borg_repo.to_str().unwrap()])
+        .expect(0, "borg init");
+    let direct_repo = setup.dir.path().join("direct-repo");
+    setup
+        .borg(&[
+            "init",
+            "-e",
+            "repokey-blake2",
+            direct_repo.to_str().unwrap(),
+        ])
+        .expect(0, "borg init");
+    let sshd = &setup._sshd;
+    let direct = |tool: &str, repo: &Path, n: usize| {
+        let redis = mailcow.container("redis-mailcow");
+        let save = format!(
+            "AUTH \"{}\"\nSAVE\n",
+            common::mailcow::REDIS_PASS.replace('"', "\\\"")
+        );
+        assert_eq!(docker_exec(&redis, &["redis-cli"], save.as_bytes()).0, 0);
+        let options = format!(
+            "[client]\npassword=\"{}\"\n",
+            common::mailcow::DB_PASS
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        );
+        let mut dump = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                &mailcow.container("mysql-mailcow"),
+                "mariadb-dump",
+                "--defaults-extra-file=/dev/stdin",
+                "--user=mailcow",
+                "--single-transaction",
+                "--default-character-set=utf8mb4",
+                "--databases",
+                "mailcow",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        dump.stdin
+            .take()
+            .unwrap()
+            .write_all(options.as_bytes())
+            .unwrap();
+        let url = format!("{}::run{n}", sshd.url(repo));
+        let mut command = if tool == "borg" {
+            let mut c = std::process::Command::new(common::borg14());
+            c.env(
+                "BORG_RSH",
+                format!(
+                    "ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+                    sshd.path("id_ed25519").display(),
+                    sshd.known_hosts().display()
+                ),
+            );
+            c
+        } else {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
+            c.env("MAILCOW_BORG_SSH_KEY", sshd.path("id_ed25519"))
+                .env("MAILCOW_BORG_KNOWN_HOSTS", sshd.known_hosts())
+                .env(
+                    "MAILCOW_BORG_CACHE_DIR",
+                    setup.dir.path().join("direct-cache"),
+                );
+            c
+        };
+        command
+            .env("BORG_BASE_DIR", setup.world.base.path().join(tool))
+            .env("BORG_PASSPHRASE", PASSPHRASE)
+            .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_REMOTE_PATH", common::borg14())
+            .args(["create", "--stdin-name", "mysql/mailcow.sql", &url])
+            .args(&volumes)
+            .arg("-")
+            .stdin(dump.stdout.take().unwrap())
+            .stdout(std::process::Stdio::null());
+        let ran = Ran::from(command.output().unwrap());
+        assert!(dump.wait().unwrap().success());
+        ran.expect(0, &format!("{tool} create"));
+    };
+
+    let mut table = Vec::new();
+    for (step, runs) in [("first backup", 1), ("nothing changed", rounds)] {
+        let (mut ours, mut ours_direct, mut borg) = (Vec::new(), Vec::new(), Vec::new());
+        for n in 0..runs {
+            ours.push(timed(|| setup.backup(&[]).expect(0, "backup")).0);
+            let tag = table.len() * 100 + n;
+            ours_direct.push(timed(|| direct("ours", &direct_repo, tag)).0);
+            borg.push(timed(|| direct("borg", &borg_repo, tag)).0);
+        }
+        table.push((step, median(ours), median(ours_direct), median(borg)));
+    }
+
+    println!("\n### {mails} mails, {rounds} rounds (median)\n");
+    println!("| orchestration | seconds |\n|---|---:|");
+    println!("| helper image made from the executable | {make:.2} |");
+    println!("| helper image reused | {reuse:.3} |");
+    println!("| helper container created, started, waited for, removed | {helper_life:.2} |");
+    println!(
+        "\n| step | backup s | same work, our create on the host s | borg create on the host s | backup − create | **backup / borg** |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (step, ours, direct, borg) in table {
+        println!(
+            "| {step} | {ours:.2} | {direct:.2} | {borg:.2} | {:.2} | **{:.2}** |",
+            ours - direct,
+            ours / borg
+        );
+    }
+}
