@@ -419,6 +419,29 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
     holder.kill().unwrap();
     holder.wait().unwrap();
 
+    // A wrong Redis password in mailcow.conf.
+    let wrong_redis = tempfile::tempdir().unwrap();
+    let conf = std::fs::read_to_string(mailcow.dir.path().join("mailcow.conf")).unwrap();
+    let conf: String = conf
+        .lines()
+        .map(|l| {
+            if l.starts_with("REDISPASS=") {
+                "REDISPASS=wrong\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(wrong_redis.path().join("mailcow.conf"), conf).unwrap();
+    let config = with("mailcow_dir", wrong_redis.path().to_str().unwrap());
+    fails(
+        &setup,
+        &mailcow,
+        &["--config", config.to_str().unwrap()],
+        "redis: redis SAVE in",
+        "wrong redis password",
+    );
+
     // mailcow is not running, or not there at all.
     docker(&["stop", "-t", "1", &mailcow.container("mysql-mailcow")]);
     fails(
@@ -443,7 +466,9 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
         "no mailcow",
     );
 
-    // What is left still works: without mysql, the rest is backed up.
+    // What is left still works: without mysql, the rest is backed up; a volume whose
+    // container is gone (sogo-mailcow removed) is found by its name.
+    docker(&["rm", "-f", &mailcow.container("sogo-mailcow")]);
     let ran = setup.backup(&[
         "--component",
         "vmail",
@@ -451,9 +476,21 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
         "redis",
         "--component",
         "config",
+        "--component",
+        "sogo",
     ]);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(archives(&setup).len(), 1);
+    let names = archives(&setup);
+    assert_eq!(names.len(), 1);
+    let archive = format!("{}::{}", setup.repo.display(), names[0]);
+    let listed = setup
+        .borg(&["list", "--short", &archive, "sogo"])
+        .expect(0, "borg list");
+    assert!(
+        listed.stdout_text().contains("sogo/user@example.org"),
+        "{}",
+        listed.stdout_text()
+    );
     setup
         .borg(&["check", setup.repo.to_str().unwrap()])
         .expect(0, "borg check");

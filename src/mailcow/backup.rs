@@ -248,23 +248,37 @@ pub async fn backup(
     mut stop: tokio::sync::watch::Receiver<Option<&'static str>>,
 ) -> Result<BackupReport, BackupError> {
     let found = discover(engine, conf, &options.components).await?;
-    let (helper_image, image_made) = match &options.helper_image {
-        Some(image) => (image.clone(), false),
-        None => {
-            let executable = std::fs::read("/proc/self/exe").map_err(BackupError::OwnExecutable)?;
-            ensure_helper_image(engine, &executable, env!("CARGO_PKG_VERSION")).await?
+    // Independent steps, each a round trip or two to the engine: taken together.
+    let image = async {
+        match &options.helper_image {
+            Some(image) => Ok((image.clone(), false)),
+            None => {
+                let executable =
+                    std::fs::read("/proc/self/exe").map_err(BackupError::OwnExecutable)?;
+                Ok(ensure_helper_image(engine, &executable, env!("CARGO_PKG_VERSION")).await?)
+            }
         }
     };
-    engine
-        .remove_stale_helpers(&format!("{PROJECT_LABEL}={}", conf.project))
-        .await?;
-    if let Some(redis) = &found.redis {
-        redis::save(engine, redis, &conf.redis_pass).await?;
-    }
-    let dump_tool = match &found.mysql {
-        Some(mysql) => Some(mysql::dump_tool(engine, mysql).await?),
-        None => None,
+    let stale = async {
+        engine
+            .remove_stale_helpers(&format!("{PROJECT_LABEL}={}", conf.project))
+            .await
+            .map_err(BackupError::from)
     };
+    let saved = async {
+        match &found.redis {
+            Some(redis) => Ok(redis::save(engine, redis, &conf.redis_pass).await?),
+            None => Ok::<_, BackupError>(()),
+        }
+    };
+    let tool = async {
+        match &found.mysql {
+            Some(mysql) => Ok(Some(mysql::dump_tool(engine, mysql).await?)),
+            None => Ok::<_, BackupError>(None),
+        }
+    };
+    let (image, _, _, dump_tool) = tokio::try_join!(image, stale, saved, tool)?;
+    let (helper_image, image_made): (String, bool) = image;
     std::fs::create_dir_all(&options.state_dir).map_err(|e| BackupError::File {
         what: "cannot create the state directory",
         path: options.state_dir.display().to_string(),
