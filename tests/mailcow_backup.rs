@@ -513,6 +513,35 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
+    let running_helper = || {
+        let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+        docker(&["ps", "-q", "--filter", &label])
+    };
+
+    // A run killed outright leaves its helper working; the next run does not start a second
+    // one beside it, and says what to do.
+    let mut killed = setup
+        .backup_command(&["--lock-wait", "100"])
+        .spawn()
+        .unwrap();
+    let mut orphan = String::new();
+    wait_until("the helper container", || {
+        orphan = running_helper();
+        !orphan.is_empty()
+    });
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let second = setup.backup(&[]);
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!(
+            "a helper container of an earlier run is still backing up this mailcow ({orphan})"
+        )),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(running_helper(), orphan, "the orphan is left alone");
+    docker(&["rm", "-f", &orphan]);
 
     let child = setup
         .backup_command(&["--lock-wait", "100"])
@@ -521,8 +550,7 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
         .unwrap();
     let mut helper = String::new();
     wait_until("the helper container", || {
-        let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
-        helper = docker(&["ps", "-q", "--filter", &label]);
+        helper = running_helper();
         !helper.is_empty()
     });
     std::thread::sleep(std::time::Duration::from_secs(1));

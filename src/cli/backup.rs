@@ -14,7 +14,7 @@ use super::access::runtime;
 use super::config::{self, ConfigFile};
 use super::create::{Interrupted, placeholder_values};
 use crate::docker::Engine;
-use crate::mailcow::backup::{BackupOptions, OutputOptions, backup};
+use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
 use crate::ops::placeholders::expand;
 
@@ -234,14 +234,21 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);
         watch_signals(stop_tx)?;
         let engine = Engine::connect().await?;
-        let report = backup(&engine, &options, &conf, stop).await?;
-        if let Some(signal) = report.interrupted {
-            let code = if signal == "SIGTERM" {
+        let exit_code_for = |signal: &str| {
+            if signal == "SIGTERM" {
                 super::EXIT_SIGTERM
             } else {
                 super::EXIT_ERROR
-            };
-            return Err(Interrupted(code).into());
+            }
+        };
+        let report = match backup(&engine, &options, &conf, stop).await {
+            Err(BackupError::Stopped(signal)) => {
+                return Err(Interrupted(exit_code_for(signal)).into());
+            }
+            other => other?,
+        };
+        if let Some(signal) = report.interrupted {
+            return Err(Interrupted(exit_code_for(signal)).into());
         }
         let outcome = match report.exit_code {
             0 => Outcome::Ok,

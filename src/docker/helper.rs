@@ -147,8 +147,8 @@ impl HelperSpec {
 
 impl Engine {
     /// Removes helpers with the label `label` (`key=value`) that are not running: what a
-    /// killed earlier run left behind.
-    pub async fn remove_stale_helpers(&self, label: &str) -> Result<usize, DockerError> {
+    /// killed earlier run left behind. Returns the ids of those still running.
+    pub async fn remove_stale_helpers(&self, label: &str) -> Result<Vec<String>, DockerError> {
         let filters = HashMap::from([("label", vec![HELPER_LABEL.to_string(), label.to_string()])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
@@ -159,18 +159,20 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| DockerError::api("listing helper containers", e))?;
-        let mut removed = 0;
+        let mut running = Vec::new();
         for container in listed {
-            let running = container
+            let Some(id) = container.id else { continue };
+            if container
                 .state
                 .as_ref()
-                .is_some_and(|s| s.to_string() == "running");
-            if let (false, Some(id)) = (running, container.id) {
+                .is_some_and(|s| s.to_string() == "running")
+            {
+                running.push(id);
+            } else {
                 remove(self, &id).await?;
-                removed += 1;
             }
         }
-        Ok(removed)
+        Ok(running)
     }
 
     /// Creates the helper, attaches to it and starts it.

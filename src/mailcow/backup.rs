@@ -48,8 +48,14 @@ pub enum BackupError {
     Redis(#[from] RedisError),
     #[error("mysql: {0}")]
     Dump(#[from] DumpError),
+    #[error(
+        "a helper container of an earlier run is still backing up this mailcow ({0}); wait for it to finish, or stop it: docker rm -f {0}"
+    )]
+    HelperRunning(String),
     #[error("cannot read our own executable to make the helper image: {0}")]
     OwnExecutable(std::io::Error),
+    #[error("{0}: stopped before the helper started; nothing was written")]
+    Stopped(&'static str),
     #[error("{what} {path}: {detail}")]
     File {
         what: &'static str,
@@ -260,10 +266,14 @@ pub async fn backup(
         }
     };
     let stale = async {
-        engine
-            .remove_stale_helpers(&format!("{PROJECT_LABEL}={}", conf.project))
-            .await
-            .map_err(BackupError::from)
+        let label = format!("{PROJECT_LABEL}={}", conf.project);
+        match engine.remove_stale_helpers(&label).await?.first() {
+            // Its host process was killed (the host lock is free), but it works on.
+            Some(id) => Err(BackupError::HelperRunning(
+                id[..12.min(id.len())].to_string(),
+            )),
+            None => Ok(()),
+        }
     };
     let saved = async {
         match &found.redis {
@@ -278,6 +288,9 @@ pub async fn backup(
         }
     };
     let (image, _, _, dump_tool) = tokio::try_join!(image, stale, saved, tool)?;
+    if let Some(signal) = *stop.borrow() {
+        return Err(BackupError::Stopped(signal));
+    }
     let (helper_image, image_made): (String, bool) = image;
     std::fs::create_dir_all(&options.state_dir).map_err(|e| BackupError::File {
         what: "cannot create the state directory",
