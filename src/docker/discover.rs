@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ContainerArchiveInfoOptions, ListContainersOptionsBuilder};
 
 use super::engine::{DockerError, Engine, is_not_found};
@@ -44,18 +45,27 @@ impl Container {
 }
 
 impl Engine {
-    /// Every container (running or not) labelled as part of Compose project `project`.
-    pub async fn project_containers(&self, project: &str) -> Result<Vec<Container>, DockerError> {
-        let filters = HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}")])]);
+    /// Every container, running or not, that has all of `labels` (`key` or `key=value`).
+    pub(crate) async fn containers_labelled(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, DockerError> {
+        let filters = HashMap::from([("label", labels.to_vec())]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
-        let listed = self
-            .api
+        self.api
             .list_containers(Some(options))
             .await
-            .map_err(|e| DockerError::api("listing containers", e))?;
+            .map_err(|e| DockerError::api("listing containers", e))
+    }
+
+    /// Every container (running or not) labelled as part of Compose project `project`.
+    pub async fn project_containers(&self, project: &str) -> Result<Vec<Container>, DockerError> {
+        let listed = self
+            .containers_labelled(&[format!("{PROJECT_LABEL}={project}")])
+            .await?;
         Ok(listed
             .into_iter()
             .map(|summary| {

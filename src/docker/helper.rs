@@ -13,7 +13,6 @@
 //! [`HELPER_LABEL`], so a run can also remove stopped helpers that a killed run (SIGKILL, a
 //! reboot) left behind.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::pin::Pin;
 use std::time::Duration;
@@ -21,8 +20,8 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
+    WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
@@ -149,16 +148,9 @@ impl Engine {
     /// Removes helpers with the label `label` (`key=value`) that are not running: what a
     /// killed earlier run left behind. Returns the ids of those still running.
     pub async fn remove_stale_helpers(&self, label: &str) -> Result<Vec<String>, DockerError> {
-        let filters = HashMap::from([("label", vec![HELPER_LABEL.to_string(), label.to_string()])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let listed = self
-            .api
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| DockerError::api("listing helper containers", e))?;
+            .containers_labelled(&[HELPER_LABEL.to_string(), label.to_string()])
+            .await?;
         let mut running = Vec::new();
         for container in listed {
             let Some(id) = container.id else { continue };

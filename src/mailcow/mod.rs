@@ -9,3 +9,31 @@ pub mod discover;
 pub mod frames;
 pub mod mysql;
 pub mod redis;
+
+/// `text` in double quotes, with `"`, `\\`, newline and carriage return escaped by a backslash:
+/// the quoting that both `redis-cli` (its commands on stdin) and MySQL option files read.
+fn double_quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_double_quoted_with_backslash_escapes() {
+        assert_eq!(super::double_quoted(r#"p"a\ss #x y"#), r#""p\"a\\ss #x y""#);
+        assert_eq!(super::double_quoted("a\nb\rc"), r#""a\nb\rc""#);
+    }
+}

@@ -63,33 +63,11 @@ pub async fn start_dump(
         "--databases",
         &conf.db_name,
     ];
-    let options = format!("[client]\npassword={}\n", option_value(&conf.db_pass));
+    let options = format!(
+        "[client]\npassword={}\n",
+        super::double_quoted(&conf.db_pass)
+    );
     Ok(engine
         .exec_stream(&container.id, &command, options.as_bytes())
         .await?)
-}
-
-/// A value for a MySQL option file: quoted, with its escapes.
-fn option_value(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            _ => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn option_file_values_are_quoted() {
-        assert_eq!(super::option_value(r#"p"a\ss #x"#), r#""p\"a\\ss #x""#);
-    }
 }

@@ -30,7 +30,7 @@ pub async fn save(
 ) -> Result<(), RedisError> {
     let mut script = String::new();
     if !password.is_empty() {
-        script.push_str(&format!("AUTH {}\n", quote(password)));
+        script.push_str(&format!("AUTH {}\n", super::double_quoted(password)));
     }
     script.push_str("SAVE\n");
     let expected = script.lines().count();
@@ -72,30 +72,4 @@ pub async fn save(
         container: container.name.clone(),
         detail: "a background save kept running for a minute".into(),
     })
-}
-
-/// A redis-cli argument in double quotes, with its escapes.
-fn quote(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            _ => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_quoted_for_redis_cli() {
-        assert_eq!(super::quote(r#"a"b\c d"#), r#""a\"b\\c d""#);
-    }
 }
