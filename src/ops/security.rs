@@ -125,6 +125,10 @@ impl SecurityDir {
             ("location", seen.location.to_string()),
             ("manifest-timestamp", seen.manifest_timestamp.to_string()),
         ] {
+            // A file that already says it stays as it is (most runs change only the timestamp).
+            if self.read(name).as_deref() == Some(value.as_str()) {
+                continue;
+            }
             // Write-then-rename, so a crash never leaves a half-written file to compare against.
             let tmp = self.dir.join(format!("{name}.tmp"));
             std::fs::write(&tmp, value)?;

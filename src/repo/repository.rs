@@ -256,6 +256,13 @@ impl Repository {
         Ok(())
     }
 
+    /// Tells the server there will be no more requests (its input ends): it closes the
+    /// repository, releasing the lock, and exits. Waiting for that is the connection's
+    /// `close`; in between the client may do local work while the server winds down.
+    pub async fn end_requests(&self) -> Result<(), RepoError> {
+        Ok(self.rpc.shutdown().await?)
+    }
+
     /// Makes the transaction durable. `compact: false` is what borg's clients send since 1.2
     /// (compaction is `borg compact`'s job).
     pub async fn commit(&self, compact: bool) -> Result<(), RepoError> {

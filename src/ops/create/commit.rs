@@ -169,6 +169,9 @@ impl Committer {
             self.manifest = base;
         } else {
             self.manifest = manifest;
+            // The archive is in: the server may close the repository and wind down (a few
+            // tens of milliseconds for `borg serve`) while the caches are saved.
+            let _ = self.runtime.block_on(self.repo.end_requests());
         }
         self.after_commit(&timestamp, manifest_id, archive);
         Ok(Committed {

@@ -340,7 +340,9 @@ fn check_name(name: &str) -> Result<(), CreateError> {
 /// Backs up `options.roots`, walked by `walk` (from [`start_walk`]), into a new archive in
 /// `opened` (opened for writing). The walk's `stop` flag (set from a signal handler) ends the
 /// run before the commit with [`CreateError::Interrupted`]. `started` is when the run began,
-/// for the archive's duration.
+/// for the archive's duration. Once the archive is committed the server is told that no more
+/// requests follow, so it winds down while the caches are saved: what is left to do with
+/// `opened` is to close it.
 pub async fn create(
     opened: &mut OpenRepository,
     options: Arc<CreateOptions>,
@@ -363,7 +365,7 @@ pub async fn create(
 async fn write_archive(
     opened: &mut OpenRepository,
     options: Arc<CreateOptions>,
-    walk: StartedWalk,
+    mut walk: StartedWalk,
     progress: Arc<dyn Progress>,
     started: Instant,
 ) -> Result<CreateReport, CreateError> {
@@ -384,8 +386,10 @@ async fn write_archive(
     index
         .sync(&repo, &key, &opened.manifest, opened.manifest_id)
         .await?;
-    notes.extend(walk.notes.iter().cloned());
-    let files = walk.files.clone();
+    let (files, note) = (&mut walk.files).await.map_err(|_| {
+        CreateError::Aborted("the walk ended before its files cache was read".into())
+    })?;
+    notes.extend(note);
 
     let nonces = NonceManager::new(
         repo.clone(),
@@ -492,9 +496,9 @@ struct Assembled {
 pub struct StartedWalk {
     batches: Receiver<Vec<Slot>>,
     halt: Arc<Halt>,
-    files: Arc<Mutex<FilesCache>>,
-    /// Why the files cache could not be used, if it could not.
-    notes: Vec<String>,
+    /// The files cache once the walk has loaded it, and why it could not be used, if it could
+    /// not.
+    files: tokio::sync::oneshot::Receiver<(Arc<Mutex<FilesCache>>, Option<String>)>,
 }
 
 /// Starts walking `options.roots` now. `stop` (set from a signal handler) stops the whole run.
@@ -503,16 +507,21 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
         stop,
         failed: AtomicBool::new(false),
     });
-    let (files, note) = FilesCache::load(
-        &options.files_cache_path(),
-        options.files_cache,
-        options.files_cache_ttl,
-    );
-    let files = Arc::new(Mutex::new(files));
     let (slots, batches) = sync_channel(BATCHES_AHEAD);
     let walker_halt = halt.clone();
-    let walker_files = files.clone();
+    let (loaded, files) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
+        // Loaded here, not before the thread starts: the connection is made meanwhile, and a
+        // large cache takes a while to read.
+        let (cache, note) = FilesCache::load(
+            &options.files_cache_path(),
+            options.files_cache,
+            options.files_cache_ttl,
+        );
+        let walker_files = Arc::new(Mutex::new(cache));
+        if loaded.send((walker_files.clone(), note)).is_err() {
+            return;
+        }
         let owners = Owners::load();
         let mut walker = Walker {
             options: &options.walk,
@@ -536,7 +545,6 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
         batches,
         halt,
         files,
-        notes: note.into_iter().collect(),
     }
 }
 
