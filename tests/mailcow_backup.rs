@@ -269,6 +269,43 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
         key_in_dump(&out.join("redis"), "DKIM_PRIV_KEYS"),
         "dkim-private"
     );
+
+    // A second run, in a new helper: the files cache in the state dir survived the first
+    // helper, so the mail is not read again (`U`); --stats and --list reach our stderr.
+    let again = setup
+        .backup(&["--stats", "--list"])
+        .expect(0, "second backup");
+    assert!(
+        again.stdout.is_empty(),
+        "--stats and --list write to stderr only"
+    );
+    assert!(again.stderr.contains("Archive name: "), "{}", again.stderr);
+    let unchanged = again
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("U vmail/"))
+        .count();
+    let read_again = again
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("A vmail/"))
+        .count();
+    assert!(
+        unchanged >= 300 && read_again == 0,
+        "{unchanged} mail files unchanged, {read_again} read as new"
+    );
+    let second = setup.backup(&["--json"]).expect(0, "third backup");
+    let summary: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let stats = &summary["archive"]["stats"];
+    let (new, all) = (
+        stats["deduplicated_size"].as_u64().unwrap(),
+        stats["original_size"].as_u64().unwrap(),
+    );
+    assert!(
+        new * 100 < all,
+        "a repeated backup stored {new} of {all} bytes again"
+    );
+    assert_eq!(archives(&setup).len(), 3);
 }
 
 /// The archives in the repository.
