@@ -200,6 +200,20 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
     setup
         .borg(&["check", "--verify-data", repo])
         .expect(0, "borg check --verify-data");
+    // What a restore needs to know about the source is in the archive's comment.
+    let info = setup
+        .borg(&["info", "--json", &format!("{repo}::{name}")])
+        .expect(0, "borg info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let comment = info["archives"][0]["comment"].as_str().unwrap();
+    assert!(
+        comment.starts_with(&format!(
+            "mailcow-borg backup: project={} arch={} maildir_sub=Maildir db=mailcow components=vmail,crypt,",
+            mailcow.project,
+            std::env::consts::ARCH
+        )),
+        "{comment}"
+    );
     let out = setup.dir.path().join("extracted");
     std::fs::create_dir(&out).unwrap();
     setup

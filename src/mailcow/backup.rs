@@ -191,6 +191,8 @@ pub fn helper_spec(
         ]);
     }
     args.extend([
+        "--comment".into(),
+        archive_comment(conf, &options.components),
         "--compression".into(),
         options.compression.clone(),
         "--lock-wait".into(),
@@ -243,6 +245,21 @@ pub fn helper_spec(
         env,
         labels: vec![(PROJECT_LABEL.into(), conf.project.clone())],
     }
+}
+
+/// The archive's comment: what a restore must know about where the archive came from — the
+/// CPU architecture (rspamd's data is not portable across it), `MAILDIR_SUB` (mail is invisible
+/// under another one) and the database name — as `key=value` words after a fixed prefix.
+pub fn archive_comment(conf: &MailcowConf, components: &[Component]) -> String {
+    let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
+    format!(
+        "mailcow-borg backup: project={} arch={} maildir_sub={} db={} components={}",
+        conf.project,
+        std::env::consts::ARCH,
+        conf.maildir_sub,
+        conf.db_name,
+        names.join(",")
+    )
 }
 
 /// Runs one backup. `stop` yields the name of a signal (`SIGINT`, `SIGTERM`) when the run must
