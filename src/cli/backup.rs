@@ -101,10 +101,7 @@ fn existing_file(key: &str, path: Option<PathBuf>) -> anyhow::Result<Option<Path
 }
 
 /// The settings, resolved; `output` says what the helper prints.
-pub(super) fn options(
-    args: &SettingsArgs,
-    output: OutputOptions,
-) -> anyhow::Result<(BackupOptions, PathBuf)> {
+pub(super) fn options(args: &SettingsArgs, output: OutputOptions) -> anyhow::Result<BackupOptions> {
     let (config_path, explicit) = match &args.config {
         Some(path) => (path.clone(), true),
         None => (PathBuf::from(config::DEFAULT_CONFIG), false),
@@ -130,13 +127,7 @@ pub(super) fn options(
         .clone()
         .or(file.archive_name)
         .unwrap_or_else(|| config::DEFAULT_ARCHIVE_NAME.into());
-    let state_dir = args
-        .state_dir
-        .clone()
-        .or(file.state_dir)
-        .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into());
-    let state_dir = std::path::absolute(&state_dir)?;
-    let options = BackupOptions {
+    Ok(BackupOptions {
         mailcow_dir: std::path::absolute(
             args.mailcow_dir
                 .clone()
@@ -168,7 +159,12 @@ pub(super) fn options(
         remote_path: args.remote_path.clone().or(file.remote_path),
         lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
         checkpoint_interval: file.checkpoint_interval.unwrap_or(1800),
-        state_dir: state_dir.clone(),
+        state_dir: std::path::absolute(
+            args.state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into()),
+        )?,
         helper_image: args.helper_image.clone().or(file.helper_image),
         network: args
             .helper_network
@@ -178,8 +174,7 @@ pub(super) fn options(
         hostname: values.hostname.clone(),
         username: values.user.clone(),
         output,
-    };
-    Ok((options, state_dir))
+    })
 }
 
 /// One backup at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
@@ -227,8 +222,8 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         list: args.list,
         progress: args.progress,
     };
-    let (options, state_dir) = options(&args.settings, output)?;
-    let _lock = host_lock(&state_dir, Duration::from_secs(options.lock_wait))?;
+    let options = options(&args.settings, output)?;
+    let _lock = host_lock(&options.state_dir, Duration::from_secs(options.lock_wait))?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);

@@ -16,7 +16,7 @@ use crate::format::manifest::Operation;
 use crate::mailcow::backup::{BackupOptions, OutputOptions};
 use crate::mailcow::components::{CONFIG_PATHS, CRYPT_KEYS, Component};
 use crate::mailcow::conf::MailcowConf;
-use crate::mailcow::discover::discover;
+use crate::mailcow::discover::{Found, discover};
 use crate::mailcow::mysql::dump_tool;
 use crate::ops::open::open;
 
@@ -34,7 +34,7 @@ pub struct CheckArgs {
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
     let ConfigCommand::Check(args) = command;
-    let (options, _) = options(&args.settings, OutputOptions::default())?;
+    let options = options(&args.settings, OutputOptions::default())?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "config: ok")?;
@@ -80,7 +80,7 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
             };
             writeln!(out, "  {:<12} {what}", component.name())?;
         }
-        check_crypt_keys(&engine, &conf, &options).await?;
+        check_crypt_keys(&engine, &found).await?;
         writeln!(out, "  mail_crypt keys: present")?;
         let repo = open_repository(&options).await?;
         writeln!(
@@ -105,17 +105,10 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
 }
 
 /// The mail_crypt keys, seen through dovecot-mailcow's file system (no command run).
-async fn check_crypt_keys(
-    engine: &Engine,
-    conf: &MailcowConf,
-    options: &BackupOptions,
-) -> anyhow::Result<()> {
-    if !options.components.contains(&Component::Vmail) {
+async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> {
+    // Without the container (its volume found by name), the helper checks the keys there.
+    let Some(dovecot) = &found.dovecot else {
         return Ok(());
-    }
-    let containers = engine.project_containers(&conf.project).await?;
-    let Some(dovecot) = containers.iter().find(|c| c.service == "dovecot-mailcow") else {
-        return Ok(()); // found through the volume's name; the helper checks the keys there
     };
     for name in CRYPT_KEYS {
         let path = format!("/mail_crypt/{name}");

@@ -49,6 +49,9 @@ pub struct Found {
     /// The running containers commands are run in: `mysql-mailcow` and `redis-mailcow`.
     pub mysql: Option<Container>,
     pub redis: Option<Container>,
+    /// `dovecot-mailcow`, when vmail is selected and the container exists (its file system
+    /// shows whether the mail_crypt keys are there).
+    pub dovecot: Option<Container>,
 }
 
 /// Finds what `components` need.
@@ -81,6 +84,7 @@ pub async fn discover(
         match component {
             Component::Mysql => found.mysql = Some(running("mysql-mailcow", component)?),
             Component::Redis => found.redis = Some(running("redis-mailcow", component)?),
+            Component::Vmail => found.dovecot = of_service("dovecot-mailcow").cloned(),
             _ => {}
         }
         let Some(source) = component.volume() else {
