@@ -4,33 +4,26 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::Outcome;
 use super::access::runtime;
-use super::config::{self, ConfigFile};
+use super::config;
 use super::create::{Interrupted, placeholder_values};
+use super::settings::{Settings, SettingsArgs, settings};
 use crate::docker::Engine;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
 use crate::ops::placeholders::expand;
 
-/// Where the mailcow commands get their settings: the config file, overridden by the
-/// environment and these flags.
+/// What a backup takes besides the shared settings.
 #[derive(Args)]
-pub struct SettingsArgs {
-    /// The config file.
-    #[arg(long, env = "MAILCOW_BORG_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The repository (instead of the config's `repository`).
-    #[arg(long, env = "BORG_REPO", value_name = "REPOSITORY")]
-    repo: Option<String>,
-    /// The mailcow directory, where mailcow.conf is.
-    #[arg(long, env = "MAILCOW_BORG_MAILCOW_DIR", value_name = "DIR")]
-    mailcow_dir: Option<PathBuf>,
+pub struct BackupSettingsArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Back up only this component (repeatable): vmail, crypt, vmail-index, redis, rspamd,
     /// postfix, mysql, sogo, config.
     #[arg(long = "component", value_name = "NAME")]
@@ -44,39 +37,12 @@ pub struct SettingsArgs {
     /// The archive name; placeholders such as {hostname} and {now} are expanded.
     #[arg(long, value_name = "NAME")]
     archive_name: Option<String>,
-    /// The file holding the repository's passphrase.
-    #[arg(long, env = "MAILCOW_BORG_PASSPHRASE_FILE", value_name = "FILE")]
-    passphrase_file: Option<PathBuf>,
-    /// SSH private key for the repository host.
-    #[arg(long, env = "MAILCOW_BORG_SSH_KEY", value_name = "FILE")]
-    ssh_key: Option<PathBuf>,
-    /// File holding the SSH key's passphrase.
-    #[arg(long, value_name = "FILE")]
-    ssh_key_passphrase_file: Option<PathBuf>,
-    /// known_hosts file that holds the repository host's key.
-    #[arg(long, env = "MAILCOW_BORG_KNOWN_HOSTS", value_name = "FILE")]
-    known_hosts: Option<PathBuf>,
-    /// borg on the repository host.
-    #[arg(long, env = "BORG_REMOTE_PATH", value_name = "PATH")]
-    remote_path: Option<String>,
-    /// Seconds to wait for another backup on this host, and for the repository's lock.
-    #[arg(long, value_name = "SECONDS")]
-    lock_wait: Option<u64>,
-    /// Where caches and borg's security dir persist.
-    #[arg(long, env = "MAILCOW_BORG_STATE_DIR", value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Use this image for the helper instead of making one from this executable.
-    #[arg(long, value_name = "IMAGE")]
-    helper_image: Option<String>,
-    /// The helper's network: host (default), none, or a network's name.
-    #[arg(long, value_name = "NETWORK")]
-    helper_network: Option<String>,
 }
 
 #[derive(Args)]
 pub struct BackupArgs {
     #[command(flatten)]
-    settings: SettingsArgs,
+    settings: BackupSettingsArgs,
     /// Print statistics at the end.
     #[arg(short = 's', long)]
     stats: bool,
@@ -91,28 +57,16 @@ pub struct BackupArgs {
     progress: bool,
 }
 
-/// A file named in the config or a flag, made absolute (the engine binds it into the helper)
-/// and checked to exist.
-fn existing_file(key: &str, path: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
-    path.map(|p| {
-        std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{key} {}: {e}", p.display()))
-    })
-    .transpose()
-}
-
-/// The settings, resolved; `output` says what the helper prints.
-pub(super) fn options(args: &SettingsArgs, output: OutputOptions) -> anyhow::Result<BackupOptions> {
-    let (config_path, explicit) = match &args.config {
-        Some(path) => (path.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
-    };
-    let file = ConfigFile::load(&config_path, explicit)?;
-    let repository = args.repo.clone().or(file.repository).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no repository: set repository in {} (or --repo, BORG_REPO)",
-            config_path.display()
-        )
-    })?;
+/// The backup's settings, resolved; `output` says what the helper prints.
+pub(super) fn options(
+    args: &BackupSettingsArgs,
+    output: OutputOptions,
+) -> anyhow::Result<BackupOptions> {
+    let Settings {
+        file,
+        mailcow_dir,
+        access,
+    } = settings(&args.settings)?;
     let names = if args.components.is_empty() {
         file.components.unwrap_or_default()
     } else {
@@ -128,14 +82,9 @@ pub(super) fn options(args: &SettingsArgs, output: OutputOptions) -> anyhow::Res
         .or(file.archive_name)
         .unwrap_or_else(|| config::DEFAULT_ARCHIVE_NAME.into());
     Ok(BackupOptions {
-        mailcow_dir: std::path::absolute(
-            args.mailcow_dir
-                .clone()
-                .or(file.mailcow_dir)
-                .unwrap_or_else(|| config::DEFAULT_MAILCOW_DIR.into()),
-        )?,
+        mailcow_dir,
         components,
-        repository,
+        access,
         archive: expand(&name_template, &values)?,
         compression: args
             .compression
@@ -143,43 +92,14 @@ pub(super) fn options(args: &SettingsArgs, output: OutputOptions) -> anyhow::Res
             .or(file.compression)
             .unwrap_or_else(|| "lz4".into()),
         excludes,
-        passphrase_file: existing_file(
-            "passphrase_file",
-            args.passphrase_file.clone().or(file.passphrase_file),
-        )?,
-        ssh_key: existing_file("ssh_key", args.ssh_key.clone().or(file.ssh_key))?,
-        ssh_key_passphrase_file: existing_file(
-            "ssh_key_passphrase_file",
-            args.ssh_key_passphrase_file
-                .clone()
-                .or(file.ssh_key_passphrase_file),
-        )?,
-        known_hosts: existing_file("known_hosts", args.known_hosts.clone().or(file.known_hosts))?,
-        key_file: existing_file("key_file", file.key_file)?,
-        remote_path: args.remote_path.clone().or(file.remote_path),
-        lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
         checkpoint_interval: file.checkpoint_interval.unwrap_or(1800),
-        state_dir: std::path::absolute(
-            args.state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into()),
-        )?,
-        helper_image: args.helper_image.clone().or(file.helper_image),
-        network: args
-            .helper_network
-            .clone()
-            .or(file.helper_network)
-            .unwrap_or_else(|| "host".into()),
-        hostname: values.hostname.clone(),
-        username: values.user.clone(),
         output,
     })
 }
 
 /// One backup at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
 /// the process exits (so a killed run never leaves it behind).
-fn host_lock(state_dir: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
+pub(super) fn host_lock(state_dir: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(state_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create the state directory {}: {e}",
@@ -223,7 +143,10 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         progress: args.progress,
     };
     let options = options(&args.settings, output)?;
-    let _lock = host_lock(&options.state_dir, Duration::from_secs(options.lock_wait))?;
+    let _lock = host_lock(
+        &options.access.state_dir,
+        Duration::from_secs(options.access.lock_wait),
+    )?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);

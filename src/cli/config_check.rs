@@ -10,10 +10,11 @@ use clap::{Args, Subcommand};
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime};
-use super::backup::{SettingsArgs, options};
+use super::backup::{BackupSettingsArgs, options};
 use crate::docker::Engine;
 use crate::format::manifest::Operation;
-use crate::mailcow::backup::{BackupOptions, OutputOptions};
+use crate::mailcow::access::HelperAccess;
+use crate::mailcow::backup::OutputOptions;
 use crate::mailcow::components::{CONFIG_PATHS, CRYPT_KEYS, Component};
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::discover::{Found, discover};
@@ -29,7 +30,7 @@ pub enum ConfigCommand {
 #[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    settings: SettingsArgs,
+    settings: BackupSettingsArgs,
 }
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
@@ -82,24 +83,24 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
         }
         check_crypt_keys(&engine, &found).await?;
         writeln!(out, "  mail_crypt keys: present")?;
-        let repo = open_repository(&options).await?;
+        let repo = open_repository(&options.access).await?;
         writeln!(
             out,
             "repository: {} (borg {}.{}.{} serves it; {} archives)",
-            options.repository,
+            options.access.repository,
             repo.server_version.0,
             repo.server_version.1,
             repo.server_version.2,
             repo.manifest.archives.len()
         )?;
         let _ = repo.close().await;
-        let image = match &options.helper_image {
+        let image = match &options.access.helper_image {
             Some(image) => format!("{image} (given)"),
             None => "made from this executable on the first backup, then reused".into(),
         };
         writeln!(out, "helper image: {image}")?;
         writeln!(out, "archive name: {}", options.archive)?;
-        writeln!(out, "state dir: {}", options.state_dir.display())?;
+        writeln!(out, "state dir: {}", options.access.state_dir.display())?;
         Ok(Outcome::Ok)
     })
 }
@@ -125,7 +126,7 @@ async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> 
 /// Opens the repository as the helper will: the same passphrase, key and known_hosts, and the
 /// state dir's security dir (where the helper keeps it).
 async fn open_repository(
-    options: &BackupOptions,
+    options: &HelperAccess,
 ) -> anyhow::Result<crate::ops::open::OpenRepository> {
     let location = parse_location(Some(&options.repository))?;
     let access = AccessArgs {

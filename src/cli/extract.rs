@@ -49,6 +49,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
         numeric_ids: args.numeric_ids,
         dry_run: args.dry_run,
         sparse: args.sparse,
+        ..Default::default()
     };
     runtime()?.block_on(async {
         let repo = open(&location, &options, Operation::Read).await?;

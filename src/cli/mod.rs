@@ -14,6 +14,7 @@ mod human;
 mod info;
 mod list;
 mod pyjson;
+mod settings;
 
 use clap::{Parser, Subcommand};
 

@@ -6,6 +6,7 @@
 //! - [`discover`]: containers by their Compose labels, with their mounts;
 //! - [`exec`]: running a command inside a running container, its output captured or streamed;
 //! - [`image`]: the helper image, made from our own executable, never pulled;
+//! - [`lifecycle`]: stopping and starting the project's containers;
 //! - [`helper`]: one helper container's life: create, attach, start, relay, wait, remove —
 //!   removed also when the run is interrupted.
 //!
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod exec;
 pub mod helper;
 pub mod image;
+pub mod lifecycle;
 
 pub use engine::{DockerError, Engine};
 

@@ -9,7 +9,7 @@
 //! mounts under `/run/secrets`, and the persistent state directory (files cache, chunk index,
 //! borg's security dir with the nonce counter) is mounted at `/state`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -17,51 +17,34 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::docker::exec::ExecStream;
 use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
-use crate::docker::image::ensure_helper_image;
 use crate::docker::{DockerError, Engine};
 
+use super::access::{HELPER_ROOT, HelperAccess, HelperError, clear_stale_helpers};
 use super::components::{CONFIG_PATHS, Component};
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover};
 use super::frames;
 use super::mysql::{self, DumpError};
+use super::origin::Origin;
 use super::redis::{self, RedisError};
 
-/// Where the helper sees things.
-pub const HELPER_ROOT: &str = "/mailcow";
-pub const HELPER_STATE: &str = "/state";
-const HELPER_SECRETS: &str = "/run/secrets";
-
-/// The label that says which mailcow a helper belongs to.
-pub const PROJECT_LABEL: &str = "org.mailcow-borg.project";
-
 /// How long an interrupted helper gets to roll back before it is killed.
-const ROLLBACK_GRACE: Duration = Duration::from_secs(60);
+pub const ROLLBACK_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error(transparent)]
+    Helper(#[from] HelperError),
+    #[error(transparent)]
     Discover(#[from] DiscoverError),
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
     #[error("mysql: {0}")]
     Dump(#[from] DumpError),
-    #[error(
-        "a helper container of an earlier run is still backing up this mailcow ({0}); wait for it to finish, or stop it: docker rm -f {0}"
-    )]
-    HelperRunning(String),
-    #[error("cannot read our own executable to make the helper image: {0}")]
-    OwnExecutable(std::io::Error),
     #[error("{0}: stopped before the helper started; nothing was written")]
     Stopped(&'static str),
-    #[error("{what} {path}: {detail}")]
-    File {
-        what: &'static str,
-        path: String,
-        detail: String,
-    },
 }
 
 /// Everything a run needs, settled by the CLI from the config file, environment and flags.
@@ -69,29 +52,13 @@ pub enum BackupError {
 pub struct BackupOptions {
     pub mailcow_dir: PathBuf,
     pub components: Vec<Component>,
-    /// The repository, as borg writes it.
-    pub repository: String,
+    pub access: HelperAccess,
     /// The archive name, placeholders already expanded.
     pub archive: String,
     pub compression: String,
     /// Patterns on archive paths (`vmail/example.org/...`), borg's syntax.
     pub excludes: Vec<String>,
-    pub passphrase_file: Option<PathBuf>,
-    pub ssh_key: Option<PathBuf>,
-    pub ssh_key_passphrase_file: Option<PathBuf>,
-    pub known_hosts: Option<PathBuf>,
-    /// `BORG_KEY_FILE` for keyfile repositories.
-    pub key_file: Option<PathBuf>,
-    pub remote_path: Option<String>,
-    pub lock_wait: u64,
     pub checkpoint_interval: u64,
-    /// Persistent host directory: caches and borg's security dir.
-    pub state_dir: PathBuf,
-    pub helper_image: Option<String>,
-    pub network: String,
-    /// For the archive's metadata, as the host knows them.
-    pub hostname: String,
-    pub username: String,
     pub output: OutputOptions,
 }
 
@@ -125,65 +92,34 @@ pub fn helper_spec(
     found: &Found,
     image: &str,
 ) -> HelperSpec {
-    let mut mounts = Vec::new();
-    let mut paths = Vec::new();
+    let mut spec = options.access.helper_spec(image, "backup", &conf.project);
+    // Root reading files of other owners (mail is uid 5000, mode 0700 and 0600).
+    spec.capabilities = vec!["DAC_READ_SEARCH".into()];
     for (&component, volume) in &found.volumes {
-        mounts.push(HelperMount::Volume {
+        spec.mounts.push(HelperMount::Volume {
             name: volume.clone(),
             target: format!("{HELPER_ROOT}/{}", component.archive_dir()),
             read_only: true,
         });
     }
-    let bind = |source: &Path, target: String| HelperMount::Bind {
-        source: source.display().to_string(),
-        target,
-        read_only: true,
-    };
     let mut config_found = false;
     if options.components.contains(&Component::Config) {
         for relative in CONFIG_PATHS {
             let source = options.mailcow_dir.join(relative);
             if source.exists() {
-                let target = format!(
-                    "{HELPER_ROOT}/{}/{relative}",
-                    Component::Config.archive_dir()
-                );
-                mounts.push(bind(&source, target));
+                spec.mounts.push(HelperMount::Bind {
+                    source: source.display().to_string(),
+                    target: format!(
+                        "{HELPER_ROOT}/{}/{relative}",
+                        Component::Config.archive_dir()
+                    ),
+                    read_only: true,
+                });
                 config_found = true;
             }
         }
     }
-    mounts.push(HelperMount::Bind {
-        source: options.state_dir.display().to_string(),
-        target: HELPER_STATE.into(),
-        read_only: false,
-    });
-    let mut args: Vec<String> = vec!["agent".into(), "backup".into()];
-    let mut secret = |flag: &str, file: &Option<PathBuf>, name: &str| {
-        if let Some(path) = file {
-            let target = format!("{HELPER_SECRETS}/{name}");
-            mounts.push(bind(path, target.clone()));
-            args.extend([flag.to_string(), target]);
-        }
-    };
-    secret("--passphrase-file", &options.passphrase_file, "passphrase");
-    secret("--ssh-key", &options.ssh_key, "ssh_key");
-    secret(
-        "--ssh-key-passphrase-file",
-        &options.ssh_key_passphrase_file,
-        "ssh_key_passphrase",
-    );
-    secret("--known-hosts", &options.known_hosts, "known_hosts");
-    let mut env = vec![
-        format!("BORG_BASE_DIR={HELPER_STATE}"),
-        format!("BORG_HOSTNAME={}", options.hostname),
-        format!("BORG_USERNAME={}", options.username),
-    ];
-    if let Some(path) = &options.key_file {
-        let target = format!("{HELPER_SECRETS}/borg_key");
-        mounts.push(bind(path, target.clone()));
-        env.push(format!("BORG_KEY_FILE={target}"));
-    }
+    let args = &mut spec.args;
     if options.components.contains(&Component::Vmail) {
         args.extend([
             "--require-crypt-keys".into(),
@@ -192,17 +128,12 @@ pub fn helper_spec(
     }
     args.extend([
         "--comment".into(),
-        archive_comment(conf, &options.components),
+        Origin::here(conf, &options.components).comment(),
         "--compression".into(),
         options.compression.clone(),
-        "--lock-wait".into(),
-        options.lock_wait.to_string(),
         "--checkpoint-interval".into(),
         options.checkpoint_interval.to_string(),
     ]);
-    if let Some(remote) = &options.remote_path {
-        args.extend(["--remote-path".into(), remote.clone()]);
-    }
     for pattern in &options.excludes {
         args.extend(["--exclude".into(), pattern.clone()]);
     }
@@ -225,41 +156,18 @@ pub fn helper_spec(
             "0600".into(),
         ]);
     }
-    args.push(format!("{}::{}", options.repository, options.archive));
+    args.push(format!(
+        "{}::{}",
+        options.access.repository, options.archive
+    ));
     for component in &options.components {
         match component {
-            Component::Mysql => paths.push("-".to_string()),
+            Component::Mysql => args.push("-".to_string()),
             Component::Config if !config_found => {}
-            _ => paths.push(component.archive_dir().into()),
+            _ => args.push(component.archive_dir().into()),
         }
     }
-    args.extend(paths);
-    HelperSpec {
-        image: image.to_string(),
-        args,
-        working_dir: HELPER_ROOT.into(),
-        mounts,
-        network: options.network.clone(),
-        // Root reading files of other owners (mail is uid 5000, mode 0700 and 0600).
-        capabilities: vec!["DAC_READ_SEARCH".into()],
-        env,
-        labels: vec![(PROJECT_LABEL.into(), conf.project.clone())],
-    }
-}
-
-/// The archive's comment: what a restore must know about where the archive came from — the
-/// CPU architecture (rspamd's data is not portable across it), `MAILDIR_SUB` (mail is invisible
-/// under another one) and the database name — as `key=value` words after a fixed prefix.
-pub fn archive_comment(conf: &MailcowConf, components: &[Component]) -> String {
-    let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
-    format!(
-        "mailcow-borg backup: project={} arch={} maildir_sub={} db={} components={}",
-        conf.project,
-        std::env::consts::ARCH,
-        conf.maildir_sub,
-        conf.db_name,
-        names.join(",")
-    )
+    spec
 }
 
 /// Runs one backup. `stop` yields the name of a signal (`SIGINT`, `SIGTERM`) when the run must
@@ -272,26 +180,8 @@ pub async fn backup(
 ) -> Result<BackupReport, BackupError> {
     let found = discover(engine, conf, &options.components).await?;
     // Independent steps, each a round trip or two to the engine: taken together.
-    let image = async {
-        match &options.helper_image {
-            Some(image) => Ok((image.clone(), false)),
-            None => {
-                let executable =
-                    std::fs::read("/proc/self/exe").map_err(BackupError::OwnExecutable)?;
-                Ok(ensure_helper_image(engine, &executable, env!("CARGO_PKG_VERSION")).await?)
-            }
-        }
-    };
-    let stale = async {
-        let label = format!("{PROJECT_LABEL}={}", conf.project);
-        match engine.remove_stale_helpers(&label).await?.first() {
-            // Its host process was killed (the host lock is free), but it works on.
-            Some(id) => Err(BackupError::HelperRunning(
-                id[..12.min(id.len())].to_string(),
-            )),
-            None => Ok(()),
-        }
-    };
+    let image = async { Ok::<_, BackupError>(options.access.image(engine).await?) };
+    let stale = async { Ok::<_, BackupError>(clear_stale_helpers(engine, &conf.project).await?) };
     let saved = async {
         match &found.redis {
             Some(redis) => Ok(redis::save(engine, redis, &conf.redis_pass).await?),
@@ -304,16 +194,12 @@ pub async fn backup(
             None => Ok::<_, BackupError>(None),
         }
     };
-    let (image, _, _, dump_tool) = tokio::try_join!(image, stale, saved, tool)?;
+    let ((helper_image, image_made), _, _, dump_tool) =
+        tokio::try_join!(image, stale, saved, tool)?;
     if let Some(signal) = *stop.borrow() {
         return Err(BackupError::Stopped(signal));
     }
-    let (helper_image, image_made): (String, bool) = image;
-    std::fs::create_dir_all(&options.state_dir).map_err(|e| BackupError::File {
-        what: "cannot create the state directory",
-        path: options.state_dir.display().to_string(),
-        detail: e.to_string(),
-    })?;
+    options.access.ensure_state_dir()?;
     let spec = helper_spec(options, conf, &found, &helper_image);
     let mut helper = engine.start_helper(&spec).await?;
     let stdout = if options.output.json {
@@ -358,7 +244,7 @@ pub async fn backup(
     })
 }
 
-async fn wait_for_stop(
+pub async fn wait_for_stop(
     stop: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
 ) -> &'static str {
     loop {

@@ -2,13 +2,17 @@
 //! each is captured (volumes read by the helper, Redis saved first, the database dumped and
 //! streamed), and one backup run from the host.
 
+pub mod access;
 pub mod backup;
 pub mod components;
 pub mod conf;
 pub mod discover;
 pub mod frames;
 pub mod mysql;
+pub mod origin;
 pub mod redis;
+pub mod restore_plan;
+pub mod summary;
 
 /// `text` in double quotes, with `"`, `\\`, newline and carriage return escaped by a backslash:
 /// the quoting that both `redis-cli` (its commands on stdin) and MySQL option files read.

@@ -54,12 +54,20 @@ pub struct ExtractOptions {
     pub dry_run: bool,
     /// Leave holes where a chunk is all zeros.
     pub sparse: bool,
+    /// Write each regular file under a temporary name and rename it into place when it is
+    /// complete, so a file that was there before stays whole until its replacement is.
+    pub replace_atomically: bool,
+    /// Directories (below the destination) to make equal to the archive: after a complete
+    /// extract, whatever is in them that the archive does not hold is removed.
+    pub mirror: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default)]
 pub struct ExtractStats {
     pub items: u64,
     pub bytes: u64,
+    /// Entries removed from the mirrored directories.
+    pub removed: u64,
     /// Things that did not fully work but did not stop the restore (borg's exit code 1).
     pub warnings: Vec<String>,
 }
@@ -298,6 +306,8 @@ fn write(
         stats: ExtractStats::default(),
         open_dirs: Vec::new(),
         known_dirs: HashSet::new(),
+        extracted: HashSet::new(),
+        parts: 0,
     };
     while let Some(step) = rx.blocking_recv() {
         match step {
@@ -320,17 +330,18 @@ fn write(
                 let allowed = writer.enter(&target);
                 match (item.kind(), allowed) {
                     (ItemKind::Regular, _) => {
-                        let destination = allowed.map(|known| (target.as_path(), known));
+                        let written_at = writer.write_path(&target);
+                        let destination = allowed.map(|known| (written_at.as_path(), known));
                         let written =
                             write_file(&mut rx, destination, &item, chunks, options, runtime)
                                 .inspect_err(|_| {
                                     // Nothing half-written may look like a restored file.
                                     if allowed.is_some() {
-                                        let _ = std::fs::remove_file(&target);
+                                        let _ = std::fs::remove_file(&written_at);
                                     }
                                 })?;
                         if allowed.is_some() {
-                            writer.finish_file(&target, &item, written);
+                            writer.finish_file(&written_at, &target, &item, written);
                         }
                     }
                     (_, None) => {}
@@ -359,6 +370,9 @@ fn write(
         }
     }
     writer.leave_dirs(None);
+    for root in &options.mirror {
+        writer.mirror(root);
+    }
     Ok(writer.stats)
 }
 
@@ -371,6 +385,10 @@ struct Writer<'o> {
     open_dirs: Vec<(PathBuf, Box<Item>)>,
     /// Directories known to exist as real directories, not symlinks.
     known_dirs: HashSet<PathBuf>,
+    /// Every path the archive put in place, when directories are mirrored.
+    extracted: HashSet<PathBuf>,
+    /// Temporary files made so far, for unique names.
+    parts: u64,
 }
 
 impl Writer<'_> {
@@ -380,6 +398,9 @@ impl Writer<'_> {
     fn enter(&mut self, target: &Path) -> Option<bool> {
         self.leave_dirs(Some(target));
         self.stats.items += 1;
+        if !self.options.mirror.is_empty() {
+            self.extracted.insert(target.to_path_buf());
+        }
         if self.options.dry_run {
             return None;
         }
@@ -427,22 +448,78 @@ impl Writer<'_> {
         }
     }
 
+    /// Where the content of a file for `target` is written: `target` itself, or a temporary
+    /// name beside it when files replace their predecessors atomically.
+    fn write_path(&mut self, target: &Path) -> PathBuf {
+        if !self.options.replace_atomically {
+            return target.to_path_buf();
+        }
+        self.parts += 1;
+        target.with_file_name(format!(
+            ".mailcow-borg-part-{}-{}",
+            std::process::id(),
+            self.parts
+        ))
+    }
+
+    /// Gives the file written at `written_at` its attributes and, if that was a temporary
+    /// name, moves it to `target`; a file that failed is removed.
     fn finish_file(
         &mut self,
+        written_at: &Path,
         target: &Path,
         item: &Item,
         written: std::io::Result<(u64, Option<std::fs::File>)>,
     ) {
-        match written {
-            Ok((bytes, file)) => {
-                self.stats.bytes += bytes;
-                if let Some(file) = file {
-                    self.restore_attrs(Target::File(&file), target, item);
-                }
+        let placed = written.and_then(|(bytes, file)| {
+            self.stats.bytes += bytes;
+            if let Some(file) = file {
+                self.restore_attrs(Target::File(&file), target, item);
             }
+            if written_at != target {
+                std::fs::rename(written_at, target)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(written_at);
+            self.warn_on(target, "write", Err(e));
+        }
+    }
+
+    /// Removes what is below `root` but was not extracted (`root` itself stays).
+    fn mirror(&mut self, root: &Path) {
+        let entries = match std::fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                let _ = std::fs::remove_file(target);
-                self.warn_on(target, "write", Err(e));
+                self.warn_on(root, "read directory", Err(e));
+                return;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.warn_on(root, "read directory", Err(e));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if self.extracted.contains(&path) {
+                if is_dir {
+                    self.mirror(&path);
+                }
+                continue;
+            }
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if self.warn_on(&path, "remove", removed) {
+                self.stats.removed += 1;
             }
         }
     }

@@ -1,0 +1,613 @@
+//! Deciding what a restore does, before it does anything: from what was asked, what the archive
+//! holds (its [`ArchiveSummary`]) and the target's `mailcow.conf`, which components are
+//! restored (whole, or only some mailboxes' and domains' subtrees), which services are stopped,
+//! and which of the known disasters must be refused:
+//!
+//! - vmail without the mail_crypt keys it was encrypted with: the mail cannot be read, and
+//!   dovecot, finding no keys, makes a new pair (mailcow #2395, #5105);
+//! - vmail from another `MAILDIR_SUB`: dovecot shows no mail (mailcow #3602);
+//! - a database dump of another name than `DBNAME`: mailcow would not use it;
+//! - rspamd's data from another CPU architecture: rspamd crashes on it — skipped with a
+//!   warning, as mailcow's own restore does.
+//!
+//! The first two can be forced; the plan is pure, so each rule has a unit test.
+
+use std::path::PathBuf;
+
+use super::components::Component;
+use super::conf::MailcowConf;
+use super::summary::{ArchiveSummary, SqlDump, Tally};
+
+/// Checks the user may override.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Force {
+    /// Restore mail although its mail_crypt keys are missing or differ.
+    pub crypt_keys: bool,
+    /// Restore mail made under another `MAILDIR_SUB`.
+    pub maildir_sub: bool,
+}
+
+/// Where the `config` component goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigTarget {
+    /// A directory of its own; the live configuration is not touched.
+    Directory(PathBuf),
+    /// Over the live mailcow directory, the old `mailcow.conf` kept beside it.
+    InPlace,
+}
+
+/// What was asked.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    /// An archive name, or `latest`.
+    pub archive: String,
+    /// Whole components; empty means every one the archive holds, unless mailboxes or domains
+    /// are asked for.
+    pub components: Vec<Component>,
+    /// `user@domain`.
+    pub mailboxes: Vec<String>,
+    pub domains: Vec<String>,
+    pub force: Force,
+    pub config: ConfigTarget,
+}
+
+/// What of a component is restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// All of it: the volume is made equal to the archive.
+    Whole,
+    /// Only these archive paths (`vmail/<domain>[/<user>]`), each made equal to the archive.
+    Subtrees(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStep {
+    pub component: Component,
+    pub scope: Scope,
+    pub tally: Tally,
+}
+
+/// Which users' mail dovecot must look at again after the files changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resync {
+    All,
+    /// `doveadm -u` masks: `user@domain`, or `*@domain`.
+    Users(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The archive's name (`latest` resolved).
+    pub archive: String,
+    /// In the order they are restored: crypt before mail.
+    pub files: Vec<FileStep>,
+    pub database: Option<SqlDump>,
+    /// Services stopped before the files are written, in this order (the watchdog first, so
+    /// it does not restart the others), and started again in reverse order.
+    pub stop: Vec<&'static str>,
+    pub resync: Option<Resync>,
+    pub config: ConfigTarget,
+    /// Components left out, with why.
+    pub skipped: Vec<String>,
+    /// Checks that could not be made or were forced.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "archive {archive} holds no {component} (it holds: {holds}); leave out --component {component}"
+    )]
+    NotInArchive {
+        archive: String,
+        component: Component,
+        holds: String,
+    },
+    #[error(
+        "archive {archive} holds no {what}; check the name (borg list {archive} vmail/ shows what it holds)"
+    )]
+    SubtreeNotInArchive { archive: String, what: String },
+    #[error("{0:?} is not a mailbox: give it as user@domain")]
+    BadMailbox(String),
+    #[error("{0:?} is not a domain name")]
+    BadDomain(String),
+    #[error(
+        "--mailbox and --domain restore parts of vmail; --component vmail restores all of it: give one or the other"
+    )]
+    VmailTwice,
+    #[error("{0}; add --force crypt-keys to restore anyway (the mail will not be readable)")]
+    CryptKeys(String),
+    #[error(
+        "the archive's mail was stored under MAILDIR_SUB={archive:?}, this mailcow uses MAILDIR_SUB={target:?} (mailcow.conf): dovecot would show no mail. Set MAILDIR_SUB={archive} in mailcow.conf and restart mailcow (docker compose up -d), or add --force maildir-sub"
+    )]
+    MaildirSub { archive: String, target: String },
+    #[error(
+        "the archive's database dump is of database {archive:?}, but mailcow.conf has DBNAME={target}: set DBNAME={archive} in mailcow.conf and restart mailcow (docker compose up -d), or leave out --component mysql"
+    )]
+    DatabaseName { archive: String, target: String },
+    #[error(
+        "archive {0} holds nothing this mailcow restore knows (no vmail, crypt, mysql, …): was it written by mailcow-borg backup?"
+    )]
+    Nothing(String),
+}
+
+/// The services a component's files are written with stopped.
+fn service_of(component: Component) -> Option<&'static str> {
+    match component {
+        Component::Vmail | Component::Crypt | Component::VmailIndex => Some("dovecot-mailcow"),
+        Component::Redis => Some("redis-mailcow"),
+        Component::Postfix => Some("postfix-mailcow"),
+        Component::Rspamd => Some("rspamd-mailcow"),
+        Component::Mysql | Component::Sogo | Component::Config => None,
+    }
+}
+
+pub const WATCHDOG: &str = "watchdog-mailcow";
+
+/// The order files are restored in: the keys before the mail they decrypt.
+const FILE_ORDER: [Component; 8] = [
+    Component::Crypt,
+    Component::Vmail,
+    Component::VmailIndex,
+    Component::Redis,
+    Component::Postfix,
+    Component::Rspamd,
+    Component::Sogo,
+    Component::Config,
+];
+
+fn mailbox_path(mailbox: &str) -> Result<(String, String), PlanError> {
+    let bad = || PlanError::BadMailbox(mailbox.to_string());
+    let (user, domain) = mailbox.split_once('@').ok_or_else(bad)?;
+    if !is_name(user) || !is_name(domain) {
+        return Err(bad());
+    }
+    Ok((
+        format!("{}/{domain}/{user}", Component::Vmail.archive_dir()),
+        mailbox.to_string(),
+    ))
+}
+
+/// A single path component that is safe to join: not empty, no `/`, not `.` or `..`, no `@`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '@', '\0'])
+}
+
+/// Decides what to do; `arch` is this machine's CPU architecture.
+pub fn make_plan(
+    request: &RestoreRequest,
+    summary: &ArchiveSummary,
+    conf: &MailcowConf,
+    arch: &str,
+) -> Result<Plan, PlanError> {
+    let archive = summary.name.clone();
+    let holds = |c: Component| match c {
+        Component::Mysql => !summary.sql_dumps.is_empty(),
+        _ => summary.components.contains_key(c.archive_dir()),
+    };
+    let mut subtrees = Vec::new();
+    let mut users = Vec::new();
+    for mailbox in &request.mailboxes {
+        let (path, user) = mailbox_path(mailbox)?;
+        subtrees.push(path);
+        users.push(user);
+    }
+    for domain in &request.domains {
+        if !is_name(domain) {
+            return Err(PlanError::BadDomain(domain.clone()));
+        }
+        subtrees.push(format!("{}/{domain}", Component::Vmail.archive_dir()));
+        users.push(format!("*@{domain}"));
+    }
+    if !subtrees.is_empty() && request.components.contains(&Component::Vmail) {
+        return Err(PlanError::VmailTwice);
+    }
+    for subtree in &subtrees {
+        if !summary.subtrees.contains_key(subtree) {
+            return Err(PlanError::SubtreeNotInArchive {
+                archive: archive.clone(),
+                what: subtree.clone(),
+            });
+        }
+    }
+    let wanted: Vec<Component> = if !request.components.is_empty() {
+        let holds_text = || {
+            let names: Vec<&str> = Component::ALL
+                .into_iter()
+                .filter(|c| holds(*c))
+                .map(Component::name)
+                .collect();
+            names.join(", ")
+        };
+        for &component in &request.components {
+            if !holds(component) {
+                return Err(PlanError::NotInArchive {
+                    archive: archive.clone(),
+                    component,
+                    holds: holds_text(),
+                });
+            }
+        }
+        request.components.clone()
+    } else if subtrees.is_empty() {
+        let all: Vec<Component> = Component::ALL.into_iter().filter(|c| holds(*c)).collect();
+        if all.is_empty() {
+            return Err(PlanError::Nothing(archive));
+        }
+        all
+    } else {
+        Vec::new()
+    };
+
+    let mut plan = Plan {
+        archive,
+        files: Vec::new(),
+        database: None,
+        stop: Vec::new(),
+        resync: None,
+        config: request.config.clone(),
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let origin = summary.origin.as_ref();
+    for component in FILE_ORDER {
+        if !wanted.contains(&component) {
+            continue;
+        }
+        if component == Component::Rspamd {
+            match origin.map(|o| o.arch.as_str()) {
+                Some(made_on) if made_on != arch => {
+                    plan.skipped.push(format!(
+                        "rspamd: the archive was made on {made_on}, this host is {arch}; rspamd's data does not work on another CPU architecture (it is rebuilt by rspamd)"
+                    ));
+                    continue;
+                }
+                None => plan.warnings.push(
+                    "rspamd: the archive does not say on which CPU architecture it was made; restored as it is".into(),
+                ),
+                Some(_) => {}
+            }
+        }
+        plan.files.push(FileStep {
+            component,
+            scope: Scope::Whole,
+            tally: summary
+                .components
+                .get(component.archive_dir())
+                .copied()
+                .unwrap_or_default(),
+        });
+    }
+    if !subtrees.is_empty() {
+        let tally = subtrees.iter().fold(Tally::default(), |sum, s| {
+            let t = summary.subtrees[s];
+            Tally {
+                items: sum.items + t.items,
+                bytes: sum.bytes + t.bytes,
+            }
+        });
+        let at = plan
+            .files
+            .iter()
+            .position(|f| f.component > Component::Vmail)
+            .unwrap_or(plan.files.len());
+        plan.files.insert(
+            at,
+            FileStep {
+                component: Component::Vmail,
+                scope: Scope::Subtrees(subtrees),
+                tally,
+            },
+        );
+    }
+    let restores = |c: Component| plan.files.iter().any(|f| f.component == c);
+    let whole = |c: Component| {
+        plan.files
+            .iter()
+            .any(|f| f.component == c && f.scope == Scope::Whole)
+    };
+    if restores(Component::Vmail) {
+        check_crypt_keys(
+            summary,
+            restores(Component::Crypt),
+            request.force,
+            &mut plan.warnings,
+        )?;
+        match origin {
+            Some(o) if o.maildir_sub != conf.maildir_sub => {
+                if !request.force.maildir_sub {
+                    return Err(PlanError::MaildirSub {
+                        archive: o.maildir_sub.clone(),
+                        target: conf.maildir_sub.clone(),
+                    });
+                }
+                plan.warnings.push(format!(
+                    "MAILDIR_SUB: the archive's is {:?}, this mailcow's {:?} (forced)",
+                    o.maildir_sub, conf.maildir_sub
+                ));
+            }
+            None => plan.warnings.push(
+                "MAILDIR_SUB: the archive does not say which it was made with; check that mailcow.conf's matches the old installation's".into(),
+            ),
+            Some(_) => {}
+        }
+        plan.resync = Some(if whole(Component::Vmail) {
+            Resync::All
+        } else {
+            Resync::Users(users)
+        });
+    }
+    if wanted.contains(&Component::Mysql) {
+        let dump = pick_dump(summary, conf);
+        if dump.database != conf.db_name {
+            return Err(PlanError::DatabaseName {
+                archive: dump.database.clone(),
+                target: conf.db_name.clone(),
+            });
+        }
+        plan.database = Some(dump.clone());
+    }
+    for step in &plan.files {
+        // A mailbox restore leaves dovecot running: the other users keep their mail, and
+        // force-resync makes dovecot see the restored files.
+        if step.scope != Scope::Whole {
+            continue;
+        }
+        if let Some(service) = service_of(step.component)
+            && !plan.stop.contains(&service)
+        {
+            plan.stop.push(service);
+        }
+    }
+    if !plan.files.is_empty() || plan.database.is_some() {
+        plan.stop.insert(0, WATCHDOG);
+    }
+    Ok(plan)
+}
+
+/// The dump to restore: the one of `DBNAME` if the archive has it, else the only (or first).
+fn pick_dump<'s>(summary: &'s ArchiveSummary, conf: &MailcowConf) -> &'s SqlDump {
+    summary
+        .sql_dumps
+        .iter()
+        .find(|d| d.database == conf.db_name)
+        .unwrap_or(&summary.sql_dumps[0])
+}
+
+fn check_crypt_keys(
+    summary: &ArchiveSummary,
+    with_crypt: bool,
+    force: Force,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    let keys = &summary.crypt_keys;
+    let problem = if with_crypt {
+        (!keys.in_archive).then(|| {
+            "refusing to restore vmail: the archive holds no mail_crypt keys (crypt/ecprivkey.pem, crypt/ecpubkey.pem), so restoring crypt would leave dovecot without them".to_string()
+        })
+    } else {
+        match (keys.in_archive, keys.in_target, keys.same) {
+            (_, Some(true), Some(false)) => Some(
+                "refusing to restore vmail: the archive's mail is encrypted with other mail_crypt keys than this mailcow's; add --component crypt to restore the archive's keys too".to_string(),
+            ),
+            (false, Some(false) | None, _) => Some(
+                "refusing to restore vmail: neither the archive nor this mailcow's crypt volume holds the mail_crypt keys the mail is encrypted with".to_string(),
+            ),
+            (true, Some(false) | None, _) => Some(
+                "refusing to restore vmail: this mailcow's crypt volume holds no mail_crypt keys; add --component crypt to restore the archive's".to_string(),
+            ),
+            (false, Some(true), _) => {
+                warnings.push("mail_crypt keys: the archive holds none, so it cannot be checked that this mailcow's keys are the ones its mail is encrypted with".into());
+                None
+            }
+            (true, Some(true), _) => None,
+        }
+    };
+    match problem {
+        Some(problem) if force.crypt_keys => {
+            warnings.push(format!("{problem} (forced)"));
+            Ok(())
+        }
+        Some(problem) => Err(PlanError::CryptKeys(problem)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailcow::origin::Origin;
+    use crate::mailcow::summary::CryptKeys;
+
+    fn conf() -> MailcowConf {
+        MailcowConf::parse(
+            "COMPOSE_PROJECT_NAME=p\nDBNAME=mailcow\nDBUSER=mailcow\nDBPASS=x\nMAILDIR_SUB=Maildir\n",
+            "mailcow.conf".into(),
+        )
+        .unwrap()
+    }
+
+    fn summary() -> ArchiveSummary {
+        let tally = Tally {
+            items: 3,
+            bytes: 100,
+        };
+        ArchiveSummary {
+            name: "a1".into(),
+            time: "2026-11-29T10:00:00.000000".into(),
+            hostname: "mail".into(),
+            origin: Some(Origin {
+                project: "p".into(),
+                arch: "x86_64".into(),
+                maildir_sub: "Maildir".into(),
+                db: "mailcow".into(),
+                components: vec![],
+            }),
+            components: ["vmail", "crypt", "redis", "rspamd", "config", "mysql"]
+                .into_iter()
+                .map(|c| (c.to_string(), tally))
+                .collect(),
+            sql_dumps: vec![SqlDump {
+                path: "mysql/mailcow.sql".into(),
+                database: "mailcow".into(),
+                bytes: 10,
+            }],
+            subtrees: [("vmail/example.org/user".to_string(), tally)].into(),
+            crypt_keys: CryptKeys {
+                in_archive: true,
+                in_target: Some(true),
+                same: Some(true),
+            },
+        }
+    }
+
+    fn request() -> RestoreRequest {
+        RestoreRequest {
+            archive: "latest".into(),
+            components: vec![],
+            mailboxes: vec![],
+            domains: vec![],
+            force: Force::default(),
+            config: ConfigTarget::Directory("/restored".into()),
+        }
+    }
+
+    fn order(plan: &Plan) -> Vec<Component> {
+        plan.files.iter().map(|f| f.component).collect()
+    }
+
+    #[test]
+    fn a_full_restore_takes_all_the_archive_holds_keys_first_and_stops_the_watchdog_first() {
+        let plan = make_plan(&request(), &summary(), &conf(), "x86_64").unwrap();
+        use Component::*;
+        assert_eq!(order(&plan), [Crypt, Vmail, Redis, Rspamd, Config]);
+        assert_eq!(
+            plan.stop,
+            [
+                WATCHDOG,
+                "dovecot-mailcow",
+                "redis-mailcow",
+                "rspamd-mailcow"
+            ]
+        );
+        assert_eq!(plan.database.as_ref().unwrap().path, "mysql/mailcow.sql");
+        assert_eq!(plan.resync, Some(Resync::All));
+        assert!(plan.skipped.is_empty() && plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn rspamd_from_another_architecture_is_skipped_with_the_reason() {
+        let plan = make_plan(&request(), &summary(), &conf(), "aarch64").unwrap();
+        assert!(!order(&plan).contains(&Component::Rspamd));
+        assert!(!plan.stop.contains(&"rspamd-mailcow"));
+        assert!(plan.skipped[0].contains("made on x86_64, this host is aarch64"));
+    }
+
+    #[test]
+    fn a_mailbox_restore_replaces_only_its_subtree_and_leaves_dovecot_running() {
+        let mut r = request();
+        r.mailboxes = vec!["user@example.org".into()];
+        let plan = make_plan(&r, &summary(), &conf(), "x86_64").unwrap();
+        assert_eq!(
+            plan.files,
+            [FileStep {
+                component: Component::Vmail,
+                scope: Scope::Subtrees(vec!["vmail/example.org/user".into()]),
+                tally: Tally {
+                    items: 3,
+                    bytes: 100
+                },
+            }]
+        );
+        assert_eq!(plan.stop, [WATCHDOG]);
+        assert_eq!(
+            plan.resync,
+            Some(Resync::Users(vec!["user@example.org".into()]))
+        );
+        r.mailboxes = vec!["other@example.org".into()];
+        assert!(matches!(
+            make_plan(&r, &summary(), &conf(), "x86_64"),
+            Err(PlanError::SubtreeNotInArchive { .. })
+        ));
+        r.mailboxes = vec!["../etc@example.org".into()];
+        assert!(matches!(
+            make_plan(&r, &summary(), &conf(), "x86_64"),
+            Err(PlanError::BadMailbox(_))
+        ));
+    }
+
+    #[test]
+    fn mail_without_its_keys_is_refused_unless_forced() {
+        let mut r = request();
+        r.components = vec![Component::Vmail];
+        let mut s = summary();
+        s.crypt_keys.same = Some(false);
+        let e = make_plan(&r, &s, &conf(), "x86_64").unwrap_err();
+        assert!(e.to_string().contains("add --component crypt"), "{e}");
+        r.components.push(Component::Crypt);
+        assert!(make_plan(&r, &s, &conf(), "x86_64").is_ok());
+        s.crypt_keys = CryptKeys {
+            in_archive: false,
+            in_target: Some(false),
+            same: None,
+        };
+        assert!(matches!(
+            make_plan(&r, &s, &conf(), "x86_64"),
+            Err(PlanError::CryptKeys(_))
+        ));
+        r.components = vec![Component::Vmail];
+        assert!(matches!(
+            make_plan(&r, &s, &conf(), "x86_64"),
+            Err(PlanError::CryptKeys(_))
+        ));
+        r.force.crypt_keys = true;
+        let plan = make_plan(&r, &s, &conf(), "x86_64").unwrap();
+        assert!(plan.warnings[0].ends_with("(forced)"));
+    }
+
+    #[test]
+    fn another_maildir_sub_is_refused_unless_forced() {
+        let mut c = conf();
+        c.maildir_sub = String::new();
+        let e = make_plan(&request(), &summary(), &c, "x86_64").unwrap_err();
+        assert!(e.to_string().contains("Set MAILDIR_SUB=Maildir"), "{e}");
+        let mut r = request();
+        r.force.maildir_sub = true;
+        assert!(make_plan(&r, &summary(), &c, "x86_64").is_ok());
+        // Without vmail the MAILDIR_SUB does not matter.
+        let mut r = request();
+        r.components = vec![Component::Redis];
+        assert!(make_plan(&r, &summary(), &c, "x86_64").is_ok());
+    }
+
+    #[test]
+    fn a_dump_of_another_database_says_what_to_change() {
+        let mut c = conf();
+        c.db_name = "mailcow2".into();
+        let e = make_plan(&request(), &summary(), &c, "x86_64").unwrap_err();
+        assert!(
+            e.to_string().contains("set DBNAME=mailcow in mailcow.conf"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn components_the_archive_lacks_are_named_with_what_it_holds() {
+        let mut r = request();
+        r.components = vec![Component::Sogo];
+        let e = make_plan(&r, &summary(), &conf(), "x86_64").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "archive a1 holds no sogo (it holds: vmail, crypt, redis, rspamd, mysql, config); leave out --component sogo"
+        );
+    }
+
+    #[test]
+    fn an_archive_without_origin_restores_with_warnings() {
+        let mut s = summary();
+        s.origin = None;
+        let plan = make_plan(&request(), &s, &conf(), "x86_64").unwrap();
+        assert!(order(&plan).contains(&Component::Rspamd));
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    }
+}
