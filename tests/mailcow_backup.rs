@@ -9,100 +9,9 @@ mod common;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use common::cli::{Ran, World, assert_same_tree, tricky_tree};
+use common::cli::{Ran, assert_same_tree, tricky_tree};
 use common::mailcow::{DB_IMAGE, Mailcow, docker, docker_exec, wait_until};
-use common::sshd::Sshd;
-
-const PASSPHRASE: &str = "mcb-mailcow-test";
-
-/// A repository on the test's sshd and a config file that points the backup at it.
-struct Setup {
-    world: World,
-    /// Serves the repository for as long as the test runs.
-    _sshd: Sshd,
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-    config: PathBuf,
-}
-
-impl Setup {
-    fn new(mailcow: &Mailcow) -> Setup {
-        let sshd = Sshd::start();
-        let world = World::new(PASSPHRASE);
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        world
-            .borg(
-                &common::borg14(),
-                dir.path(),
-                &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
-            )
-            .expect(0, "borg init");
-        let passphrase = dir.path().join("passphrase");
-        std::fs::write(&passphrase, format!("{PASSPHRASE}\n")).unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "repository = \"{}\"\npassphrase_file = \"{}\"\nssh_key = \"{}\"\nknown_hosts = \"{}\"\nremote_path = \"{}\"\nmailcow_dir = \"{}\"\nstate_dir = \"{}\"\n",
-                sshd.url(&repo),
-                passphrase.display(),
-                sshd.path("id_ed25519").display(),
-                sshd.known_hosts().display(),
-                common::borg14().display(),
-                mailcow.dir.path().display(),
-                dir.path().join("state").display(),
-            ),
-        )
-        .unwrap();
-        Setup {
-            world,
-            _sshd: sshd,
-            dir,
-            repo,
-            config,
-        }
-    }
-
-    /// Our `backup` with `args` (and the config, unless they name another), the environment
-    /// cleared (no passphrase in it).
-    fn backup(&self, args: &[&str]) -> Ran {
-        Ran::from(self.backup_command(args).output().unwrap())
-    }
-
-    fn backup_command(&self, args: &[&str]) -> std::process::Command {
-        self.command(&["backup"], args)
-    }
-
-    /// `config check` with `args`.
-    fn check(&self, args: &[&str]) -> Ran {
-        Ran::from(self.command(&["config", "check"], args).output().unwrap())
-    }
-
-    fn command(&self, subcommand: &[&str], args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailcow-borg"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .args(subcommand);
-        if !args.contains(&"--config") {
-            command.arg("--config").arg(&self.config);
-        }
-        command.args(args).stdin(std::process::Stdio::null());
-        command
-    }
-
-    fn borg(&self, args: &[&str]) -> Ran {
-        self.world.borg(&common::borg14(), self.dir.path(), args)
-    }
-}
-
-/// No helper container of this mailcow exists, running or stopped.
-fn no_helper_left(mailcow: &Mailcow) {
-    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
-    let left = docker(&["ps", "-aq", "--filter", &label]);
-    assert!(left.is_empty(), "helper containers left behind: {left}");
-}
+use common::mailcow_repo::{PASSPHRASE, Setup, no_helper_left};
 
 /// A fresh MariaDB (empty datadir) in a throwaway container.
 struct FreshMariadb(String);
@@ -464,7 +373,7 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
         &setup,
         &mailcow,
         &["--lock-wait", "1"],
-        "another mailcow-borg backup is running",
+        "another mailcow-borg backup or restore is running",
         "second run",
     );
     holder.kill().unwrap();
@@ -743,7 +652,7 @@ fn benchmark_backup() {
             direct_repo.to_str().unwrap(),
         ])
         .expect(0, "borg init");
-    let sshd = &setup._sshd;
+    let sshd = &setup.sshd;
     let direct = |tool: &str, repo: &Path, n: usize| {
         let redis = mailcow.container("redis-mailcow");
         let save = format!(

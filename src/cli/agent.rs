@@ -7,14 +7,64 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
 use super::create::{self, CreateArgs};
+use crate::format::manifest::Operation;
 use crate::mailcow::components::CRYPT_KEYS;
 use crate::mailcow::frames::FramedReader;
+use crate::mailcow::summary::summarize;
+use crate::ops::extract::{ExtractOptions, extract};
+use crate::ops::items::load_archive;
+use crate::ops::open::{OpenRepository, open};
+use crate::ops::stream_file::stream_file;
 
 #[derive(Subcommand)]
 pub enum AgentCommand {
     /// `create` over the mounted volumes; `-` is the framed database dump on stdin.
     Backup(Box<AgentBackupArgs>),
+    /// Print what a restore must know about an archive, as JSON.
+    Inspect(Box<InspectArgs>),
+    /// Extract into the mounted volumes, replacing files atomically and mirroring directories.
+    Restore(Box<AgentRestoreArgs>),
+    /// Write one file's content (the database dump) to stdout.
+    Stream(Box<StreamArgs>),
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// REPOSITORY::ARCHIVE, the archive may be `latest`.
+    location: String,
+    /// Archive paths to look for (mailboxes, domains).
+    #[arg(long = "subtree", value_name = "PATH")]
+    subtrees: Vec<String>,
+    /// The target's crypt volume, to compare the mail_crypt keys with.
+    #[arg(long, value_name = "DIR")]
+    target_crypt: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+#[derive(Args)]
+pub struct AgentRestoreArgs {
+    /// REPOSITORY::ARCHIVE
+    location: String,
+    /// Archive paths to extract.
+    paths: Vec<String>,
+    /// Make this directory (relative to the working directory) equal to the archive.
+    #[arg(long = "mirror", value_name = "DIR")]
+    mirrors: Vec<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+#[derive(Args)]
+pub struct StreamArgs {
+    /// REPOSITORY::ARCHIVE
+    location: String,
+    /// The archive path of a regular file.
+    path: String,
+    #[command(flatten)]
+    access: AccessArgs,
 }
 
 #[derive(Args)]
@@ -41,7 +91,83 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
             };
             create::run_with(args.create, extras)
         }
+        AgentCommand::Inspect(args) => {
+            let subtrees = args.subtrees.clone();
+            let target = args.target_crypt.clone();
+            with_archive(&args.location, &args.access, async move |repo, name| {
+                let summary = summarize(
+                    &repo.repo,
+                    &repo.key,
+                    &repo.manifest,
+                    &name,
+                    &subtrees,
+                    target.as_deref(),
+                )
+                .await?;
+                println!("{}", serde_json::to_string(&summary)?);
+                Ok(Outcome::Ok)
+            })
+        }
+        AgentCommand::Restore(args) => {
+            let cwd = std::env::current_dir()?;
+            let options = ExtractOptions {
+                destination: cwd.clone(),
+                paths: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                // The helper has no user database: owners are the archive's numbers.
+                numeric_ids: true,
+                replace_atomically: true,
+                mirror: args.mirrors.iter().map(|m| cwd.join(m)).collect(),
+                ..Default::default()
+            };
+            with_archive(&args.location, &args.access, async move |repo, name| {
+                let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+                let stats = extract(&repo.repo, &repo.key, &archive, &options).await?;
+                for warning in &stats.warnings {
+                    eprintln!("{warning}");
+                }
+                eprintln!(
+                    "restored {} items ({} bytes); removed {} entries the archive does not hold",
+                    stats.items, stats.bytes, stats.removed
+                );
+                Ok(if stats.warnings.is_empty() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Warning
+                })
+            })
+        }
+        AgentCommand::Stream(args) => {
+            let path = args.path.clone();
+            with_archive(&args.location, &args.access, async move |repo, name| {
+                let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+                let mut out = tokio::io::stdout();
+                stream_file(&repo.repo, &repo.key, &archive, &path, &mut out).await?;
+                Ok(Outcome::Ok)
+            })
+        }
     }
+}
+
+/// Opens the repository of `location` for reading, runs `work` with it and the archive name,
+/// and closes it.
+fn with_archive(
+    location: &str,
+    access: &AccessArgs,
+    work: impl AsyncFnOnce(&OpenRepository, String) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<Outcome> {
+    let location_parsed = parse_location(Some(location))?;
+    let Some(name) = location_parsed.archive.clone() else {
+        anyhow::bail!("{location}: no archive given (REPOSITORY::ARCHIVE)");
+    };
+    let options = access.to_options()?;
+    runtime()?.block_on(async {
+        let repo = open(&location_parsed, &options, Operation::Read).await?;
+        let result = work(&repo, name).await;
+        let closed = repo.close().await;
+        let outcome = result?;
+        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+        Ok(outcome)
+    })
 }
 
 /// A vmail backup without the keys its mail is encrypted with is worthless, and dovecot makes a

@@ -125,7 +125,7 @@ pub(super) fn host_lock(state_dir: &Path, wait: Duration) -> anyhow::Result<std:
         if started.elapsed() >= wait {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             anyhow::bail!(
-                "another mailcow-borg backup is running on this host (process {}, lock {}); waited {} s: try again later, or give --lock-wait",
+                "another mailcow-borg backup or restore is running on this host (process {}, lock {}); waited {} s: try again later, or give --lock-wait",
                 holder.trim(),
                 path.display(),
                 wait.as_secs()
@@ -150,7 +150,10 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);
-        watch_signals(stop_tx)?;
+        watch_signals(
+            stop_tx,
+            "stopping the helper; it rolls back what this run wrote",
+        )?;
         let engine = Engine::connect().await?;
         let exit_code_for = |signal: &str| {
             if signal == "SIGTERM" {
@@ -183,7 +186,10 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
 }
 
 /// SIGINT and SIGTERM are passed on to the helper (through `stop`), not obeyed at once.
-fn watch_signals(stop: tokio::sync::watch::Sender<Option<&'static str>>) -> anyhow::Result<()> {
+pub(super) fn watch_signals(
+    stop: tokio::sync::watch::Sender<Option<&'static str>>,
+    what_happens: &'static str,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     for (kind, name) in [
         (SignalKind::interrupt(), "SIGINT"),
@@ -193,9 +199,7 @@ fn watch_signals(stop: tokio::sync::watch::Sender<Option<&'static str>>) -> anyh
         let stop = stop.clone();
         tokio::spawn(async move {
             if stream.recv().await.is_some() {
-                eprintln!(
-                    "mailcow-borg: {name}: stopping the helper; it rolls back what this run wrote"
-                );
+                eprintln!("mailcow-borg: {name}: {what_happens}");
                 let _ = stop.send(Some(name));
             }
         });

@@ -14,6 +14,7 @@ mod human;
 mod info;
 mod list;
 mod pyjson;
+mod restore;
 mod settings;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ struct Cli {
 enum Command {
     /// Back up this host's mailcow into a new archive, through a helper container.
     Backup(Box<backup::BackupArgs>),
+    /// Restore this host's mailcow from an archive that `backup` wrote.
+    Restore(Box<restore::RestoreArgs>),
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -84,6 +87,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Backup(args) => backup::run(*args),
+        Command::Restore(args) => restore::run(*args),
         Command::Config(cmd) => config_check::run(cmd),
         Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),

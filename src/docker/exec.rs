@@ -17,6 +17,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::engine::{DockerError, Engine};
 
+/// A command's stdin.
+pub type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
 /// How much of a command's stderr is kept for its error message.
 const STDERR_KEPT: usize = 64 * 1024;
 
@@ -105,6 +108,24 @@ impl Engine {
         cmd: &[&str],
         stdin: &[u8],
     ) -> Result<ExecStream, DockerError> {
+        let (stream, mut input) = self.exec_with_input(container, cmd).await?;
+        let written = async {
+            input.write_all(stdin).await?;
+            input.shutdown().await
+        };
+        written
+            .await
+            .map_err(|e| DockerError::api(&stream.what, e))?;
+        Ok(stream)
+    }
+
+    /// Starts `cmd` in `container` with its stdin left open for the caller, who must shut it
+    /// down to end the command's input.
+    pub async fn exec_with_input(
+        &self,
+        container: &str,
+        cmd: &[&str],
+    ) -> Result<(ExecStream, Input), DockerError> {
         let what = format!("running {} in {container}", cmd.first().unwrap_or(&""));
         let config = ExecConfig {
             attach_stdin: Some(true),
@@ -124,24 +145,20 @@ impl Engine {
             .start_exec(&created.id, None::<StartExecOptions>)
             .await
             .map_err(|e| DockerError::api(&what, e))?;
-        let StartExecResults::Attached { output, mut input } = started else {
+        let StartExecResults::Attached { output, input } = started else {
             return Err(DockerError::Api {
                 context: what,
                 detail: "the engine started the command detached".into(),
             });
         };
-        let written = async {
-            input.write_all(stdin).await?;
-            input.shutdown().await
-        };
-        written.await.map_err(|e| DockerError::api(&what, e))?;
-        Ok(ExecStream {
+        let stream = ExecStream {
             engine: self.clone(),
             exec_id: created.id,
             output,
             stderr: Vec::new(),
             what,
-        })
+        };
+        Ok((stream, input))
     }
 
     /// Runs `cmd` in `container` to its end: its stdout and how it ended.

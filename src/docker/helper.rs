@@ -230,6 +230,19 @@ pub enum StdoutTo {
     Relay,
     /// Kept, for the caller to read (a JSON document).
     Capture,
+    /// Into a writer (another command's stdin), shut down when the output ends. If the
+    /// writer fails (the command stopped reading), the rest is discarded so the helper can
+    /// still finish.
+    Pipe(Pin<Box<dyn AsyncWrite + Send>>),
+}
+
+/// What the relay did with the helper's stdout.
+#[derive(Debug, Default)]
+pub struct Relayed {
+    /// What [`StdoutTo::Capture`] kept.
+    pub captured: Vec<u8>,
+    /// Why [`StdoutTo::Pipe`]'s writer failed, if it did.
+    pub pipe_error: Option<std::io::Error>,
 }
 
 impl Helper {
@@ -239,38 +252,51 @@ impl Helper {
     }
 
     /// Relays the helper's output until it ends (the helper exited): stderr to ours, stdout
-    /// to ours or captured. Returns what was captured.
+    /// where `stdout` says.
     pub fn relay_output(
         &mut self,
         stdout: StdoutTo,
-    ) -> tokio::task::JoinHandle<std::io::Result<Vec<u8>>> {
+    ) -> tokio::task::JoinHandle<std::io::Result<Relayed>> {
+        use tokio::io::AsyncWriteExt;
         let output = self.output.take();
         tokio::spawn(async move {
-            let mut captured = Vec::new();
-            let Some(mut output) = output else {
-                return Ok(captured);
-            };
-            while let Some(Ok(piece)) = output.next().await {
-                match piece {
-                    LogOutput::StdErr { message } => {
-                        let mut err = std::io::stderr().lock();
-                        err.write_all(&message)?;
-                        err.flush()?;
-                    }
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        match stdout {
-                            StdoutTo::Capture => captured.extend_from_slice(&message),
-                            StdoutTo::Relay => {
-                                let mut out = std::io::stdout().lock();
-                                out.write_all(&message)?;
-                                out.flush()?;
+            let mut relayed = Relayed::default();
+            let mut stdout = stdout;
+            if let Some(mut output) = output {
+                while let Some(Ok(piece)) = output.next().await {
+                    match piece {
+                        LogOutput::StdErr { message } => {
+                            let mut err = std::io::stderr().lock();
+                            err.write_all(&message)?;
+                            err.flush()?;
+                        }
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            match &mut stdout {
+                                StdoutTo::Relay => {
+                                    let mut out = std::io::stdout().lock();
+                                    out.write_all(&message)?;
+                                    out.flush()?;
+                                }
+                                StdoutTo::Capture => relayed.captured.extend_from_slice(&message),
+                                StdoutTo::Pipe(writer) if relayed.pipe_error.is_none() => {
+                                    if let Err(e) = writer.write_all(&message).await {
+                                        relayed.pipe_error = Some(e);
+                                    }
+                                }
+                                StdoutTo::Pipe(_) => {}
                             }
                         }
+                        LogOutput::StdIn { .. } => {}
                     }
-                    LogOutput::StdIn { .. } => {}
                 }
             }
-            Ok(captured)
+            if let StdoutTo::Pipe(writer) = &mut stdout
+                && relayed.pipe_error.is_none()
+                && let Err(e) = writer.shutdown().await
+            {
+                relayed.pipe_error = Some(e);
+            }
+            Ok(relayed)
         })
     }
 

@@ -22,7 +22,7 @@ pub enum DiscoverError {
         conf: String,
     },
     #[error(
-        "{service} is not running (looked for a container with the labels {PROJECT_LABEL}={project} and {SERVICE_LABEL}={service}); the {component} backup needs it: start mailcow (docker compose up -d)"
+        "{service} is not running (looked for a container with the labels {PROJECT_LABEL}={project} and {SERVICE_LABEL}={service}); {component} needs it: start mailcow (docker compose up -d)"
     )]
     NotRunning {
         service: &'static str,

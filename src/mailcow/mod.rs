@@ -11,6 +11,7 @@ pub mod frames;
 pub mod mysql;
 pub mod origin;
 pub mod redis;
+pub mod restore;
 pub mod restore_plan;
 pub mod summary;
 

@@ -173,6 +173,24 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '@', '\0'])
 }
 
+/// The archive paths of the asked mailboxes and domains, each with its `doveadm -u` mask.
+pub fn subtrees(request: &RestoreRequest) -> Result<Vec<(String, String)>, PlanError> {
+    let mut subtrees = Vec::new();
+    for mailbox in &request.mailboxes {
+        subtrees.push(mailbox_path(mailbox)?);
+    }
+    for domain in &request.domains {
+        if !is_name(domain) {
+            return Err(PlanError::BadDomain(domain.clone()));
+        }
+        subtrees.push((
+            format!("{}/{domain}", Component::Vmail.archive_dir()),
+            format!("*@{domain}"),
+        ));
+    }
+    Ok(subtrees)
+}
+
 /// Decides what to do; `arch` is this machine's CPU architecture.
 pub fn make_plan(
     request: &RestoreRequest,
@@ -185,20 +203,7 @@ pub fn make_plan(
         Component::Mysql => !summary.sql_dumps.is_empty(),
         _ => summary.components.contains_key(c.archive_dir()),
     };
-    let mut subtrees = Vec::new();
-    let mut users = Vec::new();
-    for mailbox in &request.mailboxes {
-        let (path, user) = mailbox_path(mailbox)?;
-        subtrees.push(path);
-        users.push(user);
-    }
-    for domain in &request.domains {
-        if !is_name(domain) {
-            return Err(PlanError::BadDomain(domain.clone()));
-        }
-        subtrees.push(format!("{}/{domain}", Component::Vmail.archive_dir()));
-        users.push(format!("*@{domain}"));
-    }
+    let (subtrees, users): (Vec<String>, Vec<String>) = subtrees(request)?.into_iter().unzip();
     if !subtrees.is_empty() && request.components.contains(&Component::Vmail) {
         return Err(PlanError::VmailTwice);
     }

@@ -5,6 +5,7 @@
 //! - [`items`] — archive objects and item streams, fetched ahead;
 //! - [`create`] — back up trees into a new archive;
 //! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
+//! - [`stream_file`] — one file's content to a writer;
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders.
@@ -23,3 +24,4 @@ pub mod restore;
 pub mod security;
 pub mod select;
 pub mod stats;
+pub mod stream_file;

@@ -8,7 +8,8 @@
 //! - **real MariaDB** (mysql-mailcow) with a `mailcow` database, user, tables and rows, and
 //!   **real Redis** (redis-mailcow) with a password and automatic saves off (so only a `SAVE`
 //!   puts fresh keys on disk);
-//! - busybox stand-ins for dovecot, postfix, rspamd and sogo, holding their volumes;
+//! - busybox stand-ins for dovecot, postfix, rspamd, sogo and the watchdog, holding their
+//!   volumes; dovecot's `doveadm` only records its calls (in `/doveadm.log`);
 //! - a mailcow directory with `mailcow.conf`, an override file, `data/conf` and certificates.
 //!
 //! Everything is removed when the world is dropped. The docker CLI is the test's tool here;
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Debian bookworm with real MariaDB and Redis.
 pub const DB_IMAGE: &str = "mcb-test/debian-db:bookworm-1";
+/// What the busybox stand-ins run: nothing, but they end at once on `docker stop`.
+const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
+
 /// Debian's busybox-static alone.
 pub const BUSYBOX_IMAGE: &str = "mcb-test/busybox:bookworm-1";
 
@@ -98,7 +102,8 @@ pub struct Mailcow {
 }
 
 /// mailcow's services in the stand-in, with (volume, destination) mounts.
-const SERVICES: [(&str, &[(&str, &str)]); 6] = [
+const SERVICES: [(&str, &[(&str, &str)]); 7] = [
+    ("watchdog-mailcow", &[]),
     (
         "dovecot-mailcow",
         &[
@@ -317,7 +322,19 @@ impl Mailcow {
                     ]
                     .map(String::from),
                 ),
-                _ => args.extend([BUSYBOX_IMAGE, "sleep", "3600"].map(String::from)),
+                // Its doveadm records how it was called, in /doveadm.log.
+                "dovecot-mailcow" => args.extend(
+                    [
+                        BUSYBOX_IMAGE,
+                        "sh",
+                        "-c",
+                        &format!(
+                            "printf '#!/bin/sh\\necho \"$*\" >> /doveadm.log\\n' > /bin/doveadm && chmod 755 /bin/doveadm && {IDLE}"
+                        ),
+                    ]
+                    .map(String::from),
+                ),
+                _ => args.extend([BUSYBOX_IMAGE, "sh", "-c", IDLE].map(String::from)),
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             docker(&args);

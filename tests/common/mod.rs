@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod mailcow;
+pub mod mailcow_repo;
 pub mod sshd;
 
 use std::collections::HashMap;

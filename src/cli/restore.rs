@@ -1,0 +1,315 @@
+//! `mailcow-borg restore [ARCHIVE|latest]`: restore this host's mailcow from an archive that
+//! `backup` wrote — all of it, some components, or some mailboxes and domains. It prints the
+//! plan first and asks (or needs `--yes`); `--dry-run` prints the plan and stops.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::Outcome;
+use super::access::runtime;
+use super::backup::{host_lock, watch_signals};
+use super::create::Interrupted;
+use super::human;
+use super::settings::{Settings, SettingsArgs, settings};
+use crate::docker::Engine;
+use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::restore::{
+    Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare, services_to_stop,
+};
+use crate::mailcow::restore_plan::{ConfigTarget, Force, RestoreRequest, Resync, Scope};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Check {
+    /// Restore mail although the archive's mail_crypt keys are missing or differ.
+    CryptKeys,
+    /// Restore mail made under another MAILDIR_SUB.
+    MaildirSub,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The archive: its name, or `latest` (the newest, not a checkpoint).
+    #[arg(default_value = "latest")]
+    archive: String,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Restore only this component (repeatable): vmail, crypt, vmail-index, redis, rspamd,
+    /// postfix, mysql, sogo, config. Default: everything the archive holds.
+    #[arg(long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// Restore only this mailbox's mail (repeatable); dovecot keeps running.
+    #[arg(long = "mailbox", value_name = "USER@DOMAIN")]
+    mailboxes: Vec<String>,
+    /// Restore only this domain's mail (repeatable); dovecot keeps running.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    domains: Vec<String>,
+    /// Print the plan and change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Do not ask before restoring (needed when stdin is not a terminal).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    /// Skip a safety check (repeatable, or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECK")]
+    force: Vec<Check>,
+    /// Write the archived configuration over the live one (mailcow.conf is kept as
+    /// mailcow.conf.before-restore-<time>). Default: into a directory of its own.
+    #[arg(long, conflicts_with = "config_dir")]
+    config_in_place: bool,
+    /// Where the archived configuration goes (default: <state dir>/restored-config/<archive>).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
+    let Settings {
+        mailcow_dir,
+        access,
+        ..
+    } = settings(&args.settings)?;
+    // As named: unlike a backup's, a restore's vmail does not bring crypt along (the target's
+    // keys may be the right ones), and the plan checks the keys either way.
+    let mut components = args
+        .components
+        .iter()
+        .map(|n| n.parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    components.sort();
+    components.dedup();
+    let request = RestoreRequest {
+        archive: args.archive.clone(),
+        components,
+        mailboxes: args.mailboxes.clone(),
+        domains: args.domains.clone(),
+        force: Force {
+            crypt_keys: args.force.contains(&Check::CryptKeys),
+            maildir_sub: args.force.contains(&Check::MaildirSub),
+        },
+        config: if args.config_in_place {
+            ConfigTarget::InPlace
+        } else {
+            // Settled once the archive's name is known.
+            ConfigTarget::Directory(args.config_dir.clone().unwrap_or_default())
+        },
+    };
+    let options = RestoreOptions {
+        mailcow_dir,
+        access,
+    };
+    let _lock = host_lock(
+        &options.access.state_dir,
+        Duration::from_secs(options.access.lock_wait),
+    )?;
+    let conf = MailcowConf::load(&options.mailcow_dir)?;
+    runtime()?.block_on(async {
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(None);
+        watch_signals(
+            stop_tx,
+            "stopping; the services stopped for the restore are started again",
+        )?;
+        let engine = Engine::connect().await?;
+        let mut prepared = match prepare(&engine, &options, &conf, &request, &mut stop).await {
+            Err(RestoreError::Stopped(signal)) => {
+                eprintln!("mailcow-borg: {signal}: stopped before anything was changed");
+                return Err(Interrupted(super::EXIT_ERROR).into());
+            }
+            other => other?,
+        };
+        if args.config_dir.is_none()
+            && let ConfigTarget::Directory(dir) = &mut prepared.plan.config
+        {
+            *dir = options
+                .access
+                .state_dir
+                .join("restored-config")
+                .join(&prepared.plan.archive);
+        }
+        print_plan(&prepared, &options, &conf)?;
+        if args.dry_run {
+            eprintln!("dry run: nothing was changed");
+            return Ok(Outcome::Ok);
+        }
+        confirm(args.yes)?;
+        let say = |line: &str| eprintln!("mailcow-borg: {line}");
+        let report = execute(&engine, &options, &conf, &prepared, stop, &say).await;
+        finish(&report)
+    })
+}
+
+/// Asks on the terminal unless `--yes`; refuses without a terminal to ask on.
+fn confirm(yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to restore without --yes: stdin is not a terminal to ask on (check the plan above, or with --dry-run, then run again with --yes)"
+        );
+    }
+    eprint!("Restore as planned above? Type yes to go on: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        anyhow::bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
+/// The plan, on stdout: what is stopped, overwritten, removed and started.
+fn print_plan(
+    prepared: &Prepared,
+    options: &RestoreOptions,
+    conf: &MailcowConf,
+) -> anyhow::Result<()> {
+    let plan = &prepared.plan;
+    let summary = &prepared.summary;
+    let mut out = std::io::stdout().lock();
+    let origin = match &summary.origin {
+        Some(o) => format!(
+            "project {}, {}, MAILDIR_SUB={}",
+            o.project,
+            o.arch,
+            if o.maildir_sub.is_empty() {
+                "(empty)"
+            } else {
+                &o.maildir_sub
+            }
+        ),
+        None => "not written by mailcow-borg backup".into(),
+    };
+    writeln!(
+        out,
+        "Restore plan: archive {} (made {} UTC on {}; {origin})",
+        plan.archive,
+        &summary.time[..summary.time.len().min(19)],
+        summary.hostname
+    )?;
+    writeln!(
+        out,
+        "  into mailcow project {} ({})",
+        conf.project,
+        conf.path.display()
+    )?;
+    let stopped = services_to_stop(prepared);
+    if !stopped.is_empty() {
+        writeln!(
+            out,
+            "  stop       {} (started again at the end, also if the restore fails)",
+            stopped.join(", ")
+        )?;
+    }
+    for step in &plan.files {
+        let amount = format!(
+            "{} items, {}",
+            step.tally.items,
+            human::size(step.tally.bytes as i128)
+        );
+        let line = match (&step.scope, step.component) {
+            (_, crate::mailcow::components::Component::Config) => match &plan.config {
+                ConfigTarget::InPlace => format!(
+                    "over {} ({amount}); the old mailcow.conf is kept as mailcow.conf.before-restore-<time>",
+                    options.mailcow_dir.display()
+                ),
+                ConfigTarget::Directory(dir) => format!(
+                    "into {} ({amount}); the live configuration is not touched",
+                    dir.display()
+                ),
+            },
+            (Scope::Whole, component) => format!(
+                "volume {}: made equal to the archive ({amount}); what it holds that the archive does not is removed",
+                prepared.found.volumes[&component]
+            ),
+            (Scope::Subtrees(paths), component) => format!(
+                "{} in volume {}: made equal to the archive ({amount}); the rest of the volume is not touched",
+                paths.join(", "),
+                prepared.found.volumes[&component]
+            ),
+        };
+        writeln!(out, "  {:<10} {line}", step.component.name())?;
+    }
+    if let (Some(dump), Some(mysql)) = (&plan.database, &prepared.found.mysql) {
+        writeln!(
+            out,
+            "  {:<10} database {} in {}: dropped and made again from {} ({}), as DBUSER {}",
+            "mysql",
+            dump.database,
+            mysql.name,
+            dump.path,
+            human::size(dump.bytes as i128),
+            conf.db_user
+        )?;
+    }
+    match &plan.resync {
+        Some(Resync::All) => writeln!(
+            out,
+            "  then       doveadm force-resync -A '*' and doveadm quota recalc -A in dovecot-mailcow"
+        )?,
+        Some(Resync::Users(users)) => writeln!(
+            out,
+            "  then       doveadm force-resync and quota recalc for {} in dovecot-mailcow",
+            users.join(", ")
+        )?,
+        None => {}
+    }
+    for skipped in &plan.skipped {
+        writeln!(out, "  skipped    {skipped}")?;
+    }
+    for warning in &plan.warnings {
+        writeln!(out, "  warning    {warning}")?;
+    }
+    Ok(())
+}
+
+/// The report as the exit code and the last lines: what was restored, what not, and the state
+/// the services are in.
+fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
+    for warning in &report.warnings {
+        eprintln!("mailcow-borg: warning: {warning}");
+    }
+    let services = if report.not_started.is_empty() {
+        "every service stopped for the restore was started again".to_string()
+    } else {
+        format!(
+            "NOT started again: {}; start them (docker compose up -d)",
+            report.not_started.join("; ")
+        )
+    };
+    if let Some(failure) = &report.failed {
+        let restored = if report.restored.is_empty() {
+            "nothing".to_string()
+        } else {
+            report.restored.join(", ")
+        };
+        let message = format!(
+            "the restore failed: {failure}. Restored: {restored}. Not restored: {}. {services}",
+            report.not_restored.join(", ")
+        );
+        if let Some(signal) = report.interrupted {
+            eprintln!("mailcow-borg: {message}");
+            let code = if signal == "SIGTERM" {
+                super::EXIT_SIGTERM
+            } else {
+                super::EXIT_ERROR
+            };
+            return Err(Interrupted(code).into());
+        }
+        anyhow::bail!(message);
+    }
+    if !report.not_started.is_empty() {
+        anyhow::bail!("restored {}, but {services}", report.restored.join(", "));
+    }
+    eprintln!(
+        "mailcow-borg: restored {}; {services}",
+        report.restored.join(", ")
+    );
+    Ok(if report.warnings.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Warning
+    })
+}

@@ -1,0 +1,537 @@
+//! One mailcow restore, from the host, in two halves with the user's consent between them.
+//!
+//! **Prepare** changes nothing: a helper reads the archive's summary (what it holds, where it
+//! came from, its mail_crypt keys compared with the target's), the plan is made from it
+//! ([`super::restore_plan`]), the volumes are found, and the database login is tried. Every
+//! refusal happens here, before anything is stopped.
+//!
+//! **Execute** carries the plan out: the watchdog and the services whose files are written are
+//! stopped; one helper writes every file component into its volume (mounted read-write only
+//! now), crypt first; a second helper streams the dump into the `mariadb` client of the running
+//! mysql-mailcow; the stopped services are started again in reverse order — **whatever
+//! happened before**, so a failed restore never leaves mailcow down — and dovecot is told to
+//! look at the restored mail (`doveadm force-resync`, `quota recalc`).
+//!
+//! Files are replaced atomically (a file is either the old one or the archive's, never half of
+//! one), and a directory restored whole is made equal to the archive only after everything in
+//! it was written: a restore that fails midway leaves each volume as a mix of old and restored
+//! complete files, and says so.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::docker::discover::Container;
+use crate::docker::helper::{HelperMount, HelperSpec, Relayed, StdoutTo};
+use crate::docker::{DockerError, Engine};
+
+use super::access::{HELPER_ROOT, HelperAccess, HelperError, clear_stale_helpers};
+use super::backup::{ROLLBACK_GRACE, wait_for_stop};
+use super::components::Component;
+use super::conf::MailcowConf;
+use super::discover::{DiscoverError, Found, discover};
+use super::mysql::{self, DumpError};
+use super::restore_plan::{
+    ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, make_plan, subtrees,
+};
+use super::summary::ArchiveSummary;
+
+/// Where the inspecting helper sees the target's crypt volume.
+const TARGET_CRYPT: &str = "/target/crypt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Helper(#[from] HelperError),
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("mysql: {0}")]
+    Mysql(#[from] DumpError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "reading the archive failed (the helper exited with {0}; its message is above); nothing was changed"
+    )]
+    Inspect(i64),
+    #[error("the helper's archive summary is not what this version expects: {0}")]
+    Summary(String),
+    #[error("{0}: stopped before anything was changed")]
+    Stopped(&'static str),
+}
+
+/// What a restore run needs besides the plan.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub mailcow_dir: PathBuf,
+    pub access: HelperAccess,
+}
+
+/// Everything known before the plan is carried out.
+pub struct Prepared {
+    pub summary: ArchiveSummary,
+    pub plan: Plan,
+    pub found: Found,
+    /// The project's containers, for stopping and starting services.
+    pub containers: Vec<Container>,
+    pub image: String,
+    /// The SQL client in mysql-mailcow, when the database is restored.
+    client: Option<&'static str>,
+}
+
+/// Runs a helper to its end: stdin closed, output relayed as `stdout` says, passed a stop
+/// signal if one comes (then given [`ROLLBACK_GRACE`]), always removed. Returns its exit code,
+/// what the relay did, and the signal that stopped it.
+async fn run_helper(
+    engine: &Engine,
+    spec: &HelperSpec,
+    stdout: StdoutTo,
+    stop: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+) -> Result<(i64, Relayed, Option<&'static str>), DockerError> {
+    use tokio::io::AsyncWriteExt;
+    let mut helper = engine.start_helper(spec).await?;
+    let relay = helper.relay_output(stdout);
+    if let Some(mut stdin) = helper.take_stdin() {
+        let _ = stdin.shutdown().await;
+    }
+    let (code, interrupted) = tokio::select! {
+        code = helper.wait() => (code, None),
+        signal = wait_for_stop(stop) => {
+            let _ = helper.signal(signal).await;
+            (Ok(helper.wait_or_kill(ROLLBACK_GRACE).await.unwrap_or(137)), Some(signal))
+        }
+    };
+    let removed = helper.remove().await;
+    let relayed = relay.await.ok().and_then(Result::ok).unwrap_or_default();
+    let code = code?;
+    removed?;
+    Ok((code, relayed, interrupted))
+}
+
+/// Reads the archive, makes the plan, finds what it needs and checks the database login.
+/// Changes nothing.
+pub async fn prepare(
+    engine: &Engine,
+    options: &RestoreOptions,
+    conf: &MailcowConf,
+    request: &RestoreRequest,
+    stop: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+) -> Result<Prepared, RestoreError> {
+    let image = async { Ok::<_, RestoreError>(options.access.image(engine).await?) };
+    let stale = async { Ok::<_, RestoreError>(clear_stale_helpers(engine, &conf.project).await?) };
+    // The target's keys, to compare with the archive's; a mailcow without a crypt volume has
+    // none to compare.
+    let crypt = async {
+        Ok::<_, RestoreError>(
+            discover(engine, conf, &[Component::Crypt])
+                .await
+                .ok()
+                .and_then(|found| found.volumes.get(&Component::Crypt).cloned()),
+        )
+    };
+    let ((image, _), _, crypt_volume) = tokio::try_join!(image, stale, crypt)?;
+    options.access.ensure_state_dir()?;
+
+    let mut spec = options.access.helper_spec(&image, "inspect", &conf.project);
+    spec.working_dir = "/".into();
+    for (path, _) in subtrees(request)? {
+        spec.args.extend(["--subtree".into(), path]);
+    }
+    if let Some(volume) = crypt_volume {
+        spec.mounts.push(HelperMount::Volume {
+            name: volume,
+            target: TARGET_CRYPT.into(),
+            read_only: true,
+        });
+        spec.args
+            .extend(["--target-crypt".into(), TARGET_CRYPT.into()]);
+        // The keys are dovecot's (uid 401), readable by it alone.
+        spec.capabilities = vec!["DAC_READ_SEARCH".into()];
+    }
+    spec.args.push(format!(
+        "{}::{}",
+        options.access.repository, request.archive
+    ));
+    let (code, relayed, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
+    if let Some(signal) = interrupted {
+        return Err(RestoreError::Stopped(signal));
+    }
+    if code != 0 {
+        return Err(RestoreError::Inspect(code));
+    }
+    let summary: ArchiveSummary = serde_json::from_slice(&relayed.captured)
+        .map_err(|e| RestoreError::Summary(e.to_string()))?;
+
+    let plan = make_plan(request, &summary, conf, std::env::consts::ARCH)?;
+    let mut needed: Vec<Component> = plan
+        .files
+        .iter()
+        .map(|f| f.component)
+        .filter(|c| c.volume().is_some())
+        .collect();
+    if plan.database.is_some() {
+        needed.push(Component::Mysql);
+    }
+    let found = discover(engine, conf, &needed).await?;
+    let client = match &found.mysql {
+        Some(mysql) => {
+            let client = mysql::client_tool(engine, mysql).await?;
+            mysql::check_login(engine, mysql, client, conf).await?;
+            Some(client)
+        }
+        None => None,
+    };
+    let containers = engine.project_containers(&conf.project).await?;
+    Ok(Prepared {
+        summary,
+        plan,
+        found,
+        containers,
+        image,
+        client,
+    })
+}
+
+/// How the restore ended.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// What was restored completely.
+    pub restored: Vec<String>,
+    /// What failed, and how.
+    pub failed: Option<String>,
+    /// What was not (or not completely) restored because of the failure.
+    pub not_restored: Vec<String>,
+    /// Services that could not be started again.
+    pub not_started: Vec<String>,
+    /// Things that did not fully work but did not fail the restore.
+    pub warnings: Vec<String>,
+    /// The signal that stopped the restore.
+    pub interrupted: Option<&'static str>,
+}
+
+/// Carries the plan out; `say` gets a line for each step. Never returns early with services
+/// stopped: the report says what happened.
+pub async fn execute(
+    engine: &Engine,
+    options: &RestoreOptions,
+    conf: &MailcowConf,
+    prepared: &Prepared,
+    mut stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+    say: &(dyn Fn(&str) + Sync),
+) -> RestoreReport {
+    let plan = &prepared.plan;
+    let mut report = RestoreReport {
+        warnings: plan.skipped.clone(),
+        ..Default::default()
+    };
+    let mut stopped: Vec<&Container> = Vec::new();
+    let file_names: Vec<String> = plan.files.iter().map(describe_step).collect();
+    let database = plan
+        .database
+        .as_ref()
+        .map(|d| format!("mysql (database {})", d.database));
+    let mut pending: Vec<String> = file_names.iter().cloned().chain(database.clone()).collect();
+
+    let work = async {
+        for service in &plan.stop {
+            let Some(container) = prepared
+                .containers
+                .iter()
+                .find(|c| c.service == *service && c.running)
+            else {
+                continue;
+            };
+            say(&format!("stopping {}", container.name));
+            engine
+                .stop_container(&container.id, &container.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            stopped.push(container);
+        }
+        if !plan.files.is_empty() {
+            if let ConfigTarget::InPlace = plan.config
+                && plan.files.iter().any(|f| f.component == Component::Config)
+            {
+                keep_old_conf(&options.mailcow_dir)
+                    .map_err(|e| format!("config: cannot keep a copy of mailcow.conf: {e}"))?;
+            }
+            say(&format!("restoring files: {}", file_names.join(", ")));
+            let spec = files_spec(options, conf, prepared)?;
+            let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(signal) = interrupted {
+                return Err(format!("files: interrupted by {signal}"));
+            }
+            match code {
+                0 => {}
+                1 => report
+                    .warnings
+                    .push("files: some items could not be restored (listed above)".into()),
+                code => {
+                    return Err(format!(
+                        "files: the helper exited with {code} (its message is above)"
+                    ));
+                }
+            }
+            report.restored.extend(file_names.iter().cloned());
+            pending.retain(|p| !file_names.contains(p));
+        }
+        if let (Some(dump), Some(mysql), Some(client)) =
+            (&plan.database, &prepared.found.mysql, prepared.client)
+        {
+            say(&format!(
+                "restoring database {} from {} into {}",
+                dump.database, dump.path, mysql.name
+            ));
+            let (import, input) = mysql::start_import(engine, mysql, client, conf)
+                .await
+                .map_err(|e| format!("mysql: {e}"))?;
+            let mut spec = options
+                .access
+                .helper_spec(&prepared.image, "stream", &conf.project);
+            spec.working_dir = "/".into();
+            spec.args.extend([
+                format!("{}::{}", options.access.repository, plan.archive),
+                dump.path.clone(),
+            ]);
+            let (streamed, finished) = tokio::join!(
+                run_helper(engine, &spec, StdoutTo::Pipe(input), &mut stop),
+                import.finish()
+            );
+            let incomplete = format!(
+                "the database {} is incomplete: restore it again (--component mysql)",
+                dump.database
+            );
+            let (code, _, interrupted) =
+                streamed.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
+            let finished = finished.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
+            if let Some(signal) = interrupted {
+                return Err(format!("mysql: interrupted by {signal}; {incomplete}"));
+            }
+            if finished.exit_code != 0 {
+                return Err(format!(
+                    "mysql: {client} exited with {}: {}; {incomplete}",
+                    finished.exit_code,
+                    finished.last_error_line()
+                ));
+            }
+            if code != 0 {
+                return Err(format!(
+                    "mysql: reading the dump from the archive failed (the helper exited with {code}); {incomplete}"
+                ));
+            }
+            report.restored.extend(database.clone());
+            pending.clear();
+        }
+        Ok::<_, String>(())
+    };
+    if let Err(failure) = work.await {
+        report.failed = Some(failure);
+        report.not_restored = pending;
+    }
+    report.interrupted = *stop.borrow();
+
+    // Whatever happened: everything stopped is started again, the watchdog last.
+    for container in stopped.iter().rev() {
+        say(&format!("starting {}", container.name));
+        if let Err(e) = engine.start_container(&container.id, &container.name).await {
+            report.not_started.push(format!("{}: {e}", container.name));
+        }
+    }
+    if report.failed.is_none()
+        && let Some(resync) = &plan.resync
+    {
+        resync_mail(engine, prepared, resync, say, &mut report.warnings).await;
+    }
+    report
+}
+
+fn describe_step(step: &super::restore_plan::FileStep) -> String {
+    match &step.scope {
+        Scope::Whole => step.component.name().to_string(),
+        Scope::Subtrees(paths) => paths.join(", "),
+    }
+}
+
+/// `mailcow.conf.before-restore-<UTC time>` beside it, with its mode.
+fn keep_old_conf(mailcow_dir: &std::path::Path) -> std::io::Result<()> {
+    let conf = mailcow_dir.join("mailcow.conf");
+    if !conf.exists() {
+        return Ok(());
+    }
+    let stamp = crate::format::manifest::format_timestamp(now_micros());
+    let stamp: String = stamp
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    std::fs::copy(
+        &conf,
+        mailcow_dir.join(format!("mailcow.conf.before-restore-{stamp}")),
+    )?;
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The helper that writes the file components: each volume read-write at its archive path
+/// below [`HELPER_ROOT`], the config target bound there too.
+fn files_spec(
+    options: &RestoreOptions,
+    conf: &MailcowConf,
+    prepared: &Prepared,
+) -> Result<HelperSpec, String> {
+    let plan = &prepared.plan;
+    let mut spec = options
+        .access
+        .helper_spec(&prepared.image, "restore", &conf.project);
+    // Root writing files of every owner and giving them their owners, modes and times back.
+    spec.capabilities = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut paths = Vec::new();
+    for step in &plan.files {
+        let dir = step.component.archive_dir();
+        let target = format!("{HELPER_ROOT}/{dir}");
+        if step.component == Component::Config {
+            let source = match &plan.config {
+                ConfigTarget::InPlace => options.mailcow_dir.clone(),
+                ConfigTarget::Directory(dir) => {
+                    make_private_dir(dir)
+                        .map_err(|e| format!("config: cannot create {}: {e}", dir.display()))?;
+                    dir.clone()
+                }
+            };
+            spec.mounts.push(HelperMount::Bind {
+                source: source.display().to_string(),
+                target,
+                read_only: false,
+            });
+            paths.push(dir.to_string());
+            continue;
+        }
+        let volume = prepared
+            .found
+            .volumes
+            .get(&step.component)
+            .ok_or_else(|| format!("{}: its volume was not found", step.component))?;
+        spec.mounts.push(HelperMount::Volume {
+            name: volume.clone(),
+            target,
+            read_only: false,
+        });
+        let restored = match &step.scope {
+            Scope::Whole => vec![dir.to_string()],
+            Scope::Subtrees(subtrees) => subtrees.clone(),
+        };
+        for path in &restored {
+            spec.args.extend(["--mirror".into(), path.clone()]);
+        }
+        paths.extend(restored);
+    }
+    spec.args
+        .push(format!("{}::{}", options.access.repository, plan.archive));
+    spec.args.extend(paths);
+    Ok(spec)
+}
+
+/// The restored configuration holds every secret of the installation: only root may read it.
+fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// `doveadm force-resync` and `quota recalc` for the restored users, in the running
+/// dovecot-mailcow. Dovecot was just started, so each command is tried a few times.
+async fn resync_mail(
+    engine: &Engine,
+    prepared: &Prepared,
+    resync: &Resync,
+    say: &(dyn Fn(&str) + Sync),
+    warnings: &mut Vec<String>,
+) {
+    let users: Vec<Vec<&str>> = match resync {
+        Resync::All => vec![vec!["-A"]],
+        Resync::Users(masks) => masks.iter().map(|m| vec!["-u", m.as_str()]).collect(),
+    };
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    for user in &users {
+        commands.push([&["doveadm", "force-resync"][..], user, &["*"]].concat());
+        commands.push([&["doveadm", "quota", "recalc"][..], user].concat());
+    }
+    let dovecot = prepared
+        .containers
+        .iter()
+        .find(|c| c.service == "dovecot-mailcow");
+    for command in commands {
+        let shown = command
+            .iter()
+            .map(|w| if *w == "*" { "'*'" } else { w })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let Some(dovecot) = dovecot else {
+            warnings.push(format!(
+                "no dovecot-mailcow container: run {shown} in it once it runs"
+            ));
+            continue;
+        };
+        say(&format!("{shown} in {}", dovecot.name));
+        let mut last = String::new();
+        let mut done = false;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            match engine.exec_capture(&dovecot.id, &command, b"").await {
+                Ok((_, finished)) if finished.exit_code == 0 => {
+                    done = true;
+                    break;
+                }
+                Ok((_, finished)) => {
+                    last = format!(
+                        "exit code {}: {}",
+                        finished.exit_code,
+                        finished.last_error_line()
+                    )
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if !done {
+            warnings.push(format!(
+                "{shown} failed ({last}); the mail is restored, but dovecot may not show it until you run: docker exec {} {shown}",
+                dovecot.name
+            ));
+        }
+    }
+}
+
+/// The services the plan stops that exist and run, in stop order (for the plan's display).
+pub fn services_to_stop(prepared: &Prepared) -> Vec<&str> {
+    prepared
+        .plan
+        .stop
+        .iter()
+        .filter_map(|service| {
+            prepared
+                .containers
+                .iter()
+                .find(|c| c.service == *service && c.running)
+                .map(|c| c.name.as_str())
+        })
+        .collect()
+}

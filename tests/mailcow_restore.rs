@@ -1,0 +1,516 @@
+//! `mailcow-borg restore` end to end, in the same Docker world as the backup tests: a
+//! mailcow-like project with real MariaDB and Redis, a repository served by real borg 1.4.5
+//! over SSH. Each volume is compared with what real borg extracts of the archive, the database
+//! by its rows, Redis by its keys; the services by whether they run again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cli::{Ran, assert_same_tree};
+use common::mailcow::{Mailcow, docker, docker_exec};
+use common::mailcow_repo::{Setup, no_helper_left};
+
+/// The volumes a backup holds, by their short names and archive directories.
+const VOLUMES: [(&str, &str); 7] = [
+    ("vmail-vol-1", "vmail"),
+    ("crypt-vol-1", "crypt"),
+    ("vmail-index-vol-1", "vmail-index"),
+    ("redis-vol-1", "redis"),
+    ("rspamd-vol-1", "rspamd"),
+    ("postfix-vol-1", "postfix"),
+    ("sogo-userdata-backup-vol-1", "sogo"),
+];
+
+const SERVICES: [&str; 7] = [
+    "watchdog-mailcow",
+    "dovecot-mailcow",
+    "postfix-mailcow",
+    "rspamd-mailcow",
+    "sogo-mailcow",
+    "redis-mailcow",
+    "mysql-mailcow",
+];
+
+/// A backup of a freshly filled mailcow; its archive's name.
+fn backed_up(mails: u32) -> (Mailcow, Setup, String) {
+    let mailcow = Mailcow::create(mails);
+    mailcow.start();
+    mailcow.fill_database();
+    mailcow.set_redis_keys(&[("DKIM_PRIV_KEYS", "dkim-private"), ("other", "value")]);
+    let setup = Setup::new(&mailcow);
+    let ran = setup.backup(&["--json"]).expect(0, "backup");
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let name = summary["archive"]["name"].as_str().unwrap().to_string();
+    (mailcow, setup, name)
+}
+
+/// What real borg extracts of the archive.
+fn extracted(setup: &Setup, name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let location = format!("{}::{name}", setup.repo.display());
+    setup
+        .world
+        .borg(&common::borg14(), dir.path(), &["extract", &location])
+        .expect(0, "borg extract");
+    dir
+}
+
+/// A copy of every volume (cp -a), by archive directory.
+fn snapshot(mailcow: &Mailcow) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (volume, name) in VOLUMES {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        common::mailcow::copy_into(&mailcow.volume_dir(volume), &copy);
+    }
+    dir
+}
+
+fn running(mailcow: &Mailcow, service: &str) -> bool {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &mailcow.container(service),
+    ]) == "true"
+}
+
+fn started_at(mailcow: &Mailcow, service: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.State.StartedAt}}",
+        &mailcow.container(service),
+    ])
+}
+
+fn all_running(mailcow: &Mailcow) {
+    for service in SERVICES {
+        assert!(running(mailcow, service), "{service} does not run");
+    }
+}
+
+fn doveadm_calls(mailcow: &Mailcow) -> String {
+    let (_, out, _) = docker_exec(
+        &mailcow.container("dovecot-mailcow"),
+        &["cat", "/doveadm.log"],
+        b"",
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn redis_get(mailcow: &Mailcow, key: &str) -> String {
+    let script = format!(
+        "AUTH \"{}\"\nGET {key}\n",
+        common::mailcow::REDIS_PASS.replace('"', "\\\"")
+    );
+    let (_, out, _) = docker_exec(
+        &mailcow.container("redis-mailcow"),
+        &["redis-cli"],
+        script.as_bytes(),
+    );
+    String::from_utf8_lossy(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn sql(mailcow: &Mailcow, statement: &str) {
+    let (code, _, err) = docker_exec(
+        &mailcow.container("mysql-mailcow"),
+        &["mariadb", "-uroot"],
+        statement.as_bytes(),
+    );
+    assert_eq!(code, 0, "{statement}: {err}");
+}
+
+/// Removes everything in a directory, keeping it.
+fn empty_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
+fn show(ran: &Ran, what: &str) {
+    eprintln!(
+        "--- {what}: exit {}\n{}{}",
+        ran.code,
+        ran.stdout_text(),
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
+    let (mailcow, setup, name) = backed_up(300);
+    let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
+    let archive = extracted(&setup, &name);
+
+    // Destroy: every volume emptied (a stray file left in vmail), the database dropped, Redis
+    // flushed.
+    for (volume, _) in VOLUMES {
+        empty_dir(&mailcow.volume_dir(volume));
+    }
+    std::fs::write(
+        mailcow.volume_dir("vmail-vol-1").join("stray"),
+        "not in the archive",
+    )
+    .unwrap();
+    sql(&mailcow, "DROP DATABASE mailcow;");
+    let script = format!(
+        "AUTH \"{}\"\nFLUSHALL\n",
+        common::mailcow::REDIS_PASS.replace('"', "\\\"")
+    );
+    docker_exec(
+        &mailcow.container("redis-mailcow"),
+        &["redis-cli"],
+        script.as_bytes(),
+    );
+    let destroyed = snapshot(&mailcow);
+
+    // A dry run shows the plan and changes nothing.
+    let dry = setup.restore(&["--dry-run"]);
+    show(&dry, "dry run");
+    assert_eq!(dry.code, 0);
+    let plan = dry.stdout_text();
+    for expected in [
+        format!("Restore plan: archive {name}"),
+        "stop       ".to_string() + &mailcow.container("watchdog-mailcow"),
+        format!(
+            "volume {}: made equal to the archive",
+            mailcow.volume("vmail-vol-1")
+        ),
+        "database mailcow in".to_string(),
+        "doveadm force-resync -A '*'".to_string(),
+        "the live configuration is not touched".to_string(),
+    ] {
+        assert!(
+            plan.contains(&expected),
+            "the plan should say {expected:?}:\n{plan}"
+        );
+    }
+    let after_dry_run = snapshot(&mailcow);
+    assert_same_tree(
+        destroyed.path(),
+        after_dry_run.path(),
+        "volumes after --dry-run",
+    );
+    all_running(&mailcow);
+
+    // Without a terminal to ask on, --yes is needed.
+    let refused = setup.restore(&[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    let after_refusal = snapshot(&mailcow);
+    assert_same_tree(
+        destroyed.path(),
+        after_refusal.path(),
+        "volumes after a refusal",
+    );
+
+    let ran = setup.restore(&["latest", "--yes"]);
+    show(&ran, "restore");
+    assert_eq!(ran.code, 0);
+    no_helper_left(&mailcow);
+    for (volume, dir) in VOLUMES {
+        assert_same_tree(
+            &archive.path().join(dir),
+            &mailcow.volume_dir(volume),
+            volume,
+        );
+    }
+    all_running(&mailcow);
+    assert_eq!(Mailcow::rows(&mailcow.container("mysql-mailcow")), rows);
+    assert_eq!(redis_get(&mailcow, "DKIM_PRIV_KEYS"), "dkim-private");
+    assert_eq!(redis_get(&mailcow, "other"), "value");
+    let calls = doveadm_calls(&mailcow);
+    assert!(
+        calls.contains("force-resync -A *") && calls.contains("quota recalc -A"),
+        "doveadm calls: {calls}"
+    );
+    // The configuration went beside, not over, the live one.
+    let restored_conf = setup
+        .dir
+        .path()
+        .join("state/restored-config")
+        .join(&name)
+        .join("mailcow.conf");
+    assert_eq!(
+        std::fs::read(&restored_conf).unwrap(),
+        std::fs::read(mailcow.dir.path().join("mailcow.conf")).unwrap()
+    );
+    assert_same_tree(
+        &archive.path().join("config/data"),
+        &restored_conf.parent().unwrap().join("data"),
+        "restored config",
+    );
+}
+
+#[test]
+fn a_mailbox_restore_changes_only_that_mailbox() {
+    let (mailcow, setup, name) = backed_up(200);
+    let archive = extracted(&setup, &name);
+    let vmail = mailcow.volume_dir("vmail-vol-1");
+    let mut mailboxes: Vec<PathBuf> = Vec::new();
+    for domain in std::fs::read_dir(&vmail).unwrap() {
+        for user in std::fs::read_dir(domain.unwrap().path()).unwrap() {
+            mailboxes.push(user.unwrap().path());
+        }
+    }
+    mailboxes.sort();
+    assert!(
+        mailboxes.len() >= 2,
+        "the maildir has {} mailboxes",
+        mailboxes.len()
+    );
+    let (target, other) = (&mailboxes[0], &mailboxes[1]);
+    let relative = target.strip_prefix(&vmail).unwrap();
+    let domain = relative.parent().unwrap().to_str().unwrap();
+    let user = relative.file_name().unwrap().to_str().unwrap();
+    let mailbox = format!("{user}@{domain}");
+
+    // After the backup: the target mailbox loses its mail and gains a file; another mailbox
+    // gets new mail, which must survive.
+    empty_dir(target);
+    std::fs::write(target.join("new-after-backup"), "x").unwrap();
+    std::fs::write(other.join("delivered-after-backup"), "keep me").unwrap();
+    let dovecot_started = started_at(&mailcow, "dovecot-mailcow");
+
+    // Keys other than the archive's: restoring the mail alone is refused.
+    let key = mailcow.volume_dir("crypt-vol-1").join("ecprivkey.pem");
+    let original_key = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nother\n").unwrap();
+    let refused = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    show(&refused, "restore with other keys");
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains("other mail_crypt keys"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        target.join("new-after-backup").exists(),
+        "a refused restore changed the mailbox"
+    );
+    std::fs::write(&key, &original_key).unwrap();
+
+    let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    show(&ran, "mailbox restore");
+    assert_eq!(ran.code, 0);
+    assert_same_tree(
+        &archive.path().join("vmail").join(relative),
+        target,
+        "the mailbox",
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("delivered-after-backup")).unwrap(),
+        "keep me"
+    );
+    // Dovecot kept running; only the watchdog was stopped and started.
+    assert_eq!(started_at(&mailcow, "dovecot-mailcow"), dovecot_started);
+    all_running(&mailcow);
+    let calls = doveadm_calls(&mailcow);
+    assert!(
+        calls.contains(&format!("force-resync -u {mailbox} *"))
+            && calls.contains(&format!("quota recalc -u {mailbox}")),
+        "doveadm calls: {calls}"
+    );
+}
+
+#[test]
+fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
+    let (mailcow, setup, name) = backed_up(30);
+    let archive = extracted(&setup, &name);
+    empty_dir(&mailcow.volume_dir("vmail-vol-1"));
+    // mailcow's user may log in, but no longer drop its database: the import fails.
+    sql(
+        &mailcow,
+        "REVOKE DROP ON mailcow.* FROM 'mailcow'@'localhost';",
+    );
+
+    let ran = setup.restore(&["--component", "vmail", "--component", "mysql", "--yes"]);
+    show(&ran, "failing restore");
+    assert_eq!(ran.code, 2);
+    for expected in [
+        "the restore failed: mysql: mariadb exited with 1",
+        "denied",
+        "Restored: vmail. Not restored: mysql (database mailcow)",
+        "every service stopped for the restore was started again",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "should say {expected:?}:\n{}",
+            ran.stderr
+        );
+    }
+    assert_same_tree(
+        &archive.path().join("vmail"),
+        &mailcow.volume_dir("vmail-vol-1"),
+        "vmail",
+    );
+    all_running(&mailcow);
+    no_helper_left(&mailcow);
+}
+
+#[test]
+fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
+    let mailcow = Mailcow::create(50);
+    mailcow.start();
+    mailcow.fill_database();
+    let setup = Setup::new(&mailcow);
+    // The layout by hand: the volumes' contents and a dump, as `borg create` of a directory.
+    let staging = tempfile::tempdir().unwrap();
+    for (volume, dir) in [("vmail-vol-1", "vmail"), ("crypt-vol-1", "crypt")] {
+        let to = staging.path().join(dir);
+        std::fs::create_dir(&to).unwrap();
+        common::mailcow::copy_into(&mailcow.volume_dir(volume), &to);
+    }
+    let (code, dump, err) = docker_exec(
+        &mailcow.container("mysql-mailcow"),
+        &["mariadb-dump", "-uroot", "--databases", "mailcow"],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(staging.path().join("mysql")).unwrap();
+    std::fs::write(staging.path().join("mysql/mailcow.sql"), dump).unwrap();
+    let location = format!("{}::by-borg", setup.repo.display());
+    setup
+        .world
+        .borg(
+            &common::borg14(),
+            staging.path(),
+            &["create", &location, "vmail", "crypt", "mysql"],
+        )
+        .expect(0, "borg create");
+    let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
+    empty_dir(&mailcow.volume_dir("vmail-vol-1"));
+    sql(&mailcow, "DROP DATABASE mailcow;");
+
+    let ran = setup.restore(&["by-borg", "--yes"]);
+    show(&ran, "restore of borg's archive");
+    // Warnings: without our comment, MAILDIR_SUB cannot be checked.
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stdout_text()
+            .contains("not written by mailcow-borg backup")
+    );
+    assert_same_tree(
+        &staging.path().join("vmail"),
+        &mailcow.volume_dir("vmail-vol-1"),
+        "vmail",
+    );
+    assert_eq!(Mailcow::rows(&mailcow.container("mysql-mailcow")), rows);
+    all_running(&mailcow);
+    assert_same_tree(
+        &staging.path().join("crypt"),
+        &mailcow.volume_dir("crypt-vol-1"),
+        "crypt",
+    );
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let started = std::time::Instant::now();
+    let value = f();
+    (started.elapsed().as_secs_f64(), value)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Not a test: `scripts/bench-restore.sh` runs it (release build) and it prints figures. The
+/// file part of a restore into emptied volumes — `restore` of every file component, all its
+/// orchestration included (reading the archive's summary, stopping and starting services,
+/// the helper) — against `borg extract` of the same components into an empty directory, both
+/// over the same loopback sshd and `borg serve` 1.4.5; our `extract` on the host for reference;
+/// and the full restore with the database. Alternating, in one run, on the same data.
+#[test]
+#[ignore]
+fn benchmark_restore() {
+    let mails: u32 = std::env::var("MCB_BENCH_MAILS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(2000);
+    let rounds: usize = std::env::var("MCB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(3);
+    let (mailcow, setup, name) = backed_up(mails);
+    let url = format!("{}::{name}", setup.sshd.url(&setup.repo));
+    let dirs: Vec<&str> = VOLUMES.iter().map(|(_, dir)| *dir).collect();
+    let mut file_args = vec!["--yes"];
+    for dir in &dirs {
+        file_args.extend(["--component", dir]);
+    }
+    let empty_volumes = || {
+        for (volume, _) in VOLUMES {
+            empty_dir(&mailcow.volume_dir(volume));
+        }
+    };
+    let ssh = setup.world.base.path().join("borg-ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nexec ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n",
+            setup.sshd.path("id_ed25519").display(),
+            setup.sshd.known_hosts().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let extract_with = |tool: &str| {
+        let into = tempfile::tempdir().unwrap();
+        let mut args: Vec<&str> = vec!["extract", &url];
+        args.extend(&dirs);
+        let ran = if tool == "borg" {
+            let mut command = std::process::Command::new(common::borg14());
+            command
+                .current_dir(into.path())
+                .env("BORG_RSH", &ssh)
+                .env("BORG_BASE_DIR", setup.world.base.path())
+                .env("BORG_PASSPHRASE", common::mailcow_repo::PASSPHRASE)
+                .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+                .env("BORG_REMOTE_PATH", common::borg14())
+                .args(&args);
+            Ran::from(command.output().unwrap())
+        } else {
+            let world =
+                common::cli::World::new(common::mailcow_repo::PASSPHRASE).with_ssh(&setup.sshd);
+            world.ours(into.path(), &args, &[])
+        };
+        ran.expect(0, &format!("{tool} extract"));
+    };
+    let (mut files, mut full, mut borg, mut ours) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        empty_volumes();
+        files.push(timed(|| setup.restore(&file_args).expect(0, "restore of the files")).0);
+        borg.push(timed(|| extract_with("borg")).0);
+        ours.push(timed(|| extract_with("ours")).0);
+        empty_volumes();
+        full.push(timed(|| setup.restore(&["--yes"]).expect(0, "full restore")).0);
+    }
+    let (files, full, borg, ours) = (median(files), median(full), median(borg), median(ours));
+    println!("\n### {mails} mails, {rounds} rounds (median)\n");
+    println!("| step | seconds | / borg extract |\n|---|---:|---:|");
+    println!("| borg extract of the file components (host, empty directory) | {borg:.2} | 1.00 |");
+    println!(
+        "| our extract of the same (host, empty directory) | {ours:.2} | {:.2} |",
+        ours / borg
+    );
+    println!(
+        "| **restore of the file components** (emptied volumes, all orchestration) | {files:.2} | **{:.2}** |",
+        files / borg
+    );
+    println!(
+        "| full restore, database included | {full:.2} | {:.2} |",
+        full / borg
+    );
+}
