@@ -182,7 +182,7 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     let plan = dry.stdout_text();
     for expected in [
         format!("Restore plan: archive {name}"),
-        "stop       ".to_string() + &mailcow.container("watchdog-mailcow"),
+        "stop        ".to_string() + &mailcow.container("watchdog-mailcow"),
         format!(
             "volume {}: made equal to the archive",
             mailcow.volume("vmail-vol-1")

@@ -199,7 +199,7 @@ fn print_plan(
     if !stopped.is_empty() {
         writeln!(
             out,
-            "  stop       {} (started again at the end, also if the restore fails)",
+            "  stop        {} (started again at the end, also if the restore fails)",
             stopped.join(", ")
         )?;
     }
@@ -230,12 +230,12 @@ fn print_plan(
                 prepared.found.volumes[&component]
             ),
         };
-        writeln!(out, "  {:<10} {line}", step.component.name())?;
+        writeln!(out, "  {:<11} {line}", step.component.name())?;
     }
     if let (Some(dump), Some(mysql)) = (&plan.database, &prepared.found.mysql) {
         writeln!(
             out,
-            "  {:<10} database {} in {}: dropped and made again from {} ({}), as DBUSER {}",
+            "  {:<11} database {} in {}: dropped and made again from {} ({}), as DBUSER {}",
             "mysql",
             dump.database,
             mysql.name,
@@ -247,20 +247,20 @@ fn print_plan(
     match &plan.resync {
         Some(Resync::All) => writeln!(
             out,
-            "  then       doveadm force-resync -A '*' and doveadm quota recalc -A in dovecot-mailcow"
+            "  then        doveadm force-resync -A '*' and doveadm quota recalc -A in dovecot-mailcow"
         )?,
         Some(Resync::Users(users)) => writeln!(
             out,
-            "  then       doveadm force-resync and quota recalc for {} in dovecot-mailcow",
+            "  then        doveadm force-resync and quota recalc for {} in dovecot-mailcow",
             users.join(", ")
         )?,
         None => {}
     }
     for skipped in &plan.skipped {
-        writeln!(out, "  skipped    {skipped}")?;
+        writeln!(out, "  skipped     {skipped}")?;
     }
     for warning in &plan.warnings {
-        writeln!(out, "  warning    {warning}")?;
+        writeln!(out, "  warning     {warning}")?;
     }
     Ok(())
 }

@@ -220,8 +220,9 @@ pub async fn execute(
     say: &(dyn Fn(&str) + Sync),
 ) -> RestoreReport {
     let plan = &prepared.plan;
+    // What the plan skipped, and the checks it could not make, are warnings of the run too.
     let mut report = RestoreReport {
-        warnings: plan.skipped.clone(),
+        warnings: [plan.skipped.clone(), plan.warnings.clone()].concat(),
         ..Default::default()
     };
     let mut stopped: Vec<&Container> = Vec::new();
