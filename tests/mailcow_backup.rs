@@ -495,7 +495,7 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
     assert_eq!(second.code, 2, "{}", second.stderr);
     assert!(
         second.stderr.contains(&format!(
-            "a helper container of an earlier run is still backing up this mailcow ({orphan})"
+            "a helper container of an earlier run is still working on this mailcow ({orphan})"
         )),
         "{}",
         second.stderr
