@@ -322,6 +322,28 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
             && calls.contains(&format!("quota recalc -u {mailbox}")),
         "doveadm calls: {calls}"
     );
+
+    // The configuration over the live one, on request: the old mailcow.conf is kept.
+    let live = mailcow.dir.path().join("mailcow.conf");
+    let archived = std::fs::read(archive.path().join("config/mailcow.conf")).unwrap();
+    let changed = [archived.clone(), b"CHANGED_AFTER_THE_BACKUP=1\n".to_vec()].concat();
+    std::fs::write(&live, &changed).unwrap();
+    let ran = setup.restore(&["--component", "config", "--config-in-place", "--yes"]);
+    show(&ran, "config in place");
+    assert_eq!(ran.code, 0);
+    assert_eq!(std::fs::read(&live).unwrap(), archived);
+    let kept: Vec<_> = std::fs::read_dir(mailcow.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("mailcow.conf.before-restore-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), changed);
 }
 
 #[test]
@@ -426,12 +448,66 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A fresh ext4 file system (a loop-mounted image) at a directory, for as long as it lives:
+/// on a long-used file system, creating inodes costs more and more, which would blur the
+/// comparison (see the extract benchmark in BENCHMARKS.md).
+struct FreshFs {
+    at: PathBuf,
+    _image: tempfile::TempDir,
+}
+
+impl FreshFs {
+    fn at(dir: &Path) -> FreshFs {
+        let image_dir = tempfile::tempdir().unwrap();
+        let image = image_dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} {args:?}");
+        };
+        run(
+            "mkfs.ext4",
+            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
+        );
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        FreshFs {
+            at: dir.to_path_buf(),
+            _image: image_dir,
+        }
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        // Lazily: a restarted container may still hold it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+    }
+}
+
 /// Not a test: `scripts/bench-restore.sh` runs it (release build) and it prints figures. The
 /// file part of a restore into emptied volumes — `restore` of every file component, all its
 /// orchestration included (reading the archive's summary, stopping and starting services,
 /// the helper) — against `borg extract` of the same components into an empty directory, both
 /// over the same loopback sshd and `borg serve` 1.4.5; our `extract` on the host for reference;
-/// and the full restore with the database. Alternating, in one run, on the same data.
+/// and the full restore with the database. Alternating, in one run, on the same data; every
+/// run writes the mail into a fresh file system of its own.
 #[test]
 #[ignore]
 fn benchmark_restore() {
@@ -468,6 +544,7 @@ fn benchmark_restore() {
     std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let extract_with = |tool: &str| {
         let into = tempfile::tempdir().unwrap();
+        let _fresh = FreshFs::at(into.path());
         let mut args: Vec<&str> = vec!["extract", &url];
         args.extend(&dirs);
         let ran = if tool == "borg" {
@@ -488,14 +565,17 @@ fn benchmark_restore() {
         };
         ran.expect(0, &format!("{tool} extract"));
     };
+    let restore_with = |args: &[&str], what: &str| {
+        empty_volumes();
+        let _fresh = FreshFs::at(&mailcow.volume_dir("vmail-vol-1"));
+        timed(|| setup.restore(args).expect(0, what)).0
+    };
     let (mut files, mut full, mut borg, mut ours) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
-        empty_volumes();
-        files.push(timed(|| setup.restore(&file_args).expect(0, "restore of the files")).0);
+        files.push(restore_with(&file_args, "restore of the files"));
         borg.push(timed(|| extract_with("borg")).0);
         ours.push(timed(|| extract_with("ours")).0);
-        empty_volumes();
-        full.push(timed(|| setup.restore(&["--yes"]).expect(0, "full restore")).0);
+        full.push(restore_with(&["--yes"], "full restore"));
     }
     let (files, full, borg, ours) = (median(files), median(full), median(borg), median(ours));
     println!("\n### {mails} mails, {rounds} rounds (median)\n");

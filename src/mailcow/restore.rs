@@ -261,8 +261,10 @@ pub async fn execute(
             let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
                 .await
                 .map_err(|e| e.to_string())?;
+            // What a cut-off file restore leaves: whole files, old or restored, nothing removed.
+            let partly = "the volumes hold restored and old files side by side (every file whole; nothing the archive lacks was removed yet): run the restore again";
             if let Some(signal) = interrupted {
-                return Err(format!("files: interrupted by {signal}"));
+                return Err(format!("files: interrupted by {signal}; {partly}"));
             }
             match code {
                 0 => {}
@@ -271,7 +273,7 @@ pub async fn execute(
                     .push("files: some items could not be restored (listed above)".into()),
                 code => {
                     return Err(format!(
-                        "files: the helper exited with {code} (its message is above)"
+                        "files: the helper exited with {code} (its message is above); {partly}"
                     ));
                 }
             }
