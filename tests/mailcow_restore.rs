@@ -565,17 +565,28 @@ fn benchmark_restore() {
         };
         ran.expect(0, &format!("{tool} extract"));
     };
+    // Returns the time and the restore's own account of its steps, with their times.
     let restore_with = |args: &[&str], what: &str| {
         empty_volumes();
         let _fresh = FreshFs::at(&mailcow.volume_dir("vmail-vol-1"));
-        timed(|| setup.restore(args).expect(0, what)).0
+        let (seconds, ran) = timed(|| setup.restore(args).expect(0, what));
+        let steps: Vec<String> = ran
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("mailcow-borg: ["))
+            .map(String::from)
+            .collect();
+        (seconds, steps.join("\n"))
     };
     let (mut files, mut full, mut borg, mut ours) = (vec![], vec![], vec![], vec![]);
+    let mut steps = String::new();
     for _ in 0..rounds {
-        files.push(restore_with(&file_args, "restore of the files"));
+        files.push(restore_with(&file_args, "restore of the files").0);
         borg.push(timed(|| extract_with("borg")).0);
         ours.push(timed(|| extract_with("ours")).0);
-        full.push(restore_with(&["--yes"], "full restore"));
+        let (seconds, log) = restore_with(&["--yes"], "full restore");
+        full.push(seconds);
+        steps = log;
     }
     let (files, full, borg, ours) = (median(files), median(full), median(borg), median(ours));
     println!("\n### {mails} mails, {rounds} rounds (median)\n");
@@ -593,4 +604,5 @@ fn benchmark_restore() {
         "| full restore, database included | {full:.2} | {:.2} |",
         full / borg
     );
+    println!("\nThe last full restore's steps:\n\n```\n{steps}\n```");
 }

@@ -134,7 +134,13 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Ok);
         }
         confirm(args.yes)?;
-        let say = |line: &str| eprintln!("mailcow-borg: {line}");
+        let started = std::time::Instant::now();
+        let say = |line: &str| {
+            eprintln!(
+                "mailcow-borg: [{:>5.1} s] {line}",
+                started.elapsed().as_secs_f64()
+            )
+        };
         let report = execute(&engine, &options, &conf, &prepared, stop, &say).await;
         finish(&report)
     })

@@ -20,6 +20,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
 use crate::docker::discover::Container;
 use crate::docker::helper::{HelperMount, HelperSpec, Relayed, StdoutTo};
 use crate::docker::{DockerError, Engine};
@@ -31,7 +33,7 @@ use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover};
 use super::mysql::{self, DumpError};
 use super::restore_plan::{
-    ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, make_plan, subtrees,
+    ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
 };
 use super::summary::ArchiveSummary;
 
@@ -234,20 +236,33 @@ pub async fn execute(
     let mut pending: Vec<String> = file_names.iter().cloned().chain(database.clone()).collect();
 
     let work = async {
-        for service in &plan.stop {
-            let Some(container) = prepared
-                .containers
-                .iter()
-                .find(|c| c.service == *service && c.running)
-            else {
+        let running: Vec<&Container> = plan
+            .stop
+            .iter()
+            .filter_map(|service| {
+                prepared
+                    .containers
+                    .iter()
+                    .find(|c| c.service == *service && c.running)
+            })
+            .collect();
+        // The watchdog first and alone (it would restart what it sees stopped), then the rest
+        // together: their order does not matter, and each may take seconds to stop.
+        let (watchdog, services) = running.split_at(usize::from(
+            running.first().is_some_and(|c| c.service == WATCHDOG),
+        ));
+        for group in [watchdog, services] {
+            if group.is_empty() {
                 continue;
-            };
-            say(&format!("stopping {}", container.name));
-            engine
-                .stop_container(&container.id, &container.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            stopped.push(container);
+            }
+            say(&format!("stopping {}", names(group)));
+            // Started again at the end whether or not the stop worked.
+            stopped.extend(group);
+            let results =
+                join_all(group.iter().map(|c| engine.stop_container(&c.id, &c.name))).await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(e.to_string());
+            }
         }
         if !plan.files.is_empty() {
             if let ConfigTarget::InPlace = plan.config
@@ -335,11 +350,19 @@ pub async fn execute(
     }
     report.interrupted = *stop.borrow();
 
-    // Whatever happened: everything stopped is started again, the watchdog last.
-    for container in stopped.iter().rev() {
-        say(&format!("starting {}", container.name));
-        if let Err(e) = engine.start_container(&container.id, &container.name).await {
-            report.not_started.push(format!("{}: {e}", container.name));
+    // Whatever happened: everything stopped is started again, together, the watchdog last.
+    let (watchdog, services): (Vec<&Container>, Vec<&Container>) =
+        stopped.iter().partition(|c| c.service == WATCHDOG);
+    for group in [services, watchdog] {
+        if group.is_empty() {
+            continue;
+        }
+        say(&format!("starting {}", names(&group)));
+        let results = join_all(group.iter().map(|c| engine.start_container(&c.id, &c.name))).await;
+        for (container, result) in group.iter().zip(results) {
+            if let Err(e) = result {
+                report.not_started.push(format!("{}: {e}", container.name));
+            }
         }
     }
     if report.failed.is_none()
@@ -348,6 +371,11 @@ pub async fn execute(
         resync_mail(engine, prepared, resync, say, &mut report.warnings).await;
     }
     report
+}
+
+fn names(containers: &[&Container]) -> String {
+    let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    names.join(", ")
 }
 
 fn describe_step(step: &super::restore_plan::FileStep) -> String {

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Debian bookworm with real MariaDB and Redis.
 pub const DB_IMAGE: &str = "mcb-test/debian-db:bookworm-1";
-/// What the busybox stand-ins run: nothing, but they end at once on `docker stop`.
-const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
+/// What the busybox stand-ins run: nothing, but they end at once on `docker stop` (a shell
+/// runs its trap only between commands, and `wait` is one a signal interrupts).
+const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done";
 
 /// Debian's busybox-static alone.
 pub const BUSYBOX_IMAGE: &str = "mcb-test/busybox:bookworm-1";
