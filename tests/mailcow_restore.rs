@@ -578,10 +578,19 @@ fn benchmark_restore() {
             .collect();
         (seconds, steps.join("\n"))
     };
+    // When a step of the restore's account began, in seconds.
+    let began = |log: &str, step: &str| -> f64 {
+        let line = log.lines().find(|l| l.contains(step)).unwrap();
+        let at = line.split('[').nth(1).unwrap().split(" s]").next().unwrap();
+        at.trim().parse().unwrap()
+    };
     let (mut files, mut full, mut borg, mut ours) = (vec![], vec![], vec![], vec![]);
+    let mut file_step = vec![];
     let mut steps = String::new();
     for _ in 0..rounds {
-        files.push(restore_with(&file_args, "restore of the files").0);
+        let (seconds, log) = restore_with(&file_args, "restore of the files");
+        files.push(seconds);
+        file_step.push(began(&log, "files restored") - began(&log, "restoring files"));
         borg.push(timed(|| extract_with("borg")).0);
         ours.push(timed(|| extract_with("ours")).0);
         let (seconds, log) = restore_with(&["--yes"], "full restore");
@@ -589,6 +598,7 @@ fn benchmark_restore() {
         steps = log;
     }
     let (files, full, borg, ours) = (median(files), median(full), median(borg), median(ours));
+    let file_step = median(file_step);
     println!("\n### {mails} mails, {rounds} rounds (median)\n");
     println!("| step | seconds | / borg extract |\n|---|---:|---:|");
     println!("| borg extract of the file components (host, empty directory) | {borg:.2} | 1.00 |");
@@ -599,6 +609,10 @@ fn benchmark_restore() {
     println!(
         "| **restore of the file components** (emptied volumes, all orchestration) | {files:.2} | **{:.2}** |",
         files / borg
+    );
+    println!(
+        "| **its files step** (helper start, repository open, extract, mirror) | {file_step:.2} | **{:.2}** |",
+        file_step / borg
     );
     println!(
         "| full restore, database included | {full:.2} | {:.2} |",

@@ -35,7 +35,10 @@ use super::mysql::{self, DumpError};
 use super::restore_plan::{
     ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
 };
-use super::summary::ArchiveSummary;
+use super::summary::{ArchiveSummary, SqlDump};
+
+/// Yields the signal (`SIGINT`, `SIGTERM`) that asks the restore to stop.
+type Stop = tokio::sync::watch::Receiver<Option<&'static str>>;
 
 /// Where the inspecting helper sees the target's crypt volume.
 const TARGET_CRYPT: &str = "/target/crypt";
@@ -88,7 +91,7 @@ async fn run_helper(
     engine: &Engine,
     spec: &HelperSpec,
     stdout: StdoutTo,
-    stop: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+    stop: &mut Stop,
 ) -> Result<(i64, Relayed, Option<&'static str>), DockerError> {
     use tokio::io::AsyncWriteExt;
     let mut helper = engine.start_helper(spec).await?;
@@ -117,7 +120,7 @@ pub async fn prepare(
     options: &RestoreOptions,
     conf: &MailcowConf,
     request: &RestoreRequest,
-    stop: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+    stop: &mut Stop,
 ) -> Result<Prepared, RestoreError> {
     let image = async { Ok::<_, RestoreError>(options.access.image(engine).await?) };
     let stale = async { Ok::<_, RestoreError>(clear_stale_helpers(engine, &conf.project).await?) };
@@ -218,7 +221,7 @@ pub async fn execute(
     options: &RestoreOptions,
     conf: &MailcowConf,
     prepared: &Prepared,
-    mut stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+    stop: Stop,
     say: &(dyn Fn(&str) + Sync),
 ) -> RestoreReport {
     let plan = &prepared.plan;
@@ -227,126 +230,63 @@ pub async fn execute(
         warnings: [plan.skipped.clone(), plan.warnings.clone()].concat(),
         ..Default::default()
     };
-    let mut stopped: Vec<&Container> = Vec::new();
     let file_names: Vec<String> = plan.files.iter().map(describe_step).collect();
     let database = plan
         .database
         .as_ref()
         .map(|d| format!("mysql (database {})", d.database));
-    let mut pending: Vec<String> = file_names.iter().cloned().chain(database.clone()).collect();
-
-    let work = async {
-        let running: Vec<&Container> = plan
-            .stop
-            .iter()
-            .filter_map(|service| {
-                prepared
-                    .containers
-                    .iter()
-                    .find(|c| c.service == *service && c.running)
-            })
-            .collect();
-        // The watchdog first and alone (it would restart what it sees stopped), then the rest
-        // together: their order does not matter, and each may take seconds to stop.
-        let (watchdog, services) = running.split_at(usize::from(
-            running.first().is_some_and(|c| c.service == WATCHDOG),
-        ));
-        for group in [watchdog, services] {
-            if group.is_empty() {
-                continue;
-            }
-            say(&format!("stopping {}", names(group)));
-            // Started again at the end whether or not the stop worked.
-            stopped.extend(group);
-            let results =
-                join_all(group.iter().map(|c| engine.stop_container(&c.id, &c.name))).await;
-            if let Some(e) = results.into_iter().find_map(Result::err) {
-                return Err(e.to_string());
-            }
-        }
-        if !plan.files.is_empty() {
-            if let ConfigTarget::InPlace = plan.config
-                && plan.files.iter().any(|f| f.component == Component::Config)
-            {
-                keep_old_conf(&options.mailcow_dir)
-                    .map_err(|e| format!("config: cannot keep a copy of mailcow.conf: {e}"))?;
-            }
-            say(&format!("restoring files: {}", file_names.join(", ")));
-            let spec = files_spec(options, conf, prepared)?;
-            let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
-                .await
-                .map_err(|e| e.to_string())?;
-            // What a cut-off file restore leaves: whole files, old or restored, nothing removed.
-            let partly = "the volumes hold restored and old files side by side (every file whole; nothing the archive lacks was removed yet): run the restore again";
-            if let Some(signal) = interrupted {
-                return Err(format!("files: interrupted by {signal}; {partly}"));
-            }
-            match code {
-                0 => {}
-                1 => report
-                    .warnings
-                    .push("files: some items could not be restored (listed above)".into()),
-                code => {
-                    return Err(format!(
-                        "files: the helper exited with {code} (its message is above); {partly}"
-                    ));
-                }
-            }
-            report.restored.extend(file_names.iter().cloned());
-            pending.retain(|p| !file_names.contains(p));
-        }
-        if let (Some(dump), Some(mysql), Some(client)) =
-            (&plan.database, &prepared.found.mysql, prepared.client)
-        {
-            say(&format!(
-                "restoring database {} from {} into {}",
-                dump.database, dump.path, mysql.name
-            ));
-            let (import, input) = mysql::start_import(engine, mysql, client, conf)
-                .await
-                .map_err(|e| format!("mysql: {e}"))?;
-            let mut spec = options
-                .access
-                .helper_spec(&prepared.image, "stream", &conf.project);
-            spec.working_dir = "/".into();
-            spec.args.extend([
-                format!("{}::{}", options.access.repository, plan.archive),
-                dump.path.clone(),
-            ]);
-            let (streamed, finished) = tokio::join!(
-                run_helper(engine, &spec, StdoutTo::Pipe(input), &mut stop),
-                import.finish()
-            );
-            let incomplete = format!(
-                "the database {} is incomplete: restore it again (--component mysql)",
-                dump.database
-            );
-            let (code, _, interrupted) =
-                streamed.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
-            let finished = finished.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
-            if let Some(signal) = interrupted {
-                return Err(format!("mysql: interrupted by {signal}; {incomplete}"));
-            }
-            if finished.exit_code != 0 {
-                return Err(format!(
-                    "mysql: {client} exited with {}: {}; {incomplete}",
-                    finished.exit_code,
-                    finished.last_error_line()
-                ));
-            }
-            if code != 0 {
-                return Err(format!(
-                    "mysql: reading the dump from the archive failed (the helper exited with {code}); {incomplete}"
-                ));
-            }
-            report.restored.extend(database.clone());
-            pending.clear();
-        }
-        Ok::<_, String>(())
+    let mut failures = Vec::new();
+    let run = Run {
+        engine,
+        options,
+        conf,
+        prepared,
+        say,
     };
-    if let Err(failure) = work.await {
-        report.failed = Some(failure);
-        report.not_restored = pending;
+    let (stopped, stopping) = run.stop_services().await;
+    if let Err(e) = stopping {
+        failures.push(e);
+        report.not_restored = file_names.iter().cloned().chain(database).collect();
+    } else {
+        // The files and the database are independent: restored together.
+        let files = async {
+            if plan.files.is_empty() {
+                return Ok(None);
+            }
+            run.files(stop.clone()).await.map(Some)
+        };
+        let dump = async {
+            match (&plan.database, &prepared.found.mysql, prepared.client) {
+                (Some(dump), Some(mysql), Some(client)) => {
+                    let tools = (mysql, client);
+                    run.database(dump, tools, stop.clone()).await.map(|()| true)
+                }
+                _ => Ok(false),
+            }
+        };
+        let (files, dump) = tokio::join!(files, dump);
+        match files {
+            Ok(Some(warnings)) => {
+                report.warnings.extend(warnings);
+                report.restored.extend(file_names);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failures.push(e);
+                report.not_restored.extend(file_names);
+            }
+        }
+        match dump {
+            Ok(true) => report.restored.extend(database),
+            Ok(false) => {}
+            Err(e) => {
+                failures.push(e);
+                report.not_restored.extend(database);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        report.failed = Some(failures.join("; "));
     }
     report.interrupted = *stop.borrow();
 
@@ -368,9 +308,223 @@ pub async fn execute(
     if report.failed.is_none()
         && let Some(resync) = &plan.resync
     {
-        resync_mail(engine, prepared, resync, say, &mut report.warnings).await;
+        run.resync_mail(resync, &mut report.warnings).await;
     }
     report
+}
+
+/// One execution's fixed parts, shared by its steps.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    engine: &'a Engine,
+    options: &'a RestoreOptions,
+    conf: &'a MailcowConf,
+    prepared: &'a Prepared,
+    say: &'a (dyn Fn(&str) + Sync),
+}
+
+impl<'a> Run<'a> {
+    /// Stops the running services the plan names: the watchdog first and alone (it would restart
+    /// what it sees stopped), then the rest together — their order does not matter, and each may
+    /// take seconds. Returns what it tried to stop (to be started again whatever happened).
+    async fn stop_services(&self) -> (Vec<&'a Container>, Result<(), String>) {
+        let Run {
+            engine,
+            prepared,
+            say,
+            ..
+        } = *self;
+        let running: Vec<&Container> = prepared
+            .plan
+            .stop
+            .iter()
+            .filter_map(|service| {
+                prepared
+                    .containers
+                    .iter()
+                    .find(|c| c.service == *service && c.running)
+            })
+            .collect();
+        let (watchdog, services) = running.split_at(usize::from(
+            running.first().is_some_and(|c| c.service == WATCHDOG),
+        ));
+        let mut stopped = Vec::new();
+        for group in [watchdog, services] {
+            if group.is_empty() {
+                continue;
+            }
+            say(&format!("stopping {}", names(group)));
+            stopped.extend(group);
+            let results =
+                join_all(group.iter().map(|c| engine.stop_container(&c.id, &c.name))).await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return (stopped, Err(e.to_string()));
+            }
+        }
+        (stopped, Ok(()))
+    }
+
+    /// The files step: one helper writes every file component. Returns its warnings.
+    async fn files(&self, mut stop: Stop) -> Result<Vec<String>, String> {
+        let Run {
+            engine,
+            options,
+            conf,
+            prepared,
+            say,
+        } = *self;
+        let plan = &prepared.plan;
+        if let ConfigTarget::InPlace = plan.config
+            && plan.files.iter().any(|f| f.component == Component::Config)
+        {
+            keep_old_conf(&options.mailcow_dir)
+                .map_err(|e| format!("config: cannot keep a copy of mailcow.conf: {e}"))?;
+        }
+        let names: Vec<String> = plan.files.iter().map(describe_step).collect();
+        say(&format!("restoring files: {}", names.join(", ")));
+        let spec = files_spec(options, conf, prepared)?;
+        let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
+            .await
+            .map_err(|e| format!("files: {e}"))?;
+        // What a cut-off file restore leaves: whole files, old or restored, nothing removed.
+        let partly = "the volumes hold restored and old files side by side (every file whole; nothing the archive lacks was removed yet): run the restore again";
+        if let Some(signal) = interrupted {
+            return Err(format!("files: interrupted by {signal}; {partly}"));
+        }
+        say("files restored");
+        match code {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![
+                "files: some items could not be restored (listed above)".into(),
+            ]),
+            code => Err(format!(
+                "files: the helper exited with {code} (its message is above); {partly}"
+            )),
+        }
+    }
+
+    /// The database step: a helper streams the dump out of the archive into the SQL client.
+    async fn database(
+        &self,
+        dump: &SqlDump,
+        (mysql, client): (&Container, &str),
+        mut stop: Stop,
+    ) -> Result<(), String> {
+        let Run {
+            engine,
+            options,
+            conf,
+            prepared,
+            say,
+        } = *self;
+        say(&format!(
+            "restoring database {} from {} into {}",
+            dump.database, dump.path, mysql.name
+        ));
+        let (import, input) = mysql::start_import(engine, mysql, client, conf)
+            .await
+            .map_err(|e| format!("mysql: {e}"))?;
+        let mut spec = options
+            .access
+            .helper_spec(&prepared.image, "stream", &conf.project);
+        spec.working_dir = "/".into();
+        spec.args.extend([
+            format!("{}::{}", options.access.repository, prepared.plan.archive),
+            dump.path.clone(),
+        ]);
+        let (streamed, finished) = tokio::join!(
+            run_helper(engine, &spec, StdoutTo::Pipe(input), &mut stop),
+            import.finish()
+        );
+        let incomplete = format!(
+            "the database {} is incomplete: restore it again (--component mysql)",
+            dump.database
+        );
+        let (code, _, interrupted) = streamed.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
+        let finished = finished.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
+        if let Some(signal) = interrupted {
+            return Err(format!("mysql: interrupted by {signal}; {incomplete}"));
+        }
+        if finished.exit_code != 0 {
+            return Err(format!(
+                "mysql: {client} exited with {}: {}; {incomplete}",
+                finished.exit_code,
+                finished.last_error_line()
+            ));
+        }
+        if code != 0 {
+            return Err(format!(
+                "mysql: reading the dump from the archive failed (the helper exited with {code}); {incomplete}"
+            ));
+        }
+        say("database restored");
+        Ok(())
+    }
+
+    /// `doveadm force-resync` and `quota recalc` for the restored users, in the running
+    /// dovecot-mailcow. Dovecot was just started, so each command is tried a few times.
+    async fn resync_mail(&self, resync: &Resync, warnings: &mut Vec<String>) {
+        let Run {
+            engine,
+            prepared,
+            say,
+            ..
+        } = *self;
+        let users: Vec<Vec<&str>> = match resync {
+            Resync::All => vec![vec!["-A"]],
+            Resync::Users(masks) => masks.iter().map(|m| vec!["-u", m.as_str()]).collect(),
+        };
+        let mut commands: Vec<Vec<&str>> = Vec::new();
+        for user in &users {
+            commands.push([&["doveadm", "force-resync"][..], user, &["*"]].concat());
+            commands.push([&["doveadm", "quota", "recalc"][..], user].concat());
+        }
+        let dovecot = prepared
+            .containers
+            .iter()
+            .find(|c| c.service == "dovecot-mailcow");
+        for command in commands {
+            let shown = command
+                .iter()
+                .map(|w| if *w == "*" { "'*'" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let Some(dovecot) = dovecot else {
+                warnings.push(format!(
+                    "no dovecot-mailcow container: run {shown} in it once it runs"
+                ));
+                continue;
+            };
+            say(&format!("{shown} in {}", dovecot.name));
+            let mut last = String::new();
+            let mut done = false;
+            for attempt in 0..5 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                match engine.exec_capture(&dovecot.id, &command, b"").await {
+                    Ok((_, finished)) if finished.exit_code == 0 => {
+                        done = true;
+                        break;
+                    }
+                    Ok((_, finished)) => {
+                        last = format!(
+                            "exit code {}: {}",
+                            finished.exit_code,
+                            finished.last_error_line()
+                        )
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if !done {
+                warnings.push(format!(
+                "{shown} failed ({last}); the mail is restored, but dovecot may not show it until you run: docker exec {} {shown}",
+                dovecot.name
+            ));
+            }
+        }
+    }
 }
 
 fn names(containers: &[&Container]) -> String {
@@ -484,71 +638,6 @@ fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// `doveadm force-resync` and `quota recalc` for the restored users, in the running
-/// dovecot-mailcow. Dovecot was just started, so each command is tried a few times.
-async fn resync_mail(
-    engine: &Engine,
-    prepared: &Prepared,
-    resync: &Resync,
-    say: &(dyn Fn(&str) + Sync),
-    warnings: &mut Vec<String>,
-) {
-    let users: Vec<Vec<&str>> = match resync {
-        Resync::All => vec![vec!["-A"]],
-        Resync::Users(masks) => masks.iter().map(|m| vec!["-u", m.as_str()]).collect(),
-    };
-    let mut commands: Vec<Vec<&str>> = Vec::new();
-    for user in &users {
-        commands.push([&["doveadm", "force-resync"][..], user, &["*"]].concat());
-        commands.push([&["doveadm", "quota", "recalc"][..], user].concat());
-    }
-    let dovecot = prepared
-        .containers
-        .iter()
-        .find(|c| c.service == "dovecot-mailcow");
-    for command in commands {
-        let shown = command
-            .iter()
-            .map(|w| if *w == "*" { "'*'" } else { w })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let Some(dovecot) = dovecot else {
-            warnings.push(format!(
-                "no dovecot-mailcow container: run {shown} in it once it runs"
-            ));
-            continue;
-        };
-        say(&format!("{shown} in {}", dovecot.name));
-        let mut last = String::new();
-        let mut done = false;
-        for attempt in 0..5 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            match engine.exec_capture(&dovecot.id, &command, b"").await {
-                Ok((_, finished)) if finished.exit_code == 0 => {
-                    done = true;
-                    break;
-                }
-                Ok((_, finished)) => {
-                    last = format!(
-                        "exit code {}: {}",
-                        finished.exit_code,
-                        finished.last_error_line()
-                    )
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        if !done {
-            warnings.push(format!(
-                "{shown} failed ({last}); the mail is restored, but dovecot may not show it until you run: docker exec {} {shown}",
-                dovecot.name
-            ));
-        }
-    }
 }
 
 /// The services the plan stops that exist and run, in stop order (for the plan's display).
