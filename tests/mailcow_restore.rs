@@ -364,7 +364,7 @@ fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
         "the restore failed: mysql: mariadb exited with 1",
         "denied",
         "Restored: vmail. Not restored: mysql (database mailcow)",
-        "every service stopped for the restore was started again",
+        "Every service stopped for the restore was started again",
     ] {
         assert!(
             ran.stderr.contains(expected),
@@ -379,6 +379,55 @@ fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
     );
     all_running(&mailcow);
     no_helper_left(&mailcow);
+}
+
+/// Ctrl-C while the files are written: the helper is stopped and removed, every service runs
+/// again, the message says what state the volumes are in, the exit code is 2; the next restore
+/// completes.
+#[test]
+fn sigint_during_a_restore_starts_everything_again() {
+    let (mailcow, setup, name) = backed_up(3000);
+    let archive = extracted(&setup, &name);
+    empty_dir(&mailcow.volume_dir("vmail-vol-1"));
+    let child = setup
+        .command(&["restore"], &["--component", "vmail", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The files step has begun when dovecot is down and a helper runs.
+    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+    common::mailcow::wait_until("the files step", || {
+        !running(&mailcow, "dovecot-mailcow")
+            && !docker(&["ps", "-q", "--filter", &label]).is_empty()
+    });
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let ran = Ran::from(child.wait_with_output().unwrap());
+    show(&ran, "interrupted restore");
+    assert_eq!(ran.code, 2);
+    for expected in [
+        "files: interrupted by SIGINT",
+        "every file whole",
+        "Every service stopped for the restore was started again",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "should say {expected:?}:\n{}",
+            ran.stderr
+        );
+    }
+    all_running(&mailcow);
+    no_helper_left(&mailcow);
+
+    setup
+        .restore(&["--component", "vmail", "--yes"])
+        .expect(0, "the next restore");
+    assert_same_tree(
+        &archive.path().join("vmail"),
+        &mailcow.volume_dir("vmail-vol-1"),
+        "vmail",
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime};
-use super::create::{self, CreateArgs};
+use super::create::{self, CreateArgs, Interrupted};
 use crate::format::manifest::Operation;
 use crate::mailcow::components::CRYPT_KEYS;
 use crate::mailcow::frames::FramedReader;
@@ -150,6 +150,10 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
 
 /// Opens the repository of `location` for reading, runs `work` with it and the archive name,
 /// and closes it.
+///
+/// The helper is its container's PID 1, which the kernel spares from signals it has no handler
+/// for: SIGINT and SIGTERM are caught here, and end the command at once. Nothing it does needs
+/// rolling back (it only reads the repository; a file it was writing has a temporary name).
 fn with_archive(
     location: &str,
     access: &AccessArgs,
@@ -160,16 +164,29 @@ fn with_archive(
         anyhow::bail!("{location}: no archive given (REPOSITORY::ARCHIVE)");
     };
     let options = access.to_options()?;
-    runtime()?.block_on(async {
-        let repo = open(&location_parsed, &options, Operation::Read).await?;
-        let result = work(&repo, name).await;
-        let closed = repo.close().await;
-        let outcome = result?;
-        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(outcome)
-    })
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let run = async {
+            let repo = open(&location_parsed, &options, Operation::Read).await?;
+            let result = work(&repo, name).await;
+            let closed = repo.close().await;
+            let outcome = result?;
+            closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+            Ok(outcome)
+        };
+        tokio::select! {
+            outcome = run => outcome,
+            _ = interrupt.recv() => Err(Interrupted::by("SIGINT", "stopped").into()),
+            _ = terminate.recv() => Err(Interrupted::by("SIGTERM", "stopped").into()),
+        }
+    });
+    // Not waiting for a writer thread that the signal left behind.
+    runtime.shutdown_background();
+    result
 }
-
 /// A vmail backup without the keys its mail is encrypted with is worthless, and dovecot makes a
 /// new, wrong pair when the files are missing or empty: refuse, and say why.
 fn check_crypt_keys(dir: &std::path::Path) -> anyhow::Result<()> {

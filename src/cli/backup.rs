@@ -155,21 +155,14 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             "stopping the helper; it rolls back what this run wrote",
         )?;
         let engine = Engine::connect().await?;
-        let exit_code_for = |signal: &str| {
-            if signal == "SIGTERM" {
-                super::EXIT_SIGTERM
-            } else {
-                super::EXIT_ERROR
-            }
-        };
         let report = match backup(&engine, &options, &conf, stop).await {
             Err(BackupError::Stopped(signal)) => {
-                return Err(Interrupted(exit_code_for(signal)).into());
+                return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
             }
             other => other?,
         };
         if let Some(signal) = report.interrupted {
-            return Err(Interrupted(exit_code_for(signal)).into());
+            return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
         }
         let outcome = match report.exit_code {
             0 => Outcome::Ok,

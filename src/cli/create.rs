@@ -487,13 +487,17 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
         // Opening may wait long (for the repository's lock): a signal ends the wait at once.
         let mut repo = tokio::select! {
             opened = open(&location, &access, Operation::Write) => opened?,
-            code = signal.arrived() => return Err(Interrupted(code).into()),
+            code = signal.arrived() => return Err(Interrupted { code, outcome: Interrupted::NOTHING_COMMITTED }.into()),
         };
         let result = create(&mut repo, options, walk, printer.clone(), started).await;
         ticker_done.store(true, Ordering::Relaxed);
         printer.clear();
         let result = match (result, signal.get()) {
-            (Err(CreateError::Interrupted), Some(code)) => Err(Interrupted(code).into()),
+            (Err(CreateError::Interrupted), Some(code)) => Err(Interrupted {
+                code,
+                outcome: Interrupted::NOTHING_COMMITTED,
+            }
+            .into()),
             (result, _) => result.map_err(anyhow::Error::from),
         };
         let report = match result {
@@ -529,17 +533,37 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
     })
 }
 
-/// SIGINT or SIGTERM stopped the backup; the exit code is borg's for it.
+/// SIGINT or SIGTERM stopped the command; the exit code is borg's for it, and `outcome` says
+/// what that left.
 #[derive(Debug)]
-pub struct Interrupted(pub i32);
+pub struct Interrupted {
+    pub code: i32,
+    pub outcome: &'static str,
+}
+
+impl Interrupted {
+    /// What borg prints when it rolled back an unfinished archive.
+    pub const NOTHING_COMMITTED: &'static str = "nothing was committed";
+
+    /// By the signal named `signal` (`SIGINT`, `SIGTERM`).
+    pub fn by(signal: &str, outcome: &'static str) -> Interrupted {
+        let code = if signal == "SIGTERM" {
+            super::EXIT_SIGTERM
+        } else {
+            super::EXIT_ERROR
+        };
+        Interrupted { code, outcome }
+    }
+}
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        if self.0 == super::EXIT_SIGTERM {
-            write!(f, "Received SIGTERM; nothing was committed")
+        let what = if self.code == super::EXIT_SIGTERM {
+            "Received SIGTERM"
         } else {
-            write!(f, "Got Ctrl-C / SIGINT; nothing was committed")
-        }
+            "Got Ctrl-C / SIGINT"
+        };
+        write!(f, "{what}; {}", self.outcome)
     }
 }
 

@@ -104,7 +104,7 @@ pub fn run() -> i32 {
         Err(e) if e.downcast_ref::<create::Interrupted>().is_some() => {
             eprintln!("mailcow-borg: {e}");
             e.downcast_ref::<create::Interrupted>()
-                .map_or(EXIT_ERROR, |i| i.0)
+                .map_or(EXIT_ERROR, |i| i.code)
         }
         Err(e) => {
             eprintln!("mailcow-borg: error: {}", one_line(&e));

@@ -114,8 +114,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
         let engine = Engine::connect().await?;
         let mut prepared = match prepare(&engine, &options, &conf, &request, &mut stop).await {
             Err(RestoreError::Stopped(signal)) => {
-                eprintln!("mailcow-borg: {signal}: stopped before anything was changed");
-                return Err(Interrupted(super::EXIT_ERROR).into());
+                return Err(Interrupted::by(signal, "nothing was changed").into());
             }
             other => other?,
         };
@@ -291,18 +290,15 @@ fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
         } else {
             report.restored.join(", ")
         };
+        let mut services = services;
+        services[..1].make_ascii_uppercase();
         let message = format!(
             "the restore failed: {failure}. Restored: {restored}. Not restored: {}. {services}",
             report.not_restored.join(", ")
         );
         if let Some(signal) = report.interrupted {
             eprintln!("mailcow-borg: {message}");
-            let code = if signal == "SIGTERM" {
-                super::EXIT_SIGTERM
-            } else {
-                super::EXIT_ERROR
-            };
-            return Err(Interrupted(code).into());
+            return Err(Interrupted::by(signal, "the restore is incomplete (see above)").into());
         }
         anyhow::bail!(message);
     }

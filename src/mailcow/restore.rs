@@ -5,12 +5,12 @@
 //! ([`super::restore_plan`]), the volumes are found, and the database login is tried. Every
 //! refusal happens here, before anything is stopped.
 //!
-//! **Execute** carries the plan out: the watchdog and the services whose files are written are
-//! stopped; one helper writes every file component into its volume (mounted read-write only
-//! now), crypt first; a second helper streams the dump into the `mariadb` client of the running
-//! mysql-mailcow; the stopped services are started again in reverse order — **whatever
-//! happened before**, so a failed restore never leaves mailcow down — and dovecot is told to
-//! look at the restored mail (`doveadm force-resync`, `quota recalc`).
+//! **Execute** carries the plan out: the watchdog is stopped, then the services whose files are
+//! written; one helper writes every file component into its volume (mounted read-write only
+//! now), crypt first, while a second helper streams the dump into the `mariadb` client of the
+//! running mysql-mailcow; the stopped services are started again, the watchdog last —
+//! **whatever happened before**, so a failed restore never leaves mailcow down — and dovecot is
+//! told to look at the restored mail (`doveadm force-resync`, `quota recalc`).
 //!
 //! Files are replaced atomically (a file is either the old one or the archive's, never half of
 //! one), and a directory restored whole is made equal to the archive only after everything in

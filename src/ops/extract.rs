@@ -107,6 +107,9 @@ enum Step {
     /// A planner-side problem with one item that does not stop the restore.
     Warn(String),
     Fail(ExtractError),
+    /// The whole archive was planned. Without it, a plan that ended is a cut-off one (the
+    /// planner was stopped), and nothing may be removed as "not in the archive".
+    Done,
 }
 
 pub async fn extract(
@@ -288,6 +291,7 @@ async fn plan(
             return;
         }
     }
+    let _ = tx.send(Step::Done).await;
 }
 
 /// The writer: executes the plan on the file system (or only reads it, for a dry run).
@@ -309,8 +313,10 @@ fn write(
         extracted: HashSet::new(),
         parts: 0,
     };
+    let mut done = false;
     while let Some(step) = rx.blocking_recv() {
         match step {
+            Step::Done => done = true,
             Step::Warn(warning) => writer.stats.warnings.push(warning),
             Step::Fail(e) => return Err(e),
             Step::Chunk(_) => unreachable!("chunks follow their file"),
@@ -370,6 +376,9 @@ fn write(
         }
     }
     writer.leave_dirs(None);
+    if !done {
+        return Err(ReadError::Interrupted("the extract was stopped before its end".into()).into());
+    }
     for root in &options.mirror {
         writer.mirror(root);
     }
