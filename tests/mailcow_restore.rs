@@ -323,6 +323,47 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
         "doveadm calls: {calls}"
     );
 
+    // A mailbox whose whole domain directory is gone: the domain directory comes back as
+    // archived (vmail's owner and mode), not as a new root-owned one dovecot cannot enter.
+    let last = mailboxes.last().unwrap();
+    let gone_domain = last.parent().unwrap();
+    assert_ne!(
+        gone_domain,
+        target.parent().unwrap(),
+        "two domains are needed"
+    );
+    std::fs::remove_dir_all(gone_domain).unwrap();
+    let relative = last.strip_prefix(&vmail).unwrap();
+    let mailbox = format!(
+        "{}@{}",
+        relative.file_name().unwrap().to_str().unwrap(),
+        relative.parent().unwrap().to_str().unwrap()
+    );
+    let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    show(&ran, "mailbox of a vanished domain");
+    assert_eq!(ran.code, 0);
+    assert_same_tree(
+        &archive.path().join("vmail").join(relative),
+        last,
+        "the mailbox",
+    );
+    use std::os::unix::fs::MetadataExt;
+    let (archived, restored) = (
+        std::fs::metadata(
+            archive
+                .path()
+                .join("vmail")
+                .join(relative.parent().unwrap()),
+        )
+        .unwrap(),
+        std::fs::metadata(gone_domain).unwrap(),
+    );
+    assert_eq!(
+        (restored.uid(), restored.mode()),
+        (archived.uid(), archived.mode()),
+        "the domain directory"
+    );
+
     // The configuration over the live one, on request: the old mailcow.conf is kept.
     let live = mailcow.dir.path().join("mailcow.conf");
     let archived = std::fs::read(archive.path().join("config/mailcow.conf")).unwrap();

@@ -116,6 +116,8 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
                 // The helper has no user database: owners are the archive's numbers.
                 numeric_ids: true,
                 replace_atomically: true,
+                // A restored mailbox whose domain directory is gone gets it back as it was.
+                parents: true,
                 mirror: args.mirrors.iter().map(|m| cwd.join(m)).collect(),
                 ..Default::default()
             };

@@ -60,6 +60,9 @@ pub struct ExtractOptions {
     /// Directories (below the destination) to make equal to the archive: after a complete
     /// extract, whatever is in them that the archive does not hold is removed.
     pub mirror: Vec<PathBuf>,
+    /// Also restore the directories above the `paths` (themselves, not their other contents),
+    /// so a missing parent is made with its archived owner and mode, not root's 0700.
+    pub parents: bool,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +141,7 @@ pub async fn extract(
 /// The path `item` should be restored to, or `None` if it is not selected or stripped away.
 fn target_path(
     path: &[u8],
+    is_dir: bool,
     selection: &mut PathSelection,
     options: &ExtractOptions,
 ) -> Result<Option<PathBuf>, String> {
@@ -148,7 +152,14 @@ fn target_path(
             String::from_utf8_lossy(path)
         ));
     }
-    if !selection.selects(path) {
+    let above_a_path = || {
+        options.paths.iter().any(|p| {
+            let below = select::components(p);
+            below.len() > components.len() && below.starts_with(&components)
+        })
+    };
+    let selected = selection.selects(path) || (options.parents && is_dir && above_a_path());
+    if !selected {
         return Ok(None);
     }
     if options.strip_components > 0 && components.len() <= options.strip_components {
@@ -212,7 +223,8 @@ async fn plan(
             }
         };
         for item in items {
-            let target = match target_path(&item.path, &mut selection, &options) {
+            let is_dir = item.kind() == ItemKind::Directory;
+            let target = match target_path(&item.path, is_dir, &mut selection, &options) {
                 Ok(target) => target,
                 Err(warning) => {
                     if tx.send(Step::Warn(warning)).await.is_err() {
@@ -606,7 +618,7 @@ mod tests {
             ..Default::default()
         };
         let mut selection = PathSelection::new(&options.paths).unwrap();
-        let mut target = |p: &[u8]| target_path(p, &mut selection, &options);
+        let mut target = |p: &[u8]| target_path(p, false, &mut selection, &options);
         assert_eq!(target(b"a/b/c"), Ok(Some(PathBuf::from("/dest/b/c"))));
         assert_eq!(target(b"a/b"), Ok(Some(PathBuf::from("/dest/b"))));
         assert_eq!(target(b"a/bc"), Ok(None));
@@ -618,8 +630,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            target_path(b".", &mut PathSelection::default(), &all),
+            target_path(b".", true, &mut PathSelection::default(), &all),
             Ok(Some(PathBuf::from("/dest")))
         );
+    }
+
+    #[test]
+    fn with_parents_the_directories_above_a_path_are_selected_alone() {
+        let options = ExtractOptions {
+            destination: PathBuf::from("/dest"),
+            paths: vec![b"vmail/example.org/user".to_vec()],
+            parents: true,
+            ..Default::default()
+        };
+        let mut selection = PathSelection::new(&options.paths).unwrap();
+        let mut target = |p: &[u8], dir| target_path(p, dir, &mut selection, &options);
+        let at = |p: &str| Ok(Some(PathBuf::from(p)));
+        assert_eq!(target(b"vmail", true), at("/dest/vmail"));
+        assert_eq!(
+            target(b"vmail/example.org", true),
+            at("/dest/vmail/example.org")
+        );
+        assert_eq!(target(b"vmail/example.org/other", true), Ok(None));
+        assert_eq!(target(b"vmail/example.org/file", false), Ok(None));
+        assert_eq!(
+            target(b"vmail/example.org/user/cur", true),
+            at("/dest/vmail/example.org/user/cur")
+        );
+        assert_eq!(target(b"vmail/example.net", true), Ok(None));
     }
 }
