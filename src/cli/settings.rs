@@ -37,7 +37,8 @@ pub struct SettingsArgs {
     /// borg on the repository host.
     #[arg(long, env = "BORG_REMOTE_PATH", value_name = "PATH")]
     remote_path: Option<String>,
-    /// Seconds to wait for another backup on this host, and for the repository's lock.
+    /// Seconds to wait for another backup or restore on this host, and for the repository's
+    /// lock.
     #[arg(long, value_name = "SECONDS")]
     lock_wait: Option<u64>,
     /// Where caches and borg's security dir persist.
