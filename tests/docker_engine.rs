@@ -84,7 +84,7 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
         let mut helper = engine.start_helper(&spec).await.unwrap();
         let output = helper.relay_output(StdoutTo::Capture);
         assert_eq!(helper.wait().await.unwrap(), 0);
-        let captured = String::from_utf8(output.await.unwrap().unwrap().captured).unwrap();
+        let captured = String::from_utf8(output.await.unwrap().unwrap()).unwrap();
         assert!(captured.starts_with("mailcow-borg "), "{captured:?}");
 
         let (ok, hardening) = docker(&[
@@ -130,7 +130,7 @@ fn a_helper_reads_its_stdin_and_its_exit_code_is_reported() {
         stdin.write_all(b"through stdin\n").await.unwrap();
         stdin.shutdown().await.unwrap();
         assert_eq!(helper.wait().await.unwrap(), 7);
-        assert_eq!(output.await.unwrap().unwrap().captured, b"through stdin\n");
+        assert_eq!(output.await.unwrap().unwrap(), b"through stdin\n");
         helper.remove().await.unwrap();
     });
 }

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -15,6 +14,7 @@ use super::config;
 use super::create::{Interrupted, placeholder_values};
 use super::settings::{Settings, SettingsArgs, settings};
 use crate::docker::Engine;
+use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
 use crate::ops::placeholders::expand;
@@ -75,7 +75,7 @@ pub(super) fn options(
     let components = config::components(&names).map_err(|e| anyhow::anyhow!(e))?;
     let mut excludes = file.exclude.unwrap_or_default();
     excludes.extend(args.excludes.iter().cloned());
-    let values = placeholder_values(super::create::now_micros());
+    let values = placeholder_values(crate::ops::create::now_micros());
     let name_template = args
         .archive_name
         .clone()
@@ -97,16 +97,12 @@ pub(super) fn options(
     })
 }
 
-/// One backup at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
+/// One backup or restore at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
 /// the process exits (so a killed run never leaves it behind).
-pub(super) fn host_lock(state_dir: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(state_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the state directory {}: {e}",
-            state_dir.display()
-        )
-    })?;
-    let path = state_dir.join("lock");
+pub(super) fn host_lock(access: &HelperAccess) -> anyhow::Result<std::fs::File> {
+    access.ensure_state_dir()?;
+    let wait = Duration::from_secs(access.lock_wait);
+    let path = access.state_dir.join("lock");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -143,10 +139,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         progress: args.progress,
     };
     let options = options(&args.settings, output)?;
-    let _lock = host_lock(
-        &options.access.state_dir,
-        Duration::from_secs(options.access.lock_wait),
-    )?;
+    let _lock = host_lock(&options.access)?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);

@@ -22,7 +22,7 @@ use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
-    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, start_walk,
+    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, now_micros, start_walk,
 };
 use crate::ops::open::open;
 use crate::ops::owners::Owners;
@@ -279,13 +279,6 @@ pub(super) fn placeholder_values(now_micros: i64) -> PlaceholderValues {
         ),
         now_micros,
     }
-}
-
-pub(super) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as i64
 }
 
 /// Our cache base: the option, else beside borg's under BORG_BASE_DIR / XDG_CACHE_HOME / home.

@@ -4,7 +4,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -17,7 +16,7 @@ use super::settings::{Settings, SettingsArgs, settings};
 use crate::docker::Engine;
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::restore::{
-    Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare, services_to_stop,
+    Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare,
 };
 use crate::mailcow::restore_plan::{ConfigTarget, Force, RestoreRequest, Resync, Scope};
 
@@ -100,10 +99,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
         mailcow_dir,
         access,
     };
-    let _lock = host_lock(
-        &options.access.state_dir,
-        Duration::from_secs(options.access.lock_wait),
-    )?;
+    let _lock = host_lock(&options.access)?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, mut stop) = tokio::sync::watch::channel(None);
@@ -200,7 +196,11 @@ fn print_plan(
         conf.project,
         conf.path.display()
     )?;
-    let stopped = services_to_stop(prepared);
+    let stopped: Vec<&str> = prepared
+        .running_to_stop()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     if !stopped.is_empty() {
         writeln!(
             out,

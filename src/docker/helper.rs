@@ -236,15 +236,6 @@ pub enum StdoutTo {
     Pipe(Pin<Box<dyn AsyncWrite + Send>>),
 }
 
-/// What the relay did with the helper's stdout.
-#[derive(Debug, Default)]
-pub struct Relayed {
-    /// What [`StdoutTo::Capture`] kept.
-    pub captured: Vec<u8>,
-    /// Why [`StdoutTo::Pipe`]'s writer failed, if it did.
-    pub pipe_error: Option<std::io::Error>,
-}
-
 impl Helper {
     /// The helper's stdin; closing it (shutdown) ends the helper's input.
     pub fn take_stdin(&mut self) -> Option<Pin<Box<dyn AsyncWrite + Send>>> {
@@ -252,15 +243,17 @@ impl Helper {
     }
 
     /// Relays the helper's output until it ends (the helper exited): stderr to ours, stdout
-    /// where `stdout` says.
+    /// where `stdout` says. Returns what [`StdoutTo::Capture`] kept.
     pub fn relay_output(
         &mut self,
         stdout: StdoutTo,
-    ) -> tokio::task::JoinHandle<std::io::Result<Relayed>> {
+    ) -> tokio::task::JoinHandle<std::io::Result<Vec<u8>>> {
         use tokio::io::AsyncWriteExt;
         let output = self.output.take();
         tokio::spawn(async move {
-            let mut relayed = Relayed::default();
+            let mut captured = Vec::new();
+            // A pipe whose reader went away takes nothing more.
+            let mut pipe_failed = false;
             let mut stdout = stdout;
             if let Some(mut output) = output {
                 while let Some(Ok(piece)) = output.next().await {
@@ -277,11 +270,9 @@ impl Helper {
                                     out.write_all(&message)?;
                                     out.flush()?;
                                 }
-                                StdoutTo::Capture => relayed.captured.extend_from_slice(&message),
-                                StdoutTo::Pipe(writer) if relayed.pipe_error.is_none() => {
-                                    if let Err(e) = writer.write_all(&message).await {
-                                        relayed.pipe_error = Some(e);
-                                    }
+                                StdoutTo::Capture => captured.extend_from_slice(&message),
+                                StdoutTo::Pipe(writer) if !pipe_failed => {
+                                    pipe_failed = writer.write_all(&message).await.is_err();
                                 }
                                 StdoutTo::Pipe(_) => {}
                             }
@@ -291,12 +282,12 @@ impl Helper {
                 }
             }
             if let StdoutTo::Pipe(writer) = &mut stdout
-                && relayed.pipe_error.is_none()
-                && let Err(e) = writer.shutdown().await
+                && !pipe_failed
             {
-                relayed.pipe_error = Some(e);
+                // The reader sees its input end; if it is gone already, so be it.
+                let _ = writer.shutdown().await;
             }
-            Ok(relayed)
+            Ok(captured)
         })
     }
 

@@ -231,11 +231,7 @@ pub async fn backup(
         }
     };
     let removed = helper.remove().await;
-    let captured = relay
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|relayed| relayed.captured);
+    let captured = relay.await.ok().and_then(Result::ok);
     let exit_code = exit_code?;
     removed?;
     Ok(BackupReport {

@@ -61,6 +61,16 @@ pub async fn discover(
     components: &[Component],
 ) -> Result<Found, DiscoverError> {
     let containers = engine.project_containers(&conf.project).await?;
+    discover_among(engine, conf, &containers, components).await
+}
+
+/// [`discover`] among the project's containers, already listed.
+pub async fn discover_among(
+    engine: &Engine,
+    conf: &MailcowConf,
+    containers: &[Container],
+    components: &[Component],
+) -> Result<Found, DiscoverError> {
     if containers.is_empty() {
         return Err(DiscoverError::NoProject {
             endpoint: engine.endpoint().to_string(),

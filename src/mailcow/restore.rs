@@ -23,14 +23,14 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::docker::discover::Container;
-use crate::docker::helper::{HelperMount, HelperSpec, Relayed, StdoutTo};
+use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
 use crate::docker::{DockerError, Engine};
 
 use super::access::{HELPER_ROOT, HelperAccess, HelperError, clear_stale_helpers};
 use super::backup::{ROLLBACK_GRACE, wait_for_stop};
 use super::components::Component;
 use super::conf::MailcowConf;
-use super::discover::{DiscoverError, Found, discover};
+use super::discover::{DiscoverError, Found, discover_among};
 use super::mysql::{self, DumpError};
 use super::restore_plan::{
     ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
@@ -84,15 +84,30 @@ pub struct Prepared {
     client: Option<&'static str>,
 }
 
+impl Prepared {
+    /// The containers of the services the plan stops that exist and run, in stop order.
+    pub fn running_to_stop(&self) -> Vec<&Container> {
+        self.plan
+            .stop
+            .iter()
+            .filter_map(|service| {
+                self.containers
+                    .iter()
+                    .find(|c| c.service == *service && c.running)
+            })
+            .collect()
+    }
+}
+
 /// Runs a helper to its end: stdin closed, output relayed as `stdout` says, passed a stop
 /// signal if one comes (then given [`ROLLBACK_GRACE`]), always removed. Returns its exit code,
-/// what the relay did, and the signal that stopped it.
+/// what [`StdoutTo::Capture`] kept, and the signal that stopped it.
 async fn run_helper(
     engine: &Engine,
     spec: &HelperSpec,
     stdout: StdoutTo,
     stop: &mut Stop,
-) -> Result<(i64, Relayed, Option<&'static str>), DockerError> {
+) -> Result<(i64, Vec<u8>, Option<&'static str>), DockerError> {
     use tokio::io::AsyncWriteExt;
     let mut helper = engine.start_helper(spec).await?;
     let relay = helper.relay_output(stdout);
@@ -107,10 +122,10 @@ async fn run_helper(
         }
     };
     let removed = helper.remove().await;
-    let relayed = relay.await.ok().and_then(Result::ok).unwrap_or_default();
+    let captured = relay.await.ok().and_then(Result::ok).unwrap_or_default();
     let code = code?;
     removed?;
-    Ok((code, relayed, interrupted))
+    Ok((code, captured, interrupted))
 }
 
 /// Reads the archive, makes the plan, finds what it needs and checks the database login.
@@ -124,17 +139,15 @@ pub async fn prepare(
 ) -> Result<Prepared, RestoreError> {
     let image = async { Ok::<_, RestoreError>(options.access.image(engine).await?) };
     let stale = async { Ok::<_, RestoreError>(clear_stale_helpers(engine, &conf.project).await?) };
+    let containers =
+        async { Ok::<_, RestoreError>(engine.project_containers(&conf.project).await?) };
+    let ((image, _), _, containers) = tokio::try_join!(image, stale, containers)?;
     // The target's keys, to compare with the archive's; a mailcow without a crypt volume has
     // none to compare.
-    let crypt = async {
-        Ok::<_, RestoreError>(
-            discover(engine, conf, &[Component::Crypt])
-                .await
-                .ok()
-                .and_then(|found| found.volumes.get(&Component::Crypt).cloned()),
-        )
-    };
-    let ((image, _), _, crypt_volume) = tokio::try_join!(image, stale, crypt)?;
+    let crypt_volume = discover_among(engine, conf, &containers, &[Component::Crypt])
+        .await
+        .ok()
+        .and_then(|found| found.volumes.get(&Component::Crypt).cloned());
     options.access.ensure_state_dir()?;
 
     let mut spec = options.access.helper_spec(&image, "inspect", &conf.project);
@@ -157,15 +170,15 @@ pub async fn prepare(
         "{}::{}",
         options.access.repository, request.archive
     ));
-    let (code, relayed, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
+    let (code, captured, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
     if let Some(signal) = interrupted {
         return Err(RestoreError::Stopped(signal));
     }
     if code != 0 {
         return Err(RestoreError::Inspect(code));
     }
-    let summary: ArchiveSummary = serde_json::from_slice(&relayed.captured)
-        .map_err(|e| RestoreError::Summary(e.to_string()))?;
+    let summary: ArchiveSummary =
+        serde_json::from_slice(&captured).map_err(|e| RestoreError::Summary(e.to_string()))?;
 
     let plan = make_plan(request, &summary, conf, std::env::consts::ARCH)?;
     let mut needed: Vec<Component> = plan
@@ -177,7 +190,7 @@ pub async fn prepare(
     if plan.database.is_some() {
         needed.push(Component::Mysql);
     }
-    let found = discover(engine, conf, &needed).await?;
+    let found = discover_among(engine, conf, &containers, &needed).await?;
     let client = match &found.mysql {
         Some(mysql) => {
             let client = mysql::client_tool(engine, mysql).await?;
@@ -186,7 +199,6 @@ pub async fn prepare(
         }
         None => None,
     };
-    let containers = engine.project_containers(&conf.project).await?;
     Ok(Prepared {
         summary,
         plan,
@@ -334,17 +346,7 @@ impl<'a> Run<'a> {
             say,
             ..
         } = *self;
-        let running: Vec<&Container> = prepared
-            .plan
-            .stop
-            .iter()
-            .filter_map(|service| {
-                prepared
-                    .containers
-                    .iter()
-                    .find(|c| c.service == *service && c.running)
-            })
-            .collect();
+        let running = prepared.running_to_stop();
         let (watchdog, services) = running.split_at(usize::from(
             running.first().is_some_and(|c| c.service == WATCHDOG),
         ));
@@ -545,7 +547,7 @@ fn keep_old_conf(mailcow_dir: &std::path::Path) -> std::io::Result<()> {
     if !conf.exists() {
         return Ok(());
     }
-    let stamp = crate::format::manifest::format_timestamp(now_micros());
+    let stamp = crate::format::manifest::format_timestamp(crate::ops::create::now_micros());
     let stamp: String = stamp
         .chars()
         .take(19)
@@ -556,12 +558,6 @@ fn keep_old_conf(mailcow_dir: &std::path::Path) -> std::io::Result<()> {
         mailcow_dir.join(format!("mailcow.conf.before-restore-{stamp}")),
     )?;
     Ok(())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The helper that writes the file components: each volume read-write at its archive path
@@ -638,20 +634,4 @@ fn make_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// The services the plan stops that exist and run, in stop order (for the plan's display).
-pub fn services_to_stop(prepared: &Prepared) -> Vec<&str> {
-    prepared
-        .plan
-        .stop
-        .iter()
-        .filter_map(|service| {
-            prepared
-                .containers
-                .iter()
-                .find(|c| c.service == *service && c.running)
-                .map(|c| c.name.as_str())
-        })
-        .collect()
 }
