@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::cli::{Ran, assert_same_tree, tricky_tree};
 use common::mailcow::{DB_IMAGE, Mailcow, docker, docker_exec, wait_until};
-use common::mailcow_repo::{PASSPHRASE, Setup, no_helper_left};
+use common::mailcow_repo::{PASSPHRASE, Setup, bench_size, median, no_helper_left, timed};
 
 /// A fresh MariaDB (empty datadir) in a throwaway container.
 struct FreshMariadb(String);
@@ -544,18 +544,6 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
     assert!(archives(&setup).is_empty());
 }
 
-/// Seconds `f` takes.
-fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
-    let started = std::time::Instant::now();
-    let value = f();
-    (started.elapsed().as_secs_f64(), value)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// Not a test: `scripts/bench-backup.sh` runs it (release build) and it prints figures.
 /// What the orchestration costs around the borg work (making the helper image, reusing it, a
 /// helper's start and removal), and the whole `backup` against the same work done without
@@ -568,14 +556,7 @@ fn benchmark_backup() {
     use mailcow_borg::docker::helper::{HelperSpec, StdoutTo};
     use mailcow_borg::docker::image::ensure_helper_image;
 
-    let mails: u32 = std::env::var("MCB_BENCH_MAILS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(2000);
-    let rounds: usize = std::env::var("MCB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(3);
+    let (mails, rounds) = bench_size();
     let mailcow = Mailcow::create(mails);
     mailcow.start();
     mailcow.fill_database();

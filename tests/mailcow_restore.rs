@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::cli::{Ran, assert_same_tree};
 use common::mailcow::{Mailcow, docker, docker_exec};
-use common::mailcow_repo::{Setup, no_helper_left};
+use common::mailcow_repo::{Setup, bench_size, median, no_helper_left, timed};
 
 /// The volumes a backup holds, by their short names and archive directories.
 const VOLUMES: [(&str, &str); 7] = [
@@ -138,6 +138,13 @@ fn empty_dir(dir: &Path) {
     }
 }
 
+/// Asserts that `text` holds each of `expected`.
+fn says(text: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(text.contains(expected), "should say {expected:?}:\n{text}");
+    }
+}
+
 fn show(ran: &Ran, what: &str) {
     eprintln!(
         "--- {what}: exit {}\n{}{}",
@@ -180,22 +187,20 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     show(&dry, "dry run");
     assert_eq!(dry.code, 0);
     let plan = dry.stdout_text();
-    for expected in [
-        format!("Restore plan: archive {name}"),
-        "stop        ".to_string() + &mailcow.container("watchdog-mailcow"),
-        format!(
-            "volume {}: made equal to the archive",
-            mailcow.volume("vmail-vol-1")
-        ),
-        "database mailcow in".to_string(),
-        "doveadm force-resync -A '*'".to_string(),
-        "the live configuration is not touched".to_string(),
-    ] {
-        assert!(
-            plan.contains(&expected),
-            "the plan should say {expected:?}:\n{plan}"
-        );
-    }
+    says(
+        &plan,
+        &[
+            &format!("Restore plan: archive {name}"),
+            &format!("stop        {}", mailcow.container("watchdog-mailcow")),
+            &format!(
+                "volume {}: made equal to the archive",
+                mailcow.volume("vmail-vol-1")
+            ),
+            "database mailcow in",
+            "doveadm force-resync -A '*'",
+            "the live configuration is not touched",
+        ],
+    );
     let after_dry_run = snapshot(&mailcow);
     assert_same_tree(
         destroyed.path(),
@@ -401,18 +406,15 @@ fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
     let ran = setup.restore(&["--component", "vmail", "--component", "mysql", "--yes"]);
     show(&ran, "failing restore");
     assert_eq!(ran.code, 2);
-    for expected in [
-        "the restore failed: mysql: mariadb exited with 1",
-        "denied",
-        "Restored: vmail. Not restored: mysql (database mailcow)",
-        "Every service stopped for the restore was started again",
-    ] {
-        assert!(
-            ran.stderr.contains(expected),
-            "should say {expected:?}:\n{}",
-            ran.stderr
-        );
-    }
+    says(
+        &ran.stderr,
+        &[
+            "the restore failed: mysql: mariadb exited with 1",
+            "denied",
+            "Restored: vmail. Not restored: mysql (database mailcow)",
+            "Every service stopped for the restore was started again",
+        ],
+    );
     assert_same_tree(
         &archive.path().join("vmail"),
         &mailcow.volume_dir("vmail-vol-1"),
@@ -447,17 +449,14 @@ fn sigint_during_a_restore_starts_everything_again() {
     let ran = Ran::from(child.wait_with_output().unwrap());
     show(&ran, "interrupted restore");
     assert_eq!(ran.code, 2);
-    for expected in [
-        "files: interrupted by SIGINT",
-        "every file whole",
-        "Every service stopped for the restore was started again",
-    ] {
-        assert!(
-            ran.stderr.contains(expected),
-            "should say {expected:?}:\n{}",
-            ran.stderr
-        );
-    }
+    says(
+        &ran.stderr,
+        &[
+            "files: interrupted by SIGINT",
+            "every file whole",
+            "Every service stopped for the restore was started again",
+        ],
+    );
     all_running(&mailcow);
     no_helper_left(&mailcow);
 
@@ -527,17 +526,6 @@ fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
     );
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
-    let started = std::time::Instant::now();
-    let value = f();
-    (started.elapsed().as_secs_f64(), value)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// A fresh ext4 file system (a loop-mounted image) at a directory, for as long as it lives:
 /// on a long-used file system, creating inodes costs more and more, which would blur the
 /// comparison (see the extract benchmark in BENCHMARKS.md).
@@ -601,14 +589,7 @@ impl Drop for FreshFs {
 #[test]
 #[ignore]
 fn benchmark_restore() {
-    let mails: u32 = std::env::var("MCB_BENCH_MAILS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(2000);
-    let rounds: usize = std::env::var("MCB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(3);
+    let (mails, rounds) = bench_size();
     let (mailcow, setup, name) = backed_up(mails);
     let url = format!("{}::{name}", setup.sshd.url(&setup.repo));
     let dirs: Vec<&str> = VOLUMES.iter().map(|(_, dir)| *dir).collect();

@@ -102,3 +102,30 @@ pub fn no_helper_left(mailcow: &Mailcow) {
     let left = docker(&["ps", "-aq", "--filter", &label]);
     assert!(left.is_empty(), "helper containers left behind: {left}");
 }
+
+/// Seconds `f` takes.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let started = std::time::Instant::now();
+    let value = f();
+    (started.elapsed().as_secs_f64(), value)
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The mailcow benchmarks' size: mails (`MCB_BENCH_MAILS`, default 2000) and rounds
+/// (`MCB_BENCH_ROUNDS`, default 3), as their scripts pass them.
+pub fn bench_size() -> (u32, usize) {
+    let setting = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (
+        setting("MCB_BENCH_MAILS", 2000) as u32,
+        setting("MCB_BENCH_ROUNDS", 3),
+    )
+}
