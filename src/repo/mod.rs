@@ -14,4 +14,5 @@ pub mod location;
 pub mod repository;
 pub mod rpc;
 pub mod ssh;
+pub mod tcp;
 pub mod transport;

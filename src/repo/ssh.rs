@@ -28,6 +28,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::known_hosts::{self, KnownHosts, Verdict};
 use super::location::SshTarget;
+use super::tcp::QuickStream;
 use super::transport::{Finish, ServeSession, ServeStreams};
 
 /// How to reach and trust an SSH server; every field has a default a user can override.
@@ -137,7 +138,6 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<ServeSt
         keepalive_max: 3,
         // borg's objects are up to ~20 MiB; a larger window keeps the pipe full on long links.
         window_size: 16 << 20,
-        nodelay: true,
         preferred: russh::Preferred {
             key: host_key_order(&known.known_algorithms(&target.host, port)).into(),
             cipher: cipher_order().into(),
@@ -161,6 +161,10 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<ServeSt
                 target: shown.clone(),
                 detail: e.to_string(),
             })?;
+        let socket = QuickStream::new(socket).map_err(|e| SshError::Connect {
+            target: shown.clone(),
+            detail: e.to_string(),
+        })?;
         client::connect_stream(Arc::new(config), socket, verifier)
             .await
             .map_err(|e| {
