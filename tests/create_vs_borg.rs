@@ -240,6 +240,47 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
     // And we go on writing into it (our chunk index notices what borg deleted).
     ours_create(world, maker, tree, &url, "ours-3", &[]).expect(0, &what);
     check_clean(world, maker, cwd, &repo, &what);
+
+    // Every archive of the tree deleted and compacted: the content is gone from the repository
+    // while our files cache still lists it as unchanged. We notice and read it again.
+    for args in [
+        vec!["delete".to_string(), format!("{}::ours-2", repo.display())],
+        vec!["delete".to_string(), format!("{}::ours-3", repo.display())],
+        vec!["delete".to_string(), format!("{}::theirs", repo.display())],
+        vec!["compact".to_string(), repo.display().to_string()],
+    ] {
+        world
+            .borg(maker, cwd, &args)
+            .expect(0, &format!("{what}: borg {}", args[0]));
+    }
+    let fourth = ours_create(world, maker, tree, &url, "ours-4", &["--list"]).expect(0, &what);
+    assert!(
+        fourth.stderr.lines().any(|l| l.starts_with("M ")),
+        "{what}: files whose chunks are gone were not read again:\n{}",
+        fourth.stderr
+    );
+    // Only empty files, which have no chunks to lose, stay unchanged.
+    for line in fourth.stderr.lines().filter(|l| l.starts_with("U ")) {
+        assert_eq!(
+            std::fs::metadata(tree.join(&line[2..])).unwrap().len(),
+            0,
+            "{what}: {line}: taken as unchanged though its chunks are gone"
+        );
+    }
+    check_clean(world, maker, cwd, &repo, &what);
+    let again = cwd.join("extracted-again");
+    std::fs::create_dir(&again).unwrap();
+    world
+        .borg(
+            maker,
+            &again,
+            &["extract", &format!("{}::ours-4", repo.display())],
+        )
+        .expect(
+            0,
+            &format!("{what}: borg extract after the content was re-read"),
+        );
+    assert_same_tree(&again, &extracted, &what);
 }
 
 #[test]

@@ -182,14 +182,18 @@ impl ItemStreamDecoder {
     }
 }
 
-/// Borg's `ChunkBuffer` size: the packed items it collects before cutting chunks off.
-const ITEM_BUFFER_SIZE: usize = 8 << 20;
+/// The packed items collected before chunks are cut off. Borg's `ChunkBuffer` waits for 8 MiB;
+/// the result is the same either way (see [`ItemStreamWriter`]), and 1 MiB — twice the items
+/// chunker's largest chunk, so every cut completes at least one chunk — keeps the buffer in the
+/// CPU's cache and spreads the hashing of the stream over the run instead of leaving all of it
+/// for the end (an unchanged backup of 20,000 mails has ~5 MiB of items).
+const ITEM_BUFFER_SIZE: usize = 1 << 20;
 
 /// Packs items into borg's item stream and cuts it into chunks with the items chunker, the way
-/// borg's `ChunkBuffer` does: when the buffer passes 8 MiB it is chunked, every chunk but the last
-/// is complete, and the last stays to grow with later items. The result equals one-pass chunking
-/// of the whole stream (a cut depends only on the bytes up to it), so identical items give
-/// identical item-stream chunks, and borg and we dedup each other's metadata.
+/// borg's `ChunkBuffer` does: when the buffer passes its size it is chunked, every chunk but the
+/// last is complete, and the last stays to grow with later items. The result equals one-pass
+/// chunking of the whole stream (a cut depends only on the bytes up to it), so identical items
+/// give identical item-stream chunks, and borg and we dedup each other's metadata.
 pub struct ItemStreamWriter {
     seed: i32,
     buffer: Vec<u8>,
@@ -282,7 +286,7 @@ mod tests {
         chunks.extend(writer.finish());
         assert!(
             stream.len() > 2 * ITEM_BUFFER_SIZE,
-            "the test must cross the 8 MiB flushes"
+            "the test must cross several flushes"
         );
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         assert_eq!(sizes, chunk_sizes(ChunkerParams::ITEMS, -77, &stream));

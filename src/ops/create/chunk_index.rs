@@ -26,17 +26,19 @@
 //! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
 //! all followed by a SHA-256; written to a temporary name and renamed (see `save_cache_file`).
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
 use crate::repo::repository::Repository;
 
 use crate::ops::items::{ReadError, fetch_ahead, fetch_sized};
+
+use super::id_map::{IdMap, IdSet};
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-ci1";
 const LIST_BATCH: usize = 100_000;
@@ -58,9 +60,9 @@ impl Sizes {
 
 #[derive(Default)]
 pub struct ChunkIndex {
-    pub chunks: HashMap<ObjectId, Sizes>,
+    pub chunks: IdMap<ObjectId, Sizes>,
     /// The archives whose chunk sizes are in `chunks`.
-    archives: HashSet<ObjectId>,
+    archives: IdSet<ObjectId>,
     /// The manifest this index matches.
     manifest_id: Option<ObjectId>,
 }
@@ -73,6 +75,15 @@ pub struct SyncReport {
 }
 
 impl ChunkIndex {
+    /// Whether the repository has `chunk`, with the sizes the reference gives.
+    pub fn holds(&self, chunk: &ChunkRef) -> bool {
+        self.chunks.get(&chunk.id).is_some_and(|sizes| {
+            sizes.known()
+                && u64::from(sizes.size) == chunk.size
+                && u64::from(sizes.csize) == chunk.csize
+        })
+    }
+
     /// Loads the index saved at `path`; anything unreadable gives an empty index (which the
     /// sync then fills) and the reason, for a warning.
     pub fn load(path: &Path) -> (ChunkIndex, Option<String>) {
@@ -115,7 +126,7 @@ impl ChunkIndex {
             return Ok(None);
         }
         let mut report = SyncReport::default();
-        let mut present = HashSet::new();
+        let mut present = IdSet::default();
         let mut marker = None;
         loop {
             let batch = repo
@@ -134,7 +145,7 @@ impl ChunkIndex {
         for id in &present {
             self.chunks.entry(*id).or_insert(Sizes::UNKNOWN);
         }
-        let current: HashSet<ObjectId> = manifest.archives.iter().map(|(_, a)| a.id).collect();
+        let current: IdSet<ObjectId> = manifest.archives.iter().map(|(_, a)| a.id).collect();
         self.archives.retain(|id| current.contains(id));
         for (_, archive) in &manifest.archives {
             if self.archives.contains(&archive.id) || !present.contains(&archive.id) {
@@ -218,7 +229,7 @@ fn decode(data: &[u8]) -> Option<ChunkIndex> {
     let rest = super::cache_file_body(data, MAGIC)?;
     let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
     let (count, mut rest) = rest.split_first_chunk::<8>()?;
-    let mut archives = HashSet::new();
+    let mut archives = IdSet::default();
     for _ in 0..u64::from_le_bytes(*count) {
         let (id, tail) = rest.split_first_chunk::<32>()?;
         archives.insert(*id);

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use crate::format::item::{ChunkRef, Item};
+use crate::format::envelope::ObjectId;
+use crate::format::item::Item;
+use crate::format::msgpack;
 
 use super::StreamInput;
 use super::content::{FileJob, Source};
-use super::files_cache::Lookup;
+use super::files_cache::FileStat;
 use super::store::ChunkStore;
-use super::walk::Slot;
+use super::walk::{InodeKey, Reused, Slot};
 
 pub struct Decider<'a> {
     pub store: &'a Arc<ChunkStore>,
@@ -43,8 +45,12 @@ impl Decider<'_> {
         let mut last_checkpoint = Instant::now();
         for batch in walk {
             let mut decided = Vec::with_capacity(batch.len());
-            for slot in batch {
-                let Some(slot) = self.decide(slot) else {
+            let held = self.store.all_held(batch.iter().map(|slot| match slot {
+                Slot::Unchanged { chunks, .. } => chunks.as_slice(),
+                _ => &[],
+            }));
+            for (slot, held) in batch.into_iter().zip(held) {
+                let Some(slot) = self.decide(slot, held) else {
                     return;
                 };
                 decided.push(slot);
@@ -64,42 +70,71 @@ impl Decider<'_> {
         }
     }
 
-    /// The slot for the assembler; `None` if the content workers are gone.
-    fn decide(&self, slot: Slot) -> Option<Slot> {
-        if let Slot::Stream { item } = slot {
-            return self.stream(item);
-        }
-        let Slot::File {
-            mut item,
-            fs_path,
-            stat,
-            master,
-            path_hash,
-            lookup,
-            packed,
-        } = slot
-        else {
-            return Some(slot);
-        };
-        let status = match lookup {
-            Lookup::Unknown => 'A',
-            Lookup::Changed => 'M',
-            // Unchanged, if the repository still has every chunk, as the cache remembers it.
-            Lookup::Unchanged { chunks, .. } if self.all_known(&chunks) => {
-                item.size = Some(chunks.iter().map(|c| c.size).sum());
-                item.chunks = Some(chunks);
-                return Some(Slot::Ready {
-                    packed: packed.unwrap_or_else(|| item.to_value().to_bytes()),
-                    item,
-                    status: 'U',
-                    fs_path,
-                    master,
-                });
-            }
+    /// The slot for the assembler; `None` if the content workers are gone. `held`: the
+    /// repository has every chunk the files cache lists for it.
+    fn decide(&self, slot: Slot, held: bool) -> Option<Slot> {
+        match slot {
+            Slot::Stream { item } => self.stream(item),
+            Slot::Unchanged {
+                packed,
+                chunks,
+                fs_path,
+                master,
+                ..
+            } if held => Some(Slot::Ready {
+                packed,
+                status: 'U',
+                fs_path,
+                master,
+                reused: Some(Reused::of(&chunks)),
+            }),
             // A chunk of it is no longer in the repository: read it again.
-            Lookup::Unchanged { .. } => 'M',
-        };
-        // The same file the walk saw, or it is skipped: what was stored must match its item.
+            Slot::Unchanged {
+                packed,
+                fs_path,
+                stat,
+                master,
+                path_hash,
+                ..
+            } => {
+                let mut item = msgpack::decode(&packed)
+                    .ok()
+                    .and_then(|value| Item::from_value(value).ok())
+                    .expect("the walk packs valid items");
+                item.size = None;
+                item.chunks = None;
+                self.read(
+                    item,
+                    'M',
+                    fs_path,
+                    stat,
+                    master.map(|(inode, _)| inode),
+                    path_hash,
+                )
+            }
+            Slot::File {
+                item,
+                fs_path,
+                stat,
+                master,
+                path_hash,
+                status,
+            } => self.read(item, status, fs_path, stat, master, path_hash),
+            other => Some(other),
+        }
+    }
+
+    /// Hands a file to a content worker, if it is the same file the walk saw; else it is
+    /// skipped, since what was stored must match its item.
+    fn read(
+        &self,
+        item: Item,
+        status: char,
+        fs_path: Vec<u8>,
+        stat: FileStat,
+        master: Option<InodeKey>,
+        path_hash: ObjectId,
+    ) -> Option<Slot> {
         let opened = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -163,15 +198,6 @@ impl Decider<'_> {
             memorize: None,
             fatal_errors: input.fatal_errors,
             outcome,
-        })
-    }
-
-    /// Whether the repository's chunk index has each chunk, with the same sizes.
-    fn all_known(&self, chunks: &[ChunkRef]) -> bool {
-        chunks.iter().all(|c| {
-            self.store.known(&c.id).is_some_and(|sizes| {
-                u64::from(sizes.size) == c.size && u64::from(sizes.csize) == c.csize
-            })
         })
     }
 }

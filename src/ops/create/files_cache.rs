@@ -20,12 +20,13 @@
 //! records, and a SHA-256 of everything before it, written to a temporary name and renamed (see `save_cache_file`). A
 //! file that is missing, damaged or from another version is a warning and an empty cache.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
 use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
+
+use super::id_map::IdMap;
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-fc3";
 
@@ -129,7 +130,7 @@ pub enum Lookup {
 pub struct FilesCache {
     mode: FilesCacheMode,
     ttl: u8,
-    entries: HashMap<ObjectId, Entry>,
+    entries: IdMap<ObjectId, Entry>,
     /// The newest time among files read (not just looked up) in this run.
     newest_cmtime: Option<i64>,
 }
@@ -141,7 +142,7 @@ impl FilesCache {
         let mut cache = FilesCache {
             mode,
             ttl: ttl.max(1),
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             newest_cmtime: None,
         };
         if mode.disabled {
@@ -264,14 +265,14 @@ impl FilesCache {
     }
 }
 
-fn decode(data: &[u8]) -> Option<HashMap<ObjectId, Entry>> {
+fn decode(data: &[u8]) -> Option<IdMap<ObjectId, Entry>> {
     let mut rest = super::cache_file_body(data, MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         rest = tail;
         Some(head)
     };
-    let mut entries = HashMap::new();
+    let mut entries = IdMap::default();
     while let Some(hash) = take(32) {
         let hash: ObjectId = hash.try_into().ok()?;
         let age = take(1)?[0];

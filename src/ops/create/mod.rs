@@ -29,6 +29,7 @@ pub mod content;
 pub mod decide;
 pub mod files_cache;
 pub mod fsmeta;
+pub mod id_map;
 pub mod store;
 pub mod walk;
 
@@ -638,6 +639,7 @@ impl Assembler<'_> {
                     let _ = self.checkpoint_done.send(());
                 }
                 Slot::File { fs_path, .. }
+                | Slot::Unchanged { fs_path, .. }
                 | Slot::Stream {
                     item: Item { path: fs_path, .. },
                 } => {
@@ -647,24 +649,22 @@ impl Assembler<'_> {
                     )));
                 }
                 Slot::Ready {
-                    item,
                     packed,
                     status,
                     fs_path,
                     master,
+                    reused,
                 } => {
                     if status != 'd' {
                         self.progress.file_status(status, &fs_path);
                     }
-                    if status == 'U' {
+                    if let Some(reused) = reused {
                         self.stats.nfiles += 1;
-                        let size = item.size.unwrap_or(0);
-                        self.stats.original_size += size;
-                        self.stats.compressed_size +=
-                            item.chunks.iter().flatten().map(|c| c.csize).sum::<u64>();
-                        self.progress.content(size, 0);
+                        self.stats.original_size += reused.size;
+                        self.stats.compressed_size += reused.csize;
+                        self.progress.content(reused.size, 0);
                     }
-                    self.emit_packed(&packed, &item, master)?;
+                    self.emit_packed(&packed, master)?;
                 }
                 Slot::Reading {
                     item,
@@ -816,21 +816,24 @@ impl Assembler<'_> {
 
     /// Appends an item to the item stream, storing the stream's chunks as they complete.
     fn emit(&mut self, item: &Item, master: Option<InodeKey>) -> Result<(), CreateError> {
-        self.emit_packed(&item.to_value().to_bytes(), item, master)
+        self.emit_packed(
+            &item.to_value().to_bytes(),
+            master.map(|inode| (inode, item.path.clone())),
+        )
     }
 
-    /// [`Assembler::emit`] of an item packed earlier.
+    /// [`Assembler::emit`] of an item packed earlier; `master`: its inode and path, if it is a
+    /// hardlink master.
     fn emit_packed(
         &mut self,
         packed: &[u8],
-        item: &Item,
-        master: Option<InodeKey>,
+        master: Option<(InodeKey, Vec<u8>)>,
     ) -> Result<(), CreateError> {
         for chunk in self.writer.push_packed(packed) {
             self.item_ids.push(self.store.store(&chunk)?.chunk.id);
         }
-        if let Some(inode) = master {
-            self.masters.insert(inode, item.path.clone());
+        if let Some((inode, path)) = master {
+            self.masters.insert(inode, path);
         }
         Ok(())
     }

@@ -10,7 +10,6 @@
 //! however slow the link. The first failed put stops every worker at its next chunk;
 //! [`Uploader::finish`] waits for every put to be acknowledged and reports that failure.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -24,6 +23,7 @@ use crate::ops::nonces::{NonceError, NonceManager};
 use crate::repo::repository::{RepoError, Repository};
 
 use super::chunk_index::{ChunkIndex, Sizes};
+use super::id_map::IdSet;
 
 /// Encrypted bytes queued for upload at most.
 const UPLOAD_BUDGET: u32 = 16 << 20;
@@ -109,7 +109,7 @@ impl Uploader {
 struct State {
     index: ChunkIndex,
     /// Ids some thread is storing right now.
-    pending: HashSet<ObjectId>,
+    pending: IdSet<ObjectId>,
 }
 
 /// What storing one chunk did.
@@ -149,7 +149,7 @@ impl ChunkStore {
             repo,
             state: Mutex::new(State {
                 index,
-                pending: HashSet::new(),
+                pending: IdSet::default(),
             }),
             settled: Condvar::new(),
         }
@@ -159,10 +159,13 @@ impl ChunkStore {
         &self.key
     }
 
-    /// The sizes of a chunk the index knows with its sizes (for reusing a files-cache hit).
-    pub fn known(&self, id: &ObjectId) -> Option<Sizes> {
+    /// For each chunk list, whether the index has every chunk in it with the same sizes (the
+    /// files-cache hits of a batch of files: one lock for all of them).
+    pub fn all_held<'c>(&self, lists: impl Iterator<Item = &'c [ChunkRef]>) -> Vec<bool> {
         let state = self.state.lock().expect("not poisoned");
-        state.index.chunks.get(id).copied().filter(|s| s.known())
+        lists
+            .map(|chunks| chunks.iter().all(|c| state.index.holds(c)))
+            .collect()
     }
 
     /// Stores `data` unless the repository has it; either way, the reference to it.
