@@ -462,6 +462,41 @@ fn passphrase_sources_and_key_files_work_like_borgs() {
         .unwrap();
     Ran::from(program).expect(0, "BORG_PASSPHRASE_FD");
 
+    // The key's salt is remembered, so that the key is unlocked while connecting
+    // (`ops::unlock_ahead`). A passphrase change gives the key a new salt: the guess is then
+    // wrong, which costs only the time it was to save. The new passphrase works, the old one
+    // no longer does, and the new salt is remembered.
+    let memo = s.world.base.path().join(".cache/mailcow-borg/unlock");
+    let remembered = || {
+        let entry = std::fs::read_dir(&memo).unwrap().next().unwrap().unwrap();
+        std::fs::read_to_string(entry.path()).unwrap()
+    };
+    let before = remembered();
+    let change = |from: &str, to: &str| {
+        let repo = s.repo.to_str().unwrap();
+        s.world
+            .borg_env(
+                &common::borg14(),
+                cwd,
+                &["key", "change-passphrase", repo],
+                &[("BORG_PASSPHRASE", from), ("BORG_NEW_PASSPHRASE", to)],
+            )
+            .expect(0, "borg key change-passphrase");
+    };
+    change(PASSPHRASE, "changed");
+    assert_refused(
+        s.world.ours(cwd, &["list", &s.url], &[]),
+        &["passphrase"],
+        "the old passphrase after a change",
+    );
+    for round in ["new salt", "new salt remembered"] {
+        s.world
+            .ours(cwd, &["list", &s.url], &[("BORG_PASSPHRASE", "changed")])
+            .expect(0, round);
+    }
+    assert_ne!(remembered(), before, "the new salt was not remembered");
+    change("changed", PASSPHRASE);
+
     // The key file is found in the keys dir by its header; BORG_KEY_FILE names it directly.
     let keys_dir = s.world.base.path().join(".config/borg/keys");
     let key_file = std::fs::read_dir(&keys_dir)

@@ -34,6 +34,7 @@ fn access(borg: &Path, passphrase: &str, base: &Path) -> AccessOptions {
         key_file: None,
         keys_dir: base.join("keys"),
         security_dir: base.join("security"),
+        unlock_memo: Some(base.join("unlock")),
         consent: SecurityConsent {
             relocated_ok: true,
             unknown_unencrypted_ok: true,

@@ -86,6 +86,19 @@ fn home() -> PathBuf {
     env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// Our cache base, beside borg's: under `BORG_BASE_DIR`, `XDG_CACHE_HOME` or home.
+pub fn cache_base() -> PathBuf {
+    if let Some(base) = env_path("BORG_BASE_DIR") {
+        return base.join(".cache/mailcow-borg");
+    }
+    env_path("XDG_CACHE_HOME")
+        .unwrap_or_else(|| home().join(".cache"))
+        .join("mailcow-borg")
+}
+
+/// The cache's directory of key salts by location (see `ops::unlock_ahead`).
+pub const UNLOCK_MEMO: &str = "unlock";
+
 /// borg's config dir: `BORG_CONFIG_DIR`, else under `BORG_BASE_DIR`, `XDG_CONFIG_HOME` or home.
 fn borg_config_dir() -> PathBuf {
     if let Some(dir) = env_path("BORG_CONFIG_DIR") {
@@ -133,6 +146,7 @@ impl AccessArgs {
             key_file: env_path("BORG_KEY_FILE"),
             keys_dir: env_path("BORG_KEYS_DIR").unwrap_or_else(|| config.join("keys")),
             security_dir: env_path("BORG_SECURITY_DIR").unwrap_or_else(|| config.join("security")),
+            unlock_memo: Some(cache_base().join(UNLOCK_MEMO)),
             consent: SecurityConsent {
                 relocated_ok: is_yes("BORG_RELOCATED_REPO_ACCESS_IS_OK"),
                 unknown_unencrypted_ok: is_yes("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"),

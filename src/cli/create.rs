@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, UNLOCK_MEMO, cache_base, parse_location, runtime};
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
@@ -281,20 +281,6 @@ pub(super) fn placeholder_values(now_micros: i64) -> PlaceholderValues {
     }
 }
 
-/// Our cache base: the option, else beside borg's under BORG_BASE_DIR / XDG_CACHE_HOME / home.
-fn cache_base(option: Option<PathBuf>) -> PathBuf {
-    if let Some(dir) = option {
-        return dir;
-    }
-    if let Some(base) = env("BORG_BASE_DIR") {
-        return PathBuf::from(base).join(".cache/mailcow-borg");
-    }
-    env("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env("HOME").unwrap_or_else(|| "/".into())).join(".cache"))
-        .join("mailcow-borg")
-}
-
 fn patterns(args: &CreateArgs) -> anyhow::Result<Vec<Pattern>> {
     let mut texts = args.excludes.clone();
     for file in &args.exclude_from {
@@ -404,14 +390,15 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
         })?),
     };
     let excludes = patterns(&args)?;
-    let access = args.access.to_options()?;
+    let mut access = args.access.to_options()?;
     let cwd = std::env::current_dir()?;
     let ttl = env("BORG_FILES_CACHE_TTL")
         .map(|t| t.parse::<u8>())
         .transpose()
         .map_err(|_| anyhow::anyhow!("BORG_FILES_CACHE_TTL must be a number from 1 to 255"))?
         .unwrap_or(20);
-    let cache_dir = cache_base(args.cache_dir.clone());
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(cache_base);
+    access.unlock_memo = Some(cache_dir.join(UNLOCK_MEMO));
     let mut skip = std::collections::HashSet::new();
     if let Ok(st) = std::fs::metadata(&cache_dir) {
         use std::os::unix::fs::MetadataExt;

@@ -292,10 +292,16 @@ pub struct EncryptedKey {
     pub hash: Vec<u8>,
 }
 
-fn derive_kek(passphrase: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut kek = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, iterations, &mut kek);
-    kek
+/// The key-encryption key: PBKDF2-HMAC-SHA256 of the passphrase with a blob's salt, the slow
+/// part of unlocking (100,000 rounds, ~10 ms), so that it can be derived ahead of time.
+pub struct Kek([u8; 32]);
+
+impl Kek {
+    pub fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Kek {
+        let mut kek = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(passphrase, salt, iterations, &mut kek);
+        Kek(kek)
+    }
 }
 
 fn aes_ctr_zero_iv(key: &[u8; 32], data: &mut [u8]) {
@@ -317,7 +323,7 @@ impl EncryptedKey {
         salt: [u8; 32],
         iterations: u32,
     ) -> Self {
-        let kek = derive_kek(passphrase, &salt, iterations);
+        let Kek(kek) = Kek::derive(passphrase, &salt, iterations);
         let plaintext = material.to_msgpack();
         let hash = hmac_sha256(&kek, &plaintext)
             .finalize()
@@ -335,10 +341,14 @@ impl EncryptedKey {
 
     /// Decrypts with `passphrase`; only the HMAC decides whether the passphrase was right.
     pub fn open(&self, passphrase: &[u8]) -> Result<KeyMaterial, KeyError> {
-        let kek = derive_kek(passphrase, &self.salt, self.iterations);
+        self.open_with(&Kek::derive(passphrase, &self.salt, self.iterations))
+    }
+
+    /// Decrypts with a key-encryption key derived with this blob's salt and iterations.
+    pub fn open_with(&self, Kek(kek): &Kek) -> Result<KeyMaterial, KeyError> {
         let mut plaintext = self.data.clone();
-        aes_ctr_zero_iv(&kek, &mut plaintext);
-        hmac_sha256(&kek, &plaintext)
+        aes_ctr_zero_iv(kek, &mut plaintext);
+        hmac_sha256(kek, &plaintext)
             .verify_slice(&self.hash)
             .map_err(|_| KeyError::WrongPassphrase)?;
         KeyMaterial::from_msgpack(&plaintext)

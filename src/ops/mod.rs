@@ -1,7 +1,8 @@
 //! Layer 3, archive operations: what a command does with an opened repository, independent of
 //! how it is presented. Reports through return values; prints nothing.
 //!
-//! - [`open`] — reach, unlock and verify a repository (with [`passphrase`] and [`security`]);
+//! - [`open`] — reach, unlock and verify a repository (with [`passphrase`], [`security`] and
+//!   [`unlock_ahead`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
 //! - [`create`] — back up trees into a new archive;
 //! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
@@ -25,3 +26,4 @@ pub mod security;
 pub mod select;
 pub mod stats;
 pub mod stream_file;
+pub mod unlock_ahead;

@@ -12,12 +12,13 @@ use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, h
 use crate::format::manifest::{Manifest, ManifestError, Operation};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
-use crate::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
+use crate::repo::repository::{OpenOptions, RepoError, Repository, Started};
 use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog};
 
 use super::passphrase::{PassphraseError, PassphraseSources};
 use super::security::{Observed, SecurityConsent, SecurityDir, SecurityError};
+use super::unlock_ahead::UnlockAhead;
 
 /// Everything needed to reach and unlock a repository; the CLI builds it from flags and borg's
 /// environment variables.
@@ -32,6 +33,9 @@ pub struct AccessOptions {
     pub key_file: Option<PathBuf>,
     pub keys_dir: PathBuf,
     pub security_dir: PathBuf,
+    /// Where the key's salt is remembered per location, to unlock while connecting (see
+    /// [`super::unlock_ahead`]); `None`: nowhere.
+    pub unlock_memo: Option<PathBuf>,
     pub consent: SecurityConsent,
     pub server_log: ServerLog,
 }
@@ -108,9 +112,14 @@ pub async fn open(
     options: &AccessOptions,
     operation: Operation,
 ) -> Result<OpenRepository, OpenError> {
+    let ahead = UnlockAhead::start(
+        options.unlock_memo.as_deref(),
+        &location.canonical(),
+        &options.passphrase,
+    );
     let connection = connect(location, options).await?;
     let rpc = connection.rpc.clone();
-    match open_over(rpc, location, options, operation).await {
+    match open_over(rpc, location, options, operation, ahead).await {
         Ok(Opened {
             repo,
             key,
@@ -153,8 +162,8 @@ async fn open_over(
     location: &Location,
     options: &AccessOptions,
     operation: Operation,
+    ahead: UnlockAhead,
 ) -> Result<Opened, OpenError> {
-    let server_version = negotiate(&rpc).await?;
     let path = match &location.repo {
         Repo::Ssh(target) => target.path.clone(),
         // A local `borg serve` runs in our working directory, so relative paths mean the same.
@@ -169,15 +178,20 @@ async fn open_over(
         lock_wait: options.lock_wait,
         ..base
     };
-    let repo = Repository::open(rpc, &path, &open_options).await?;
-    let manifest_object = match repo.get(&MANIFEST_ID).await {
+    let Started {
+        server_version,
+        repo,
+        manifest,
+        config_key,
+    } = Repository::start(rpc, &path, &open_options).await?;
+    let manifest_object = match manifest {
         Err(RepoError::ObjectNotFound { .. }) => {
             return Err(OpenError::NoManifest(location.canonical()));
         }
         other => other?,
     };
     let key_type = KeyType::identify(&manifest_object).map_err(OpenError::Key)?;
-    let (key, key_file) = unlock_key(&repo, key_type, options).await?;
+    let (key, key_file) = unlock_key(repo.id(), key_type, config_key, options, ahead).await?;
     let key = Arc::new(key);
     let plaintext = key
         .open(&MANIFEST_ID, &manifest_object, None)
@@ -204,17 +218,20 @@ async fn open_over(
     })
 }
 
-/// The unlocked key, and the key file it came from in keyfile modes.
+/// The unlocked key, and the key file it came from in keyfile modes. `config_key`: what the
+/// repository config holds.
 async fn unlock_key(
-    repo: &Repository,
+    repo_id: &ObjectId,
     key_type: KeyType,
+    config_key: Result<Option<String>, RepoError>,
     options: &AccessOptions,
+    ahead: UnlockAhead,
 ) -> Result<(ObjectKey, Option<PathBuf>), OpenError> {
     let mut key_file = None;
     let encrypted = match key_type.storage() {
         KeyStorage::None => return Ok((ObjectKey::plaintext(), None)),
         KeyStorage::Repository => {
-            let text = repo.load_key().await?.ok_or_else(|| {
+            let text = config_key?.ok_or_else(|| {
                 OpenError::Key(KeyError::Corrupt(
                     "the repository config holds no key".into(),
                 ))
@@ -222,23 +239,12 @@ async fn unlock_key(
             EncryptedKey::from_text(&text).map_err(OpenError::Key)?
         }
         KeyStorage::Keyfile => {
-            let (path, keyfile) = find_key_file(repo.id(), options)?;
+            let (path, keyfile) = find_key_file(repo_id, options)?;
             key_file = Some(path);
             keyfile.key
         }
     };
-    let passphrase = match options.passphrase.read() {
-        Ok(passphrase) => passphrase,
-        // Like borg, try the empty passphrase before giving up for want of one.
-        Err(PassphraseError::Missing) => match encrypted.open(b"") {
-            Ok(material) => return Ok((ObjectKey::new(key_type, material), key_file)),
-            Err(_) => return Err(PassphraseError::Missing.into()),
-        },
-        Err(e) => return Err(e.into()),
-    };
-    let material = encrypted
-        .open(passphrase.as_bytes())
-        .map_err(OpenError::Key)?;
+    let material = ahead.open(&encrypted, &options.passphrase).await?;
     Ok((ObjectKey::new(key_type, material), key_file))
 }
 

@@ -150,6 +150,16 @@ pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError>
     Ok(found)
 }
 
+/// What a session's first requests brought back (see [`Repository::start`]).
+pub struct Started {
+    pub server_version: (i128, i128, i128),
+    pub repo: Repository,
+    /// The manifest object, or why it could not be read (a repository without one).
+    pub manifest: Result<Vec<u8>, RepoError>,
+    /// The repository config's key (`load_key`), whether or not the key is kept there.
+    pub config_key: Result<Option<String>, RepoError>,
+}
+
 /// An open repository on the other end of an RPC connection (one per connection). Clones share
 /// the connection, so tasks can fetch concurrently.
 #[derive(Clone)]
@@ -185,6 +195,36 @@ impl Repository {
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| RpcError::Protocol(format!("open returned {answer}")))?;
         Ok(Repository { rpc, id })
+    }
+
+    /// Starts a session: `negotiate`, `open`, and the manifest and config key that every
+    /// command reads next. All four go out at once: the server answers in order, and waiting
+    /// for each answer before sending the next request cost a round trip apiece through
+    /// `borg serve`'s queue. When one fails, the answers after it are not used: a too old
+    /// server or a failed `open` is what is reported.
+    pub async fn start(
+        rpc: Arc<RpcClient>,
+        path: &str,
+        options: &OpenOptions,
+    ) -> Result<Started, RepoError> {
+        // For the two reads only, which do not need the id the `open` is still to return.
+        let reader = Repository {
+            rpc: rpc.clone(),
+            id: [0; 32],
+        };
+        let (server_version, opened, manifest, config_key) = tokio::join!(
+            negotiate(&rpc),
+            Repository::open(rpc.clone(), path, options),
+            reader.get(&crate::format::envelope::MANIFEST_ID),
+            reader.load_key(),
+        );
+        let server_version = server_version?;
+        Ok(Started {
+            server_version,
+            repo: opened?,
+            manifest,
+            config_key,
+        })
     }
 
     /// The repository id (32 bytes).

@@ -126,9 +126,20 @@ impl World {
 
     /// Runs real borg (`borg` is its path) with `args` in `cwd`.
     pub fn borg<S: AsRef<OsStr>>(&self, borg: &Path, cwd: &Path, args: &[S]) -> Ran {
+        self.borg_env(borg, cwd, args, &[])
+    }
+
+    /// [`World::borg`], with `env` added or overriding.
+    pub fn borg_env<S: AsRef<OsStr>>(
+        &self,
+        borg: &Path,
+        cwd: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Ran {
         let mut command = Command::new(borg);
         self.prepare(&mut command, cwd);
-        command.args(args);
+        command.args(args).envs(env.iter().copied());
         Ran::from(command.output().expect("run borg"))
     }
 }
