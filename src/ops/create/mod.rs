@@ -406,6 +406,15 @@ async fn write_archive(
         runtime,
         index,
     ));
+    if key.key_type().is_encrypted() {
+        // The first new object waits for a nonce reservation: two requests and a synced local
+        // write (see `nonces`). Made now, it overlaps the walk's catching up instead; should it
+        // fail, the first allocation tries again and reports why.
+        let early = store.clone();
+        tokio::spawn(async move {
+            let _ = early.allocate_iv(0).await;
+        });
+    }
     let mut committer = Committer {
         repo: repo.clone(),
         key: key.clone(),
