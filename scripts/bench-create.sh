@@ -56,7 +56,7 @@ for round in $(seq "$rounds"); do
         fi
         for tool in "${tools[@]}"; do
             name="${tool%%=*}"
-            url="ssh://root@127.0.0.1:$port$work/repo-$name::$step"
+            url="ssh://$login@127.0.0.1:$port$work/repo-$name::$step"
             echo "$step $name $(BORG_BASE_DIR="$work/base-$name" timed "${tool#*=}" create -C "$compression" "$url" .)" >> "$work/results"
         done
     done
@@ -68,14 +68,14 @@ for tool in "${tools[@]}"; do
 done
 cmp -s "$work/list-ours" "$work/list-borg" || { echo "the archives list different files" >&2; exit 1; }
 
-python3 - "$work/results" "$mails" "$files" "$size" "$rounds" "$compression" <<'PY'
+python3 - "$work/results" "$mails" "$files" "$size" "$rounds" "$compression" "$login" <<'PY'
 import statistics, sys
-results, mails, files, size, rounds, compression = sys.argv[1:]
+results, mails, files, size, rounds, compression, login = sys.argv[1:]
 runs = {}
 for line in open(results):
     step, who, seconds, rss, cpu = line.split()
     runs.setdefault(step, {}).setdefault(who, []).append((float(seconds), int(rss), float(cpu)))
-print(f"create over ssh (loopback), {mails} mails = {files} files, {size}, -C {compression}, median of {rounds} round(s)")
+print(f"create over ssh (loopback, login {login}), {mails} mails = {files} files, {size}, -C {compression}, median of {rounds} round(s)")
 print("| step | tool | wall s | client CPU s | peak RSS MiB | wall / borg | RSS / borg |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for step, by_tool in runs.items():

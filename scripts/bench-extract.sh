@@ -25,7 +25,7 @@ source "$repo/scripts/lib/bench-sshd.sh"
 python3 "$repo/tests/oracle/gen_maildir.py" --mails "$mails" --seed 1 "$work/maildir" >/dev/null
 "$borg14" init -e repokey-blake2 "$work/repo" 2>/dev/null
 (cd "$work/maildir" && "$borg14" create "$work/repo::mail" .)
-url="ssh://root@127.0.0.1:$port$work/repo::mail"
+url="ssh://$login@127.0.0.1:$port$work/repo::mail"
 size="$(du -sh "$work/maildir" | cut -f1)"
 files="$(find "$work/maildir" -type f | wc -l)"
 

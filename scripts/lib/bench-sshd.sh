@@ -1,12 +1,21 @@
 # Shared by the benchmark scripts (sourced, not run): a temporary work directory that is removed
 # on exit (with anything mounted below it), a private sshd on a free loopback port that trusts a
 # fresh client key, and the environment that points both our binary and borg at it.
-# Sets: work, port, sshd_pid; exports the BORG_* and MAILCOW_BORG_* variables. Needs: root,
-# `borg14` set by the caller.
+# Sets: work, port, sshd_pid, login; exports the BORG_* and MAILCOW_BORG_* variables. Needs:
+# root, `borg14` set by the caller.
+#
+# MCB_BENCH_LOGIN=plain logs both tools in as a temporary account with root's permissions but
+# /bin/sh and an empty home, like a dedicated account on a backup server, instead of root: every
+# SSH command runs through the login shell, and a root whose ~/.bashrc does work (this
+# workplace's runs `pyenv init`, ~70 ms) adds that to every connection of both tools.
 work="$(mktemp -d)"
 sshd_pid=""
+login=root
+created_login=""
 cleanup() {
     [[ -n "$sshd_pid" ]] && kill "$sshd_pid" 2>/dev/null || true
+    # -f: the account shares uid 0 with running processes.
+    [[ -n "$created_login" ]] && userdel -f "$created_login" 2>/dev/null || true
     awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | xargs -r -n1 umount || true
     rm -rf "$work"
 }
@@ -30,6 +39,14 @@ KbdInteractiveAuthentication no
 UsePAM no
 LogLevel FATAL
 EOF
+if [[ "${MCB_BENCH_LOGIN:-root}" == plain ]]; then
+    login=mcb-bench-login
+    mkdir -p "$work/login-home"
+    userdel -f "$login" 2>/dev/null || true
+    # '*': no password, but not locked (sshd without PAM refuses a locked account's keys too).
+    useradd -o -u 0 -g 0 -M -d "$work/login-home" -s /bin/sh -p '*' "$login"
+    created_login="$login"
+fi
 mkdir -p /run/sshd
 /usr/sbin/sshd -D -e -f "$work/sshd_config" &
 sshd_pid=$!
