@@ -86,8 +86,12 @@ fn home() -> PathBuf {
     env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// Our cache base, beside borg's: under `BORG_BASE_DIR`, `XDG_CACHE_HOME` or home.
+/// Our cache base: `MAILCOW_BORG_CACHE_DIR`, else beside borg's, under `BORG_BASE_DIR`,
+/// `XDG_CACHE_HOME` or home. (`create --cache-dir` overrides it for `create`.)
 pub fn cache_base() -> PathBuf {
+    if let Some(dir) = env_path("MAILCOW_BORG_CACHE_DIR") {
+        return dir;
+    }
     if let Some(base) = env_path("BORG_BASE_DIR") {
         return base.join(".cache/mailcow-borg");
     }
