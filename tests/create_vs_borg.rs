@@ -75,6 +75,28 @@ fn dump(world: &World, borg: &Path, cwd: &Path, repo: &Path, name: &str) -> serd
     serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
 }
 
+/// `borg extract` of `repo::name` (by `borg`) into a new directory `cwd/into`, which it returns.
+fn extract_into(
+    world: &World,
+    borg: &Path,
+    cwd: &Path,
+    repo: &Path,
+    name: &str,
+    into: &str,
+    what: &str,
+) -> PathBuf {
+    let dir = cwd.join(into);
+    std::fs::create_dir(&dir).unwrap();
+    world
+        .borg(
+            borg,
+            &dir,
+            &["extract", &format!("{}::{name}", repo.display())],
+        )
+        .expect(0, &format!("{what}: borg extract of {name}"));
+    dir
+}
+
 fn check_clean(world: &World, borg: &Path, cwd: &Path, repo: &Path, what: &str) {
     let ran = world
         .borg(
@@ -137,17 +159,7 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
 
     // borg extracts what we stored, identically (borg's own known limits aside: the tricky
     // tree's out-of-range times are clamped at create time by both tools alike).
-    let extracted = cwd.join("extracted");
-    std::fs::create_dir(&extracted).unwrap();
-    world
-        .borg(
-            maker,
-            &extracted,
-            &["extract", &format!("{}::ours", repo.display())],
-        )
-        .expect(0, &format!("{what}: borg extract"));
-    let borg_extracted = cwd.join("borg-extracted");
-    std::fs::create_dir(&borg_extracted).unwrap();
+    let extracted = extract_into(world, maker, cwd, &repo, "ours", "extracted", &what);
 
     // borg's create after ours: its cache sync reads our archive, and it finds no new content.
     let theirs = world
@@ -172,13 +184,7 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
         new_bytes <= allowed,
         "{what}: borg stored {new_bytes} bytes again that we had stored"
     );
-    world
-        .borg(
-            maker,
-            &borg_extracted,
-            &["extract", &format!("{}::theirs", repo.display())],
-        )
-        .expect(0, &format!("{what}: borg extract of borg's archive"));
+    let borg_extracted = extract_into(world, maker, cwd, &repo, "theirs", "borg-extracted", &what);
     assert_same_tree(&borg_extracted, &extracted, &what);
 
     {
@@ -268,18 +274,7 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
         );
     }
     check_clean(world, maker, cwd, &repo, &what);
-    let again = cwd.join("extracted-again");
-    std::fs::create_dir(&again).unwrap();
-    world
-        .borg(
-            maker,
-            &again,
-            &["extract", &format!("{}::ours-4", repo.display())],
-        )
-        .expect(
-            0,
-            &format!("{what}: borg extract after the content was re-read"),
-        );
+    let again = extract_into(world, maker, cwd, &repo, "ours-4", "extracted-again", &what);
     assert_same_tree(&again, &extracted, &what);
 }
 
