@@ -141,6 +141,39 @@ impl ObjectKey {
         }
     }
 
+    /// [`ObjectKey::id_hash`] of several chunks at once. With BLAKE2b the chunks are hashed in
+    /// the lanes of the vector unit, four at a time with AVX2, for about twice the throughput
+    /// of one after the other (the item stream comes in batches of chunks).
+    pub fn id_hashes<C: AsRef<[u8]>>(&self, chunks: &[C]) -> Vec<ObjectId> {
+        let HashAlgorithm::Blake2b = self.key_type.hash_algorithm() else {
+            return chunks.iter().map(|c| self.id_hash(c.as_ref())).collect();
+        };
+        let key = &self
+            .material
+            .as_ref()
+            .expect("BLAKE2b types have keys")
+            .id_key;
+        let mut states: Vec<blake2b_simd::State> = chunks
+            .iter()
+            .map(|_| {
+                let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
+                state.update(key);
+                state
+            })
+            .collect();
+        blake2b_simd::many::update_many(states.iter_mut().zip(chunks));
+        states
+            .iter_mut()
+            .map(|state| {
+                state
+                    .finalize()
+                    .as_bytes()
+                    .try_into()
+                    .expect("a 32-byte hash")
+            })
+            .collect()
+    }
+
     fn mac(&self, iv_and_ciphertext: [&[u8]; 2]) -> [u8; 32] {
         match self.key_type.hash_algorithm() {
             HashAlgorithm::Blake2b => {
@@ -318,6 +351,19 @@ pub(crate) mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn id_hashes_of_a_batch_equal_id_hash_of_each() {
+        let chunks: Vec<Vec<u8>> = [0usize, 1, 95, 96, 97, 128, 1000, 70_000, 131_072, 3]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 31 % 256) as u8).collect())
+            .collect();
+        for key_type in [KeyType::Blake2Repokey, KeyType::Repokey, KeyType::Plaintext] {
+            let key = vector_key(key_type);
+            let each: Vec<ObjectId> = chunks.iter().map(|c| key.id_hash(c)).collect();
+            assert_eq!(key.id_hashes(&chunks), each, "{key_type:?}");
+        }
     }
 
     #[test]

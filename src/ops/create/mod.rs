@@ -613,6 +613,19 @@ fn run_pipeline(
     })
 }
 
+/// Stores item-stream chunks, their ids hashed as one batch, and appends the ids to `ids`.
+fn store_stream_chunks(
+    store: &ChunkStore,
+    chunks: Vec<Vec<u8>>,
+    ids: &mut Vec<ObjectId>,
+) -> Result<(), CreateError> {
+    let hashed = store.key().id_hashes(&chunks);
+    for (id, chunk) in hashed.into_iter().zip(&chunks) {
+        ids.push(store.store_with_id(id, chunk)?.chunk.id);
+    }
+    Ok(())
+}
+
 /// Takes the walk's slots in order and turns them into the item stream.
 struct Assembler<'a> {
     store: &'a Arc<ChunkStore>,
@@ -639,9 +652,7 @@ impl Assembler<'_> {
             match slot {
                 Slot::End => complete = true,
                 Slot::Checkpoint => {
-                    for chunk in self.writer.flush() {
-                        self.item_ids.push(self.store.store(&chunk)?.chunk.id);
-                    }
+                    store_stream_chunks(self.store, self.writer.flush(), &mut self.item_ids)?;
                     self.committer
                         .commit(self.item_ids.clone(), self.stats, true)?;
                     // Failing to send means `decide` is gone; the walk's end tells the rest.
@@ -838,9 +849,8 @@ impl Assembler<'_> {
         packed: &[u8],
         master: Option<(InodeKey, Vec<u8>)>,
     ) -> Result<(), CreateError> {
-        for chunk in self.writer.push_packed(packed) {
-            self.item_ids.push(self.store.store(&chunk)?.chunk.id);
-        }
+        let chunks = self.writer.push_packed(packed);
+        store_stream_chunks(self.store, chunks, &mut self.item_ids)?;
         if let Some((inode, path)) = master {
             self.masters.insert(inode, path);
         }
@@ -849,9 +859,7 @@ impl Assembler<'_> {
 
     fn finish(self) -> Result<Assembled, CreateError> {
         let mut item_ids = self.item_ids;
-        for chunk in self.writer.finish() {
-            item_ids.push(self.store.store(&chunk)?.chunk.id);
-        }
+        store_stream_chunks(self.store, self.writer.finish(), &mut item_ids)?;
         Ok(Assembled {
             item_ids,
             stats: self.stats,
