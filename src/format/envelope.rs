@@ -153,25 +153,10 @@ impl ObjectKey {
             .as_ref()
             .expect("BLAKE2b types have keys")
             .id_key;
-        let mut states: Vec<blake2b_simd::State> = chunks
-            .iter()
-            .map(|_| {
-                let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
-                state.update(key);
-                state
-            })
-            .collect();
+        let mut states: Vec<blake2b_simd::State> =
+            chunks.iter().map(|_| blake2b_after_key(key)).collect();
         blake2b_simd::many::update_many(states.iter_mut().zip(chunks));
-        states
-            .iter_mut()
-            .map(|state| {
-                state
-                    .finalize()
-                    .as_bytes()
-                    .try_into()
-                    .expect("a 32-byte hash")
-            })
-            .collect()
+        states.iter().map(blake2b_256_of).collect()
     }
 
     fn mac(&self, iv_and_ciphertext: [&[u8]; 2]) -> [u8; 32] {
@@ -306,11 +291,21 @@ fn ctr_cipher(enc_key: &[u8; 32], iv: u64) -> Aes256Ctr {
 /// mode). blake2b_simd picks AVX2 at run time, about twice the throughput of a portable
 /// implementation; this hash runs twice over every chunk (MAC and id), so it matters.
 fn blake2b_over_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
-    state.update(key);
+    let mut state = blake2b_after_key(key);
     for part in parts {
         state.update(part);
     }
+    blake2b_256_of(&state)
+}
+
+/// A BLAKE2b-256 state that has consumed `key`, for [`blake2b_over_key`] and its batches.
+fn blake2b_after_key(key: &[u8]) -> blake2b_simd::State {
+    let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
+    state.update(key);
+    state
+}
+
+fn blake2b_256_of(state: &blake2b_simd::State) -> [u8; 32] {
     state
         .finalize()
         .as_bytes()

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::format::key::{EncryptedKey, Kek, KeyMaterial, hex};
+use crate::format::key::{EncryptedKey, Kek, KeyMaterial, hex, parse_hex};
 
 use super::open::OpenError;
 use super::passphrase::{PassphraseError, PassphraseSources};
@@ -123,11 +123,7 @@ impl UnlockAhead {
 
 fn parse_memo(text: &str) -> Option<(Vec<u8>, u32)> {
     let (iterations, salt) = text.trim_end().split_once(' ')?;
-    let salt = (0..salt.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(salt.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some((salt, iterations.parse().ok()?))
+    Some((parse_hex(salt)?, iterations.parse().ok()?))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::StreamInput;
 use super::content::{FileJob, Source};
 use super::files_cache::FileStat;
 use super::store::ChunkStore;
-use super::walk::{InodeKey, Reused, Slot};
+use super::walk::{InodeKey, Slot};
 
 pub struct Decider<'a> {
     pub store: &'a Arc<ChunkStore>,
@@ -77,7 +77,7 @@ impl Decider<'_> {
             Slot::Stream { item } => self.stream(item),
             Slot::Unchanged {
                 packed,
-                chunks,
+                reused,
                 fs_path,
                 master,
                 ..
@@ -86,7 +86,7 @@ impl Decider<'_> {
                 status: 'U',
                 fs_path,
                 master,
-                reused: Some(Reused::of(&chunks)),
+                reused: Some(reused),
             }),
             // A chunk of it is no longer in the repository: read it again.
             Slot::Unchanged {

@@ -84,6 +84,7 @@ pub enum Slot {
     Unchanged {
         packed: Vec<u8>,
         chunks: Vec<ChunkRef>,
+        reused: Reused,
         fs_path: Vec<u8>,
         stat: FileStat,
         master: Option<(InodeKey, Vec<u8>)>,
@@ -560,12 +561,14 @@ impl Walker<'_> {
         item.hardlink_master = Some(inode.is_some());
         let status = match lookup {
             Lookup::Unchanged { chunks, .. } => {
-                item.size = Some(chunks.iter().map(|c| c.size).sum());
+                let reused = Reused::of(&chunks);
+                item.size = Some(reused.size);
                 item.chunks = Some(chunks);
                 let packed = item.to_value().to_bytes();
                 return self.send(Slot::Unchanged {
                     packed,
                     chunks: item.chunks.take().unwrap_or_default(),
+                    reused,
                     fs_path: fs_path.to_vec(),
                     stat,
                     master: inode.map(|inode| (inode, item.path)),
