@@ -520,6 +520,9 @@ impl Cutter {
 /// Bytes asked for per read: small enough that the cutter finds them still in cache.
 const READ_SIZE: usize = 256 << 10;
 
+/// A buffer larger than this is not kept for the next stream.
+const RETAINED: usize = 4 * READ_SIZE;
+
 impl Chunker {
     pub fn new(params: ChunkerParams, seed: i32) -> Self {
         let cutter = match params {
@@ -551,6 +554,10 @@ impl Chunker {
         self.start = 0;
         self.end = 0;
         self.eof = false;
+        // A large file's buffer is given back: the mails after it need a fraction of it.
+        if self.buffer.len() > RETAINED {
+            self.buffer = Vec::new();
+        }
         if let Cutter::Fixed { header_done, .. } = &mut self.cutter {
             *header_done = false;
         }
@@ -580,24 +587,8 @@ impl Chunker {
     }
 
     fn fill<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<()> {
-        // Pending bytes never reach the lookahead (the cutter decides by then), so with this
-        // capacity a compaction moves less than the lookahead, and only after at least as much
-        // was consumed.
-        let lookahead = self.cutter.lookahead();
-        let capacity = 2 * lookahead + READ_SIZE;
-        if self.buffer.len() < capacity {
-            // A fresh zeroed allocation comes from the OS already zeroed (no memset of ~17 MiB);
-            // only the pending bytes move over.
-            let mut bigger = vec![0u8; capacity];
-            bigger[..self.end - self.start].copy_from_slice(&self.buffer[self.start..self.end]);
-            self.end -= self.start;
-            self.start = 0;
-            self.buffer = bigger;
-        }
         if self.buffer.len() - self.end < READ_SIZE {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+            self.make_room();
         }
         loop {
             match reader.read(&mut self.buffer[self.end..self.end + READ_SIZE]) {
@@ -613,6 +604,30 @@ impl Chunker {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Room for one more read at the end of the buffer. The buffer grows only as a stream
+    /// needs it (a mail needs a few hundred KiB, a large attachment up to twice the lookahead),
+    /// and pending bytes are moved to the front only once at least as many were consumed, so
+    /// every byte is moved at most once on average. Pending bytes never reach the lookahead
+    /// (the cutter decides by then), so `2 × lookahead + READ_SIZE` is as large as it gets.
+    fn make_room(&mut self) {
+        let pending = self.end - self.start;
+        if self.start >= pending && self.buffer.len() - pending >= READ_SIZE {
+            self.buffer.copy_within(self.start..self.end, 0);
+        } else {
+            let largest = 2 * self.cutter.lookahead() + READ_SIZE;
+            let capacity = (2 * self.buffer.len())
+                .max(pending + 2 * READ_SIZE)
+                .min(largest);
+            // A fresh zeroed allocation of this size comes from the OS already zeroed (no
+            // memset); only the pending bytes move over.
+            let mut bigger = vec![0u8; capacity];
+            bigger[..pending].copy_from_slice(&self.buffer[self.start..self.end]);
+            self.buffer = bigger;
+        }
+        self.end = pending;
+        self.start = 0;
     }
 }
 
