@@ -136,14 +136,15 @@ impl ObjectKey {
                     .as_ref()
                     .expect("BLAKE2b types have keys")
                     .id_key;
-                blake2b_over_key(key, &[data])
+                blake2b_over_key(key, data)
             }
         }
     }
 
     /// [`ObjectKey::id_hash`] of several chunks at once. With BLAKE2b the chunks are hashed in
-    /// the lanes of the vector unit, four at a time with AVX2, for about twice the throughput
-    /// of one after the other (the item stream comes in batches of chunks).
+    /// the lanes of the vector unit, four at a time with AVX2, for about three times the
+    /// throughput of one after the other (the content workers and the item stream store
+    /// chunks in batches for this).
     pub fn id_hashes<C: AsRef<[u8]>>(&self, chunks: &[C]) -> Vec<ObjectId> {
         let HashAlgorithm::Blake2b = self.key_type.hash_algorithm() else {
             return chunks.iter().map(|c| self.id_hash(c.as_ref())).collect();
@@ -153,26 +154,22 @@ impl ObjectKey {
             .as_ref()
             .expect("BLAKE2b types have keys")
             .id_key;
-        let mut states: Vec<blake2b_simd::State> =
-            chunks.iter().map(|_| blake2b_after_key(key)).collect();
-        blake2b_simd::many::update_many(states.iter_mut().zip(chunks));
-        states.iter().map(blake2b_256_of).collect()
+        blake2b_over_key_many(key, chunks)
     }
 
-    fn mac(&self, iv_and_ciphertext: [&[u8]; 2]) -> [u8; 32] {
+    /// The MAC of a stored object: over `IV_low8 ‖ ciphertext`, which is `stored[33..]`.
+    fn mac(&self, iv_and_ciphertext: &[u8]) -> [u8; 32] {
         match self.key_type.hash_algorithm() {
             HashAlgorithm::Blake2b => {
                 let key = &self.material.as_ref().expect("keyed").enc_hmac_key;
-                blake2b_over_key(key, &iv_and_ciphertext)
+                blake2b_over_key(key, iv_and_ciphertext)
             }
             _ => {
                 let mut mac = self
                     .mac_hmac
                     .clone()
                     .expect("encrypted HMAC types have a MAC key");
-                for part in iv_and_ciphertext {
-                    mac.update(part);
-                }
+                mac.update(iv_and_ciphertext);
                 mac.finalize().into_bytes().into()
             }
         }
@@ -183,7 +180,10 @@ impl ObjectKey {
     pub fn seal(&self, payload: &[u8], iv: u64) -> Vec<u8> {
         let mut buffer = vec![0u8; self.envelope_headroom()];
         buffer.extend_from_slice(payload);
-        self.seal_reserved(buffer, iv)
+        let mut one = [buffer];
+        self.seal_reserved(&mut one, &[iv]);
+        let [sealed] = one;
+        sealed
     }
 
     /// The bytes the envelope puts in front of the payload: the type byte, and for encrypted
@@ -196,19 +196,33 @@ impl ObjectKey {
         }
     }
 
-    /// [`ObjectKey::seal`] for a payload at `buffer[envelope_headroom()..]`: the envelope is
-    /// written into the reserved front and the payload encrypted where it is, with no copy.
-    pub fn seal_reserved(&self, mut buffer: Vec<u8>, iv: u64) -> Vec<u8> {
-        buffer[0] = self.key_type as u8;
+    /// [`ObjectKey::seal`] for payloads at `buffer[envelope_headroom()..]`, each with its IV:
+    /// the envelope is written into the reserved front and the payload encrypted where it is,
+    /// with no copy. With BLAKE2b the MACs of the batch are computed in the vector lanes
+    /// together, as in [`ObjectKey::id_hashes`].
+    pub fn seal_reserved(&self, buffers: &mut [Vec<u8>], ivs: &[u64]) {
+        assert_eq!(buffers.len(), ivs.len(), "one IV per object");
+        for buffer in buffers.iter_mut() {
+            buffer[0] = self.key_type as u8;
+        }
         if !self.key_type.is_encrypted() {
-            return buffer;
+            return;
         }
         let material = self.material.as_ref().expect("encrypted types have keys");
-        buffer[33..41].copy_from_slice(&iv.to_be_bytes());
-        ctr_cipher(&material.enc_key, iv).apply_keystream(&mut buffer[41..]);
-        let mac = self.mac([&buffer[33..41], &buffer[41..]]);
-        buffer[1..33].copy_from_slice(&mac);
-        buffer
+        for (buffer, &iv) in buffers.iter_mut().zip(ivs) {
+            buffer[33..41].copy_from_slice(&iv.to_be_bytes());
+            ctr_cipher(&material.enc_key, iv).apply_keystream(&mut buffer[41..]);
+        }
+        let macs = match self.key_type.hash_algorithm() {
+            HashAlgorithm::Blake2b => {
+                let signed: Vec<&[u8]> = buffers.iter().map(|b| &b[33..]).collect();
+                blake2b_over_key_many(&material.enc_hmac_key, &signed)
+            }
+            _ => buffers.iter().map(|b| self.mac(&b[33..])).collect(),
+        };
+        for (buffer, mac) in buffers.iter_mut().zip(macs) {
+            buffer[1..33].copy_from_slice(&mac);
+        }
     }
 
     /// Checks the envelope of a stored object and returns its (still compressed) payload.
@@ -234,7 +248,7 @@ impl ObjectKey {
                 len: stored.len(),
             });
         }
-        let expected = self.mac([&stored[33..41], &stored[41..]]);
+        let expected = self.mac(&stored[33..]);
         // Constant-time: the MAC is the authenticity check.
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &stored[1..33])) {
             return Err(EnvelopeError::MacMismatch { id: id_hex() });
@@ -290,11 +304,9 @@ fn ctr_cipher(enc_key: &[u8; 32], iv: u64) -> Aes256Ctr {
 /// Borg's `blake2b_256(key, data)`: plain BLAKE2b-256 of `key ‖ data` (not BLAKE2's keyed
 /// mode). blake2b_simd picks AVX2 at run time, about twice the throughput of a portable
 /// implementation; this hash runs twice over every chunk (MAC and id), so it matters.
-fn blake2b_over_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+fn blake2b_over_key(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut state = blake2b_after_key(key);
-    for part in parts {
-        state.update(part);
-    }
+    state.update(data);
     blake2b_256_of(&state)
 }
 
@@ -303,6 +315,15 @@ fn blake2b_after_key(key: &[u8]) -> blake2b_simd::State {
     let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
     state.update(key);
     state
+}
+
+/// [`blake2b_over_key`] of each input, hashed side by side in the vector lanes
+/// (`blake2b_simd::many` refills a lane as soon as its input ends, so lengths may differ).
+fn blake2b_over_key_many<C: AsRef<[u8]>>(key: &[u8], inputs: &[C]) -> Vec<[u8; 32]> {
+    let mut states: Vec<blake2b_simd::State> =
+        inputs.iter().map(|_| blake2b_after_key(key)).collect();
+    blake2b_simd::many::update_many(states.iter_mut().zip(inputs));
+    states.iter().map(blake2b_256_of).collect()
 }
 
 fn blake2b_256_of(state: &blake2b_simd::State) -> [u8; 32] {
@@ -358,6 +379,39 @@ pub(crate) mod tests {
             let key = vector_key(key_type);
             let each: Vec<ObjectId> = chunks.iter().map(|c| key.id_hash(c)).collect();
             assert_eq!(key.id_hashes(&chunks), each, "{key_type:?}");
+        }
+    }
+
+    #[test]
+    fn a_sealed_batch_equals_each_sealed_alone() {
+        let payloads: Vec<Vec<u8>> = [0usize, 7, 87, 88, 1000, 70_000, 5]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 % 251) as u8).collect())
+            .collect();
+        let ivs: Vec<u64> = (0..payloads.len() as u64)
+            .map(|i| 1000 + i * 5000)
+            .collect();
+        for key_type in [
+            KeyType::Blake2Repokey,
+            KeyType::Repokey,
+            KeyType::Blake2Authenticated,
+            KeyType::Plaintext,
+        ] {
+            let key = vector_key(key_type);
+            let each: Vec<Vec<u8>> = payloads
+                .iter()
+                .zip(&ivs)
+                .map(|(p, &iv)| key.seal(p, iv))
+                .collect();
+            let mut batch: Vec<Vec<u8>> = payloads
+                .iter()
+                .map(|p| [vec![0; key.envelope_headroom()], p.clone()].concat())
+                .collect();
+            key.seal_reserved(&mut batch, &ivs);
+            assert_eq!(batch, each, "{key_type:?}");
+            for (sealed, payload) in batch.iter().zip(&payloads) {
+                assert_eq!(&key.unseal(&[1; 32], sealed).unwrap(), payload);
+            }
         }
     }
 

@@ -18,16 +18,52 @@ use crate::format::item::Item;
 use crate::format::msgpack;
 
 use super::StreamInput;
-use super::content::{FileJob, Source};
+use super::content::{FileJob, GROUP_BYTES, GROUP_FILES, Source};
 use super::files_cache::FileStat;
 use super::store::ChunkStore;
 use super::walk::{InodeKey, Slot};
+
+/// Files for the content workers, handed out in groups ([`super::content`] says why).
+pub struct Groups {
+    workers: SyncSender<Vec<FileJob>>,
+    group: Vec<FileJob>,
+    bytes: u64,
+}
+
+impl Groups {
+    pub fn new(workers: SyncSender<Vec<FileJob>>) -> Groups {
+        Groups {
+            workers,
+            group: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a file of `size` bytes (as the walk saw it); `None` if the workers are gone.
+    fn add(&mut self, job: FileJob, size: u64) -> Option<()> {
+        self.group.push(job);
+        self.bytes = self.bytes.saturating_add(size);
+        if self.group.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES as u64 {
+            self.flush()?;
+        }
+        Some(())
+    }
+
+    /// Hands out the files collected so far; `None` if the workers are gone.
+    fn flush(&mut self) -> Option<()> {
+        if self.group.is_empty() {
+            return Some(());
+        }
+        self.bytes = 0;
+        self.workers.send(std::mem::take(&mut self.group)).ok()
+    }
+}
 
 pub struct Decider<'a> {
     pub store: &'a Arc<ChunkStore>,
     /// What a [`Slot::Stream`] reads.
     pub stdin: Option<&'a StreamInput>,
-    pub jobs: SyncSender<FileJob>,
+    pub jobs: Groups,
     /// `--checkpoint-interval`.
     pub checkpoint_interval: Duration,
     /// The assembler's word that a checkpoint is written.
@@ -41,7 +77,7 @@ impl Decider<'_> {
     ///
     /// When a checkpoint is due, it hands out nothing more until the assembler has written it:
     /// then everything committed is referenced by the checkpoint's items.
-    pub fn run(&self, walk: Receiver<Vec<Slot>>, assembler: SyncSender<Vec<Slot>>) {
+    pub fn run(mut self, walk: Receiver<Vec<Slot>>, assembler: SyncSender<Vec<Slot>>) {
         let mut last_checkpoint = Instant::now();
         for batch in walk {
             let mut decided = Vec::with_capacity(batch.len());
@@ -56,7 +92,10 @@ impl Decider<'_> {
                 decided.push(slot);
                 if last_checkpoint.elapsed() >= self.checkpoint_interval {
                     decided.push(Slot::Checkpoint);
-                    if assembler.send(std::mem::take(&mut decided)).is_err()
+                    // The assembler waits for every file before the checkpoint: all of them
+                    // must be with the workers first (here and before every send below).
+                    if self.jobs.flush().is_none()
+                        || assembler.send(std::mem::take(&mut decided)).is_err()
                         || self.checkpoint_done.recv().is_err()
                     {
                         return;
@@ -64,7 +103,7 @@ impl Decider<'_> {
                     last_checkpoint = Instant::now();
                 }
             }
-            if assembler.send(decided).is_err() {
+            if self.jobs.flush().is_none() || assembler.send(decided).is_err() {
                 return;
             }
         }
@@ -72,7 +111,7 @@ impl Decider<'_> {
 
     /// The slot for the assembler; `None` if the content workers are gone. `held`: the
     /// repository has every chunk the files cache lists for it.
-    fn decide(&self, slot: Slot, held: bool) -> Option<Slot> {
+    fn decide(&mut self, slot: Slot, held: bool) -> Option<Slot> {
         match slot {
             Slot::Stream { item } => self.stream(item),
             Slot::Unchanged {
@@ -127,7 +166,7 @@ impl Decider<'_> {
     /// Hands a file to a content worker, if it is the same file the walk saw; else it is
     /// skipped, since what was stored must match its item.
     fn read(
-        &self,
+        &mut self,
         item: Item,
         status: char,
         fs_path: Vec<u8>,
@@ -163,7 +202,7 @@ impl Decider<'_> {
             file,
             ctime: stat.ctime,
         };
-        self.jobs.send(FileJob { source, reply }).ok()?;
+        self.jobs.add(FileJob { source, reply }, stat.size)?;
         Some(Slot::Reading {
             item,
             status,
@@ -176,7 +215,7 @@ impl Decider<'_> {
     }
 
     /// The stream's one item goes to a worker like a file's; it is never in the files cache.
-    fn stream(&self, item: Item) -> Option<Slot> {
+    fn stream(&mut self, item: Item) -> Option<Slot> {
         let input = self
             .stdin
             .expect("the walk makes stream slots only for a stream input");
@@ -189,7 +228,8 @@ impl Decider<'_> {
         };
         let (reply, outcome) = sync_channel(1);
         let source = Source::Stream(reader);
-        self.jobs.send(FileJob { source, reply }).ok()?;
+        // A stream's size is unknown: it is a group of its own.
+        self.jobs.add(FileJob { source, reply }, u64::MAX)?;
         Some(Slot::Reading {
             fs_path: item.path.clone(),
             item,

@@ -584,7 +584,7 @@ fn run_pipeline(
             let decider = Decider {
                 store,
                 stdin: options.stdin.as_ref(),
-                jobs: job_tx,
+                jobs: decide::Groups::new(job_tx),
                 checkpoint_interval: options.checkpoint_interval,
                 checkpoint_done: checkpoint_wait,
             };
@@ -613,16 +613,13 @@ fn run_pipeline(
     })
 }
 
-/// Stores item-stream chunks, their ids hashed as one batch, and appends the ids to `ids`.
+/// Stores item-stream chunks as one batch and appends their ids to `ids`.
 fn store_stream_chunks(
     store: &ChunkStore,
     chunks: Vec<Vec<u8>>,
     ids: &mut Vec<ObjectId>,
 ) -> Result<(), CreateError> {
-    let hashed = store.key().id_hashes(&chunks);
-    for (id, chunk) in hashed.into_iter().zip(&chunks) {
-        ids.push(store.store_with_id(id, chunk)?.chunk.id);
-    }
+    ids.extend(store.store_all(&chunks)?.iter().map(|s| s.chunk.id));
     Ok(())
 }
 
@@ -817,15 +814,15 @@ impl Assembler<'_> {
         let opened = std::fs::File::open(Path::new(std::ffi::OsStr::from_bytes(fs_path)))
             .and_then(|file| Ok((file.metadata()?, file)));
         let outcome = match opened {
-            Ok((st, file)) => content::read_file(
-                &mut content::Source::File {
+            Ok((st, file)) => {
+                let source = content::Source::File {
                     file,
                     ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
-                },
-                &mut self.chunker,
-                self.store,
-                self.abort,
-            ),
+                };
+                let mut outcomes =
+                    content::read_files(vec![source], &mut self.chunker, self.store, self.abort);
+                outcomes.pop().expect("one outcome per source")
+            }
             Err(e) => FileOutcome::Unreadable(e),
         };
         if let Some((_, item)) = self.content_outcome(item, fs_path, outcome)? {
