@@ -152,14 +152,18 @@ impl Compression {
                 let start = headroom + 2;
                 let mut out =
                     vec![0u8; start + lz4_flex::block::get_maximum_output_size(data.len())];
-                match lz4_flex::block::compress_into(data, &mut out[start..]) {
-                    Ok(len) if len < data.len() => {
-                        out.truncate(start + len);
-                        out[headroom..start].copy_from_slice(&LZ4);
-                        out
+                let (header, len) = match lz4_flex::block::compress_into(data, &mut out[start..]) {
+                    Ok(len) if len < data.len() => (LZ4, len),
+                    // Incompressible, like borg: stored as it is, in the same buffer (the
+                    // bound is larger than the data), not a second one.
+                    _ => {
+                        out[start..start + data.len()].copy_from_slice(data);
+                        (NONE, data.len())
                     }
-                    _ => with_header(NONE, data, headroom),
-                }
+                };
+                out.truncate(start + len);
+                out[headroom..start].copy_from_slice(&header);
+                out
             }
             Compression::Zstd(level) => match zstd::bulk::compress(data, *level) {
                 Ok(body) => smaller_or_none(ZSTD, body, data, headroom),
@@ -376,6 +380,11 @@ mod tests {
             .collect();
         assert_eq!(&Compression::Lz4.compress(&noise)[..2], &NONE);
         assert_eq!(&Compression::Zstd(3).compress(&noise)[..2], &NONE);
+        // ...after the headroom the envelope asked for, and whole.
+        let reserved = Compression::Lz4.compress_reserving(&noise, 41);
+        assert_eq!(reserved.len(), 41 + 2 + noise.len());
+        assert_eq!(&reserved[41..43], &NONE);
+        assert_eq!(decompress(&reserved[41..], None).unwrap(), noise);
     }
 
     #[test]

@@ -66,9 +66,10 @@ pub enum FileOutcome {
 }
 
 /// Chunks of a group's files waiting to be stored together, with the file each belongs to.
-/// They are copied end to end into one buffer, which a worker keeps from batch to batch.
+/// They are copied end to end into one buffer, which a worker keeps from batch to batch (a
+/// fresh one each time cost more in page faults than the copying).
 #[derive(Default)]
-struct Batch {
+pub struct Batch {
     data: Vec<u8>,
     /// Where each chunk ends in `data`.
     ends: Vec<usize>,
@@ -80,6 +81,12 @@ impl Batch {
         self.data.extend_from_slice(chunk);
         self.ends.push(self.data.len());
         self.owners.push(owner);
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.owners.clear();
     }
 
     /// Forgets the chunks of `owner`, the file read last.
@@ -110,11 +117,10 @@ impl Batch {
             return Ok(());
         };
         let stored = store.store_all(&self.chunks()).map_err(|e| (first, e))?;
-        for (owner, stored) in self.owners.drain(..).zip(stored) {
+        for (&owner, stored) in self.owners.iter().zip(stored) {
             reads[owner].chunks.push(stored);
         }
-        self.data.clear();
-        self.ends.clear();
+        self.clear();
         Ok(())
     }
 }
@@ -124,23 +130,16 @@ impl Batch {
 pub fn read_files(
     sources: Vec<Source>,
     chunker: &mut Chunker,
+    batch: &mut Batch,
     store: &ChunkStore,
     abort: &Halt,
 ) -> Vec<FileOutcome> {
     let mut reads: Vec<FileRead> = sources.iter().map(|_| FileRead::default()).collect();
     let mut failures: Vec<Option<FileOutcome>> = sources.iter().map(|_| None).collect();
-    let mut batch = Batch::default();
+    batch.clear();
     let mut stored = Ok(());
     for (n, mut source) in sources.into_iter().enumerate() {
-        if let Err(failure) = read_one(
-            n,
-            &mut source,
-            chunker,
-            store,
-            abort,
-            &mut batch,
-            &mut reads,
-        ) {
+        if let Err(failure) = read_one(n, &mut source, chunker, store, abort, batch, &mut reads) {
             match failure {
                 ReadFailure::Unreadable(e) => {
                     batch.drop_file(n);
@@ -236,6 +235,7 @@ pub fn worker(
     abort: Arc<Halt>,
 ) {
     let mut chunker = Chunker::new(params, seed);
+    let mut batch = Batch::default();
     loop {
         let group = jobs.lock().expect("not poisoned").recv();
         let Ok(group) = group else {
@@ -243,7 +243,7 @@ pub fn worker(
         };
         let (sources, replies): (Vec<Source>, Vec<_>) =
             group.into_iter().map(|job| (job.source, job.reply)).unzip();
-        let outcomes = read_files(sources, &mut chunker, &store, &abort);
+        let outcomes = read_files(sources, &mut chunker, &mut batch, &store, &abort);
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The assembler may have stopped waiting (it failed); that is its business.
             let _ = reply.send(outcome);

@@ -819,8 +819,13 @@ impl Assembler<'_> {
                     file,
                     ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
                 };
-                let mut outcomes =
-                    content::read_files(vec![source], &mut self.chunker, self.store, self.abort);
+                let mut outcomes = content::read_files(
+                    vec![source],
+                    &mut self.chunker,
+                    &mut content::Batch::default(),
+                    self.store,
+                    self.abort,
+                );
                 outcomes.pop().expect("one outcome per source")
             }
             Err(e) => FileOutcome::Unreadable(e),
