@@ -821,6 +821,26 @@ mod tests {
     }
 
     #[test]
+    fn a_chunker_reused_after_a_large_stream_cuts_like_a_fresh_one() {
+        let params: ChunkerParams = "buzhash,19,23,21,4095".parse().unwrap();
+        let (large, small) = (spec_buffer(20 << 20), spec_buffer(300_000));
+        let mut chunker = Chunker::new(params, -3);
+        for data in [&small, &large, &small, &large] {
+            chunker.reset();
+            let mut reader = &data[..];
+            let mut got = Vec::new();
+            while let Some(c) = chunker.next_chunk(&mut reader).unwrap() {
+                got.push(c.len());
+            }
+            assert_eq!(got, chunk_sizes(params, -3, data));
+            assert!(chunker.buffer.len() <= 2 * (1 << 23) + READ_SIZE);
+        }
+        // The large stream's buffer is not kept for the next one.
+        chunker.reset();
+        assert!(chunker.buffer.len() <= RETAINED);
+    }
+
+    #[test]
     fn fixed_chunker_with_header() {
         let params: ChunkerParams = "fixed,4096,100".parse().unwrap();
         assert_eq!(
