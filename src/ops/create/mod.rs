@@ -3,9 +3,9 @@
 //! The work is a pipeline on every core:
 //!
 //! ```text
-//!   walk ──Slot──▶ decide ──FileJob──▶ content workers (1 per core): read, chunk, store ─┐
-//!  (starts before      │                                                               │
-//!   the connection)    └──Slot, in walk order──▶ assembler ◀── chunk lists ────────────┘
+//!   walk ──Slot──▶ decide ──file groups──▶ content workers (1 per core): read, chunk, store ─┐
+//!  (starts before      │                                                                   │
+//!   the connection)    └──Slot, in walk order──▶ assembler ◀── chunk lists ────────────────┘
 //!                                                  │ item stream → store; checkpoints
 //!                                                  ▼
 //!                        archive object → every put acknowledged → manifest → commit
@@ -14,14 +14,15 @@
 //! [`walk`] visits the trees in borg's order and produces items; it needs nothing of the
 //! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which
 //! files are unchanged and packing every item it can complete. [`decide`] confirms those against
-//! the repository's [`chunk_index`] and hands the other files to the [`content`] workers, whose
-//! [`store`] dedups each chunk, compresses, encrypts (IVs from the nonce reservation) and uploads
-//! within a byte budget. The assembler — this module — takes the slots strictly in walk order,
-//! fills in each file's chunk list when its worker is done, resolves hardlinks and writes the
-//! item stream. [`commit`] writes checkpoints and, once every put has been acknowledged, the
-//! archive and the manifest; anything that goes wrong before leaves the repository as it was at
-//! the last commit (the rest of the transaction is rolled back). The caches are saved after each
-//! commit, so they never describe data the repository lacks.
+//! the repository's [`chunk_index`] and hands the other files to the [`content`] workers in
+//! groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts (IVs from
+//! the nonce reservation) and uploads within a byte budget. The assembler — this module — takes
+//! the slots strictly in walk order, fills in each file's chunk list when its worker is done,
+//! resolves hardlinks and writes the item stream. [`commit`] writes checkpoints and, once every
+//! put has been acknowledged, the archive and the manifest; anything that goes wrong before
+//! leaves the repository as it was at the last commit (the rest of the transaction is rolled
+//! back). The caches are saved after each commit, so they never describe data the repository
+//! lacks.
 
 pub mod chunk_index;
 pub mod commit;

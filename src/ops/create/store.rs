@@ -1,11 +1,13 @@
 //! Storing chunks: dedup against the chunk index, then compress, encrypt and upload what is new.
 //!
-//! Many threads store at once (the content workers, and the item-stream writer). The index is
-//! behind one mutex, held only to look up or record an id, never while compressing, encrypting
-//! or waiting for the network. A chunk another thread is storing right now is *pending*: a second
-//! thread that meets it waits for the first instead of uploading it twice, then references it.
+//! Many threads store at once (the content workers, and the item-stream writer), each a batch of
+//! chunks at a time (see [`ChunkStore::store_all`]). The index is behind one mutex, held only to
+//! look up or record ids, never while compressing, encrypting or waiting for the network. A chunk
+//! another thread is storing right now is *pending*: a second thread that meets it waits for the
+//! first instead of uploading it twice, then references it; a thread never waits while chunks
+//! of its own are pending, so two threads cannot wait for each other.
 //!
-//! Uploads are pipelined: `put` returns as soon as the object is queued on the RPC connection,
+//! Uploads are pipelined: a put returns as soon as the object is queued on the RPC connection,
 //! and a byte budget bounds what is queued, so memory stays flat however fast the disk is and
 //! however slow the link. The first failed put stops every worker at its next chunk;
 //! [`Uploader::finish`] waits for every put to be acknowledged and reports that failure.
