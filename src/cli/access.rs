@@ -89,15 +89,12 @@ fn home() -> PathBuf {
 /// Our cache base: `MAILCOW_BORG_CACHE_DIR`, else beside borg's, under `BORG_BASE_DIR`,
 /// `XDG_CACHE_HOME` or home. (`create --cache-dir` overrides it for `create`.)
 pub fn cache_base() -> PathBuf {
-    if let Some(dir) = env_path("MAILCOW_BORG_CACHE_DIR") {
-        return dir;
-    }
-    if let Some(base) = env_path("BORG_BASE_DIR") {
-        return base.join(".cache/mailcow-borg");
-    }
-    env_path("XDG_CACHE_HOME")
-        .unwrap_or_else(|| home().join(".cache"))
-        .join("mailcow-borg")
+    borg_style_dir(
+        "MAILCOW_BORG_CACHE_DIR",
+        ".cache",
+        "XDG_CACHE_HOME",
+        "mailcow-borg",
+    )
 }
 
 /// The cache's directory of key salts by location (see `ops::unlock_ahead`).
@@ -105,15 +102,19 @@ pub const UNLOCK_MEMO: &str = "unlock";
 
 /// borg's config dir: `BORG_CONFIG_DIR`, else under `BORG_BASE_DIR`, `XDG_CONFIG_HOME` or home.
 fn borg_config_dir() -> PathBuf {
-    if let Some(dir) = env_path("BORG_CONFIG_DIR") {
+    borg_style_dir("BORG_CONFIG_DIR", ".config", "XDG_CONFIG_HOME", "borg")
+}
+
+/// borg's rule for where a directory of its kind is: the variable `own` if set, else
+/// `$BORG_BASE_DIR/<dot>/<leaf>`, else `$<xdg>/<leaf>`, else `~/<dot>/<leaf>`.
+fn borg_style_dir(own: &str, dot: &str, xdg: &str, leaf: &str) -> PathBuf {
+    if let Some(dir) = env_path(own) {
         return dir;
     }
-    if let Some(base) = env_path("BORG_BASE_DIR") {
-        return base.join(".config/borg");
+    match env_path("BORG_BASE_DIR") {
+        Some(base) => base.join(dot).join(leaf),
+        None => env_path(xdg).unwrap_or_else(|| home().join(dot)).join(leaf),
     }
-    env_path("XDG_CONFIG_HOME")
-        .unwrap_or_else(|| home().join(".config"))
-        .join("borg")
 }
 
 impl AccessArgs {
