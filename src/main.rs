@@ -1,4 +1,11 @@
 fn main() {
+    // Passphrases, SSH keys and repository keys live in this process's memory: it must never be
+    // written to a core file, nor be readable through ptrace or /proc/<pid>/mem by other
+    // processes of the same user. Not dumpable gives both (and /proc/<pid>/ becomes root's).
+    // SAFETY: PR_SET_DUMPABLE takes plain integer arguments and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     // glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, after
     // which the chunk-sized buffers of a restore all come from the heap arenas and stay there,
     // fragmented: peak memory then grows with the size of the archive. A fixed threshold keeps

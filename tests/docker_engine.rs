@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use mailcow_borg::docker::Engine;
-use mailcow_borg::docker::helper::{HelperMount, HelperSpec, StdoutTo};
+use mailcow_borg::docker::helper::{HelperLimits, HelperMount, HelperSpec, StdoutTo};
 use mailcow_borg::docker::image::ensure_helper_image;
 use tokio::io::AsyncWriteExt;
 
@@ -80,6 +80,10 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
             capabilities: vec!["DAC_READ_SEARCH".into()],
             env: vec![],
             labels: vec![],
+            limits: HelperLimits {
+                memory_mib: 256,
+                pids: 64,
+            },
         };
         let mut helper = engine.start_helper(&spec).await.unwrap();
         let output = helper.relay_output(StdoutTo::Capture);
@@ -90,12 +94,14 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
         let (ok, hardening) = docker(&[
             "inspect",
             "-f",
-            "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}} {{.HostConfig.SecurityOpt}} {{.Config.Env}}",
+            "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}} {{.Config.Env}}",
             &helper.id,
         ]);
         assert!(ok);
         assert!(
-            hardening.starts_with("true [ALL] [DAC_READ_SEARCH] [no-new-privileges]"),
+            hardening.starts_with(
+                "true [ALL] [DAC_READ_SEARCH] [no-new-privileges] 268435456 268435456 64"
+            ),
             "{hardening}"
         );
         assert!(!hardening.contains("not in the environment"));
@@ -123,6 +129,10 @@ fn a_helper_reads_its_stdin_and_its_exit_code_is_reported() {
             capabilities: vec![],
             env: vec![],
             labels: vec![],
+            limits: HelperLimits {
+                memory_mib: 256,
+                pids: 64,
+            },
         };
         let mut helper = engine.start_helper(&spec).await.unwrap();
         let output = helper.relay_output(StdoutTo::Capture);

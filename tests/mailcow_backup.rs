@@ -594,6 +594,7 @@ fn benchmark_backup() {
                 capabilities: vec![],
                 env: vec![],
                 labels: vec![],
+                limits: Default::default(),
             };
             let started = std::time::Instant::now();
             let mut helper = engine.start_helper(&spec).await.unwrap();

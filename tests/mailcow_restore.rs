@@ -429,8 +429,19 @@ fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
 /// completes.
 #[test]
 fn sigint_during_a_restore_starts_everything_again() {
-    let (mailcow, setup, name) = backed_up(3000);
-    let archive = extracted(&setup, &name);
+    interrupted_restore(libc::SIGINT, "SIGINT", 2);
+}
+
+/// The same when the admin's terminal goes away (SIGHUP), which would otherwise end the process
+/// at once with mailcow's services stopped; borg's code for it is 129.
+#[test]
+fn sighup_during_a_restore_starts_everything_again() {
+    interrupted_restore(libc::SIGHUP, "SIGHUP", 129);
+}
+
+fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
+    let (mailcow, setup, archive_name) = backed_up(3000);
+    let archive = extracted(&setup, &archive_name);
     empty_dir(&mailcow.volume_dir("vmail-vol-1"));
     let child = setup
         .command(&["restore"], &["--component", "vmail", "--yes"])
@@ -445,14 +456,14 @@ fn sigint_during_a_restore_starts_everything_again() {
             && !docker(&["ps", "-q", "--filter", &label]).is_empty()
     });
     // SAFETY: kill(2) on our own child's pid, which has not been waited for.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let ran = Ran::from(child.wait_with_output().unwrap());
     show(&ran, "interrupted restore");
-    assert_eq!(ran.code, 2);
+    assert_eq!(ran.code, code);
     says(
         &ran.stderr,
         &[
-            "files: interrupted by SIGINT",
+            format!("files: interrupted by {name}").as_str(),
             "every file whole",
             "Every service stopped for the restore was started again",
         ],

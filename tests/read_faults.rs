@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cli::{Ran, World};
+use common::cli::{Ran, World, assert_refused};
 use common::sshd::Sshd;
 
 const PASSPHRASE: &str = "mcb-fault-test";
@@ -61,31 +61,6 @@ fn setup(mode: &str, files: usize, size: usize) -> Setup {
         repo,
         source,
         url,
-    }
-}
-
-/// Exit 2 and a single `mailcow-borg: error:` line that contains every one of `expected`;
-/// before it, at most the server's own messages (`Remote: ...`), as borg shows them.
-fn assert_refused(ran: Ran, expected: &[&str], what: &str) {
-    let ran = ran.expect(2, what);
-    let lines: Vec<&str> = ran.stderr.lines().collect();
-    let (error, before) = lines.split_last().expect("an error line");
-    assert!(
-        before.iter().all(|l| l.starts_with("Remote: ")),
-        "{what}: more than one line of our own:\n{}",
-        ran.stderr
-    );
-    assert!(
-        error.starts_with("mailcow-borg: error: "),
-        "{what}: {error}"
-    );
-    for text in expected {
-        assert!(error.contains(text), "{what}: {text:?} missing in: {error}");
-    }
-    // Each cause is told once.
-    let mut seen = std::collections::HashSet::new();
-    for part in error.split(": ").filter(|part| part.len() > 20) {
-        assert!(seen.insert(part), "{what}: {part:?} repeated in: {error}");
     }
 }
 

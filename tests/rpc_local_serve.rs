@@ -18,7 +18,7 @@ use mailcow_borg::repo::transport::Connection;
 
 fn serve(borg: &Path, extra: &[&str]) -> Connection {
     let streams = local::spawn(borg, extra).expect("start borg serve");
-    Connection::new(streams, std::sync::Arc::new(|_line| {}))
+    Connection::new(streams, std::sync::Arc::new(|_line| {}), None)
 }
 
 async fn read_whole_repository(borg: PathBuf, fixture: &str) {

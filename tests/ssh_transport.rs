@@ -40,7 +40,7 @@ fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Connection, SshError> {
     let streams = ssh::connect(target, options).await?;
-    Ok(Connection::new(streams, Arc::new(|_line| {})))
+    Ok(Connection::new(streams, Arc::new(|_line| {}), None))
 }
 
 /// Opens the repository at the target's path and fetches its manifest; returns the repo id.

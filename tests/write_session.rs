@@ -27,6 +27,7 @@ fn access(borg: &Path, passphrase: &str, base: &Path) -> AccessOptions {
         ssh: SshOptions::defaults(base, "root"),
         local_borg: borg.to_path_buf(),
         lock_wait: Duration::from_secs(5),
+        server_timeout: Duration::from_secs(60),
         passphrase: PassphraseSources {
             env: Some(passphrase.to_string()),
             ..Default::default()

@@ -20,6 +20,10 @@ pub struct AccessArgs {
     /// Seconds to wait for the repository lock.
     #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     pub lock_wait: u64,
+    /// Give the repository server up when it stays silent this long while an answer is
+    /// awaited (a stalled server must not hang a run).
+    #[arg(long, default_value_t = DEFAULT_SERVER_TIMEOUT, value_name = "SECONDS")]
+    pub server_timeout: u64,
     /// borg on the repository host (for local repositories: the borg to run).
     #[arg(
         long,
@@ -48,6 +52,11 @@ pub struct AccessArgs {
     #[arg(short = 'v', long = "info")]
     pub info: bool,
 }
+
+/// `--server-timeout`'s default: five minutes of silence. borg serve answers every request at
+/// once; only a commit of a very large repository, or an `open` that must rebuild a lost index,
+/// takes longer (and `open` gets `--lock-wait` on top).
+pub const DEFAULT_SERVER_TIMEOUT: u64 = 300;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -142,6 +151,7 @@ impl AccessArgs {
             ssh,
             local_borg: PathBuf::from(&self.remote_path),
             lock_wait: Duration::from_secs(self.lock_wait),
+            server_timeout: Duration::from_secs(self.server_timeout),
             passphrase: PassphraseSources {
                 file: self.passphrase_file.clone(),
                 env: std::env::var("BORG_PASSPHRASE").ok(),
@@ -169,7 +179,7 @@ fn print_server_line(line: &ServerLine, show_info: bool) {
         _ => true,
     };
     if shown {
-        eprintln!("Remote: {}", line.message);
+        say!("Remote: {}", line.message);
     }
 }
 

@@ -104,7 +104,8 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
                     target.as_deref(),
                 )
                 .await?;
-                println!("{}", serde_json::to_string(&summary)?);
+                let json = serde_json::to_string(&summary)?;
+                std::io::Write::write_all(&mut std::io::stdout(), format!("{json}\n").as_bytes())?;
                 Ok(Outcome::Ok)
             })
         }
@@ -123,25 +124,23 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
             };
             with_archive(&args.location, &args.access, async move |repo, name| {
                 let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+                archive.require_tam()?;
                 let stats = extract(&repo.repo, &repo.key, &archive, &options).await?;
-                for warning in &stats.warnings {
-                    eprintln!("{warning}");
-                }
-                eprintln!(
+                let outcome = Outcome::after_warnings(&stats.warnings);
+                say!(
                     "restored {} items ({} bytes); removed {} entries the archive does not hold",
-                    stats.items, stats.bytes, stats.removed
+                    stats.items,
+                    stats.bytes,
+                    stats.removed
                 );
-                Ok(if stats.warnings.is_empty() {
-                    Outcome::Ok
-                } else {
-                    Outcome::Warning
-                })
+                Ok(outcome)
             })
         }
         AgentCommand::Stream(args) => {
             let path = args.path.clone();
             with_archive(&args.location, &args.access, async move |repo, name| {
                 let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+                archive.require_tam()?;
                 let mut out = tokio::io::stdout();
                 stream_file(&repo.repo, &repo.key, &archive, &path, &mut out).await?;
                 Ok(Outcome::Ok)
@@ -168,9 +167,7 @@ fn with_archive(
     let options = access.to_options()?;
     let runtime = runtime()?;
     let result = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
+        let mut stop = super::signals::first()?;
         let run = async {
             let repo = open(&location_parsed, &options, Operation::Read).await?;
             let result = work(&repo, name).await;
@@ -181,8 +178,7 @@ fn with_archive(
         };
         tokio::select! {
             outcome = run => outcome,
-            _ = interrupt.recv() => Err(Interrupted::by("SIGINT", "stopped").into()),
-            _ = terminate.recv() => Err(Interrupted::by("SIGTERM", "stopped").into()),
+            name = super::signals::arrived(&mut stop) => Err(Interrupted::by(name, "stopped").into()),
         }
     });
     // Not waiting for a writer thread that the signal left behind.

@@ -171,25 +171,15 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// SIGINT and SIGTERM are passed on to the helper (through `stop`), not obeyed at once.
+/// Stop signals are passed on to the helper (through `stop`), not obeyed at once.
 pub(super) fn watch_signals(
     stop: tokio::sync::watch::Sender<Option<&'static str>>,
     what_happens: &'static str,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    for (kind, name) in [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-    ] {
-        let mut stream = signal(kind)?;
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if stream.recv().await.is_some() {
-                eprintln!("mailcow-borg: {name}: {what_happens}");
-                let _ = stop.send(Some(name));
-            }
-        });
-    }
+    super::signals::watch(move |name| {
+        say!("mailcow-borg: {name}: {what_happens}");
+        let _ = stop.send(Some(name));
+    })?;
     Ok(())
 }
 

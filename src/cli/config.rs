@@ -15,7 +15,8 @@
 //! ```
 //!
 //! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
-//! `lock_wait`, `checkpoint_interval`, `helper_image`, `helper_network`. Unknown keys and wrong
+//! `lock_wait`, `server_timeout`, `checkpoint_interval`, `helper_image`, `helper_network`,
+//! `helper_memory_mib`, `helper_pids`. Unknown keys and wrong
 //! types are errors that name the key and the file. Environment variables and flags override
 //! the file (see `backup --help`).
 
@@ -48,9 +49,12 @@ pub struct ConfigFile {
     pub compression: Option<String>,
     pub archive_name: Option<String>,
     pub lock_wait: Option<u64>,
+    pub server_timeout: Option<u64>,
     pub checkpoint_interval: Option<u64>,
     pub helper_image: Option<String>,
     pub helper_network: Option<String>,
+    pub helper_memory_mib: Option<u32>,
+    pub helper_pids: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

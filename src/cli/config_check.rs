@@ -131,6 +131,7 @@ async fn open_repository(
     let location = parse_location(Some(&options.repository))?;
     let access = AccessArgs {
         lock_wait: options.lock_wait,
+        server_timeout: options.server_timeout,
         remote_path: options.remote_path.clone().unwrap_or_else(|| "borg".into()),
         passphrase_file: options.passphrase_file.clone(),
         ssh_key: options.ssh_key.clone(),

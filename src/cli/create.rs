@@ -14,6 +14,7 @@ use super::access::{AccessArgs, UNLOCK_MEMO, cache_base, parse_location, runtime
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
+use super::signals;
 use crate::format::chunker::ChunkerParams;
 use crate::format::compress::Compression;
 use crate::format::key::hex;
@@ -179,7 +180,7 @@ impl Printer {
         if let Some(line) = &self.progress {
             let mut shown = line.shown.lock().expect("not poisoned");
             if *shown {
-                eprint!("{CLEAR_LINE}");
+                say_part!("{CLEAR_LINE}");
                 *shown = false;
             }
         }
@@ -199,7 +200,7 @@ impl Printer {
                 if done.load(Ordering::Relaxed) {
                     return;
                 }
-                eprint!(
+                say_part!(
                     "{CLEAR_LINE}{}",
                     line.render(started.elapsed().as_secs_f64())
                 );
@@ -216,13 +217,13 @@ impl Progress for Printer {
         }
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
             self.clear();
-            eprintln!("{status} {}", String::from_utf8_lossy(path));
+            say!("{status} {}", String::from_utf8_lossy(path));
         }
     }
 
     fn warning(&self, message: &str) {
         self.clear();
-        eprintln!("{message}");
+        say!("{message}");
     }
 
     fn content(&self, original: u64, uploaded: u64) {
@@ -467,17 +468,18 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
         // Opening may wait long (for the repository's lock): a signal ends the wait at once.
         let mut repo = tokio::select! {
             opened = open(&location, &access, Operation::Write) => opened?,
-            code = signal.arrived() => return Err(Interrupted { code, outcome: Interrupted::NOTHING_COMMITTED }.into()),
+            name = signals::arrived(&mut signal) => {
+                return Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into());
+            }
         };
         let result = create(&mut repo, options, walk, printer.clone(), started).await;
         ticker_done.store(true, Ordering::Relaxed);
         printer.clear();
-        let result = match (result, signal.get()) {
-            (Err(CreateError::Interrupted), Some(code)) => Err(Interrupted {
-                code,
-                outcome: Interrupted::NOTHING_COMMITTED,
+        let first_signal = *signal.borrow();
+        let result = match (result, first_signal) {
+            (Err(CreateError::Interrupted), Some(name)) => {
+                Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into())
             }
-            .into()),
             (result, _) => result.map_err(anyhow::Error::from),
         };
         let report = match result {
@@ -488,7 +490,7 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
             }
         };
         for note in &report.notes {
-            eprintln!("{note}");
+            say!("{note}");
         }
         let canonical = location.canonical();
         if args.json {
@@ -500,7 +502,7 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", document.to_document(json_indent()))?;
         } else if args.stats {
-            eprint!("{}", stats_text(&report, &canonical));
+            say_part!("{}", stats_text(&report, &canonical));
         }
         repo.close()
             .await
@@ -517,7 +519,8 @@ pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
 /// what that left.
 #[derive(Debug)]
 pub struct Interrupted {
-    pub code: i32,
+    /// The signal's name (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    pub signal: &'static str,
     pub outcome: &'static str,
 }
 
@@ -525,67 +528,37 @@ impl Interrupted {
     /// What borg prints when it rolled back an unfinished archive.
     pub const NOTHING_COMMITTED: &'static str = "nothing was committed";
 
-    /// By the signal named `signal` (`SIGINT`, `SIGTERM`).
-    pub fn by(signal: &str, outcome: &'static str) -> Interrupted {
-        let code = if signal == "SIGTERM" {
-            super::EXIT_SIGTERM
-        } else {
-            super::EXIT_ERROR
-        };
-        Interrupted { code, outcome }
+    /// By the signal named `signal`.
+    pub fn by(signal: &'static str, outcome: &'static str) -> Interrupted {
+        Interrupted { signal, outcome }
+    }
+
+    /// The exit code borg gives a command stopped by this signal.
+    pub fn code(&self) -> i32 {
+        signals::exit_code(self.signal)
     }
 }
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let what = if self.code == super::EXIT_SIGTERM {
-            "Received SIGTERM"
-        } else {
-            "Got Ctrl-C / SIGINT"
-        };
-        write!(f, "{what}; {}", self.outcome)
+        write!(f, "{}; {}", signals::describe(self.signal), self.outcome)
     }
 }
 
 impl std::error::Error for Interrupted {}
 
 /// Which signal arrived (as the exit code it leads to), once one has.
-struct SignalSeen(tokio::sync::watch::Receiver<Option<i32>>);
-
-impl SignalSeen {
-    fn get(&self) -> Option<i32> {
-        *self.0.borrow()
-    }
-
-    /// Waits for a signal; the exit code it leads to.
-    async fn arrived(&mut self) -> i32 {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(code) => code.expect("waited for Some"),
-            Err(_) => std::future::pending().await,
+/// On a stop signal, sets `stop`: the backup rolls back and the lock is released, instead of
+/// the process dying with the repository locked. The first signal's name, once one came.
+fn watch_signals(
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<Option<&'static str>>> {
+    signals::watch(move |_| {
+        if !stop.swap(true, Ordering::Relaxed) {
+            say!("mailcow-borg: stopping: rolling back what this run wrote");
         }
-    }
-}
-
-/// On SIGINT or SIGTERM, sets `stop`: the backup rolls back and the lock is released, instead of
-/// the process dying with the repository locked.
-fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<SignalSeen> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (seen, receiver) = tokio::sync::watch::channel(None);
-    for (kind, code) in [
-        (SignalKind::interrupt(), super::EXIT_ERROR),
-        (SignalKind::terminate(), super::EXIT_SIGTERM),
-    ] {
-        let mut stream = signal(kind)?;
-        let (stop, seen) = (stop.clone(), seen.clone());
-        tokio::spawn(async move {
-            if stream.recv().await.is_some() {
-                seen.send_if_modified(|first| first.is_none() && first.replace(code).is_none());
-                stop.store(true, Ordering::Relaxed);
-                eprintln!("mailcow-borg: stopping: rolling back what this run wrote");
-            }
-        });
-    }
-    Ok(SignalSeen(receiver))
+    })?;
+    Ok(signals::first()?)
 }
 
 const MAX_DATA_SIZE: f64 = 20_971_479.0;

@@ -55,19 +55,14 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
         let repo = open(&location, &options, Operation::Read).await?;
         let result = async {
             let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
-            anyhow::Ok(extract(&repo.repo, &repo.key, &archive, &extract_options).await?)
+            let mut stats = extract(&repo.repo, &repo.key, &archive, &extract_options).await?;
+            stats.warnings.extend(archive.tam_warning());
+            anyhow::Ok(stats)
         }
         .await;
         let closed = repo.close().await;
         let stats = result?;
         closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        for warning in &stats.warnings {
-            eprintln!("{warning}");
-        }
-        Ok(if stats.warnings.is_empty() {
-            Outcome::Ok
-        } else {
-            Outcome::Warning
-        })
+        Ok(Outcome::after_warnings(&stats.warnings))
     })
 }

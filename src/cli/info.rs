@@ -46,8 +46,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
         let names: Vec<String> = location.archive.iter().cloned().collect();
         let result = async {
             let mut shown = Vec::new();
+            let mut warnings = Vec::new();
             for name in &names {
                 let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
+                warnings.extend(archive.tam_warning());
                 shown.push((archive.id, archive.meta));
             }
             let report = gather(&repo.repo, &repo.key, &repo.manifest, &names).await?;
@@ -60,10 +62,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
                     stats: report.archives[name],
                 })
                 .collect();
-            anyhow::Ok((shown, report.repo))
+            anyhow::Ok((shown, report.repo, warnings))
         }
         .await;
-        let (shown, totals) = match result {
+        let (shown, totals, warnings) = match result {
             Ok(found) => found,
             Err(e) => {
                 let _ = repo.close().await;
@@ -128,7 +130,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
         repo.close()
             .await
             .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(Outcome::Ok)
+        Ok(Outcome::after_warnings(&warnings))
     })
 }
 

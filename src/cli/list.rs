@@ -168,15 +168,9 @@ async fn list_items(repo: &OpenRepository, name: &str, args: &ListArgs) -> anyho
         }
     }
     out.flush()?;
-    let warnings = selection.unmatched_warnings();
-    for warning in &warnings {
-        eprintln!("{warning}");
-    }
-    Ok(if warnings.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::Warning
-    })
+    let mut warnings = selection.unmatched_warnings();
+    warnings.extend(archive.tam_warning());
+    Ok(Outcome::after_warnings(&warnings))
 }
 
 /// `datetime.fromtimestamp(ns / 1e9)`, as borg turns item times into microseconds: through a

@@ -1,6 +1,25 @@
 //! Layer 6, the command line: parses arguments, runs one command, maps the outcome to borg's exit
 //! codes (0 success, 1 warning, 2 error) and prints errors as one line on stderr.
 
+/// `eprintln!` that cannot panic: a closed or broken stderr (the admin's SSH session dropped,
+/// a log pipe that died) must not end a restore halfway with mailcow's services stopped —
+/// `eprintln!` panics when the write fails, and our panics abort. Such a line is lost; the run
+/// goes on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that cannot panic (see [`say!`]).
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod access;
 mod agent;
 mod backup;
@@ -16,6 +35,7 @@ mod list;
 mod pyjson;
 mod restore;
 mod settings;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -23,8 +43,6 @@ use clap::{Parser, Subcommand};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_WARNING: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
-/// 128 + SIGTERM, as borg exits when terminated.
-pub const EXIT_SIGTERM: i32 = 143;
 
 /// How a command that did not fail ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +51,20 @@ pub enum Outcome {
     /// It reached the end but skipped or noticed something (borg's rc 1); the command has
     /// printed what.
     Warning,
+}
+
+impl Outcome {
+    /// Prints `warnings`, a line each: the outcome of a run that noticed them.
+    fn after_warnings(warnings: &[String]) -> Outcome {
+        for warning in warnings {
+            say!("{warning}");
+        }
+        if warnings.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Warning
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -102,12 +134,12 @@ pub fn run() -> i32 {
         Ok(Outcome::Warning) => EXIT_WARNING,
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) if e.downcast_ref::<create::Interrupted>().is_some() => {
-            eprintln!("mailcow-borg: {e}");
+            say!("mailcow-borg: {e}");
             e.downcast_ref::<create::Interrupted>()
-                .map_or(EXIT_ERROR, |i| i.code)
+                .map_or(EXIT_ERROR, create::Interrupted::code)
         }
         Err(e) => {
-            eprintln!("mailcow-borg: error: {}", one_line(&e));
+            say!("mailcow-borg: error: {}", one_line(&e));
             EXIT_ERROR
         }
     }

@@ -121,17 +121,17 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
                 .access
                 .state_dir
                 .join("restored-config")
-                .join(&prepared.plan.archive);
+                .join(file_name_for(&prepared.plan.archive));
         }
         print_plan(&prepared, &options, &conf)?;
         if args.dry_run {
-            eprintln!("dry run: nothing was changed");
+            say!("dry run: nothing was changed");
             return Ok(Outcome::Ok);
         }
         confirm(args.yes)?;
         let started = std::time::Instant::now();
         let say = |line: &str| {
-            eprintln!(
+            say!(
                 "mailcow-borg: [{:>5.1} s] {line}",
                 started.elapsed().as_secs_f64()
             )
@@ -151,7 +151,7 @@ fn confirm(yes: bool) -> anyhow::Result<()> {
             "refusing to restore without --yes: stdin is not a terminal to ask on (check the plan above, or with --dry-run, then run again with --yes)"
         );
     }
-    eprint!("Restore as planned above? Type yes to go on: ");
+    say_part!("Restore as planned above? Type yes to go on: ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -187,7 +187,7 @@ fn print_plan(
         out,
         "Restore plan: archive {} (made {} UTC on {}; {origin})",
         plan.archive,
-        &summary.time[..summary.time.len().min(19)],
+        summary.time.chars().take(19).collect::<String>(),
         summary.hostname
     )?;
     writeln!(
@@ -274,7 +274,7 @@ fn print_plan(
 /// the services are in.
 fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
     for warning in &report.warnings {
-        eprintln!("mailcow-borg: warning: {warning}");
+        say!("mailcow-borg: warning: {warning}");
     }
     let services = if report.not_started.is_empty() {
         "every service stopped for the restore was started again".to_string()
@@ -297,7 +297,7 @@ fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
             report.not_restored.join(", ")
         );
         if let Some(signal) = report.interrupted {
-            eprintln!("mailcow-borg: {message}");
+            say!("mailcow-borg: {message}");
             return Err(Interrupted::by(signal, "the restore is incomplete (see above)").into());
         }
         anyhow::bail!(message);
@@ -305,7 +305,7 @@ fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
     if !report.not_started.is_empty() {
         anyhow::bail!("restored {}, but {services}", report.restored.join(", "));
     }
-    eprintln!(
+    say!(
         "mailcow-borg: restored {}; {services}",
         report.restored.join(", ")
     );
@@ -314,4 +314,50 @@ fn finish(report: &RestoreReport) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Warning
     })
+}
+
+/// An archive name as one file name: names come from the repository, and one like `..` or with
+/// a `/` must not lead a write out of the directory it is joined to.
+fn file_name_for(archive: &str) -> String {
+    let name: String = archive
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    match name.as_str() {
+        "" | "." | ".." => format!("archive-{}", name.replace('.', "_")),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names_become_one_harmless_component() {
+        assert_eq!(
+            file_name_for("host-mailcow-2026-12-06"),
+            "host-mailcow-2026-12-06"
+        );
+        assert_eq!(file_name_for(".."), "archive-__");
+        assert_eq!(file_name_for("."), "archive-_");
+        assert_eq!(file_name_for(""), "archive-");
+        assert_eq!(file_name_for("../../etc"), ".._.._etc");
+        assert_eq!(file_name_for("a/b\0c"), "a_b_c");
+        for name in ["..", ".", "../../etc", "/abs", "a/../b"] {
+            let joined = std::path::Path::new("/state/restored-config").join(file_name_for(name));
+            assert_eq!(
+                joined.parent(),
+                Some(std::path::Path::new("/state/restored-config")),
+                "{name}"
+            );
+            assert!(
+                !matches!(
+                    joined.components().next_back(),
+                    Some(std::path::Component::ParentDir | std::path::Component::CurDir)
+                ),
+                "{name}"
+            );
+        }
+    }
 }

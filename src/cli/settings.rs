@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::config::{self, ConfigFile};
+use crate::docker::helper::HelperLimits;
 use crate::mailcow::access::HelperAccess;
 
 /// Where the mailcow commands get their settings: the config file, overridden by the
@@ -41,6 +42,9 @@ pub struct SettingsArgs {
     /// lock.
     #[arg(long, value_name = "SECONDS")]
     lock_wait: Option<u64>,
+    /// Seconds the repository server may stay silent while an answer is awaited.
+    #[arg(long, value_name = "SECONDS")]
+    server_timeout: Option<u64>,
     /// Where caches and borg's security dir persist.
     #[arg(long, env = "MAILCOW_BORG_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -105,6 +109,10 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
         key_file: existing_file("key_file", file.key_file.take())?,
         remote_path: args.remote_path.clone().or(file.remote_path.take()),
         lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
+        server_timeout: args
+            .server_timeout
+            .or(file.server_timeout)
+            .unwrap_or(super::access::DEFAULT_SERVER_TIMEOUT),
         state_dir: std::path::absolute(
             args.state_dir
                 .clone()
@@ -117,6 +125,13 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
             .clone()
             .or(file.helper_network.take())
             .unwrap_or_else(|| "host".into()),
+        limits: {
+            let defaults = HelperLimits::default();
+            HelperLimits {
+                memory_mib: file.helper_memory_mib.unwrap_or(defaults.memory_mib),
+                pids: file.helper_pids.unwrap_or(defaults.pids),
+            }
+        },
         hostname: values.hostname,
         username: values.user,
     };

@@ -65,6 +65,30 @@ pub struct HelperSpec {
     pub env: Vec<String>,
     /// Labels besides [`HELPER_LABEL`].
     pub labels: Vec<(String, String)>,
+    pub limits: HelperLimits,
+}
+
+/// What the helper may take of the host. It runs beside a mail server: without a limit, a run
+/// that grows (or a hostile repository that makes it grow) would bring the host's OOM killer,
+/// which may pick mysqld; with one, only the helper ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelperLimits {
+    /// Memory, swap included, in MiB.
+    pub memory_mib: u32,
+    /// Processes and threads.
+    pub pids: u32,
+}
+
+impl Default for HelperLimits {
+    /// A backup of 20,000 mails peaks below 100 MiB, and memory grows by about 1 KiB per file:
+    /// 2 GiB leaves room for about two million files. The runtime starts a thread per core and
+    /// up to a few hundred for blocking work.
+    fn default() -> Self {
+        HelperLimits {
+            memory_mib: 2048,
+            pids: 1024,
+        }
+    }
 }
 
 /// A started helper.
@@ -136,6 +160,9 @@ impl HelperSpec {
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(self.capabilities.clone()),
+                memory: Some(i64::from(self.limits.memory_mib) << 20),
+                memory_swap: Some(i64::from(self.limits.memory_mib) << 20),
+                pids_limit: Some(i64::from(self.limits.pids)),
                 auto_remove: Some(false),
                 ..Default::default()
             }),

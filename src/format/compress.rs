@@ -11,15 +11,20 @@
 //! smaller than lz4's.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::str::FromStr;
 
 const NONE: [u8; 2] = [0x00, 0x00];
 const LZ4: [u8; 2] = [0x01, 0x00];
 const ZSTD: [u8; 2] = [0x03, 0x00];
 
-/// Borg grows its LZ4 output buffer up to this size before giving up (compress.pyx).
-const LZ4_MAX_OUTPUT: usize = 1 << 27;
+/// No object decompresses to more than this. Borg's chunkers never cut a chunk larger than
+/// `MAX_DATA_SIZE` (the buzhash chunker stops at 8 MiB, the fixed one refuses larger blocks), and
+/// its metadata objects are refused above it when written. The payload comes from the repository
+/// host, which is not trusted — and in `none` and `authenticated` repositories decompression runs
+/// before anything can check the data — so a bomb (a few KiB of zlib or lzma that expand to
+/// gigabytes) must end here, as an error, not in the allocator.
+pub const MAX_PLAINTEXT: usize = super::MAX_DATA_SIZE;
 
 /// Obfuscation nests a complete compressed object; borg never nests obfuscation in obfuscation,
 /// and a crafted object must not recurse without bound.
@@ -38,6 +43,10 @@ pub enum CompressError {
     },
     #[error("invalid compression spec {spec:?}: {reason}")]
     InvalidSpec { spec: String, reason: String },
+    #[error(
+        "{algorithm} data decompresses to more than {MAX_PLAINTEXT} bytes, more than any borg object holds"
+    )]
+    TooLarge { algorithm: &'static str },
 }
 
 fn corrupt(algorithm: &'static str, detail: impl fmt::Display) -> CompressError {
@@ -233,10 +242,11 @@ fn is_zlib_header(cmf: u8, flg: u8) -> bool {
     cmf & 0x0f == 8 && (cmf as u32 * 256 + flg as u32).is_multiple_of(31)
 }
 
-/// Decompresses a payload of any compressor borg 1.x writes. `size_hint` (the plaintext size from
-/// a chunk list, when known) only pre-sizes buffers; it is never trusted for correctness.
+/// Decompresses a payload of any compressor borg 1.x writes, to at most [`MAX_PLAINTEXT`] bytes.
+/// `size_hint` (the plaintext size from a chunk list, when known) only pre-sizes buffers; it is
+/// never trusted for correctness, nor above the cap.
 pub fn decompress(payload: &[u8], size_hint: Option<usize>) -> Result<Vec<u8>, CompressError> {
-    decompress_nested(payload, size_hint, 0)
+    decompress_nested(payload, size_hint.filter(|&s| s <= MAX_PLAINTEXT), 0)
 }
 
 fn decompress_nested(
@@ -245,27 +255,33 @@ fn decompress_nested(
     depth: usize,
 ) -> Result<Vec<u8>, CompressError> {
     let body = payload.get(2..).unwrap_or_default();
+    // What the input could plausibly expand to, as a first guess for the buffer.
+    let guess = |input: &[u8]| size_hint.unwrap_or(input.len() * 3).min(MAX_PLAINTEXT);
     match detect(payload)? {
         "none" => Ok(body.to_vec()),
         "lz4" => decompress_lz4(body, size_hint),
         "zstd" => decompress_zstd(body),
         "zlib" => {
-            let mut out = Vec::with_capacity(size_hint.unwrap_or(payload.len() * 3));
-            flate2::read::ZlibDecoder::new(payload)
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt("zlib", e))?;
-            Ok(out)
+            let mut out = CappedWriter::new("zlib", guess(payload));
+            std::io::copy(&mut flate2::read::ZlibDecoder::new(payload), &mut out)
+                .map_err(|e| out.error(e))?;
+            Ok(out.into_inner())
         }
         "lzma" => {
-            let mut out = Vec::with_capacity(size_hint.unwrap_or(body.len() * 3));
+            // lzma-rs grows its dictionary with the output, so the cap bounds both.
+            let mut out = CappedWriter::new("lzma", guess(body));
             let mut input = body;
             // borg writes .xz; Python's lzma.decompress also accepts the older .lzma-alone format.
-            if body.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-                lzma_rs::xz_decompress(&mut input, &mut out).map_err(|e| corrupt("lzma", e))?;
+            let result = if body.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+                lzma_rs::xz_decompress(&mut input, &mut out)
             } else {
-                lzma_rs::lzma_decompress(&mut input, &mut out).map_err(|e| corrupt("lzma", e))?;
-            }
-            Ok(out)
+                lzma_rs::lzma_decompress(&mut input, &mut out)
+            };
+            result.map_err(|e| match e {
+                lzma_rs::error::Error::IoError(io) => out.error(io),
+                other => corrupt("lzma", other),
+            })?;
+            Ok(out.into_inner())
         }
         "obfuscate" => {
             if depth >= MAX_NESTING {
@@ -283,6 +299,54 @@ fn decompress_nested(
     }
 }
 
+/// A decompressor's output that refuses to grow past [`MAX_PLAINTEXT`]: the streaming
+/// decompressors (zlib, lzma) cannot be told a limit themselves.
+struct CappedWriter {
+    algorithm: &'static str,
+    out: Vec<u8>,
+    overflowed: bool,
+}
+
+impl CappedWriter {
+    fn new(algorithm: &'static str, capacity: usize) -> Self {
+        CappedWriter {
+            algorithm,
+            out: Vec::with_capacity(capacity),
+            overflowed: false,
+        }
+    }
+
+    /// The error for a failed decompression: the cap if it was hit, else the data's fault.
+    fn error(&self, e: impl fmt::Display) -> CompressError {
+        if self.overflowed {
+            CompressError::TooLarge {
+                algorithm: self.algorithm,
+            }
+        } else {
+            corrupt(self.algorithm, e)
+        }
+    }
+
+    fn into_inner(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+impl Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + data.len() > MAX_PLAINTEXT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output over the cap"));
+        }
+        self.out.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn decompress_lz4(body: &[u8], size_hint: Option<usize>) -> Result<Vec<u8>, CompressError> {
     if let Some(size) = size_hint
         && let Ok(out) = lz4_flex::block::decompress(body, size)
@@ -290,8 +354,11 @@ fn decompress_lz4(body: &[u8], size_hint: Option<usize>) -> Result<Vec<u8>, Comp
     {
         return Ok(out);
     }
-    // Raw LZ4 blocks carry no size: grow the buffer as borg does until the block fits.
-    let mut capacity = ((1.1 * (1u64 << 23) as f64) as usize).max(body.len() * 3);
+    // Raw LZ4 blocks carry no size: grow the buffer as borg does until the block fits, up to
+    // the cap (borg's own limit is 128 MiB, more than any object it writes).
+    let mut capacity = ((1.1 * (1u64 << 23) as f64) as usize)
+        .max(body.len() * 3)
+        .min(MAX_PLAINTEXT);
     loop {
         let mut out = vec![0u8; capacity];
         match lz4_flex::block::decompress_into(body, &mut out) {
@@ -300,9 +367,12 @@ fn decompress_lz4(body: &[u8], size_hint: Option<usize>) -> Result<Vec<u8>, Comp
                 return Ok(out);
             }
             Err(lz4_flex::block::DecompressError::OutputTooSmall { .. })
-                if capacity <= LZ4_MAX_OUTPUT =>
+                if capacity < MAX_PLAINTEXT =>
             {
-                capacity = capacity * 3 / 2;
+                capacity = (capacity * 3 / 2).min(MAX_PLAINTEXT);
+            }
+            Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) => {
+                return Err(CompressError::TooLarge { algorithm: "lz4" });
             }
             Err(e) => return Err(corrupt("lz4", e)),
         }
@@ -316,8 +386,8 @@ fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, CompressError> {
         Ok(None) => return Err(corrupt("zstd", "original size unknown")),
         Err(_) => return Err(corrupt("zstd", "invalid frame header")),
     };
-    if size > crate::format::MAX_DATA_SIZE as u64 * 8 {
-        return Err(corrupt("zstd", format!("implausible content size {size}")));
+    if size > MAX_PLAINTEXT as u64 {
+        return Err(CompressError::TooLarge { algorithm: "zstd" });
     }
     let out = zstd::bulk::decompress(body, size as usize).map_err(|e| corrupt("zstd", e))?;
     if out.len() as u64 != size {
@@ -424,5 +494,65 @@ mod tests {
         assert!(decompress(&[1, 0, 0xff, 0xff], None).is_err());
         assert!(decompress(&[3, 0, 1, 2, 3], None).is_err());
         assert!(decompress(&[4, 0, 0, 0, 0, 9, 0, 0], None).is_err());
+    }
+
+    /// A payload of `header` + `body` for the borg-headed compressors.
+    fn headed(header: [u8; 2], body: &[u8]) -> Vec<u8> {
+        [&header[..], body].concat()
+    }
+
+    #[test]
+    fn bombs_are_refused_at_the_cap() {
+        let zeros = vec![0u8; 64 << 20];
+        let too_large = |algorithm| Err(CompressError::TooLarge { algorithm });
+        // zlib (legacy, headerless): 64 MiB of zeros is ~64 KiB.
+        let zlib = Compression::Zlib(9).compress(&zeros);
+        assert!(zlib.len() < 100 << 10);
+        assert_eq!(decompress(&zlib, None), too_large("zlib"));
+        // lzma, both container formats: ~10 KiB each.
+        let xz = include_bytes!("../../testdata/bombs/zeros-64MiB.xz");
+        assert_eq!(decompress(&headed([2, 0], xz), None), too_large("lzma"));
+        let alone = include_bytes!("../../testdata/bombs/zeros-64MiB.lzma");
+        assert_eq!(decompress(&headed([2, 0], alone), None), too_large("lzma"));
+        // lz4 (no size in the block) and zstd (size in the frame header).
+        let lz4 = lz4_flex::block::compress(&zeros);
+        assert_eq!(decompress(&headed(LZ4, &lz4), None), too_large("lz4"));
+        let zstd = zstd::bulk::compress(&zeros, 3).unwrap();
+        assert_eq!(decompress(&headed(ZSTD, &zstd), None), too_large("zstd"));
+        // A size hint from crafted metadata is not an allocation order.
+        assert_eq!(
+            decompress(&headed(LZ4, &lz4), Some(usize::MAX)),
+            too_large("lz4")
+        );
+        assert_eq!(decompress(&zlib, Some(1 << 40)), too_large("zlib"));
+    }
+
+    #[test]
+    fn the_largest_object_borg_writes_still_decompresses() {
+        let largest = text(MAX_PLAINTEXT);
+        for compression in [
+            Compression::Lz4,
+            Compression::Zstd(3),
+            Compression::Zlib(6),
+            Compression::None,
+        ] {
+            let packed = compression.compress(&largest);
+            assert_eq!(
+                decompress(&packed, None).as_ref(),
+                Ok(&largest),
+                "{compression}"
+            );
+        }
+        let xz = headed([2, 0], &lzma_xz(&largest));
+        assert_eq!(decompress(&xz, None).as_ref(), Ok(&largest));
+        let one_more = text(MAX_PLAINTEXT + 1);
+        let packed = Compression::Zlib(6).compress(&one_more);
+        assert!(decompress(&packed, None).is_err());
+    }
+
+    fn lzma_xz(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lzma_rs::xz_compress(&mut &data[..], &mut out).unwrap();
+        out
     }
 }

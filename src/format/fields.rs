@@ -33,7 +33,7 @@ impl Fields {
                 other => {
                     return Err(InvalidObject {
                         object,
-                        problem: format!("key {other} is not a string"),
+                        problem: format!("key {} is not a string", other.brief()),
                     });
                 }
             }

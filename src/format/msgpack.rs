@@ -30,6 +30,9 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
 }
 
+/// How much of a value [`Value::brief`] shows.
+pub const BRIEF_CHARS: usize = 200;
+
 /// Nesting deeper than this is refused; borg's own objects nest at most 4 levels.
 const MAX_DEPTH: usize = 64;
 
@@ -43,6 +46,8 @@ pub enum DecodeError {
     Unsupported(u8),
     #[error("{0} trailing bytes after the msgpack object")]
     TrailingBytes(usize),
+    #[error("msgpack object of more than {0} elements")]
+    TooManyElements(usize),
 }
 
 impl Value {
@@ -104,6 +109,29 @@ impl Value {
             .iter()
             .find(|(k, _)| k.as_raw() == Some(key.as_bytes()))
             .map(|(_, v)| v)
+    }
+
+    /// The value as `Display` shows it, cut after [`BRIEF_CHARS`] characters: for messages
+    /// about values a peer sent, which may be of any size (a server's answer of a million
+    /// elements must not become a line of megabytes).
+    pub fn brief(&self) -> String {
+        struct Budget(String);
+        impl fmt::Write for Budget {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    if self.0.len() >= BRIEF_CHARS {
+                        return Err(fmt::Error);
+                    }
+                    self.0.push(c);
+                }
+                Ok(())
+            }
+        }
+        let mut shown = Budget(String::new());
+        if fmt::write(&mut shown, format_args!("{self}")).is_err() {
+            shown.0.push('…');
+        }
+        shown.0
     }
 
     /// Packs this value in borg's dialect.
@@ -352,10 +380,17 @@ impl<'a> Reader<'a> {
 }
 
 /// Feeds a msgpack stream in arbitrary pieces and yields complete values: borg's item stream is
-/// split into chunks at arbitrary byte offsets, even inside an item (spec §6.4).
+/// split into chunks at arbitrary byte offsets, even inside an item (spec §6.4), and RPC answers
+/// arrive in whatever pieces the connection delivers.
+///
+/// An incomplete value is never parsed again from its start: a [`Framer`] remembers how far it
+/// has looked and what is still open, so each byte's header is looked at once, and a value is
+/// decoded in one pass when its last byte is there. (Re-parsing the buffer on every piece made a
+/// server's answer of many small elements, sent a few bytes at a time, cost quadratic time.)
 #[derive(Default)]
 pub struct StreamDecoder {
     buffer: Vec<u8>,
+    framer: Framer,
 }
 
 impl StreamDecoder {
@@ -363,26 +398,40 @@ impl StreamDecoder {
         Self::default()
     }
 
+    /// A decoder that refuses a value of more than `limit` elements (every scalar, raw and
+    /// container counts one) before building it. A decoded element takes 32 to 64 bytes of
+    /// memory for one byte of input, so where the peer is not trusted and no answer can be that
+    /// large, this keeps a small stream from turning into gigabytes.
+    pub fn with_element_limit(limit: usize) -> Self {
+        StreamDecoder {
+            buffer: Vec::new(),
+            framer: Framer {
+                element_limit: Some(limit),
+                ..Framer::default()
+            },
+        }
+    }
+
     /// Appends `data` and returns every value that is now complete.
     pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Value>, DecodeError> {
         self.buffer.extend_from_slice(data);
-        let mut reader = Reader::new(&self.buffer);
         let mut values = Vec::new();
-        loop {
-            match reader.next_value() {
-                Ok(v) => values.push(v),
-                Err(DecodeError::Incomplete) => break,
-                Err(e) => return Err(e),
-            }
+        let mut start = 0;
+        while let Some(end) = self.framer.scan(&self.buffer, start)? {
+            // The framer found the value's end, so it decodes whole.
+            values.push(decode(&self.buffer[start..end])?);
+            start = end;
         }
-        let consumed = reader.position();
-        self.buffer.drain(..consumed);
+        self.buffer.drain(..start);
+        self.framer.shift(start);
         Ok(values)
     }
 
-    /// Bytes held back because they do not form a complete value yet.
+    /// Bytes held back because they do not form a complete value yet — or, where the pending
+    /// value's header already says how long it is, the bytes it will need: an answer declared
+    /// larger than a limit can be refused before it arrives.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len().max(self.framer.pos)
     }
 
     /// Call at the end of the stream: leftover bytes mean it was cut short.
@@ -393,6 +442,125 @@ impl StreamDecoder {
             Err(DecodeError::Incomplete)
         }
     }
+}
+
+/// Finds where the values of a stream end without building them: the state of the one value in
+/// progress, kept between pieces of the stream.
+#[derive(Default)]
+struct Framer {
+    /// Where the next header starts, relative to the buffer; past its end while the body of a
+    /// raw is still to come.
+    pos: usize,
+    /// For each open container, how many elements (keys and values counted apart) it still needs.
+    open: Vec<u64>,
+    /// Elements of the value in progress seen so far, and how many it may have.
+    elements: usize,
+    element_limit: Option<usize>,
+    /// Complete headers looked at, for the test that each is looked at once.
+    #[cfg(test)]
+    headers_seen: usize,
+}
+
+impl Framer {
+    /// Looks further into `buffer`, where the value in progress starts at `start`; its end, once
+    /// it is complete (the state is then ready for the next value).
+    fn scan(&mut self, buffer: &[u8], start: usize) -> Result<Option<usize>, DecodeError> {
+        self.pos = self.pos.max(start);
+        loop {
+            // Every header of the value seen, none left open: it is complete once its last
+            // raw's body is there too.
+            if self.open.is_empty() && self.elements > 0 {
+                if self.pos > buffer.len() {
+                    return Ok(None);
+                }
+                self.elements = 0;
+                return Ok(Some(self.pos));
+            }
+            if self.pos >= buffer.len() {
+                return Ok(None);
+            }
+            let Some((header, elements, body)) = element_size(&buffer[self.pos..])? else {
+                return Ok(None);
+            };
+            #[cfg(test)]
+            {
+                self.headers_seen += 1;
+            }
+            self.pos += header + body;
+            self.elements += 1;
+            if let Some(limit) = self.element_limit
+                && self.elements > limit
+            {
+                return Err(DecodeError::TooManyElements(limit));
+            }
+            if elements > 0 {
+                if self.open.len() >= MAX_DEPTH {
+                    return Err(DecodeError::TooDeep);
+                }
+                self.open.push(elements);
+                continue;
+            }
+            // An element is complete: it completes the containers it was the last element of.
+            while let Some(left) = self.open.last_mut() {
+                *left -= 1;
+                if *left > 0 {
+                    break;
+                }
+                self.open.pop();
+            }
+        }
+    }
+
+    /// `n` bytes were removed from the front of the buffer.
+    fn shift(&mut self, n: usize) {
+        self.pos -= n;
+    }
+}
+
+/// The size of the element whose header starts `data`: the header's length, how many elements
+/// it opens (a container's; 0 for a scalar or an empty container) and the length of its body
+/// (a raw's bytes). `None` while the header itself is incomplete.
+fn element_size(data: &[u8]) -> Result<Option<(usize, u64, usize)>, DecodeError> {
+    let marker = data[0];
+    let be = |n: usize| -> Option<u64> {
+        Some(
+            data.get(1..1 + n)?
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | b as u64),
+        )
+    };
+    let sized = |n: usize| be(n).map(|len| (1 + n, len));
+    let (header, elements, body) = match marker {
+        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (1, 0, 0),
+        0x80..=0x8f => (1, 2 * (marker & 0x0f) as u64, 0),
+        0x90..=0x9f => (1, (marker & 0x0f) as u64, 0),
+        0xa0..=0xbf => (1, 0, (marker & 0x1f) as usize),
+        0xcc | 0xd0 => (2, 0, 0),
+        0xcd | 0xd1 => (3, 0, 0),
+        0xca | 0xce | 0xd2 => (5, 0, 0),
+        0xcb | 0xcf | 0xd3 => (9, 0, 0),
+        0xc4 | 0xd9 | 0xc5 | 0xda | 0xc6 | 0xdb => {
+            let width = match marker {
+                0xc4 | 0xd9 => 1,
+                0xc5 | 0xda => 2,
+                _ => 4,
+            };
+            let Some((header, len)) = sized(width) else {
+                return Ok(None);
+            };
+            (header, 0, len as usize)
+        }
+        0xdc..=0xdf => {
+            let width = if marker & 1 == 0 { 2 } else { 4 };
+            let Some((header, len)) = sized(width) else {
+                return Ok(None);
+            };
+            let per_entry = if marker >= 0xde { 2 } else { 1 };
+            (header, per_entry * len, 0)
+        }
+        other => return Err(DecodeError::Unsupported(other)),
+    };
+    Ok((data.len() >= header).then_some((header, elements, body)))
 }
 
 impl fmt::Display for Value {
@@ -512,5 +680,90 @@ mod tests {
         assert_eq!(decode(&[0xc1]), Err(DecodeError::Unsupported(0xc1)));
         let deep = vec![0x91u8; 1000];
         assert_eq!(decode(&deep), Err(DecodeError::TooDeep));
+        assert_eq!(StreamDecoder::new().feed(&deep), Err(DecodeError::TooDeep));
+        assert_eq!(
+            StreamDecoder::new().feed(&[0x92, 0xc1]),
+            Err(DecodeError::Unsupported(0xc1))
+        );
+        // A raw that says it is 4 GiB is known to need that much before any of it arrives.
+        let mut dec = StreamDecoder::new();
+        assert_eq!(
+            dec.feed(&[0x91, 0xdb, 0xff, 0xff, 0xff, 0xff, 0]),
+            Ok(vec![])
+        );
+        assert_eq!(dec.buffered(), 6 + 0xffff_ffff);
+    }
+
+    #[test]
+    fn stream_decoder_splits_every_kind_of_value_anywhere() {
+        let values = vec![
+            Value::Array(vec![
+                Value::Int(-1),
+                Value::Int(200),
+                Value::Int(-200),
+                Value::Int(70_000),
+                Value::Int(-70_000),
+                Value::Int(1 << 40),
+                Value::Int(-(1 << 40)),
+                Value::Float(1.5),
+                Value::Bool(true),
+                Value::Nil,
+                Value::Array(vec![]),
+                Value::Map(vec![]),
+            ]),
+            Value::raw(vec![7u8; 300]),
+            Value::raw(vec![8u8; 70_000]),
+            Value::Array((0..20).map(Value::Int).collect()),
+            Value::Map((0..20).map(|i| (Value::Int(i), Value::Nil)).collect()),
+            Value::Int(3),
+        ];
+        let stream: Vec<u8> = values.iter().flat_map(Value::to_bytes).collect();
+        for piece in [1, 2, 3, 7, 1000, stream.len()] {
+            let mut dec = StreamDecoder::new();
+            let mut got = Vec::new();
+            for part in stream.chunks(piece) {
+                got.extend(dec.feed(part).unwrap());
+            }
+            dec.finish().unwrap();
+            assert_eq!(got, values, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn a_brief_rendering_stops_early() {
+        let huge = Value::Array(vec![Value::Nil; 1_000_000]);
+        let shown = huge.brief();
+        assert!(shown.starts_with("[nil, nil"));
+        assert!(shown.ends_with('…'));
+        assert!(shown.chars().count() <= BRIEF_CHARS + 1);
+        assert_eq!(Value::Int(5).brief(), "5");
+    }
+
+    #[test]
+    fn an_element_limit_refuses_a_large_value_before_building_it() {
+        let mut limited = StreamDecoder::with_element_limit(10);
+        let ten = Value::Array(vec![Value::Nil; 9]);
+        assert_eq!(limited.feed(&ten.to_bytes()), Ok(vec![ten.clone()]));
+        // The count starts again with every value.
+        assert_eq!(limited.feed(&ten.to_bytes()), Ok(vec![ten]));
+        let eleven = Value::Array(vec![Value::Nil; 10]).to_bytes();
+        assert_eq!(
+            StreamDecoder::with_element_limit(10).feed(&eleven),
+            Err(DecodeError::TooManyElements(10))
+        );
+    }
+
+    #[test]
+    fn many_small_elements_a_byte_at_a_time_are_each_looked_at_once() {
+        // Re-parsing from the start on every byte would look at 2*10^10 headers here.
+        let big = Value::Array(vec![Value::Nil; 200_000]);
+        let bytes = big.to_bytes();
+        let mut dec = StreamDecoder::new();
+        let mut got = Vec::new();
+        for byte in &bytes {
+            got.extend(dec.feed(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(got, vec![big]);
+        assert_eq!(dec.framer.headers_seen, 200_001);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::docker::helper::{HelperMount, HelperSpec};
+use crate::docker::helper::{HelperLimits, HelperMount, HelperSpec};
 use crate::docker::image::ensure_helper_image;
 use crate::docker::{DockerError, Engine};
 
@@ -49,10 +49,13 @@ pub struct HelperAccess {
     pub key_file: Option<PathBuf>,
     pub remote_path: Option<String>,
     pub lock_wait: u64,
+    /// Seconds the repository server may stay silent (`--server-timeout`).
+    pub server_timeout: u64,
     /// Persistent host directory: caches and borg's security dir.
     pub state_dir: PathBuf,
     pub helper_image: Option<String>,
     pub network: String,
+    pub limits: HelperLimits,
     /// For archive metadata, as the host knows them.
     pub hostname: String,
     pub username: String,
@@ -104,6 +107,7 @@ impl HelperAccess {
             env.push(format!("BORG_KEY_FILE={target}"));
         }
         args.extend(["--lock-wait".into(), self.lock_wait.to_string()]);
+        args.extend(["--server-timeout".into(), self.server_timeout.to_string()]);
         if let Some(remote) = &self.remote_path {
             args.extend(["--remote-path".into(), remote.clone()]);
         }
@@ -116,6 +120,7 @@ impl HelperAccess {
             capabilities: Vec::new(),
             env,
             labels: vec![(PROJECT_LABEL.into(), project.to_string())],
+            limits: self.limits,
         }
     }
 
@@ -134,9 +139,11 @@ impl HelperAccess {
 
     /// Creates the state directory (the helper's `/state`).
     pub fn ensure_state_dir(&self) -> Result<(), HelperError> {
-        std::fs::create_dir_all(&self.state_dir).map_err(|e| HelperError::StateDir {
-            path: self.state_dir.display().to_string(),
-            detail: e.to_string(),
+        crate::ops::durable::create_private_dir_all(&self.state_dir).map_err(|e| {
+            HelperError::StateDir {
+                path: self.state_dir.display().to_string(),
+                detail: e.to_string(),
+            }
         })
     }
 }

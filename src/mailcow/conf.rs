@@ -20,7 +20,7 @@ pub enum ConfError {
 }
 
 /// What we use of `mailcow.conf`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MailcowConf {
     pub path: PathBuf,
     /// `COMPOSE_PROJECT_NAME`, sanitised as mailcow's scripts do (`[0-9A-Za-z_-]` only).
@@ -33,6 +33,22 @@ pub struct MailcowConf {
     pub redis_pass: String,
     /// `MAILDIR_SUB`; empty on old installations.
     pub maildir_sub: String,
+}
+
+impl std::fmt::Debug for MailcowConf {
+    /// Without the database and Redis passwords.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailcowConf")
+            .field("path", &self.path)
+            .field("project", &self.project)
+            .field("db_name", &self.db_name)
+            .field("db_user", &self.db_user)
+            .field("db_pass", &"<redacted>")
+            .field("db_root", &"<redacted>")
+            .field("redis_pass", &"<redacted>")
+            .field("maildir_sub", &self.maildir_sub)
+            .finish()
+    }
 }
 
 impl MailcowConf {
@@ -133,6 +149,11 @@ MAILDIR_SUB=Maildir
         assert_eq!(conf.db_root, "root pass with spaces");
         assert_eq!(conf.redis_pass, "redisSecret");
         assert_eq!(conf.maildir_sub, "Maildir");
+        let shown = format!("{conf:?}");
+        for secret in ["aVeryLongRandomPassword1234", "root pass", "redisSecret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("mailcowprod"), "{shown}");
     }
 
     #[test]

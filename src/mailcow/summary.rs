@@ -96,6 +96,7 @@ pub async fn summarize(
 ) -> Result<ArchiveSummary, ReadError> {
     let name = resolve_name(manifest, name)?;
     let archive = load_archive(repo, key, manifest, &name).await?;
+    archive.require_tam()?;
     let text = |bytes: &Option<Vec<u8>>| {
         String::from_utf8_lossy(bytes.as_deref().unwrap_or_default()).into_owned()
     };

@@ -291,7 +291,9 @@ async fn plan(
             {
                 return;
             }
-            for chunk in &content {
+            // Only a regular file's content is written; a crafted archive may give chunks to a
+            // directory or a link, which are not fetched at all.
+            for chunk in content.iter().take(chunks) {
                 if tx.send(Step::Chunk(fetch(chunk).await)).await.is_err() {
                     return;
                 }
@@ -331,7 +333,13 @@ fn write(
             Step::Done => done = true,
             Step::Warn(warning) => writer.stats.warnings.push(warning),
             Step::Fail(e) => return Err(e),
-            Step::Chunk(_) => unreachable!("chunks follow their file"),
+            // The reader sends chunks only right after their file, which takes them all.
+            Step::Chunk(_) => {
+                return Err(ExtractError::Inconsistent {
+                    path: "(none)".into(),
+                    detail: "file content without a file".into(),
+                });
+            }
             // A link shares the inode, and with it the attributes, of what it links to.
             Step::Link { target, existing } => {
                 if let Some(parent_known) = writer.enter(&target) {
@@ -393,6 +401,10 @@ fn write(
     }
     for root in &options.mirror {
         writer.mirror(root);
+    }
+    if options.replace_atomically {
+        // Into live volumes: what the restore reports as done must survive a power loss.
+        super::durable::sync_all_file_systems();
     }
     Ok(writer.stats)
 }

@@ -26,6 +26,12 @@ const ITEM_CHUNKS_AHEAD: usize = 16;
 pub enum ReadError {
     #[error("archive {0:?} does not exist")]
     NoSuchArchive(String),
+    #[error(
+        "archive {0:?} has no TAM (archive authentication), so nothing proves it was written by a \
+         client holding this repository's key; refusing to restore it (if you trust it, `borg \
+         upgrade --archives-tam` adds the TAMs)"
+    )]
+    Unauthenticated(String),
     #[error("archive {name:?}: {source}")]
     Archive { name: String, source: ArchiveError },
     #[error("object {id}: {source}")]
@@ -45,6 +51,32 @@ pub struct Archive {
     pub id: ObjectId,
     pub meta: ArchiveMeta,
     pub tam: TamStatus,
+}
+
+impl Archive {
+    /// What to tell the user about an archive without TAM, which borg's `list` and `extract`
+    /// tolerate (borg check reports it). Its metadata object is encrypted and MAC'd like any
+    /// chunk, but so is every chunk of file content a client ever stored — a mail with crafted
+    /// bytes included — so without the TAM nothing says it was meant as an archive.
+    pub fn tam_warning(&self) -> Option<String> {
+        (self.tam == TamStatus::Missing).then(|| {
+            format!(
+                "warning: archive {:?} has no TAM (archive authentication): nothing proves it \
+                 was written by a client holding this repository's key",
+                String::from_utf8_lossy(&self.meta.name)
+            )
+        })
+    }
+
+    /// Refuses an archive without TAM: a restore writes what it holds into live systems.
+    pub fn require_tam(&self) -> Result<(), ReadError> {
+        match self.tam {
+            TamStatus::Verified => Ok(()),
+            TamStatus::Missing => Err(ReadError::Unauthenticated(
+                String::from_utf8_lossy(&self.meta.name).into_owned(),
+            )),
+        }
+    }
 }
 
 /// Loads the archive `name` named in `manifest` and verifies its TAM where it has one.

@@ -9,10 +9,12 @@
 //! - [`stream_file`] — one file's content to a writer;
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
-//! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders.
+//! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
+//! - [`durable`] — private directories and writes that survive a power loss.
 
 pub mod acl;
 pub mod create;
+pub mod durable;
 pub mod extract;
 pub mod items;
 pub mod nonces;

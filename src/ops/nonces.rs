@@ -16,7 +16,10 @@ use std::path::PathBuf;
 
 use tokio::sync::Mutex;
 
-use crate::format::nonce::{format_nonce_file, parse_nonce_file, plan_reservation};
+use super::durable::{create_private_dir_all, write_durably};
+use crate::format::nonce::{
+    ReservationRefused, format_nonce_file, parse_nonce_file, plan_reservation,
+};
 use crate::repo::repository::{RepoError, Repository};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,8 @@ pub enum NonceError {
     Repository(#[from] RepoError),
     #[error("cannot record the nonce reservation in {path}: {detail}")]
     Local { path: String, detail: String },
+    #[error("refusing to encrypt: {0}")]
+    Refused(#[from] ReservationRefused),
 }
 
 #[derive(Default)]
@@ -59,18 +64,20 @@ impl NonceManager {
     pub async fn allocate(&self, blocks: u64) -> Result<u64, NonceError> {
         let mut reserved = self.reserved.lock().await;
         if let (Some(next), Some(end)) = (reserved.next, reserved.end)
-            && next.saturating_add(blocks) <= end
+            && let Some(after) = next.checked_add(blocks)
+            && after <= end
         {
-            reserved.next = Some(next + blocks);
+            reserved.next = Some(after);
             return Ok(next);
         }
         let repository = self.repo.get_free_nonce().await?;
         let local = self.read_local()?;
-        let plan = plan_reservation(repository, local, self.manifest_nonce, reserved.end, blocks);
+        let plan = plan_reservation(repository, local, self.manifest_nonce, reserved.end, blocks)?;
         self.repo
             .commit_nonce_reservation(plan.end, repository)
             .await?;
         self.write_local(plan.end)?;
+        // The plan holds the object: start + blocks <= end, so this cannot wrap.
         reserved.next = Some(plan.start + blocks);
         reserved.end = Some(plan.end);
         Ok(plan.start)
@@ -98,11 +105,10 @@ impl NonceManager {
             .local_file
             .parent()
             .expect("a file in the security dir");
-        let tmp = dir.join("nonce.tmp");
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, format_nonce_file(end)))
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &self.local_file))
+        // Durable before any IV of the reservation is used: after a power loss the record must
+        // not fall back below IVs already in the repository.
+        create_private_dir_all(dir)
+            .and_then(|()| write_durably(&self.local_file, format_nonce_file(end).as_bytes()))
             .map_err(|e| self.local_error(e))
     }
 }

@@ -28,6 +28,9 @@ pub struct AccessOptions {
     /// `borg` for local repositories (`--remote-path` applies here too).
     pub local_borg: PathBuf,
     pub lock_wait: Duration,
+    /// How long the server may stay silent while an answer is awaited (and SSH may take to
+    /// log in and start `borg serve`) before the connection is given up.
+    pub server_timeout: Duration,
     pub passphrase: PassphraseSources,
     /// `BORG_KEY_FILE`: the key file to use, instead of searching `keys_dir`.
     pub key_file: Option<PathBuf>,
@@ -104,7 +107,11 @@ pub async fn connect(
             local::spawn(&options.local_borg, &args)?
         }
     };
-    Ok(Connection::new(streams, options.server_log.clone()))
+    Ok(Connection::new(
+        streams,
+        options.server_log.clone(),
+        Some(options.server_timeout),
+    ))
 }
 
 pub async fn open(

@@ -9,12 +9,24 @@
 use std::path::PathBuf;
 
 /// The ways a passphrase can be handed to us; the CLI fills this in from flags and environment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PassphraseSources {
     pub file: Option<PathBuf>,
     pub env: Option<String>,
     pub command: Option<String>,
     pub fd: Option<String>,
+}
+
+impl std::fmt::Debug for PassphraseSources {
+    /// Says which sources are set, never the passphrase itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassphraseSources")
+            .field("file", &self.file)
+            .field("env", &self.env.as_ref().map(|_| "<redacted>"))
+            .field("command", &self.command)
+            .field("fd", &self.fd)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +121,22 @@ fn read_fd(fd: &str) -> Result<String, PassphraseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let sources = PassphraseSources {
+            env: Some("hunter2-secret".into()),
+            command: Some("pass show borg".into()),
+            ..Default::default()
+        };
+        let shown = format!("{sources:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("pass show borg"));
+        let mut ssh = crate::repo::ssh::SshOptions::defaults(std::path::Path::new("/h"), "u");
+        ssh.key_passphrase = Some("ssh-key-secret".into());
+        let shown = format!("{ssh:?}");
+        assert!(!shown.contains("ssh-key-secret"), "{shown}");
+    }
 
     #[test]
     fn sources_are_tried_in_borgs_order() {

@@ -119,7 +119,7 @@ impl SecurityDir {
 
     /// Records what a writer just committed, so that the next check compares against it.
     pub fn remember(&self, seen: &Observed) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        super::durable::create_private_dir_all(&self.dir)?;
         for (name, value) in [
             ("key-type", (seen.key_type as u8).to_string()),
             ("location", seen.location.to_string()),
@@ -129,10 +129,9 @@ impl SecurityDir {
             if self.read(name).as_deref() == Some(value.as_str()) {
                 continue;
             }
-            // Write-then-rename, so a crash never leaves a half-written file to compare against.
-            let tmp = self.dir.join(format!("{name}.tmp"));
-            std::fs::write(&tmp, value)?;
-            std::fs::rename(&tmp, self.dir.join(name))?;
+            // A crash never leaves a half-written file to compare against, and a power loss
+            // no older one than what was relied on.
+            super::durable::write_durably(&self.dir.join(name), value.as_bytes())?;
         }
         Ok(())
     }

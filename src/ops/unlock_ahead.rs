@@ -115,7 +115,7 @@ impl UnlockAhead {
         let tmp = path.with_extension("tmp");
         let _ = path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_or(Ok(()), super::durable::create_private_dir_all)
             .and_then(|()| std::fs::write(&tmp, text))
             .and_then(|()| std::fs::rename(&tmp, path));
     }

@@ -138,7 +138,9 @@ pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError>
         .get("server_version")
         .and_then(Value::as_array)
         .filter(|v| v.len() >= 3)
-        .ok_or_else(|| RepoError::UnsupportedServer(format!("older than 1.1 ({answer})")))?;
+        .ok_or_else(|| {
+            RepoError::UnsupportedServer(format!("older than 1.1 ({})", answer.brief()))
+        })?;
     let part = |i: usize| version[i].as_int().unwrap_or(0);
     let found = (part(0), part(1), part(2));
     if found < MIN_SERVER_VERSION {
@@ -176,8 +178,9 @@ impl Repository {
         path: &str,
         options: &OpenOptions,
     ) -> Result<Repository, RepoError> {
+        // The server answers `open` only once it has the lock: waiting for it is no stall.
         let answer = rpc
-            .call(
+            .call_with_grace(
                 "open",
                 vec![
                     ("path", Value::raw(path)),
@@ -188,12 +191,13 @@ impl Repository {
                     ("append_only", Value::Bool(options.append_only)),
                     ("make_parent_dirs", Value::Bool(options.make_parent_dirs)),
                 ],
+                options.lock_wait,
             )
             .await?;
         let id = answer
             .as_raw()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| RpcError::Protocol(format!("open returned {answer}")))?;
+            .ok_or_else(|| RpcError::Protocol(format!("open returned {}", answer.brief())))?;
         Ok(Repository { rpc, id })
     }
 
@@ -240,7 +244,7 @@ impl Repository {
             .await?
         {
             Value::Raw(data) => Ok(data),
-            other => Err(RpcError::Protocol(format!("get returned {other}")).into()),
+            other => Err(RpcError::Protocol(format!("get returned {}", other.brief())).into()),
         }
     }
 
@@ -333,7 +337,7 @@ impl Repository {
                 .and_then(|n| u64::try_from(n).ok())
                 .map(Some)
                 .ok_or_else(|| {
-                    RpcError::Protocol(format!("get_free_nonce returned {value}")).into()
+                    RpcError::Protocol(format!("get_free_nonce returned {}", value.brief())).into()
                 }),
         }
     }
@@ -365,7 +369,7 @@ impl Repository {
         match self.rpc.call("load_key", Vec::new()).await? {
             Value::Raw(text) if text.is_empty() => Ok(None),
             Value::Raw(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
-            other => Err(RpcError::Protocol(format!("load_key returned {other}")).into()),
+            other => Err(RpcError::Protocol(format!("load_key returned {}", other.brief())).into()),
         }
     }
 }

@@ -9,9 +9,17 @@
 //! [`MAX_IN_FLIGHT`] requests are outstanding, and one reader task matches answers to callers by
 //! msgid. Reading never waits for writing (and stderr is drained by its own task), so neither
 //! pipe can fill up and deadlock the pair.
+//!
+//! The server is not trusted to answer at all: a call that hears nothing from it for the
+//! connection's silence limit gives the whole connection up (a stalled server must not keep a
+//! restore — and mailcow's stopped services — waiting forever). Any byte from the server counts
+//! as life, so a long answer that is still arriving, or a queue of answers ahead of ours, does
+//! not trip it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Semaphore, oneshot};
@@ -27,6 +35,10 @@ const WRITE_BUFFER: usize = 256 << 10;
 
 /// Borg's unpacker refuses to buffer more than this (spec §0.1); so do we.
 const MAX_BUFFERED: usize = 60 << 20;
+
+/// No answer of borg serve has more elements than this (the largest, `list`, has one per id,
+/// and we ask for 100,000 at a time); more is a server trying to make us build a huge tree.
+const MAX_ANSWER_ELEMENTS: usize = 1 << 20;
 
 /// An exception the server raised, as it reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +57,11 @@ pub enum RpcError {
     ConnectionLost(String),
     #[error("the repository server sent something that is not borg's RPC protocol: {0}")]
     Protocol(String),
+    #[error(
+        "the repository server sent nothing for {seconds} s while {method} waited for its answer; \
+         it seems stalled, so the connection was given up (--server-timeout sets the limit)"
+    )]
+    Silent { method: String, seconds: u64 },
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
@@ -61,6 +78,38 @@ pub struct RpcClient {
     slots: Semaphore,
     /// Why the reader stopped, once it has.
     closed: Arc<Closed>,
+    /// When the server was last heard from.
+    heard: Arc<Heard>,
+    /// How long a call may hear nothing from the server; `None`: forever.
+    silence_limit: Option<Duration>,
+}
+
+/// When bytes last came from the server, as milliseconds since `epoch`.
+struct Heard {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Heard {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the server has been silent, counting only from `since` on.
+    fn silent_since(&self, since: Instant) -> Duration {
+        let last = self.epoch
+            + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last.max(since))
+    }
 }
 
 /// Why the reader stopped, once it has, and a way to wait for that.
@@ -95,17 +144,22 @@ impl Closed {
 impl RpcClient {
     /// Starts the reader task over the server's stdout. `reader` and `writer` are the two
     /// directions of the transport; `stderr`, if given, explains a connection that breaks.
+    /// `silence_limit` is how long a call may hear nothing from the server before the
+    /// connection is given up (`None`: no limit).
     pub fn new(
         reader: impl AsyncRead + Send + Unpin + 'static,
         writer: impl AsyncWrite + Send + Unpin + 'static,
         stderr: Option<Arc<ServerStderr>>,
+        silence_limit: Option<Duration>,
     ) -> RpcClient {
         let pending: Pending = Arc::default();
         let closed: Arc<Closed> = Arc::default();
+        let heard = Arc::new(Heard::new());
         tokio::spawn(read_responses(
             reader,
             pending.clone(),
             closed.clone(),
+            heard.clone(),
             stderr,
         ));
         RpcClient {
@@ -118,6 +172,8 @@ impl RpcClient {
             next_id: std::sync::atomic::AtomicU64::new(1),
             slots: Semaphore::new(MAX_IN_FLIGHT),
             closed,
+            heard,
+            silence_limit,
         }
     }
 
@@ -126,9 +182,65 @@ impl RpcClient {
         self.call_with_payload(method, args, None).await
     }
 
+    /// Like [`RpcClient::call`], for a call the server may legitimately sit on for `grace`
+    /// before it answers (`open` waiting for the repository's lock): the silence limit starts
+    /// after it.
+    pub async fn call_with_grace(
+        &self,
+        method: &str,
+        args: Vec<(&str, Value)>,
+        grace: Duration,
+    ) -> Result<Value, RpcError> {
+        self.within_silence_limit(method, grace, self.request(method, args, None))
+            .await
+    }
+
     /// Like [`RpcClient::call`], with one more argument `payload = (name, bytes)` sent as a raw
     /// string straight from its buffer: a put's object data is not copied into the request.
     pub async fn call_with_payload(
+        &self,
+        method: &str,
+        args: Vec<(&str, Value)>,
+        payload: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, RpcError> {
+        let request = self.request(method, args, payload);
+        self.within_silence_limit(method, Duration::ZERO, request)
+            .await
+    }
+
+    /// Runs `call` (a request being sent and answered) until it ends or the server has been
+    /// silent for the limit (plus `grace`) since it began; then the whole connection is given
+    /// up, since its stream can no longer be trusted to line up, and every waiting call fails.
+    async fn within_silence_limit(
+        &self,
+        method: &str,
+        grace: Duration,
+        call: impl Future<Output = Result<Value, RpcError>>,
+    ) -> Result<Value, RpcError> {
+        let Some(limit) = self.silence_limit.map(|l| l + grace) else {
+            return call.await;
+        };
+        tokio::pin!(call);
+        let began = Instant::now();
+        loop {
+            let wait = limit.saturating_sub(self.heard.silent_since(began));
+            match tokio::time::timeout(wait, &mut call).await {
+                Ok(answer) => return answer,
+                Err(_) if self.heard.silent_since(began) >= limit => break,
+                // Something came meanwhile: the limit counts from then.
+                Err(_) => {}
+            }
+        }
+        let silent = RpcError::Silent {
+            method: method.to_string(),
+            seconds: limit.as_secs(),
+        };
+        fail_all(&self.pending, &self.closed, silent.to_string());
+        Err(silent)
+    }
+
+    /// Sends one request and waits for its answer, without a limit.
+    async fn request(
         &self,
         method: &str,
         args: Vec<(&str, Value)>,
@@ -236,9 +348,10 @@ async fn read_responses(
     mut reader: impl AsyncRead + Unpin,
     pending: Pending,
     closed: Arc<Closed>,
+    heard: Arc<Heard>,
     stderr: Option<Arc<ServerStderr>>,
 ) {
-    let mut decoder = StreamDecoder::new();
+    let mut decoder = StreamDecoder::with_element_limit(MAX_ANSWER_ELEMENTS);
     let mut buf = vec![0u8; 1 << 20];
     let reason = loop {
         let n = match reader.read(&mut buf).await {
@@ -246,6 +359,7 @@ async fn read_responses(
             Ok(n) => n,
             Err(e) => break e.to_string(),
         };
+        heard.now();
         let values = match decoder.feed(&buf[..n]) {
             Ok(values) => values,
             Err(e) => break format!("undecodable answer: {e}"),
@@ -290,7 +404,7 @@ fn parse_response(value: Value) -> Result<(u64, Result<Value, RpcError>), RpcErr
         .get("i")
         .and_then(Value::as_int)
         .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| RpcError::Protocol(format!("answer without msgid: {value}")))?;
+        .ok_or_else(|| RpcError::Protocol(format!("answer without msgid: {}", value.brief())))?;
     if let Some(class) = value.get("exception_class") {
         let class = class
             .as_raw()
@@ -314,7 +428,10 @@ fn parse_response(value: Value) -> Result<(u64, Result<Value, RpcError>), RpcErr
                 .ok_or_else(|| RpcError::Protocol("answer without result".into()))?;
             Ok((id, Ok(result)))
         }
-        other => Err(RpcError::Protocol(format!("answer is not a map: {other}"))),
+        other => Err(RpcError::Protocol(format!(
+            "answer is not a map: {}",
+            other.brief()
+        ))),
     }
 }
 
@@ -329,6 +446,58 @@ fn render_arg(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// An RPC client over an in-memory pipe with the given silence limit; the other end.
+    fn over_pipe(limit: Duration) -> (RpcClient, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(ours);
+        (RpcClient::new(read, write, None, Some(limit)), theirs)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up() {
+        let (rpc, server) = over_pipe(Duration::from_millis(300));
+        let (mut requests, _answers) = tokio::io::split(server);
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 4096];
+            while requests.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        match rpc.call("get_free_nonce", Vec::new()).await {
+            Err(RpcError::Silent { method, .. }) => assert_eq!(method, "get_free_nonce"),
+            other => panic!("{other:?}"),
+        }
+        // The connection is gone for every later call too.
+        assert!(matches!(
+            rpc.call("get", Vec::new()).await,
+            Err(RpcError::ConnectionLost(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_that_keeps_arriving_is_not_a_stall() {
+        let (rpc, server) = over_pipe(Duration::from_millis(300));
+        let (mut requests, mut answers) = tokio::io::split(server);
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 4096];
+            let _ = requests.read(&mut sink).await;
+            let answer = Value::Map(vec![
+                (Value::raw("i"), Value::Int(1)),
+                (Value::raw("r"), Value::raw("slow but alive")),
+            ])
+            .to_bytes();
+            // Three times the limit in all, a byte every 40 ms.
+            for byte in answer {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                let _ = answers.write_all(&[byte]).await;
+            }
+            let _ = requests.read(&mut sink).await;
+        });
+        assert_eq!(
+            rpc.call("get", Vec::new()).await.unwrap(),
+            Value::raw("slow but alive")
+        );
+    }
 
     #[test]
     fn results_and_exceptions_are_told_apart() {

@@ -32,7 +32,7 @@ use super::tcp::QuickStream;
 use super::transport::{Finish, ServeSession, ServeStreams};
 
 /// How to reach and trust an SSH server; every field has a default a user can override.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SshOptions {
     /// The login name when the location names none.
     pub default_user: String,
@@ -50,6 +50,26 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Silence after which a keepalive is sent; three unanswered ones end the session.
     pub keepalive: Duration,
+}
+
+impl std::fmt::Debug for SshOptions {
+    /// Everything but the key's passphrase, which is only said to be there.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshOptions")
+            .field("default_user", &self.default_user)
+            .field("known_hosts", &self.known_hosts)
+            .field("accept_new_host_key", &self.accept_new_host_key)
+            .field("identities", &self.identities)
+            .field(
+                "key_passphrase",
+                &self.key_passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("remote_path", &self.remote_path)
+            .field("serve_args", &self.serve_args)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 impl SshOptions {
@@ -186,9 +206,22 @@ pub async fn connect(target: &SshTarget, options: &SshOptions) -> Result<ServeSt
             detail: format!("no answer within {:?}", options.connect_timeout),
         })??;
 
+    // A server that accepts the connection and then never answers must not hang us either:
+    // logging in and starting `borg serve` get the same limit again.
     let user = target.user.as_deref().unwrap_or(&options.default_user);
-    authenticate(&mut handle, user, options, &shown).await?;
-    start_serve(handle, options, &shown).await
+    let logging_in = async {
+        authenticate(&mut handle, user, options, &shown).await?;
+        start_serve(handle, options, &shown).await
+    };
+    tokio::time::timeout(options.connect_timeout, logging_in)
+        .await
+        .map_err(|_| SshError::Connect {
+            target: shown.clone(),
+            detail: format!(
+                "no answer within {:?} while logging in and starting borg serve",
+                options.connect_timeout
+            ),
+        })?
 }
 
 fn display_target(target: &SshTarget, port: u16) -> String {

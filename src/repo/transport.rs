@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::Notify;
 
 use super::rpc::RpcClient;
@@ -89,10 +89,7 @@ impl ServerStderr {
             let mut lines = BufReader::new(stderr);
             let mut raw = Vec::new();
             // Lines are read as bytes: a server's message need not be UTF-8.
-            while let Ok(n) = lines.read_until(b'\n', &mut raw).await {
-                if n == 0 {
-                    break;
-                }
+            while let Ok(true) = read_line_capped(&mut lines, &mut raw).await {
                 let text = String::from_utf8_lossy(&raw).into_owned();
                 raw.clear();
                 if let Some(line) = ServerLine::parse(&text) {
@@ -127,6 +124,36 @@ impl ServerStderr {
     }
 }
 
+/// A longer stderr line from the server is cut to this: the server is not trusted, and a line
+/// without an end must not grow without bound.
+const MAX_LINE: usize = 64 << 10;
+
+/// Reads one line into `line` (empty before), keeping at most [`MAX_LINE`] bytes of it and
+/// discarding the rest up to its newline; `false` at the end of the stream.
+async fn read_line_capped(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut read_any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let (taken, ended) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&available[..taken.min(room)]);
+        reader.consume(taken);
+        if ended {
+            return Ok(true);
+        }
+    }
+}
+
 /// The future a transport returns when asked to wait for the server's end.
 pub type Finish = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -155,10 +182,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(streams: ServeStreams, log: ServerLog) -> Connection {
+    /// `silence_limit`: how long a call may hear nothing from the server (see
+    /// [`RpcClient::new`]).
+    pub fn new(
+        streams: ServeStreams,
+        log: ServerLog,
+        silence_limit: Option<Duration>,
+    ) -> Connection {
         let stderr = ServerStderr::forward(streams.stderr, log);
         Connection {
-            rpc: Arc::new(RpcClient::new(streams.stdout, streams.stdin, Some(stderr))),
+            rpc: Arc::new(RpcClient::new(
+                streams.stdout,
+                streams.stdin,
+                Some(stderr),
+                silence_limit,
+            )),
             session: streams.session,
         }
     }
@@ -185,6 +223,22 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_endless_stderr_line_is_cut_not_kept() {
+        let mut input = vec![b'x'; 3 * MAX_LINE];
+        input.extend_from_slice(b"\nshort\nlast");
+        let mut reader = BufReader::with_capacity(1000, &input[..]);
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
+        while read_line_capped(&mut reader, &mut line).await.unwrap() {
+            lines.push(std::mem::take(&mut line));
+        }
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1], b"short\n");
+        assert_eq!(lines[2], b"last");
+    }
 
     #[test]
     fn json_log_lines_are_decoded_and_progress_is_dropped() {

@@ -289,7 +289,7 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 /// not worth an fsync on every run.
 pub(crate) fn save_cache_file(path: &Path, magic: &[u8; 16], body: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    super::durable::create_private_dir_all(dir)?;
     let mut data = Vec::with_capacity(magic.len() + body.len() + 32);
     data.extend_from_slice(magic);
     data.extend_from_slice(body);
@@ -380,7 +380,7 @@ async fn write_archive(
         path: cache_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&cache_dir).map_err(cache_error)?;
+    super::durable::create_private_dir_all(&cache_dir).map_err(cache_error)?;
     let mut notes = Vec::new();
     let index_path = cache_dir.join("chunks");
     let (mut index, note) = ChunkIndex::load(&index_path);

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::format::compress::Compression;
 use crate::format::envelope::{ObjectId, ObjectKey, cipher_blocks};
 use crate::format::item::ChunkRef;
+use crate::format::nonce::ReservationRefused;
 use crate::ops::nonces::{NonceError, NonceManager};
 use crate::repo::repository::{RepoError, Repository};
 
@@ -303,17 +304,22 @@ impl ChunkStore {
                 .iter()
                 .map(|b| cipher_blocks(b.len() - headroom))
                 .collect();
-            let first = self
-                .runtime
-                .block_on(self.nonces.allocate(blocks.iter().sum()))?;
-            blocks
-                .iter()
-                .scan(first, |next, &n| {
-                    let iv = *next;
-                    *next += n;
-                    Some(iv)
-                })
-                .collect()
+            let total = blocks.iter().try_fold(0u64, |sum, &n| sum.checked_add(n));
+            let total = total.ok_or(NonceError::Refused(ReservationRefused::Exhausted {
+                start: 0,
+            }))?;
+            let first = self.runtime.block_on(self.nonces.allocate(total))?;
+            let mut next = first;
+            let mut ivs = Vec::with_capacity(blocks.len());
+            for n in blocks {
+                ivs.push(next);
+                // `allocate` reserved first .. first + sum below the counter's ceiling; checked
+                // all the same, since a wrapped IV would reuse a keystream.
+                next = next.checked_add(n).ok_or(NonceError::Refused(
+                    ReservationRefused::Exhausted { start: first },
+                ))?;
+            }
+            ivs
         } else {
             vec![0; buffers.len()]
         };
