@@ -2,6 +2,7 @@
 //! The host starts it with the mailcow volumes mounted under `/mailcow` and everything it needs
 //! on its command line, except secrets, which are files under `/run/secrets`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -105,7 +106,7 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
                 )
                 .await?;
                 let json = serde_json::to_string(&summary)?;
-                std::io::Write::write_all(&mut std::io::stdout(), format!("{json}\n").as_bytes())?;
+                writeln!(std::io::stdout().lock(), "{json}")?;
                 Ok(Outcome::Ok)
             })
         }

@@ -547,18 +547,19 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Which signal arrived (as the exit code it leads to), once one has.
 /// On a stop signal, sets `stop`: the backup rolls back and the lock is released, instead of
 /// the process dying with the repository locked. The first signal's name, once one came.
 fn watch_signals(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::sync::watch::Receiver<Option<&'static str>>> {
-    signals::watch(move |_| {
-        if !stop.swap(true, Ordering::Relaxed) {
-            say!("mailcow-borg: stopping: rolling back what this run wrote");
-        }
-    })?;
-    Ok(signals::first()?)
+    let seen = signals::first()?;
+    let mut first = seen.clone();
+    tokio::spawn(async move {
+        signals::arrived(&mut first).await;
+        stop.store(true, Ordering::Relaxed);
+        say!("mailcow-borg: stopping: rolling back what this run wrote");
+    });
+    Ok(seen)
 }
 
 const MAX_DATA_SIZE: f64 = 20_971_479.0;

@@ -44,7 +44,9 @@ pub fn first() -> std::io::Result<tokio::sync::watch::Receiver<Option<&'static s
 pub async fn arrived(
     seen: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
 ) -> &'static str {
-    match seen.wait_for(Option::is_some).await {
+    // The value is copied out at once: the channel's guard must not live across an await.
+    let first = seen.wait_for(Option::is_some).await.map(|name| *name);
+    match first {
         Ok(name) => name.expect("waited for Some"),
         // The sender lives as long as the handlers; without it no signal can come.
         Err(_) => std::future::pending().await,

@@ -292,66 +292,17 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
-    }
-
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
-        let marker = self.take(1)?[0];
-        Ok(match marker {
-            0x00..=0x7f => Value::Int(marker as i128),
-            0x80..=0x8f => self.map((marker & 0x0f) as usize, depth)?,
-            0x90..=0x9f => self.array((marker & 0x0f) as usize, depth)?,
-            0xa0..=0xbf => self.raw((marker & 0x1f) as usize)?,
-            0xc0 => Value::Nil,
-            0xc2 => Value::Bool(false),
-            0xc3 => Value::Bool(true),
-            0xc4 | 0xd9 => {
-                let n = self.be(1)? as usize;
-                self.raw(n)?
-            }
-            0xc5 | 0xda => {
-                let n = self.be(2)? as usize;
-                self.raw(n)?
-            }
-            0xc6 | 0xdb => {
-                let n = self.be(4)? as usize;
-                self.raw(n)?
-            }
-            0xca => Value::Float(f32::from_bits(self.be(4)? as u32) as f64),
-            0xcb => Value::Float(f64::from_bits(self.be(8)?)),
-            0xcc => Value::Int(self.be(1)? as i128),
-            0xcd => Value::Int(self.be(2)? as i128),
-            0xce => Value::Int(self.be(4)? as i128),
-            0xcf => Value::Int(self.be(8)? as i128),
-            0xd0 => Value::Int(self.be(1)? as u8 as i8 as i128),
-            0xd1 => Value::Int(self.be(2)? as u16 as i16 as i128),
-            0xd2 => Value::Int(self.be(4)? as u32 as i32 as i128),
-            0xd3 => Value::Int(self.be(8)? as i64 as i128),
-            0xdc => {
-                let n = self.be(2)? as usize;
-                self.array(n, depth)?
-            }
-            0xdd => {
-                let n = self.be(4)? as usize;
-                self.array(n, depth)?
-            }
-            0xde => {
-                let n = self.be(2)? as usize;
-                self.map(n, depth)?
-            }
-            0xdf => {
-                let n = self.be(4)? as usize;
-                self.map(n, depth)?
-            }
-            0xe0..=0xff => Value::Int(marker as i8 as i128),
-            other => return Err(DecodeError::Unsupported(other)),
+        let (len, head) = read_head(&self.data[self.pos..])?;
+        self.pos += len;
+        Ok(match head {
+            Head::Scalar(value) => value,
+            Head::Raw(n) => self.raw(n)?,
+            Head::Array(n) => self.array(n, depth)?,
+            Head::Map(n) => self.map(n, depth)?,
         })
     }
 
@@ -479,8 +430,17 @@ impl Framer {
             if self.pos >= buffer.len() {
                 return Ok(None);
             }
-            let Some((header, elements, body)) = element_size(&buffer[self.pos..])? else {
-                return Ok(None);
+            let (header, head) = match read_head(&buffer[self.pos..]) {
+                Ok(read) => read,
+                Err(DecodeError::Incomplete) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            // What the element still opens (keys and values counted apart), and its body.
+            let (elements, body) = match head {
+                Head::Scalar(_) => (0, 0),
+                Head::Raw(len) => (0, len),
+                Head::Array(n) => (n as u64, 0),
+                Head::Map(n) => (2 * n as u64, 0),
             };
             #[cfg(test)]
             {
@@ -517,50 +477,61 @@ impl Framer {
     }
 }
 
-/// The size of the element whose header starts `data`: the header's length, how many elements
-/// it opens (a container's; 0 for a scalar or an empty container) and the length of its body
-/// (a raw's bytes). `None` while the header itself is incomplete.
-fn element_size(data: &[u8]) -> Result<Option<(usize, u64, usize)>, DecodeError> {
-    let marker = data[0];
-    let be = |n: usize| -> Option<u64> {
-        Some(
-            data.get(1..1 + n)?
-                .iter()
-                .fold(0u64, |acc, &b| (acc << 8) | b as u64),
-        )
+/// What an element's header says: a scalar's whole value, or what follows the header.
+enum Head {
+    Scalar(Value),
+    /// A raw of this many bytes.
+    Raw(usize),
+    /// An array of this many elements.
+    Array(usize),
+    /// A map of this many entries.
+    Map(usize),
+}
+
+/// Reads the header at the start of `data`: its length and what it says. `Incomplete` while
+/// the header itself is not all there. The one table of borg's markers, for the decoder and the
+/// framer alike.
+fn read_head(data: &[u8]) -> Result<(usize, Head), DecodeError> {
+    let marker = *data.first().ok_or(DecodeError::Incomplete)?;
+    let be = |n: usize| -> Result<u64, DecodeError> {
+        Ok(data
+            .get(1..1 + n)
+            .ok_or(DecodeError::Incomplete)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
     };
-    let sized = |n: usize| be(n).map(|len| (1 + n, len));
-    let (header, elements, body) = match marker {
-        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (1, 0, 0),
-        0x80..=0x8f => (1, 2 * (marker & 0x0f) as u64, 0),
-        0x90..=0x9f => (1, (marker & 0x0f) as u64, 0),
-        0xa0..=0xbf => (1, 0, (marker & 0x1f) as usize),
-        0xcc | 0xd0 => (2, 0, 0),
-        0xcd | 0xd1 => (3, 0, 0),
-        0xca | 0xce | 0xd2 => (5, 0, 0),
-        0xcb | 0xcf | 0xd3 => (9, 0, 0),
-        0xc4 | 0xd9 | 0xc5 | 0xda | 0xc6 | 0xdb => {
-            let width = match marker {
-                0xc4 | 0xd9 => 1,
-                0xc5 | 0xda => 2,
-                _ => 4,
-            };
-            let Some((header, len)) = sized(width) else {
-                return Ok(None);
-            };
-            (header, 0, len as usize)
-        }
-        0xdc..=0xdf => {
-            let width = if marker & 1 == 0 { 2 } else { 4 };
-            let Some((header, len)) = sized(width) else {
-                return Ok(None);
-            };
-            let per_entry = if marker >= 0xde { 2 } else { 1 };
-            (header, per_entry * len, 0)
-        }
+    let int = |n: usize, value: i128| (1 + n, Head::Scalar(Value::Int(value)));
+    Ok(match marker {
+        0x00..=0x7f => (1, Head::Scalar(Value::Int(marker as i128))),
+        0x80..=0x8f => (1, Head::Map((marker & 0x0f) as usize)),
+        0x90..=0x9f => (1, Head::Array((marker & 0x0f) as usize)),
+        0xa0..=0xbf => (1, Head::Raw((marker & 0x1f) as usize)),
+        0xc0 => (1, Head::Scalar(Value::Nil)),
+        0xc2 => (1, Head::Scalar(Value::Bool(false))),
+        0xc3 => (1, Head::Scalar(Value::Bool(true))),
+        0xc4 | 0xd9 => (2, Head::Raw(be(1)? as usize)),
+        0xc5 | 0xda => (3, Head::Raw(be(2)? as usize)),
+        0xc6 | 0xdb => (5, Head::Raw(be(4)? as usize)),
+        0xca => (
+            5,
+            Head::Scalar(Value::Float(f32::from_bits(be(4)? as u32) as f64)),
+        ),
+        0xcb => (9, Head::Scalar(Value::Float(f64::from_bits(be(8)?)))),
+        0xcc => int(1, be(1)? as i128),
+        0xcd => int(2, be(2)? as i128),
+        0xce => int(4, be(4)? as i128),
+        0xcf => int(8, be(8)? as i128),
+        0xd0 => int(1, be(1)? as u8 as i8 as i128),
+        0xd1 => int(2, be(2)? as u16 as i16 as i128),
+        0xd2 => int(4, be(4)? as u32 as i32 as i128),
+        0xd3 => int(8, be(8)? as i64 as i128),
+        0xdc => (3, Head::Array(be(2)? as usize)),
+        0xdd => (5, Head::Array(be(4)? as usize)),
+        0xde => (3, Head::Map(be(2)? as usize)),
+        0xdf => (5, Head::Map(be(4)? as usize)),
+        0xe0..=0xff => (1, Head::Scalar(Value::Int(marker as i8 as i128))),
         other => return Err(DecodeError::Unsupported(other)),
-    };
-    Ok((data.len() >= header).then_some((header, elements, body)))
+    })
 }
 
 impl fmt::Display for Value {

@@ -7,7 +7,7 @@
 //! name, synced, renamed, and its directory synced, since a rename lives in the directory.
 
 use std::fs::{DirBuilder, File, Permissions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -35,14 +35,11 @@ pub fn write_durably(path: &Path, content: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    std::fs::write(&tmp, content)?;
-    File::open(&tmp)?.sync_all()?;
+    let mut file = File::create(&tmp)?;
+    file.write_all(content)?;
+    file.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-/// Makes the entries of `dir` (renames, new and removed names) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    // The rename lives in the directory.
     File::open(dir)?.sync_all()
 }
 
