@@ -439,9 +439,9 @@ fn sighup_during_a_restore_starts_everything_again() {
     interrupted_restore(libc::SIGHUP, "SIGHUP", 129);
 }
 
-fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
-    let (mailcow, setup, archive_name) = backed_up(3000);
-    let archive = extracted(&setup, &archive_name);
+/// Empties vmail and starts a restore of it; returns once its files step has begun (dovecot
+/// is down and a helper runs).
+fn vmail_restore_in_its_files_step(mailcow: &Mailcow, setup: &Setup) -> std::process::Child {
     empty_dir(&mailcow.volume_dir("vmail-vol-1"));
     let child = setup
         .command(&["restore"], &["--component", "vmail", "--yes"])
@@ -449,12 +449,50 @@ fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The files step has begun when dovecot is down and a helper runs.
-    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
     common::mailcow::wait_until("the files step", || {
-        !running(&mailcow, "dovecot-mailcow")
-            && !docker(&["ps", "-q", "--filter", &label]).is_empty()
+        !running(mailcow, "dovecot-mailcow") && helper_runs(mailcow)
     });
+    child
+}
+
+fn helper_runs(mailcow: &Mailcow) -> bool {
+    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+    !docker(&["ps", "-q", "--filter", &label]).is_empty()
+}
+
+/// SIGKILL (or the OOM killer, or a power cut) gives a restore no chance to start what it
+/// stopped. Its record in the state dir does: the next command starts the services once the
+/// orphaned helper has finished, and says so.
+#[test]
+fn services_a_killed_restore_left_stopped_are_started_by_the_next_command() {
+    let (mailcow, setup, _) = backed_up(3000);
+    let mut child = vmail_restore_in_its_files_step(&mailcow, &setup);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let record = setup.dir.path().join("state/stopped-services.json");
+    assert!(record.exists(), "no record of the stopped services");
+    assert!(!running(&mailcow, "dovecot-mailcow"));
+    // The dead run's helper finishes its work on its own.
+    common::mailcow::wait_until("the orphaned helper ends", || !helper_runs(&mailcow));
+    assert!(!running(&mailcow, "dovecot-mailcow"), "nothing starts them by itself");
+
+    let ran = setup.check(&[]).expect(0, "config check after the killed restore");
+    says(
+        &ran.stderr,
+        &["a restore that was cut off", "started them again", "dovecot-mailcow"],
+    );
+    all_running(&mailcow);
+    assert!(!record.exists(), "the record is removed once they run");
+    no_helper_left(&mailcow);
+    // Nothing is left to do for the command after it.
+    let ran = setup.check(&[]).expect(0, "config check again");
+    assert!(!ran.stderr.contains("cut off"), "{}", ran.stderr);
+}
+
+fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
+    let (mailcow, setup, archive_name) = backed_up(3000);
+    let archive = extracted(&setup, &archive_name);
+    let child = vmail_restore_in_its_files_step(&mailcow, &setup);
     // SAFETY: kill(2) on our own child's pid, which has not been waited for.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let ran = Ran::from(child.wait_with_output().unwrap());

@@ -17,6 +17,7 @@ use crate::docker::Engine;
 use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::stopped;
 use crate::ops::placeholders::expand;
 
 /// What a backup takes besides the shared settings.
@@ -100,8 +101,25 @@ pub(super) fn options(
 /// One backup or restore at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
 /// the process exits (so a killed run never leaves it behind).
 pub(super) fn host_lock(access: &HelperAccess) -> anyhow::Result<std::fs::File> {
-    access.ensure_state_dir()?;
     let wait = Duration::from_secs(access.lock_wait);
+    lock_host(access, wait)?.ok_or_else(|| {
+        let path = access.state_dir.join("lock");
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow::anyhow!(
+            "another mailcow-borg backup or restore is running on this host (process {}, lock {}); waited {} s: try again later, or give --lock-wait",
+            holder.trim(),
+            path.display(),
+            wait.as_secs()
+        )
+    })
+}
+
+/// The host lock if it can be had within `wait`; `None` while another run holds it.
+pub(super) fn lock_host(
+    access: &HelperAccess,
+    wait: Duration,
+) -> anyhow::Result<Option<std::fs::File>> {
+    access.ensure_state_dir()?;
     let path = access.state_dir.join("lock");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -116,19 +134,26 @@ pub(super) fn host_lock(access: &HelperAccess) -> anyhow::Result<std::fs::File> 
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             file.set_len(0)?;
             writeln!(file, "{}", std::process::id())?;
-            return Ok(file);
+            return Ok(Some(file));
         }
         if started.elapsed() >= wait {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            anyhow::bail!(
-                "another mailcow-borg backup or restore is running on this host (process {}, lock {}); waited {} s: try again later, or give --lock-wait",
-                holder.trim(),
-                path.display(),
-                wait.as_secs()
-            );
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// With the host lock held: starts the services a restore that died had left stopped, and says
+/// so (see `mailcow::stopped`).
+pub(super) async fn start_what_a_dead_restore_stopped(
+    engine: &Engine,
+    access: &HelperAccess,
+    conf: &MailcowConf,
+) -> anyhow::Result<()> {
+    if let Some(done) = stopped::recover(engine, &access.state_dir, &conf.project).await? {
+        say!("mailcow-borg: {done}");
+    }
+    Ok(())
 }
 
 pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
@@ -148,6 +173,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             "stopping the helper; it rolls back what this run wrote",
         )?;
         let engine = Engine::connect().await?;
+        start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
         let report = match backup(&engine, &options, &conf, stop).await {
             Err(BackupError::Stopped(signal)) => {
                 return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());

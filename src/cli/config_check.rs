@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime};
-use super::backup::{BackupSettingsArgs, options};
+use super::backup::{BackupSettingsArgs, lock_host, options, start_what_a_dead_restore_stopped};
 use crate::docker::Engine;
 use crate::format::manifest::Operation;
 use crate::mailcow::access::HelperAccess;
@@ -53,6 +53,11 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
             engine.endpoint(),
             engine.version().await?
         )?;
+        // Only when no backup or restore runs now: one that does may have stopped services on
+        // purpose.
+        if let Some(_lock) = lock_host(&options.access, std::time::Duration::ZERO)? {
+            start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
+        }
         let found = discover(&engine, &conf, &options.components).await?;
         for component in &options.components {
             let what = match component {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::Outcome;
 use super::access::runtime;
-use super::backup::{host_lock, watch_signals};
+use super::backup::{host_lock, start_what_a_dead_restore_stopped, watch_signals};
 use super::create::Interrupted;
 use super::human;
 use super::settings::{Settings, SettingsArgs, settings};
@@ -108,6 +108,10 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
             "stopping; the services stopped for the restore are started again",
         )?;
         let engine = Engine::connect().await?;
+        // A dry run changes nothing, not even that.
+        if !args.dry_run {
+            start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
+        }
         let mut prepared = match prepare(&engine, &options, &conf, &request, &mut stop).await {
             Err(RestoreError::Stopped(signal)) => {
                 return Err(Interrupted::by(signal, "nothing was changed").into());

@@ -13,6 +13,7 @@ pub mod origin;
 pub mod redis;
 pub mod restore;
 pub mod restore_plan;
+pub mod stopped;
 pub mod summary;
 
 /// `text` in double quotes, with `"`, `\\`, newline and carriage return escaped by a backslash:

@@ -255,7 +255,17 @@ pub async fn execute(
         prepared,
         say,
     };
-    let (stopped, stopping) = run.stop_services().await;
+    // Recorded before anything stops, so that if this process dies the next run starts them.
+    let (watchdog, services): (Vec<&Container>, Vec<&Container>) = prepared
+        .running_to_stop()
+        .into_iter()
+        .partition(|c| c.service == WATCHDOG);
+    let start_order = [services, watchdog].concat();
+    let state_dir = &options.access.state_dir;
+    let (stopped, stopping) = match super::stopped::record(state_dir, &start_order) {
+        Ok(()) => run.stop_services().await,
+        Err(e) => (Vec::new(), Err(format!("nothing was stopped: {e}"))),
+    };
     if let Err(e) = stopping {
         failures.push(e);
         report.not_restored = file_names.iter().cloned().chain(database).collect();
@@ -316,6 +326,11 @@ pub async fn execute(
                 report.not_started.push(format!("{}: {e}", container.name));
             }
         }
+    }
+    if report.not_started.is_empty()
+        && let Err(e) = super::stopped::clear(state_dir)
+    {
+        report.warnings.push(e.to_string());
     }
     if report.failed.is_none()
         && let Some(resync) = &plan.resync
