@@ -77,7 +77,7 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
                 read_only: true,
             }],
             network: "none".into(),
-            capabilities: vec!["DAC_READ_SEARCH".into()],
+            capabilities: vec!["DAC_OVERRIDE".into()],
             env: vec![],
             labels: vec![],
             limits: HelperLimits {
@@ -100,7 +100,7 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
         assert!(ok);
         assert!(
             hardening.starts_with(
-                "true [ALL] [DAC_READ_SEARCH] [no-new-privileges] 268435456 268435456 64"
+                "true [ALL] [DAC_OVERRIDE] [no-new-privileges] 268435456 268435456 64"
             ),
             "{hardening}"
         );
@@ -231,4 +231,46 @@ fn the_dockerfile_builds_the_helper_from_a_prebuilt_binary() {
     docker(&["rmi", &tag]);
     assert!(ok);
     assert!(version.starts_with("mailcow-borg "), "{version}");
+}
+
+/// The "Shocker" escape: `open_by_handle_at` opens any file of the host's file system by its
+/// handle, and Docker's default seccomp profile allows it to holders of `DAC_READ_SEARCH`. Our
+/// helpers never hold it: with their capabilities the call is denied before the kernel looks at
+/// its arguments (EPERM), where with `DAC_READ_SEARCH` it gets as far as the bad address
+/// (EFAULT) — the control that shows the probe tells the two apart.
+#[test]
+fn the_helpers_capabilities_keep_open_by_handle_at_out_of_reach() {
+    use mailcow_borg::mailcow::access::{READ_ANY_FILE, WRITE_ANY_FILE};
+    const EPERM: &str = "1";
+    const EFAULT: &str = "14";
+    let probe = |capabilities: &[&str]| -> String {
+        runtime().block_on(async {
+            let engine = Engine::connect().await.unwrap();
+            let spec = HelperSpec {
+                image: common::mailcow::DB_IMAGE.into(),
+                // open_by_handle_at(AT_FDCWD, NULL, 0) on x86_64: its errno.
+                args: vec![
+                    "perl".into(),
+                    "-e".into(),
+                    "syscall(304, -100, 0, 0); print $!+0".into(),
+                ],
+                working_dir: "/".into(),
+                mounts: vec![],
+                network: "none".into(),
+                capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+                env: vec![],
+                labels: vec![],
+                limits: HelperLimits::default(),
+            };
+            let mut helper = engine.start_helper(&spec).await.unwrap();
+            let output = helper.relay_output(StdoutTo::Capture);
+            assert_eq!(helper.wait().await.unwrap(), 0);
+            let errno = String::from_utf8(output.await.unwrap().unwrap()).unwrap();
+            helper.remove().await.unwrap();
+            errno
+        })
+    };
+    assert_eq!(probe(&["DAC_READ_SEARCH"]), EFAULT, "the control");
+    assert_eq!(probe(&READ_ANY_FILE), EPERM, "a backup's helper");
+    assert_eq!(probe(&WRITE_ANY_FILE), EPERM, "a restore's helper");
 }

@@ -474,12 +474,21 @@ fn services_a_killed_restore_left_stopped_are_started_by_the_next_command() {
     assert!(!running(&mailcow, "dovecot-mailcow"));
     // The dead run's helper finishes its work on its own.
     common::mailcow::wait_until("the orphaned helper ends", || !helper_runs(&mailcow));
-    assert!(!running(&mailcow, "dovecot-mailcow"), "nothing starts them by itself");
+    assert!(
+        !running(&mailcow, "dovecot-mailcow"),
+        "nothing starts them by itself"
+    );
 
-    let ran = setup.check(&[]).expect(0, "config check after the killed restore");
+    let ran = setup
+        .check(&[])
+        .expect(0, "config check after the killed restore");
     says(
         &ran.stderr,
-        &["a restore that was cut off", "started them again", "dovecot-mailcow"],
+        &[
+            "a restore that was cut off",
+            "started them again",
+            "dovecot-mailcow",
+        ],
     );
     all_running(&mailcow);
     assert!(!record.exists(), "the record is removed once they run");

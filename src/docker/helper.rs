@@ -4,8 +4,8 @@
 //!
 //! Hardening, because the helper reads every mail and holds the repository's key: the root
 //! file system is read-only, `no-new-privileges` is set, every capability is dropped but the
-//! ones the caller names (a backup needs only `DAC_READ_SEARCH`: root reading files of other
-//! owners), and secrets arrive as read-only single-file bind mounts, never in the environment
+//! ones the caller names (a backup needs only `DAC_OVERRIDE` on read-only mounts: root reading
+//! files of other owners), and secrets arrive as read-only single-file bind mounts, never in the environment
 //! or the arguments (both show in `docker inspect`).
 //!
 //! Removal: the caller removes the helper when it is done and when it is interrupted (after

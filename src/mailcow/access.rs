@@ -35,6 +35,17 @@ pub enum HelperError {
     StateDir { path: String, detail: String },
 }
 
+/// The capabilities of a helper that reads files of every owner (mail is uid 5000, mode 0700
+/// and 0600; the crypt keys dovecot's, uid 401) from read-only mounts. `DAC_OVERRIDE`, not
+/// `DAC_READ_SEARCH`, though reading is all it needs: on a read-only mount the two read the
+/// same, but Docker's default seccomp profile lets holders of `DAC_READ_SEARCH` call
+/// `open_by_handle_at` — the "Shocker" escape, which opens files of the host by handle.
+pub const READ_ANY_FILE: [&str; 1] = ["DAC_OVERRIDE"];
+
+/// The capabilities of a helper that writes files of every owner and gives them back their
+/// owners, modes and times (`DAC_OVERRIDE` reads and searches too; see [`READ_ANY_FILE`]).
+pub const WRITE_ANY_FILE: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"];
+
 /// The repository and how to reach it, settled by the CLI from the config file, environment
 /// and flags.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use crate::docker::exec::ExecStream;
 use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
 use crate::docker::{DockerError, Engine};
 
-use super::access::{HELPER_ROOT, HelperAccess, HelperError, clear_stale_helpers};
+use super::access::{HELPER_ROOT, HelperAccess, HelperError, READ_ANY_FILE, clear_stale_helpers};
 use super::components::{CONFIG_PATHS, Component};
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover};
@@ -93,8 +93,7 @@ pub fn helper_spec(
     image: &str,
 ) -> HelperSpec {
     let mut spec = options.access.helper_spec(image, "backup", &conf.project);
-    // Root reading files of other owners (mail is uid 5000, mode 0700 and 0600).
-    spec.capabilities = vec!["DAC_READ_SEARCH".into()];
+    spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
     for (&component, volume) in &found.volumes {
         spec.mounts.push(HelperMount::Volume {
             name: volume.clone(),

@@ -26,7 +26,9 @@ use crate::docker::discover::Container;
 use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
 use crate::docker::{DockerError, Engine};
 
-use super::access::{HELPER_ROOT, HelperAccess, HelperError, clear_stale_helpers};
+use super::access::{
+    HELPER_ROOT, HelperAccess, HelperError, READ_ANY_FILE, WRITE_ANY_FILE, clear_stale_helpers,
+};
 use super::backup::{ROLLBACK_GRACE, wait_for_stop};
 use super::components::Component;
 use super::conf::MailcowConf;
@@ -164,7 +166,7 @@ pub async fn prepare(
         spec.args
             .extend(["--target-crypt".into(), TARGET_CRYPT.into()]);
         // The keys are dovecot's (uid 401), readable by it alone.
-        spec.capabilities = vec!["DAC_READ_SEARCH".into()];
+        spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
     }
     spec.args.push(format!(
         "{}::{}",
@@ -586,16 +588,7 @@ fn files_spec(
     let mut spec = options
         .access
         .helper_spec(&prepared.image, "restore", &conf.project);
-    // Root writing files of every owner and giving them their owners, modes and times back.
-    spec.capabilities = [
-        "CHOWN",
-        "DAC_OVERRIDE",
-        "DAC_READ_SEARCH",
-        "FOWNER",
-        "FSETID",
-    ]
-    .map(String::from)
-    .to_vec();
+    spec.capabilities = WRITE_ANY_FILE.map(String::from).to_vec();
     let mut paths = Vec::new();
     for step in &plan.files {
         let dir = step.component.archive_dir();
