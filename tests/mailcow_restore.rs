@@ -749,3 +749,44 @@ fn benchmark_restore() {
     );
     println!("\nThe last full restore's steps:\n\n```\n{steps}\n```");
 }
+
+/// A restore writes no setuid or setgid program into mailcow's volumes, whatever the archive
+/// holds, and says what it cleared; a setgid directory (postfix's `public` is 2710) keeps it.
+#[test]
+fn a_restore_clears_the_setuid_and_setgid_bits_of_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let mailcow = Mailcow::create(20);
+    mailcow.start();
+    let postfix = mailcow.volume_dir("postfix-vol-1");
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    for (name, mode) in [("suid-program", 0o4755), ("sgid-file", 0o2644)] {
+        std::fs::write(postfix.join(name), "#!/bin/sh\n").unwrap();
+        set_mode(&postfix.join(name), mode);
+    }
+    set_mode(&postfix.join("public"), 0o2710);
+    let setup = Setup::new(&mailcow);
+    setup
+        .backup(&["--component", "postfix"])
+        .expect(0, "backup");
+    for name in ["suid-program", "sgid-file"] {
+        std::fs::remove_file(postfix.join(name)).unwrap();
+    }
+    let ran = setup.restore(&["--component", "postfix", "--yes"]);
+    show(&ran, "restore of set-id files");
+    assert_eq!(ran.code, 1, "the cleared bits are warnings");
+    says(
+        &ran.stderr,
+        &[
+            "suid-program: setuid/setgid bits cleared (mode 4755 in the archive)",
+            "sgid-file: setuid/setgid bits cleared (mode 2644 in the archive)",
+        ],
+    );
+    assert_eq!(mode(&postfix.join("suid-program")), 0o755);
+    assert_eq!(mode(&postfix.join("sgid-file")), 0o644);
+    assert_eq!(mode(&postfix.join("public")), 0o2710);
+    all_running(&mailcow);
+    no_helper_left(&mailcow);
+}

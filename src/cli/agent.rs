@@ -120,6 +120,8 @@ pub fn run(command: AgentCommand) -> anyhow::Result<Outcome> {
                 replace_atomically: true,
                 // A restored mailbox whose domain directory is gone gets it back as it was.
                 parents: true,
+                // Mail volumes hold no privileged programs.
+                no_set_id_files: true,
                 mirror: args.mirrors.iter().map(|m| cwd.join(m)).collect(),
                 ..Default::default()
             };

@@ -39,6 +39,9 @@ use super::owners::Owners;
 use super::restore::{self, Target};
 use super::select::{self, PathSelection};
 
+/// The setuid and setgid bits of a mode.
+const SET_ID_BITS: u32 = 0o6000;
+
 /// Plaintext bytes of content chunks fetched ahead of the writer.
 const BYTES_AHEAD: usize = 32 << 20;
 
@@ -63,6 +66,11 @@ pub struct ExtractOptions {
     /// Also restore the directories above the `paths` (themselves, not their other contents),
     /// so a missing parent is made with its archived owner and mode, not root's 0700.
     pub parents: bool,
+    /// Clear the setuid and setgid bits of everything but directories (each with a warning):
+    /// a restore into a mail server's volumes has no reason to make privileged programs, and a
+    /// crafted archive would. On a directory setgid only hands its group on (postfix's `public`
+    /// is 2710), so it stays.
+    pub no_set_id_files: bool,
 }
 
 #[derive(Debug, Default)]
@@ -460,6 +468,23 @@ impl Writer<'_> {
     }
 
     fn restore_attrs(&mut self, target: Target, path: &Path, item: &Item) {
+        let set_id = item.mode.unwrap_or(0) & SET_ID_BITS;
+        let stripped;
+        let item =
+            if self.options.no_set_id_files && set_id != 0 && item.kind() != ItemKind::Directory {
+                self.stats.warnings.push(format!(
+                    "{}: setuid/setgid bits cleared (mode {:o} in the archive)",
+                    path.display(),
+                    item.mode.unwrap_or(0) & 0o7777
+                ));
+                stripped = Item {
+                    mode: item.mode.map(|m| m & !SET_ID_BITS),
+                    ..item.clone()
+                };
+                &stripped
+            } else {
+                item
+            };
         let warnings = restore::apply_attrs(target, item, &self.owners, self.options.numeric_ids);
         self.stats.warnings.extend(
             warnings
