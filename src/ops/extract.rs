@@ -34,6 +34,7 @@ use crate::format::envelope::ObjectKey;
 use crate::format::item::{ChunkRef, Item, ItemKind};
 use crate::repo::repository::Repository;
 
+use super::dir_handle::DirHandle;
 use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
 use super::owners::Owners;
 use super::restore::{self, Target};
@@ -546,37 +547,42 @@ impl Writer<'_> {
     }
 
     /// Removes what is below `root` but was not extracted (`root` itself stays).
+    /// Removes from `root` what the archive does not hold, working by descriptor: the volume's
+    /// other users may swap a directory for a symlink meanwhile, and no removal may follow it
+    /// out of the volume (see `dir_handle`).
     fn mirror(&mut self, root: &Path) {
-        let entries = match std::fs::read_dir(root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        match DirHandle::open(root) {
+            Ok(dir) => self.mirror_dir(&dir, root),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                self.warn_on(root, "read directory", Err(e));
+                self.warn_on(root, "open directory", Err(e));
+            }
+        }
+    }
+
+    fn mirror_dir(&mut self, dir: &DirHandle, path: &Path) {
+        let entries = match dir.entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.warn_on(path, "read directory", Err(e));
                 return;
             }
         };
         for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    self.warn_on(root, "read directory", Err(e));
-                    continue;
-                }
-            };
-            let path = entry.path();
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if self.extracted.contains(&path) {
-                if is_dir {
-                    self.mirror(&path);
+            let child = path.join(&entry.name);
+            if self.extracted.contains(&child) {
+                if entry.is_dir {
+                    match dir.open_child(&entry.name) {
+                        Ok(sub) => self.mirror_dir(&sub, &child),
+                        Err(e) => {
+                            self.warn_on(&child, "open directory", Err(e));
+                        }
+                    }
                 }
                 continue;
             }
-            let removed = if is_dir {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if self.warn_on(&path, "remove", removed) {
+            let removed = dir.remove(&entry.name).map(drop);
+            if self.warn_on(&child, "remove", removed) {
                 self.stats.removed += 1;
             }
         }

@@ -10,10 +10,12 @@
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
-//! - [`durable`] — private directories and writes that survive a power loss.
+//! - [`durable`] — private directories and writes that survive a power loss;
+//! - [`dir_handle`] — directories listed and emptied by descriptor, never followed elsewhere.
 
 pub mod acl;
 pub mod create;
+pub mod dir_handle;
 pub mod durable;
 pub mod extract;
 pub mod items;
