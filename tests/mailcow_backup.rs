@@ -358,6 +358,31 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
     let drop = b"DROP VIEW mailcow.zz_view;";
     assert_eq!(docker_exec(&mysql, &["mariadb", "-uroot"], drop).0, 0);
 
+    // The helper's memory limit is too small for a large attachment (chunks of up to 8 MiB,
+    // in flight several at a time): the kernel ends it, and the message says what to change.
+    let large = mailcow.volume_dir("rspamd-vol-1").join("large");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..64 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(&large, noise).unwrap();
+    let small = dir.join("config-small-helper.toml");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&small, format!("{text}helper_memory_mib = 6\n")).unwrap();
+    fails(
+        &setup,
+        &mailcow,
+        &["--config", small.to_str().unwrap()],
+        "the helper container ran out of memory (its limit is 6 MiB): raise helper_memory_mib",
+        "helper out of memory",
+    );
+    std::fs::remove_file(&large).unwrap();
+
     // Another backup holds the host lock.
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();

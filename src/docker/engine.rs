@@ -14,6 +14,10 @@ pub enum DockerError {
     Unreachable { endpoint: String, detail: String },
     #[error("Docker: {context}: {detail}")]
     Api { context: String, detail: String },
+    #[error(
+        "the helper container ran out of memory (its limit is {memory_mib} MiB): raise helper_memory_mib in the config and run again"
+    )]
+    HelperOutOfMemory { memory_mib: u32 },
 }
 
 impl DockerError {

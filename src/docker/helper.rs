@@ -95,6 +95,8 @@ impl Default for HelperLimits {
 pub struct Helper {
     engine: Engine,
     pub id: String,
+    /// Its memory limit, for the message when the kernel ends it for lack of memory.
+    memory_mib: u32,
     stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
     output: Option<OutputStream>,
 }
@@ -225,6 +227,7 @@ impl Engine {
             Ok(attached) => Ok(Helper {
                 engine: self.clone(),
                 id,
+                memory_mib: spec.limits.memory_mib,
                 stdin: Some(attached.input),
                 output: Some(attached.output),
             }),
@@ -319,20 +322,42 @@ impl Helper {
     }
 
     /// Waits for the helper to exit; its exit code.
+    /// An end by the kernel's OOM killer (at the helper's memory limit) is an error that says
+    /// so: an exit code of 137 alone would not tell the admin what to change.
     pub async fn wait(&self) -> Result<i64, DockerError> {
         let options = WaitContainerOptions {
             condition: "not-running".into(),
         };
         let mut waiting = self.engine.api.wait_container(&self.id, Some(options));
-        match waiting.next().await {
-            Some(Ok(response)) => Ok(response.status_code),
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(DockerError::api("waiting for the helper container", e)),
-            None => Err(DockerError::Api {
-                context: "waiting for the helper container".into(),
-                detail: "the engine ended the wait without an exit code".into(),
-            }),
+        let code = match waiting.next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(DockerError::api("waiting for the helper container", e)),
+            None => {
+                return Err(DockerError::Api {
+                    context: "waiting for the helper container".into(),
+                    detail: "the engine ended the wait without an exit code".into(),
+                });
+            }
+        };
+        if code != 0 && self.oom_killed().await {
+            return Err(DockerError::HelperOutOfMemory {
+                memory_mib: self.memory_mib,
+            });
         }
+        Ok(code)
+    }
+
+    /// Whether the engine says the kernel killed the helper for lack of memory.
+    async fn oom_killed(&self) -> bool {
+        self.engine
+            .api
+            .inspect_container(&self.id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
     }
 
     /// Passes a signal (`SIGINT`, `SIGTERM`, `SIGKILL`) on to the helper's process.
