@@ -361,16 +361,7 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
     // The helper's memory limit is too small for a large attachment (chunks of up to 8 MiB,
     // in flight several at a time): the kernel ends it, and the message says what to change.
     let large = mailcow.volume_dir("rspamd-vol-1").join("large");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..64 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    std::fs::write(&large, noise).unwrap();
+    std::fs::write(&large, common::noise(7, 64 << 20)).unwrap();
     let small = dir.join("config-small-helper.toml");
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&small, format!("{text}helper_memory_mib = 6\n")).unwrap();

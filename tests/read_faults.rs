@@ -23,19 +23,6 @@ struct Setup {
     url: String,
 }
 
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// A repository by borg 1.4.5 with one archive `a` of `files` files of `size` random bytes.
 fn setup(mode: &str, files: usize, size: usize) -> Setup {
     let sshd = Sshd::start();
@@ -46,7 +33,7 @@ fn setup(mode: &str, files: usize, size: usize) -> Setup {
     for i in 0..files {
         std::fs::write(
             source.join(format!("data/file-{i:03}.bin")),
-            noise(i as u64, size),
+            common::noise(i as u64, size),
         )
         .unwrap();
     }

@@ -118,8 +118,17 @@ pub async fn recover(
     let stopped: StoppedServices =
         serde_json::from_slice(&text).map_err(|e| record_error("read", &path, e))?;
     clear_stale_helpers(engine, project).await?;
+    // A container the admin has since recreated (docker compose up) is not ours to start.
+    let existing = engine
+        .project_containers(project)
+        .await
+        .map_err(HelperError::from)?;
+    let (present, gone): (Vec<&StoppedContainer>, Vec<&StoppedContainer>) = stopped
+        .containers
+        .iter()
+        .partition(|c| existing.iter().any(|e| e.id == c.id));
     let mut failures = Vec::new();
-    for container in &stopped.containers {
+    for container in &present {
         if let Err(e) = engine.start_container(&container.id, &container.name).await {
             failures.push(e.to_string());
         }
@@ -132,13 +141,22 @@ pub async fn recover(
         });
     }
     clear(state_dir)?;
-    let names: Vec<&str> = stopped.containers.iter().map(|c| c.name.as_str()).collect();
-    Ok(Some(format!(
+    let names = |list: &[&StoppedContainer]| {
+        list.iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut done = format!(
         "a restore that was cut off (process {}, {} UTC) had left services stopped; started them again: {}",
         stopped.pid,
         stopped.since,
-        names.join(", ")
-    )))
+        names(&present)
+    );
+    if !gone.is_empty() {
+        done += &format!(" (recreated since, so left as they are: {})", names(&gone));
+    }
+    Ok(Some(done))
 }
 
 #[cfg(test)]
