@@ -84,7 +84,8 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
     let report = checked.stdout_text();
     for expected in [
         format!("volume {}", mailcow.volume("vmail-vol-1")),
-        "mariadb-dump of database mailcow".to_string(),
+        "mariadb-dump of database mailcow in".to_string(),
+        "(DBUSER and DBROOT log in)".to_string(),
         "mail_crypt keys: present".to_string(),
         "borg 1.4.5 serves it; 0 archives".to_string(),
     ] {

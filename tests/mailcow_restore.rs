@@ -158,6 +158,7 @@ fn show(ran: &Ran, what: &str) {
 fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     let (mailcow, setup, name) = backed_up(300);
     let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
+    let schema = Mailcow::schema(&mailcow.container("mysql-mailcow"));
     let archive = extracted(&setup, &name);
 
     // Destroy: every volume emptied (a stray file left in vmail), the database dropped, Redis
@@ -233,6 +234,9 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     }
     all_running(&mailcow);
     assert_eq!(Mailcow::rows(&mailcow.container("mysql-mailcow")), rows);
+    // Views (one built on the other), trigger, event, function and foreign key came back too,
+    // and the staged restore left no database of its own behind.
+    assert_eq!(Mailcow::schema(&mailcow.container("mysql-mailcow")), schema);
     assert_eq!(redis_get(&mailcow, "DKIM_PRIV_KEYS"), "dkim-private");
     assert_eq!(redis_get(&mailcow, "other"), "value");
     let calls = doveadm_calls(&mailcow);
@@ -392,29 +396,47 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     assert_eq!(std::fs::read(&kept[0]).unwrap(), changed);
 }
 
+/// An import that fails midway (here: a dump line longer than the server now accepts) leaves
+/// the database exactly as it was — rows written after the backup included — and no staging
+/// database behind; the files restored alongside stay restored.
 #[test]
-fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
+fn a_database_import_that_fails_midway_leaves_the_database_as_it_was() {
     let (mailcow, setup, name) = backed_up(30);
     let archive = extracted(&setup, &name);
+    let mysql = mailcow.container("mysql-mailcow");
     empty_dir(&mailcow.volume_dir("vmail-vol-1"));
-    // mailcow's user may log in, but no longer drop its database: the import fails.
     sql(
         &mailcow,
-        "REVOKE DROP ON mailcow.* FROM 'mailcow'@'localhost';",
+        "INSERT INTO mailcow.domain VALUES ('after-backup.example', 'newer than the archive');",
+    );
+    let rows = Mailcow::rows(&mysql);
+    let schema = Mailcow::schema(&mysql);
+    // The server's packet limit is the larger of these two.
+    sql(
+        &mailcow,
+        "SET GLOBAL max_allowed_packet = 1024; SET GLOBAL net_buffer_length = 1024;",
     );
 
     let ran = setup.restore(&["--component", "vmail", "--component", "mysql", "--yes"]);
+    sql(
+        &mailcow,
+        "SET GLOBAL max_allowed_packet = 16777216; SET GLOBAL net_buffer_length = 16384;",
+    );
     show(&ran, "failing restore");
     assert_eq!(ran.code, 2);
     says(
         &ran.stderr,
         &[
+            "staged in mailcow_mcb_restoring",
             "the restore failed: mysql: mariadb exited with 1",
-            "denied",
+            "the database mailcow is unchanged",
             "Restored: vmail. Not restored: mysql (database mailcow)",
             "Every service stopped for the restore was started again",
         ],
     );
+    assert!(rows.contains("after-backup.example"), "{rows}");
+    assert_eq!(Mailcow::rows(&mysql), rows);
+    assert_eq!(Mailcow::schema(&mysql), schema);
     assert_same_tree(
         &archive.path().join("vmail"),
         &mailcow.volume_dir("vmail-vol-1"),
@@ -422,6 +444,67 @@ fn a_failed_database_import_restarts_everything_and_says_what_was_restored() {
     );
     all_running(&mailcow);
     no_helper_left(&mailcow);
+}
+
+/// SIGKILL while the dump is on its way (held there by another session's global read lock):
+/// once the lock is gone, the orphaned SQL client runs whatever reached it — into the staging
+/// database, never into `mailcow`, which keeps every row. The next restore drops the staging
+/// database and completes.
+#[test]
+fn a_killed_database_restore_leaves_the_database_as_it_was() {
+    let (mailcow, setup, _) = backed_up(30);
+    let mysql = mailcow.container("mysql-mailcow");
+    let archived = Mailcow::rows(&mysql);
+    sql(
+        &mailcow,
+        "INSERT INTO mailcow.domain VALUES ('after-backup.example', 'newer than the archive');",
+    );
+    let rows = Mailcow::rows(&mysql);
+    let schema = Mailcow::schema(&mysql);
+
+    let mut lock = std::process::Command::new("docker")
+        .args(["exec", &mysql, "mariadb", "-uroot", "-e"])
+        .arg("FLUSH TABLES WITH READ LOCK; SELECT SLEEP(300)")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = |state: &str| {
+        let (_, out, _) = docker_exec(
+            &mysql,
+            &["mariadb", "-uroot", "-N", "-e", "SHOW PROCESSLIST"],
+            b"",
+        );
+        String::from_utf8_lossy(&out).contains(state)
+    };
+    common::mailcow::wait_until("the lock", || waiting("User sleep"));
+    let mut child = setup
+        .command(&["restore"], &["--component", "mysql", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::mailcow::wait_until("the import waiting for the lock", || {
+        waiting("Waiting for backup lock") || waiting("Waiting for global read lock")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sql(
+        &mailcow,
+        "SELECT CONCAT('KILL ', ID) INTO @k FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'; \
+         PREPARE k FROM @k; EXECUTE k;",
+    );
+    lock.wait().unwrap();
+    common::mailcow::wait_until("the orphaned import", || {
+        !waiting("mcb_restoring") && !waiting("Waiting for")
+    });
+    assert_eq!(Mailcow::rows(&mysql), rows);
+
+    setup
+        .restore(&["--component", "mysql", "--yes"])
+        .expect(0, "the next restore");
+    assert_eq!(Mailcow::rows(&mysql), archived);
+    assert_eq!(Mailcow::schema(&mysql), schema);
+    all_running(&mailcow);
 }
 
 /// Ctrl-C while the files are written: the helper is stopped and removed, every service runs

@@ -18,7 +18,7 @@ use crate::mailcow::backup::OutputOptions;
 use crate::mailcow::components::{CONFIG_PATHS, CRYPT_KEYS, Component};
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::discover::{Found, discover};
-use crate::mailcow::mysql::dump_tool;
+use crate::mailcow::mysql::{self, Login, dump_tool};
 use crate::ops::open::open;
 
 #[derive(Subcommand)]
@@ -64,7 +64,15 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
                 Component::Mysql => {
                     let mysql = found.mysql.as_ref().expect("discovered");
                     let tool = dump_tool(&engine, mysql).await?;
-                    format!("{tool} of database {} in {}", conf.db_name, mysql.name)
+                    // The backup dumps as DBUSER; a restore imports as root.
+                    let client = mysql::client_tool(&engine, mysql).await?;
+                    for login in [Login::mailcow(&conf), Login::root(&conf)] {
+                        mysql::check_login(&engine, mysql, client, login).await?;
+                    }
+                    format!(
+                        "{tool} of database {} in {} (DBUSER and DBROOT log in)",
+                        conf.db_name, mysql.name
+                    )
                 }
                 Component::Config => {
                     let present: Vec<&str> = CONFIG_PATHS

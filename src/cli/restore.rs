@@ -244,13 +244,12 @@ fn print_plan(
     if let (Some(dump), Some(mysql)) = (&plan.database, &prepared.found.mysql) {
         writeln!(
             out,
-            "  {:<11} database {} in {}: dropped and made again from {} ({}), as DBUSER {}",
+            "  {:<11} database {} in {}: replaced by {} ({}), imported beside it first and swapped in only once complete (as root)",
             "mysql",
             dump.database,
             mysql.name,
             dump.path,
             human::size(dump.bytes as i128),
-            conf.db_user
         )?;
     }
     match &plan.resync {

@@ -1,15 +1,16 @@
-//! The database, as a logical dump made inside mysql-mailcow and streamed to the helper — and
-//! back: a dump streamed from the helper into the `mariadb` client in mysql-mailcow.
+//! The database's tools in mysql-mailcow: a logical dump made there and streamed to the helper
+//! — and back: SQL streamed into the `mariadb` client there (how a restore uses it is
+//! [`super::staged_import`]'s).
 //!
 //! `mariadb-dump` (or `mysqldump`, where the image has only that name) runs through `docker
 //! exec` with `--single-transaction` (a consistent snapshot without locking mailcow out) and
-//! utf8mb4. It connects over the container's own socket as `DBUSER`; the password reaches it as
-//! an option file on its stdin (`--defaults-extra-file=/dev/stdin`), never as an argument or an
-//! environment variable. `--skip-ssl`, because recent MariaDB clients insist on TLS, which
+//! utf8mb4. It connects over the container's own socket as `DBUSER` (a restore: as root, with
+//! `DBROOT`); the password reaches it as an option file on its stdin
+//! (`--defaults-extra-file=/dev/stdin`), never as an argument or an environment variable. `--skip-ssl`, because recent MariaDB clients insist on TLS, which
 //! mailcow's server does not offer (mailcow #6586).
 
 use crate::docker::discover::Container;
-use crate::docker::exec::{ExecStream, Input};
+use crate::docker::exec::{ExecStream, Finished, Input};
 use crate::docker::{DockerError, Engine};
 
 use super::conf::MailcowConf;
@@ -21,13 +22,52 @@ pub enum DumpError {
     #[error("{container} has none of {tools}")]
     NoTool { container: String, tools: String },
     #[error(
-        "{container} refuses DBUSER {user} with DBPASS from mailcow.conf: {message}; the restore needs mailcow.conf's database user to log in: correct DBUSER/DBPASS in mailcow.conf (they must be what mailcow was installed with)"
+        "{container} refuses {user} with {keys} from mailcow.conf: {message}; correct {keys} in mailcow.conf (they must be what mailcow was installed with)"
     )]
     Login {
         container: String,
         user: String,
+        keys: &'static str,
         message: String,
     },
+}
+
+/// Who a client logs in as, from mailcow.conf.
+#[derive(Clone, Copy)]
+pub struct Login<'c> {
+    user: &'c str,
+    password: &'c str,
+    /// The mailcow.conf keys they come from, for messages.
+    keys: &'static str,
+}
+
+impl<'c> Login<'c> {
+    /// mailcow's own database user, `DBUSER`: rights on `DBNAME` alone.
+    pub fn mailcow(conf: &'c MailcowConf) -> Login<'c> {
+        Login {
+            user: &conf.db_user,
+            password: &conf.db_pass,
+            keys: "DBUSER/DBPASS",
+        }
+    }
+
+    /// The server's root, `DBROOT`: the staged restore creates and drops databases.
+    pub fn root(conf: &'c MailcowConf) -> Login<'c> {
+        Login {
+            user: "root",
+            password: &conf.db_root,
+            keys: "DBROOT",
+        }
+    }
+
+    /// An option file that logs a client in: three lines.
+    fn options(&self) -> String {
+        format!(
+            "[client]\nuser={}\npassword={}\n",
+            super::double_quoted(self.user),
+            super::double_quoted(self.password)
+        )
+    }
 }
 
 /// The dump tools and the clients, in the order tried.
@@ -67,44 +107,51 @@ pub async fn client_tool(
     find_tool(engine, container, &CLIENTS).await
 }
 
-/// An option file that logs the client in as `DBUSER`: three lines.
-fn login_options(conf: &MailcowConf) -> String {
-    format!(
-        "[client]\nuser={}\npassword={}\n",
-        super::double_quoted(&conf.db_user),
-        super::double_quoted(&conf.db_pass)
-    )
-}
-
-/// Checks that `DBUSER` logs in with `DBPASS` — before anything is stopped or dropped.
+/// Checks that `login` works — before anything is stopped or dropped.
 pub async fn check_login(
     engine: &Engine,
     container: &Container,
     client: &str,
-    conf: &MailcowConf,
+    login: Login<'_>,
 ) -> Result<(), DumpError> {
-    let command = [
-        client,
-        "--defaults-extra-file=/dev/stdin",
-        "--skip-ssl",
-        "-e",
-        "SELECT 1",
-    ];
-    let (_, finished) = engine
-        .exec_capture(&container.id, &command, login_options(conf).as_bytes())
-        .await?;
+    let (_, finished) = query(engine, container, client, login, "SELECT 1").await?;
     if finished.exit_code == 0 {
         return Ok(());
     }
     Err(DumpError::Login {
         container: container.name.clone(),
-        user: conf.db_user.clone(),
+        user: login.user.to_string(),
+        keys: login.keys,
         message: finished.last_error_line(),
     })
 }
 
-/// Starts the client that runs a dump as `DBUSER`; the caller writes the SQL to the returned
-/// input and shuts it down.
+/// Runs one short `sql` (no secrets in it: it is an argument) as `login`; its output is
+/// batch mode's, without column names: a row per line, tab-separated.
+pub async fn query(
+    engine: &Engine,
+    container: &Container,
+    client: &str,
+    login: Login<'_>,
+    sql: &str,
+) -> Result<(Vec<u8>, Finished), DumpError> {
+    let command = [
+        client,
+        "--defaults-extra-file=/dev/stdin",
+        "--skip-ssl",
+        "--default-character-set=utf8mb4",
+        "--batch",
+        "--skip-column-names",
+        "-e",
+        sql,
+    ];
+    Ok(engine
+        .exec_capture(&container.id, &command, login.options().as_bytes())
+        .await?)
+}
+
+/// Starts the client that runs SQL (a dump) as `login`; the caller writes the SQL to the
+/// returned input and shuts it down. `extra` are further client options (`--force`).
 ///
 /// The SQL takes the client's stdin, so the password cannot come as `/dev/stdin` option file
 /// as for the dump: a shell reads the option file's three lines first — `read` takes a pipe
@@ -115,41 +162,34 @@ pub async fn start_import(
     engine: &Engine,
     container: &Container,
     client: &str,
-    conf: &MailcowConf,
+    login: Login<'_>,
+    extra: &[&str],
 ) -> Result<(ExecStream, Input), DumpError> {
     const SCRIPT: &str = r#"umask 077
 f=$(mktemp) || exit 1
 trap 'rm -f "$f"' EXIT
 IFS= read -r a && IFS= read -r b && IFS= read -r c || exit 1
 printf '%s\n%s\n%s\n' "$a" "$b" "$c" > "$f" || exit 1
-"$0" --defaults-extra-file="$f" --skip-ssl --default-character-set=utf8mb4 --binary-mode"#;
-    let (stream, mut input) = engine
-        .exec_with_input(&container.id, &["sh", "-c", SCRIPT, client])
-        .await?;
+"$0" --defaults-extra-file="$f" --skip-ssl --default-character-set=utf8mb4 --binary-mode "$@""#;
+    let command = [&["sh", "-c", SCRIPT, client][..], extra].concat();
+    let (stream, mut input) = engine.exec_with_input(&container.id, &command).await?;
     use tokio::io::AsyncWriteExt;
     input
-        .write_all(login_options(conf).as_bytes())
+        .write_all(login.options().as_bytes())
         .await
         .map_err(|e| DockerError::api(format!("starting {client} in {}", container.name), e))?;
     Ok((stream, input))
 }
 
-/// Starts the dump of `DBNAME`; its stdout is the SQL.
+/// Starts the dump of `DBNAME` for a backup; its stdout is the SQL.
 pub async fn start_dump(
     engine: &Engine,
     container: &Container,
     tool: &str,
     conf: &MailcowConf,
 ) -> Result<ExecStream, DumpError> {
-    let user = format!("--user={}", conf.db_user);
-    let command = [
-        tool,
-        // Must come first: the client reads its option files before anything else.
-        "--defaults-extra-file=/dev/stdin",
-        &user,
-        "--skip-ssl",
+    let arguments = [
         "--single-transaction",
-        "--default-character-set=utf8mb4",
         "--routines",
         "--events",
         "--triggers",
@@ -158,9 +198,34 @@ pub async fn start_dump(
         "--databases",
         &conf.db_name,
     ];
+    dump(engine, container, tool, Login::mailcow(conf), &arguments).await
+}
+
+/// Starts `tool` (a dump tool) with `arguments` as `login`; its stdout is the SQL.
+pub async fn dump(
+    engine: &Engine,
+    container: &Container,
+    tool: &str,
+    login: Login<'_>,
+    arguments: &[&str],
+) -> Result<ExecStream, DumpError> {
+    let user = format!("--user={}", login.user);
+    let command = [
+        // The option file must come first: the tool reads its option files before anything
+        // else. It holds the password alone, since stdin is read once.
+        &[
+            tool,
+            "--defaults-extra-file=/dev/stdin",
+            &user,
+            "--skip-ssl",
+            "--default-character-set=utf8mb4",
+        ][..],
+        arguments,
+    ]
+    .concat();
     let options = format!(
         "[client]\npassword={}\n",
-        super::double_quoted(&conf.db_pass)
+        super::double_quoted(login.password)
     );
     Ok(engine
         .exec_stream(&container.id, &command, options.as_bytes())

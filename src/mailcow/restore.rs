@@ -33,10 +33,11 @@ use super::backup::{ROLLBACK_GRACE, wait_for_stop};
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover_among};
-use super::mysql::{self, DumpError};
+use super::mysql::{self, DumpError, Login};
 use super::restore_plan::{
     ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
 };
+use super::staged_import::{self, Staging, StagingError, Tools};
 use super::summary::{ArchiveSummary, SqlDump};
 
 /// Yields the signal (`SIGINT`, `SIGTERM`) that asks the restore to stop.
@@ -57,6 +58,8 @@ pub enum RestoreError {
     Mysql(#[from] DumpError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("mysql: {0}")]
+    Staging(#[from] StagingError),
     #[error(
         "reading the archive failed (the helper exited with {0}; its message is above); nothing was changed"
     )]
@@ -82,8 +85,8 @@ pub struct Prepared {
     /// The project's containers, for stopping and starting services.
     pub containers: Vec<Container>,
     pub image: String,
-    /// The SQL client in mysql-mailcow, when the database is restored.
-    client: Option<&'static str>,
+    /// The SQL client and the dump tool in mysql-mailcow, when the database is restored.
+    database_tools: Option<(&'static str, &'static str)>,
 }
 
 impl Prepared {
@@ -193,11 +196,13 @@ pub async fn prepare(
         needed.push(Component::Mysql);
     }
     let found = discover_among(engine, conf, &containers, &needed).await?;
-    let client = match &found.mysql {
+    let database_tools = match &found.mysql {
         Some(mysql) => {
+            Staging::new(&conf.db_name)?;
             let client = mysql::client_tool(engine, mysql).await?;
-            mysql::check_login(engine, mysql, client, conf).await?;
-            Some(client)
+            let dump_tool = mysql::dump_tool(engine, mysql).await?;
+            mysql::check_login(engine, mysql, client, Login::root(conf)).await?;
+            Some((client, dump_tool))
         }
         None => None,
     };
@@ -207,7 +212,7 @@ pub async fn prepare(
         found,
         containers,
         image,
-        client,
+        database_tools,
     })
 }
 
@@ -280,12 +285,20 @@ pub async fn execute(
             run.files(stop.clone()).await.map(Some)
         };
         let dump = async {
-            match (&plan.database, &prepared.found.mysql, prepared.client) {
-                (Some(dump), Some(mysql), Some(client)) => {
-                    let tools = (mysql, client);
-                    run.database(dump, tools, stop.clone()).await.map(|()| true)
+            match (
+                &plan.database,
+                &prepared.found.mysql,
+                prepared.database_tools,
+            ) {
+                (Some(dump), Some(container), Some((client, dump_tool))) => {
+                    let tools = Tools {
+                        container,
+                        client,
+                        dump_tool,
+                    };
+                    run.database(dump, tools, stop.clone()).await.map(Some)
                 }
-                _ => Ok(false),
+                _ => Ok(None),
             }
         };
         let (files, dump) = tokio::join!(files, dump);
@@ -301,8 +314,11 @@ pub async fn execute(
             }
         }
         match dump {
-            Ok(true) => report.restored.extend(database),
-            Ok(false) => {}
+            Ok(Some(warnings)) => {
+                report.warnings.extend(warnings);
+                report.restored.extend(database);
+            }
+            Ok(None) => {}
             Err(e) => {
                 failures.push(e);
                 report.not_restored.extend(database);
@@ -422,13 +438,15 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The database step: a helper streams the dump out of the archive into the SQL client.
+    /// The database step: a helper streams the dump out of the archive into a staging
+    /// database, which replaces `DBNAME` only once it is complete ([`staged_import`]). Returns
+    /// the warnings of a restore that worked.
     async fn database(
         &self,
         dump: &SqlDump,
-        (mysql, client): (&Container, &str),
+        tools: Tools<'_>,
         mut stop: Stop,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let Run {
             engine,
             options,
@@ -436,13 +454,20 @@ impl<'a> Run<'a> {
             prepared,
             say,
         } = *self;
+        let staging = Staging::new(&dump.database).map_err(|e| format!("mysql: {e}"))?;
         say(&format!(
-            "restoring database {} from {} into {}",
-            dump.database, dump.path, mysql.name
+            "restoring database {} from {} into {} (staged in {})",
+            dump.database, dump.path, tools.container.name, staging.staging
         ));
-        let (import, input) = mysql::start_import(engine, mysql, client, conf)
-            .await
-            .map_err(|e| format!("mysql: {e}"))?;
+        let (import, input) = mysql::start_import(
+            engine,
+            tools.container,
+            tools.client,
+            Login::root(conf),
+            &[],
+        )
+        .await
+        .map_err(|e| format!("mysql: {e}"))?;
         let mut spec = options
             .access
             .helper_spec(&prepared.image, "stream", &conf.project);
@@ -451,33 +476,53 @@ impl<'a> Run<'a> {
             format!("{}::{}", options.access.repository, prepared.plan.archive),
             dump.path.clone(),
         ]);
-        let (streamed, finished) = tokio::join!(
-            run_helper(engine, &spec, StdoutTo::Pipe(input), &mut stop),
-            import.finish()
+        let (to_rewriter, from_helper) = tokio::io::duplex(256 * 1024);
+        let (streamed, finished, rewritten) = tokio::join!(
+            run_helper(
+                engine,
+                &spec,
+                StdoutTo::Pipe(Box::pin(to_rewriter)),
+                &mut stop
+            ),
+            import.finish(),
+            staged_import::rewrite_into(from_helper, input, staging.rewriter()),
         );
-        let incomplete = format!(
-            "the database {} is incomplete: restore it again (--component mysql)",
-            dump.database
-        );
-        let (code, _, interrupted) = streamed.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
-        let finished = finished.map_err(|e| format!("mysql: {e}; {incomplete}"))?;
-        if let Some(signal) = interrupted {
-            return Err(format!("mysql: interrupted by {signal}; {incomplete}"));
-        }
-        if finished.exit_code != 0 {
-            return Err(format!(
-                "mysql: {client} exited with {}: {}; {incomplete}",
+        let failure = match (streamed, finished) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok((_, _, Some(signal))), _) => Some(format!("interrupted by {signal}")),
+            (_, Err(e)) => Some(e.to_string()),
+            (_, Ok(finished)) if finished.exit_code != 0 => Some(format!(
+                "{} exited with {}: {}",
+                tools.client,
                 finished.exit_code,
                 finished.last_error_line()
-            ));
+            )),
+            (Ok((code, _, None)), _) if code != 0 => Some(format!(
+                "reading the dump from the archive failed (the helper exited with {code})"
+            )),
+            _ => rewritten.as_ref().err().cloned(),
+        };
+        let unchanged = format!("the database {} is unchanged", dump.database);
+        let swapped = match (failure, rewritten) {
+            (None, Ok(rewritten)) => {
+                say("swapping the restored database in");
+                staged_import::swap(engine, tools, conf, &staging, &rewritten).await
+            }
+            (failure, _) => Err(failure.unwrap_or_default()),
+        };
+        match swapped {
+            Ok(swapped) => {
+                say("database restored");
+                Ok(swapped.warnings)
+            }
+            Err(failure) => {
+                let left = match staged_import::discard(engine, tools, conf, &staging).await {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" ({e})"),
+                };
+                Err(format!("mysql: {failure}; {unchanged}{left}"))
+            }
         }
-        if code != 0 {
-            return Err(format!(
-                "mysql: reading the dump from the archive failed (the helper exited with {code}); {incomplete}"
-            ));
-        }
-        say("database restored");
-        Ok(())
     }
 
     /// `doveadm force-resync` and `quota recalc` for the restored users, in the running

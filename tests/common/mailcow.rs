@@ -355,7 +355,9 @@ impl Mailcow {
         });
     }
 
-    /// The database mailcow would have: user, tables, rows (utf8mb4 included).
+    /// The database mailcow would have: user, tables with a foreign key, rows (utf8mb4 and a
+    /// long one included), views (one on the other), a trigger, an event and a function — all
+    /// defined by mailcow's user, as mailcow's own are (its dump may show no others).
     pub fn fill_database(&self) {
         let sql = format!(
             "CREATE DATABASE mailcow CHARACTER SET utf8mb4;
@@ -363,11 +365,20 @@ impl Mailcow {
              GRANT ALL ON mailcow.* TO 'mailcow'@'localhost';
              USE mailcow;
              CREATE TABLE domain (domain VARCHAR(255) PRIMARY KEY, description TEXT) CHARACTER SET utf8mb4;
-             CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, domain VARCHAR(255), quota BIGINT, name TEXT) CHARACTER SET utf8mb4;
-             INSERT INTO domain VALUES ('example.org', 'Beispiel ✉ 📬'), ('example.net', NULL);
+             CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, domain VARCHAR(255), quota BIGINT, name TEXT,
+                                   CONSTRAINT fk_domain FOREIGN KEY (domain) REFERENCES domain (domain)) CHARACTER SET utf8mb4;
+             INSERT INTO domain VALUES ('example.org', 'Beispiel ✉ 📬'), ('example.net', NULL),
+                                       ('long.example', '{long}');
              INSERT INTO mailbox VALUES ('user@example.org', 'example.org', 1073741824, 'Jürgen 😀'),
-                                        ('info@example.net', 'example.net', 0, 'Info');",
-            DB_PASS.replace('\\', "\\\\").replace('\'', "''")
+                                        ('info@example.net', 'example.net', 0, 'Info');
+             CREATE DEFINER=mailcow@localhost VIEW mailboxes_per_domain AS SELECT domain, COUNT(*) AS n FROM mailbox GROUP BY domain;
+             CREATE DEFINER=mailcow@localhost VIEW busy_domains AS SELECT domain FROM mailboxes_per_domain WHERE n > 0;
+             CREATE DEFINER=mailcow@localhost TRIGGER mailbox_quota BEFORE INSERT ON mailbox FOR EACH ROW SET NEW.quota = IFNULL(NEW.quota, 0);
+             CREATE DEFINER=mailcow@localhost EVENT clean_mailboxes ON SCHEDULE EVERY 1 DAY DO DELETE FROM mailbox WHERE quota < 0;
+             CREATE DEFINER=mailcow@localhost FUNCTION quota_of(u VARCHAR(255)) RETURNS BIGINT READS SQL DATA RETURN (SELECT quota FROM mailbox WHERE username = u);",
+            DB_PASS.replace('\\', "\\\\").replace('\'', "''"),
+            // One line of the dump longer than a small max_allowed_packet.
+            long = "x".repeat(3000),
         );
         let (code, _, err) = docker_exec(
             &self.container("mysql-mailcow"),
@@ -392,6 +403,25 @@ impl Mailcow {
             b"",
         );
         assert_eq!(code, 0, "reading rows: {err}");
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The database's other objects and what they give, as text: the views' rows, the
+    /// trigger, event and routine names, the foreign key, and any database beside `mailcow`
+    /// whose name says a restore left it.
+    pub fn schema(container: &str) -> String {
+        let (code, out, err) = docker_exec(
+            container,
+            &["mariadb", "-uroot", "-N", "mailcow"],
+            b"SELECT * FROM busy_domains ORDER BY 1;
+              SELECT * FROM mailboxes_per_domain ORDER BY 1;
+              SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'mailcow';
+              SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'mailcow';
+              SELECT ROUTINE_NAME, quota_of('user@example.org') FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'mailcow';
+              SELECT CONSTRAINT_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = 'mailcow';
+              SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '%mcb%';",
+        );
+        assert_eq!(code, 0, "reading the schema: {err}");
         String::from_utf8(out).unwrap()
     }
 
