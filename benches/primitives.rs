@@ -9,7 +9,7 @@ use mailcow_borg::format::compress::{Compression, decompress};
 use mailcow_borg::format::envelope::ObjectKey;
 use mailcow_borg::format::key::{KeyMaterial, KeyType};
 
-/// Incompressible data: SHA-256 in counter mode (the buffer recipe of spec §5.5).
+/// Incompressible data: SHA-256 in counter mode (the buffer recipe of `docs/borg-format.md` §5.5).
 fn noise(len: usize) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     let mut out: Vec<u8> = (0u64..)

@@ -1,10 +1,10 @@
 //! mailcow-borg: deduplicated, encrypted backups of a dockerized mailcow into BorgBackup 1.x
-//! repositories, from one static binary. See `DESIGN.md` in the project's shared notes for the
-//! layers; this crate grows them bottom-up:
+//! repositories, from one static binary. `ARCHITECTURE.md` describes the layers, which this crate
+//! holds bottom-up:
 //!
 //! - [`format`](mod@format) — the borg 1.x format core (pure, no I/O).
 //! - [`repo`] — the repository client: `borg serve` RPC over a transport.
-//! - [`ops`] — archive operations: open, list, extract.
+//! - [`ops`] — archive operations: open, read, create, extract.
 //! - [`docker`] — Docker orchestration through the Engine API.
 //! - [`mailcow`] — the mailcow profile: components, discovery, one backup run.
 //! - [`cli`] — the command line, thin.

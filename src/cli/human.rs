@@ -1,4 +1,4 @@
-//! How borg shows times, modes and sizes to people (spec borg1-cli §0): local time as
+//! How borg shows times, modes and sizes to people (`docs/borg-cli.md` §0): local time as
 //! `Sat, 2026-11-28 20:29:36`, ISO local time without a zone in JSON, `ls`-style modes,
 //! decimal size units.
 

@@ -1,5 +1,5 @@
 //! `mailcow-borg info REPO::ARCHIVE` (or `info REPO` for every archive), in borg's text and JSON
-//! shapes (spec borg1-cli §2.5, §9.3).
+//! shapes (`docs/borg-cli.md` §2.5, §9.3).
 
 use std::io::Write;
 

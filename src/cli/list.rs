@@ -1,5 +1,5 @@
 //! `mailcow-borg list REPO` and `list REPO::ARCHIVE [PATH...]`, in borg's default formats and
-//! JSON shapes (spec borg1-cli §2.3, §2.4, §5).
+//! JSON shapes (`docs/borg-cli.md` §2.3, §2.4, §5).
 
 use std::io::{BufWriter, Write};
 

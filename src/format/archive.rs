@@ -1,4 +1,4 @@
-//! The archive object and its item stream (spec §6.3, §6.4).
+//! The archive object and its item stream (`docs/borg-format.md` §6.3, §6.4).
 //!
 //! An archive object is a TAM-authenticated dict whose `items` lists the ids of item-stream chunks.
 //! Concatenated, their plaintexts are one msgpack stream of item dicts, split at arbitrary offsets,

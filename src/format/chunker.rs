@@ -1,4 +1,4 @@
-//! Content-defined chunking exactly as borg 1.x cuts (spec §5).
+//! Content-defined chunking exactly as borg 1.x cuts (`docs/borg-format.md` §5).
 //!
 //! Dedup between us and real borg only works if both cut a file at the same offsets, so this is a
 //! bit-exact re-implementation of borg's buzhash chunker, not merely a similar one.
@@ -650,7 +650,8 @@ mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
-    /// The spec §5.5 buffer: SHA-256(u64_le(i)) for i = 0, 1, …, truncated to `len`.
+    /// The buffer of `docs/borg-format.md` §5.5: SHA-256(u64_le(i)) for i = 0, 1, …, truncated to
+    /// `len`.
     fn spec_buffer(len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len + 32);
         let mut i = 0u64;
@@ -730,7 +731,8 @@ mod tests {
         );
     }
 
-    /// The cut rule of spec §5.2, literally: hash the first window, roll, test each candidate.
+    /// The cut rule of `docs/borg-format.md` §5.2, literally: hash the first window, roll, test
+    /// each candidate.
     fn reference_cut(b: &Buzhash, data: &[u8]) -> usize {
         let end = data.len().min(b.max);
         if end < b.min + b.window + 1 {

@@ -1,4 +1,4 @@
-//! Borg's compression layer (spec §4).
+//! Borg's compression layer (`docs/borg-format.md` §4).
 //!
 //! Compression sits between the id hash (computed over the plaintext) and the encryption envelope.
 //! Every compressed payload starts with a two-byte header naming its compressor, except legacy zlib,

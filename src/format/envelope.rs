@@ -1,4 +1,4 @@
-//! The envelope every stored object travels in, and the chunk id hash (spec §3).
+//! The envelope every stored object travels in, and the chunk id hash (`docs/borg-format.md` §3).
 //!
 //! Encrypted types store `type(1) ‖ MAC(32) ‖ IV_low8(8) ‖ AES-256-CTR(payload)`. The MAC covers
 //! only `IV_low8 ‖ ciphertext`, not the type byte, and for the BLAKE2b types it is an *unkeyed*
@@ -8,8 +8,8 @@
 //! Plaintext and authenticated types store `type(1) ‖ payload`; their integrity comes from the id
 //! check after decompression (and, for the manifest, from its TAM).
 //!
-//! Choosing IVs is not done here: the caller must reserve them first (spec §3.5, the repository
-//! layer), and passes the IV to [`ObjectKey::seal`].
+//! Choosing IVs is not done here: the caller must reserve them first (`docs/borg-format.md` §3.5;
+//! `ops::nonces` does), and passes the IV to [`ObjectKey::seal`].
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use hmac::{KeyInit, Mac};
@@ -338,7 +338,7 @@ fn blake2b_256_of(state: &blake2b_simd::State) -> [u8; 32] {
 pub(crate) mod tests {
     use super::*;
 
-    /// Key material of the spec §3.6 vectors.
+    /// Key material of the `docs/borg-format.md` §3.6 vectors.
     pub(crate) fn vector_key(key_type: KeyType) -> ObjectKey {
         let enc_key: [u8; 32] = std::array::from_fn(|i| i as u8);
         let (enc_hmac_key, id_key) = if key_type.hash_algorithm() == HashAlgorithm::Blake2b {

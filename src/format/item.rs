@@ -1,5 +1,6 @@
 //! One entry of an archive's item stream: a file, directory, symlink, hardlink, fifo or device
-//! (spec §6.5, §6.6). Every 1.x key is modelled; unknown keys are kept and written back.
+//! (`docs/borg-format.md` §6.5, §6.6). Every 1.x key is modelled; unknown keys are kept and written
+//! back.
 //!
 //! Paths and names are raw bytes: borg stores them with `surrogateescape`, which on POSIX means the
 //! file name bytes unchanged, whatever their encoding.

@@ -1,5 +1,5 @@
 //! Borg 1.x keys: the seven key types, the secret key material, and the passphrase-protected key
-//! blob that holds it (spec §2.2–§2.5, §3.1).
+//! blob that holds it (`docs/borg-format.md` §2.2–§2.5, §3.1).
 //!
 //! The blob is a msgpack map `{algorithm, data, hash, iterations, salt, version}`: `data` is the
 //! inner key map encrypted with AES-256-CTR (all-zero IV) under a key-encryption key derived by
@@ -23,7 +23,7 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 /// Borg's `PBKDF2_ITERATIONS`; stored in every blob, and the stored value is what counts on read.
 pub const PBKDF2_ITERATIONS: u32 = 100_000;
 
-/// What a stored object's first byte says about how it was made (spec §3.1).
+/// What a stored object's first byte says about how it was made (`docs/borg-format.md` §3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum KeyType {
@@ -150,7 +150,7 @@ impl KeyType {
     }
 }
 
-/// The secret inside a key blob (borg's `Key` item, spec §2.4).
+/// The secret inside a key blob (borg's `Key` item, `docs/borg-format.md` §2.4).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMaterial {
     pub enc_key: [u8; 32],
@@ -200,8 +200,9 @@ fn corrupt(what: impl Into<String>) -> KeyError {
 }
 
 impl KeyMaterial {
-    /// Splits 100 random bytes as borg does for a new key (spec §2.4); BLAKE2b types then take
-    /// fresh 64-byte random halves (`blake2_random`) padded with zeros for their two MAC keys.
+    /// Splits 100 random bytes as borg does for a new key (`docs/borg-format.md` §2.4); BLAKE2b
+    /// types then take fresh 64-byte random halves (`blake2_random`) padded with zeros for their
+    /// two MAC keys.
     pub fn from_random(
         key_type: KeyType,
         random: &[u8; 100],

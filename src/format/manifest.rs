@@ -1,4 +1,5 @@
-//! The manifest: the repository's table of archives, stored under id 0 (spec §6.2).
+//! The manifest: the repository's table of archives, stored under id 0
+//! (`docs/borg-format.md` §6.2).
 //!
 //! It is the one object whose id says nothing about its contents, so it is only trusted with a
 //! valid TAM: [`Manifest::unpack`] refuses it without one (borg ≥ 1.2.5 policy). Its `config` and any

@@ -4,8 +4,8 @@
 //! envelope and ids ([`envelope`]), IV planning ([`nonce`]), compression ([`compress`]), metadata
 //! authentication ([`tam`]), path bytes as borg's text ([`text`]),
 //! the chunker ([`chunker`]), borg's msgpack dialect ([`msgpack`]) and the manifest, archive and
-//! item models built on it. `shared/spec/borg1.md` is the reference; tests prove each piece against
-//! real borg.
+//! item models built on it. `docs/borg-format.md` records the borg facts it follows; tests prove
+//! each piece against real borg.
 
 pub mod archive;
 pub mod chunker;

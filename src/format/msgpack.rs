@@ -1,12 +1,12 @@
 //! The msgpack dialect borg 1.x speaks.
 //!
-//! Borg packs with msgpack-python's `use_bin_type=False`, the *old* spec: every byte string and every
-//! text string is a "raw" (fixstr / raw16 `0xda` / raw32 `0xdb`), never `str8` and never `bin`.
-//! Borg's cache synchroniser is a strict C parser that rejects `bin` inside item streams, so a writer
-//! that follows serde's defaults produces archives that break the next `borg create` (spec §0.1, §11).
-//! That is why this is a small hand-written codec instead of rmp-serde: the encoder emits exactly the
-//! bytes msgpack-python would, and the decoder is tolerant in the way borg's (`raw=True`) is: `str8`,
-//! `bin` and raw all decode to [`Value::Raw`].
+//! Borg packs with msgpack-python's `use_bin_type=False`, the *old* spec: every byte string and
+//! every text string is a "raw" (fixstr / raw16 `0xda` / raw32 `0xdb`), never `str8` and never
+//! `bin`. Borg's cache synchroniser is a strict C parser that rejects `bin` inside item streams, so
+//! a writer that follows serde's defaults produces archives that break the next `borg create`
+//! (`docs/borg-format.md` §0.1, §11). That is why this is a small hand-written codec instead of
+//! rmp-serde: the encoder emits exactly the bytes msgpack-python would, and the decoder is tolerant
+//! in the way borg's (`raw=True`) is: `str8`, `bin` and raw all decode to [`Value::Raw`].
 //!
 //! Maps keep their entries in the order given; the models sort their keys as borg's `StableDict`
 //! does before packing.
@@ -331,8 +331,8 @@ impl<'a> Reader<'a> {
 }
 
 /// Feeds a msgpack stream in arbitrary pieces and yields complete values: borg's item stream is
-/// split into chunks at arbitrary byte offsets, even inside an item (spec §6.4), and RPC answers
-/// arrive in whatever pieces the connection delivers.
+/// split into chunks at arbitrary byte offsets, even inside an item (`docs/borg-format.md` §6.4),
+/// and RPC answers arrive in whatever pieces the connection delivers.
 ///
 /// An incomplete value is never parsed again from its start: a [`Framer`] remembers how far it
 /// has looked and what is still open, so each byte's header is looked at once, and a value is
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn ids_are_raw16_never_bin_or_str8() {
-        // A 32-byte chunk id is `da 00 20 <32 bytes>` in borg's streams (spec §0.1).
+        // A 32-byte chunk id is `da 00 20 <32 bytes>` in borg's streams (docs/borg-format.md §0.1).
         let bytes = Value::raw(vec![7u8; 32]).to_bytes();
         assert_eq!(&bytes[..3], &[0xda, 0x00, 0x20]);
         assert_eq!(Value::raw(vec![1u8; 31]).to_bytes()[0], 0xbf);
@@ -581,7 +581,7 @@ mod tests {
 
     #[test]
     fn negotiate_prefix_matches_borg_bytes() {
-        // First bytes borg 1.4.5 sends (spec §1.3), built from our encoder.
+        // First bytes borg 1.4.5 sends (docs/borg-format.md §1.3), built from our encoder.
         let msg = Value::Array(vec![
             Value::Int(1),
             Value::Int(1),

@@ -1,4 +1,4 @@
-//! AES-CTR nonce (IV) planning, borg 1.x style (spec §3.4, §3.5).
+//! AES-CTR nonce (IV) planning, borg 1.x style (`docs/borg-format.md` §3.4, §3.5).
 //!
 //! Every encrypted object consumes `ceil(len / 16)` counter blocks from a 64-bit counter that the
 //! whole repository shares: two clients that ever encrypt under the same key with overlapping
@@ -6,7 +6,7 @@
 //! repository (`<repo>/nonce`, through the `get_free_nonce` / `commit_nonce_reservation` RPCs) and
 //! in the local security directory, and by starting above every value it has seen.
 //!
-//! This module only does the arithmetic; the repository layer performs the RPCs and file writes,
+//! This module only does the arithmetic; `ops::nonces` performs the RPCs and file writes,
 //! in the order borg uses (repository first, then the local file), before any IV is used.
 
 use super::envelope::{ObjectKey, cipher_blocks};
@@ -108,8 +108,8 @@ mod tests {
 
     #[test]
     fn borg_observed_reservations() {
-        // spec §3.5: init reserved 2^28 + 28; the next create saw R = L = 268435484, reserved up
-        // to 268435484 + 1 + 2^28 = 536870941, and used IV 0x1000001c first.
+        // docs/borg-format.md §3.5: init reserved 2^28 + 28; the next create saw R = L = 268435484,
+        // reserved up to 268435484 + 1 + 2^28 = 536870941, and used IV 0x1000001c first.
         let r = plan_reservation(
             Some(268_435_484),
             Some(268_435_484),

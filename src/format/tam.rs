@@ -1,4 +1,4 @@
-//! TAM, borg's tertiary authentication for metadata (spec §7).
+//! TAM, borg's tertiary authentication for metadata (`docs/borg-format.md` §7).
 //!
 //! The manifest has no content-derived id (it always lives at id 0), so in unencrypted and
 //! authenticated modes nothing but this HMAC stops a forged manifest, and since borg 1.2.5 the
@@ -38,7 +38,8 @@ impl TamContext {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TamStatus {
     Verified,
-    /// The object has no TAM at all. Callers decide whether that is acceptable (spec §7 policy).
+    /// The object has no TAM at all. Callers decide whether that is acceptable
+    /// (`docs/borg-format.md` §7, "Policy").
     Missing,
 }
 

@@ -1,4 +1,5 @@
-//! Nonce (IV) reservation for encrypting new objects, borg's `NonceManager` (spec §3.5).
+//! Nonce (IV) reservation for encrypting new objects, borg's `NonceManager`
+//! (`docs/borg-format.md` §3.5).
 //!
 //! AES-CTR with one key for the whole repository is only safe if no counter value is ever used
 //! twice — by us, by an earlier run of ours that died, or by real borg on another machine. Borg

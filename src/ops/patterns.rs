@@ -1,4 +1,4 @@
-//! borg's path patterns (`patterns.py`, spec borg1-cli §4): `--exclude` and PATH selectors with
+//! borg's path patterns (`patterns.py`, `docs/borg-cli.md` §4): `--exclude` and PATH selectors with
 //! the styles `fm:` (fnmatch: `*` crosses `/`), `sh:` (shell: `*` stops at `/`, `**/` spans
 //! directories), `pp:` (path prefix) and `pf:` (full path).
 //!

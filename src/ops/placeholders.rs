@@ -1,5 +1,5 @@
 //! borg's placeholders in archive names, locations and comments (`helpers/parseformat.py:
-//! replace_placeholders`, spec borg1-cli §3.1): `{hostname}`, `{now:%Y-%m-%d}`, `{utcnow}`,
+//! replace_placeholders`, `docs/borg-cli.md` §3.1): `{hostname}`, `{now:%Y-%m-%d}`, `{utcnow}`,
 //! `{user}`, ... expanded with Python's `str.format` rules, so that the archive names a borg
 //! user's scripts produce today come out the same.
 //!

@@ -1,6 +1,7 @@
 //! The security dir: what this machine remembers about each repository it has seen, in borg's
 //! own layout (`<security>/<repo id>/{key-type,location,manifest-timestamp}`), so that borg and
-//! mailcow-borg on one machine share and honour the same memory (spec §8.1, §8.2).
+//! mailcow-borg on one machine share and honour the same memory (`docs/borg-format.md` §8.1, §8.2;
+//! the checks and their messages: `docs/borg-cli.md` §11).
 //!
 //! It is what detects a repository that was swapped (same id, another key type), moved (another
 //! location) or rolled back to an older state (an older manifest timestamp than last seen: an

@@ -8,8 +8,9 @@
 //!   repository from `BORG_REPO`.
 //!
 //! Borg does this with regular expressions; the rules below are the same rules written out. The
-//! path is sent to `borg serve` as parsed (the server resolves `~` and `/./`, spec §1.1), after
-//! Python's `os.path.normpath` with borg's exception that keeps a leading `/./`.
+//! path is sent to `borg serve` as parsed (the server resolves `~` and `/./`,
+//! `docs/borg-format.md` §1.1), after Python's `os.path.normpath` with borg's exception that keeps
+//! a leading `/./`.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The repository methods of `borg serve`, typed (spec §1.4–§1.7).
+//! The repository methods of `borg serve`, typed (`docs/borg-format.md` §1.4–§1.7).
 //!
 //! Every argument borg's server would default is sent explicitly: the server's defaults differ
 //! from the client's (no lock timeout at all, shared lock with silent upgrade), and depending on
@@ -15,7 +15,7 @@ use super::rpc::{RemoteException, RpcClient, RpcError};
 /// The version we announce in `negotiate`: the borg release whose protocol we speak.
 const CLIENT_VERSION: [i128; 4] = [1, 4, 5, -1];
 
-/// A server older than this speaks a protocol we do not (spec §1.4).
+/// A server older than this speaks a protocol we do not (`docs/borg-format.md` §1.4).
 const MIN_SERVER_VERSION: (i128, i128, i128) = (1, 2, 0);
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ pub struct Repository {
 
 impl Repository {
     /// Opens the repository at `path`, sent exactly as the user gave it: the server resolves
-    /// `~` and `/./` (spec §1.1).
+    /// `~` and `/./` (`docs/borg-format.md` §1.1).
     pub async fn open(
         rpc: Arc<RpcClient>,
         path: &str,
@@ -328,7 +328,8 @@ impl Repository {
         Ok(())
     }
 
-    /// The repository's `nonce` file: the first IV not reserved by any client (spec §3.5).
+    /// The repository's `nonce` file: the first IV not reserved by any client
+    /// (`docs/borg-format.md` §3.5).
     pub async fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
         match self.rpc.call("get_free_nonce", Vec::new()).await? {
             Value::Nil => Ok(None),

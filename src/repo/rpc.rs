@@ -1,4 +1,5 @@
-//! The `borg serve` RPC client (spec §1): msgpack requests and responses over a byte stream.
+//! The `borg serve` RPC client (`docs/borg-format.md` §1): msgpack requests and responses over a
+//! byte stream.
 //!
 //! Framing is plain concatenation of msgpack objects in both directions. Requests use the dict
 //! form `{i: msgid, m: method, a: {name: value}}`, also for `negotiate`, so every answer comes back
@@ -33,7 +34,7 @@ pub const MAX_IN_FLIGHT: usize = 100;
 /// Requests are collected up to this size before they are written.
 const WRITE_BUFFER: usize = 256 << 10;
 
-/// Borg's unpacker refuses to buffer more than this (spec §0.1); so do we.
+/// Borg's unpacker refuses to buffer more than this (`docs/borg-format.md` §0.1); so do we.
 const MAX_BUFFERED: usize = 60 << 20;
 
 /// No answer of borg serve has more elements than this (the largest, `list`, has one per id,

@@ -6,9 +6,9 @@
 //! are interchangeable, and a test can put a misbehaving transport in their place.
 //!
 //! The server's stderr carries its log, one JSON object per line in borg's `--log-json` shape
-//! (spec §1.2). It is read by its own task, so a chatty server can never block its stdout, and
-//! its last lines that are not borg log records are kept: when a connection breaks, what the
-//! server said last (`borg: command not found`, a Python traceback) is usually the only
+//! (`docs/borg-format.md` §1.9). It is read by its own task, so a chatty server can never block its
+//! stdout, and its last lines that are not borg log records are kept: when a connection breaks,
+//! what the server said last (`borg: command not found`, a Python traceback) is usually the only
 //! explanation there is.
 
 use std::collections::VecDeque;

@@ -288,8 +288,6 @@ const TAG_PUT: u8 = 0;
 const TAG_DELETE: u8 = 1;
 const TAG_COMMIT: u8 = 2;
 
-/// Replays borg's segment files (spec §2.1): PUT adds or supersedes, DELETE removes; only
-/// segments up to the last COMMIT count. CRCs are checked.
 /// Flips a byte in the stored data of object `id` and fixes the segment entry's CRC, so the
 /// server hands the damaged object out as if it were sound and only the client's MAC check can
 /// notice (as after a bit flip in RAM or a malicious server).
@@ -316,6 +314,8 @@ pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
     panic!("object {} is not in {}", hex(id), repo_dir.display());
 }
 
+/// Replays borg's segment files (`docs/borg-format.md` §2.1): PUT adds or supersedes, DELETE
+/// removes; what counts is the state at the last COMMIT, across segments. CRCs are checked.
 fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for dir in std::fs::read_dir(data_dir).expect("data dir") {
