@@ -9,7 +9,7 @@
 # MCB_EXTRA_BINARIES="name=path ..." also times other builds of ours in the same rounds (to
 # compare a change against the build before it on the same noisy machine).
 #
-# Data: the synthetic maildir of shared/tools/gen_maildir.py (the project's shared notes).
+# Data: the synthetic maildir of tests/oracle/gen_maildir.py.
 # Needs: scripts/setup-oracles.sh done; root (sshd, root's login, loop mounts); ~4 GB of disk.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -18,7 +18,7 @@ ours="$repo/target/x86_64-unknown-linux-gnu/release/mailcow-borg"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Samples: 8 MiB of seeded random bytes; 8 MiB of synthetic mail (shared/tools/gen_maildir.py);
+# Samples: 8 MiB of seeded random bytes; 8 MiB of synthetic mail (tests/oracle/gen_maildir.py);
 # 256 MiB of seeded random bytes for the chunker over a file.
 python3 - "$work" <<'PY'
 import random, sys
