@@ -551,7 +551,7 @@ impl Writer<'_> {
     /// other users may swap a directory for a symlink meanwhile, and no removal may follow it
     /// out of the volume (see `dir_handle`).
     fn mirror(&mut self, root: &Path) {
-        match DirHandle::open(root) {
+        match DirHandle::open(root, 0) {
             Ok(dir) => self.mirror_dir(&dir, root),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -571,12 +571,14 @@ impl Writer<'_> {
         for entry in entries {
             let child = path.join(&entry.name);
             if self.extracted.contains(&child) {
-                if entry.is_dir {
-                    match dir.open_child(&entry.name) {
-                        Ok(sub) => self.mirror_dir(&sub, &child),
-                        Err(e) => {
-                            self.warn_on(&child, "open directory", Err(e));
-                        }
+                match entry
+                    .is_dir(dir)
+                    .and_then(|is_dir| is_dir.then(|| dir.open_child(&entry.name, 0)).transpose())
+                {
+                    Ok(Some(sub)) => self.mirror_dir(&sub, &child),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.warn_on(&child, "open directory", Err(e));
                     }
                 }
                 continue;
