@@ -1,6 +1,7 @@
 //! `create` interrupted, killed, or cut off from its server, over SSH to real `borg serve`: the
 //! repository must stay consistent for real borg (`borg check` clean, no archive from the
-//! interrupted run) and the next run must succeed.
+//! interrupted run) and the next run must succeed. And the tree changing under a running
+//! `create`.
 
 mod common;
 
@@ -444,4 +445,102 @@ fn a_full_repository_is_reported_and_nothing_is_committed() {
     assert_eq!(ran.stderr.trim().lines().count(), 1, "{}", ran.stderr);
     assert!(archives(&world, work.path(), &repo).is_empty());
     borg_check(&world, work.path(), &repo, "after the quota was hit");
+}
+
+/// A directory that a service's user swaps for a symlink while the walk is inside it cannot
+/// lead the backup out of the tree. The walk is held inside `a/sub` at a deterministic moment:
+/// with `--exclude-caches` it reads a directory's `CACHEDIR.TAG` following symlinks, as borg
+/// does, and a fifo there blocks it until a writer comes — after the directory was opened and
+/// before it is listed. Then `a/sub` becomes a symlink to a directory outside the tree whose
+/// names are the same; the walk must go on listing and reading the directory it opened.
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_walk_does_not_lead_the_backup_outside() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let world = World::new(PASSPHRASE);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let sub = data.join("a/sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("mail"), b"inside the tree").unwrap();
+    let tag = sub.join("CACHEDIR.TAG");
+    let tag_c = std::ffi::CString::new(tag.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that lives for the call.
+    assert_eq!(unsafe { libc::mkfifo(tag_c.as_ptr(), 0o600) }, 0);
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("mail"), b"SECRET from outside").unwrap();
+    std::fs::write(outside.join("secret"), b"SECRET from outside").unwrap();
+    let repo = work.path().join("repo");
+    world
+        .borg(
+            &common::borg14(),
+            work.path(),
+            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
+        )
+        .expect(0, "borg init");
+
+    let run = world
+        .ours_command(
+            &data,
+            &[
+                "create",
+                "--list",
+                "--exclude-caches",
+                &format!("{}::a", repo.display()),
+                ".",
+            ],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A writer can open the fifo without waiting only once a reader has it open: the walk,
+    // now inside `a/sub`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&tag)
+        {
+            Ok(writer) => break writer,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the walk never read a/sub/CACHEDIR.TAG"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("open the fifo: {e}"),
+        }
+    };
+    std::fs::rename(&sub, work.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, &sub).unwrap();
+    // End of file for the tag's reader: not a cache directory, the walk goes on.
+    drop(writer);
+    let ran = common::cli::Ran::from(run.wait_with_output().unwrap());
+
+    let listed = world
+        .borg(
+            &common::borg14(),
+            work.path(),
+            &["list", "--short", &format!("{}::a", repo.display())],
+        )
+        .expect(0, "borg list")
+        .stdout_text();
+    let below_sub: Vec<&str> = listed.lines().filter(|l| l.starts_with("a/sub")).collect();
+    // The directory that was opened is what was listed (its fifo, not `secret`), and nothing
+    // was read through the symlink. The mail's content is read after the walk, by opening it
+    // again from the root without following symlinks: where its directory was is a symlink
+    // now, so it is left out with a warning, like a file that vanished.
+    assert_eq!(
+        below_sub,
+        ["a/sub", "a/sub/CACHEDIR.TAG"],
+        "{listed}\n{}",
+        ran.stderr
+    );
+    let ran = ran.expect(1, "a run with a file that went away");
+    assert!(ran.stderr.contains("a/sub/mail: open: "), "{}", ran.stderr);
 }

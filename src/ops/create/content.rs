@@ -21,11 +21,12 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::ops::dir_handle::Stat;
 
 use super::Halt;
 use super::store::{ChunkStore, StoreError, Stored};
@@ -220,8 +221,8 @@ fn read_one(
         }
     }
     if let Source::File { file, ctime } = source {
-        let st = file.metadata().map_err(ReadFailure::Unreadable)?;
-        reads[n].changed = st.ctime() * 1_000_000_000 + st.ctime_nsec() != *ctime;
+        let st = Stat::of(file.as_fd()).map_err(ReadFailure::Unreadable)?;
+        reads[n].changed = st.ctime_ns() != *ctime;
     }
     Ok(())
 }

@@ -7,8 +7,6 @@
 //! still starting (a few hundred milliseconds, as long as a whole unchanged maildir backup
 //! takes), and this stage catches up when they are ready.
 
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
@@ -21,7 +19,7 @@ use super::StreamInput;
 use super::content::{FileJob, GROUP_BYTES, GROUP_FILES, Source};
 use super::files_cache::FileStat;
 use super::store::ChunkStore;
-use super::walk::{InodeKey, Slot};
+use super::walk::{InodeKey, Place, Reopener, Slot};
 
 /// Files for the content workers, handed out in groups ([`super::content`] says why).
 pub struct Groups {
@@ -68,6 +66,7 @@ pub struct Decider<'a> {
     pub checkpoint_interval: Duration,
     /// The assembler's word that a checkpoint is written.
     pub checkpoint_done: Receiver<()>,
+    pub reopener: Reopener,
 }
 
 impl Decider<'_> {
@@ -134,6 +133,7 @@ impl Decider<'_> {
                 stat,
                 master,
                 path_hash,
+                place,
                 ..
             } => {
                 let mut item = msgpack::decode(&packed)
@@ -149,6 +149,7 @@ impl Decider<'_> {
                     stat,
                     master.map(|(inode, _)| inode),
                     path_hash,
+                    &place,
                 )
             }
             Slot::File {
@@ -158,13 +159,15 @@ impl Decider<'_> {
                 master,
                 path_hash,
                 status,
-            } => self.read(item, status, fs_path, stat, master, path_hash),
+                place,
+            } => self.read(item, status, fs_path, stat, master, path_hash, &place),
             other => Some(other),
         }
     }
 
     /// Hands a file to a content worker, if it is the same file the walk saw; else it is
     /// skipped, since what was stored must match its item.
+    #[allow(clippy::too_many_arguments)] // the parts of the slots it comes from
     fn read(
         &mut self,
         item: Item,
@@ -173,29 +176,11 @@ impl Decider<'_> {
         stat: FileStat,
         master: Option<InodeKey>,
         path_hash: ObjectId,
+        place: &Place,
     ) -> Option<Slot> {
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(std::path::Path::new(std::ffi::OsStr::from_bytes(&fs_path)))
-            .and_then(|file| Ok((file.metadata()?, file)));
-        let file = match opened {
-            Ok((st, file)) if st.is_file() && st.ino() == stat.inode => file,
-            Ok(_) => {
-                return Some(Slot::Problem {
-                    message: format!(
-                        "{}: file type or inode changed while we backed it up (race condition, skipped file)",
-                        String::from_utf8_lossy(&fs_path)
-                    ),
-                    fs_path,
-                });
-            }
-            Err(e) => {
-                return Some(Slot::Problem {
-                    message: format!("{}: open: {e}", String::from_utf8_lossy(&fs_path)),
-                    fs_path,
-                });
-            }
+        let file = match self.reopener.open(place, &fs_path, stat.inode) {
+            Ok((file, _)) => file,
+            Err(message) => return Some(Slot::Problem { message, fs_path }),
         };
         let (reply, outcome) = sync_channel(1);
         let source = Source::File {

@@ -4,8 +4,8 @@
 //! The simple keys come from the walk's stat: `mode`, `uid`, `gid`, `user`/`group` (nil when the
 //! id has no name, or with `--numeric-ids`), `mtime`, `ctime` (on by default) and `atime` (off by
 //! default). Times are clamped to borg's `safe_ns` range. The extended keys are read through the
-//! open descriptor when there is one (files, directories, fifos) and through the path otherwise
-//! (symlinks, devices — never opened, as borg never opens them):
+//! open descriptor when there is one (files, directories, fifos) and through a path otherwise
+//! (symlinks, devices — never opened, as borg never opens them; see `DirHandle::path_of_child`):
 //!
 //! - `bsdflags`: Linux inode flags through `FS_IOC_GETFLAGS`, only nodump/immutable/append, and
 //!   only through a descriptor;
@@ -18,10 +18,10 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::fs::MetadataExt;
 
 use crate::format::item::Item;
 use crate::ops::acl;
+use crate::ops::dir_handle::Stat;
 use crate::ops::owners::Owners;
 
 /// borg's `MAX_NS`: the latest time a 32-bit platform can restore, less two days.
@@ -60,24 +60,24 @@ fn safe_ns(seconds: i64, nanos: i64) -> i64 {
 }
 
 /// `mode`, owners and times from a stat.
-pub fn stat_attrs(item: &mut Item, st: &std::fs::Metadata, owners: &Owners, options: MetaOptions) {
-    item.mode = Some(st.mode());
-    item.uid = Some(st.uid());
-    item.gid = Some(st.gid());
+pub fn stat_attrs(item: &mut Item, st: &Stat, owners: &Owners, options: MetaOptions) {
+    item.mode = Some(st.mode);
+    item.uid = Some(st.uid);
+    item.gid = Some(st.gid);
     let name =
         |name: Option<&[u8]>| Some(name.filter(|_| !options.numeric_ids).map(<[u8]>::to_vec));
-    item.user = name(owners.user_name(st.uid()));
-    item.group = name(owners.group_name(st.gid()));
-    item.mtime = safe_ns(st.mtime(), st.mtime_nsec());
-    item.atime = options.atime.then(|| safe_ns(st.atime(), st.atime_nsec()));
-    item.ctime = options.ctime.then(|| safe_ns(st.ctime(), st.ctime_nsec()));
+    item.user = name(owners.user_name(st.uid));
+    item.group = name(owners.group_name(st.gid));
+    item.mtime = safe_ns(st.mtime, st.mtime_nsec);
+    item.atime = options.atime.then(|| safe_ns(st.atime, st.atime_nsec));
+    item.ctime = options.ctime.then(|| safe_ns(st.ctime, st.ctime_nsec));
 }
 
 /// Where extended attributes are read from.
 #[derive(Clone, Copy)]
 pub enum Source<'a> {
-    /// An open descriptor, and the path for what has no descriptor call (default ACLs).
-    Fd(RawFd, &'a CStr),
+    /// An open descriptor (a directory's default ACL too is read through it).
+    Fd(RawFd),
     /// The path itself, never followed if it is a symlink.
     Path(&'a CStr),
 }
@@ -93,7 +93,7 @@ pub fn ext_attrs(
 ) -> io::Result<Vec<String>> {
     let mut warnings = Vec::new();
     if options.flags
-        && let Source::Fd(fd, _) = source
+        && let Source::Fd(fd) = source
     {
         item.bsdflags = Some(bsd_flags(fd)).filter(|f| *f != 0);
     }
@@ -124,16 +124,11 @@ pub fn ext_attrs(
         if let Some(access) = access.filter(|a| acl::is_extended(a)) {
             item.acl_access = Some(acl::to_text(&access, owners, options.numeric_ids)?);
             if is_dir {
-                let path = match source {
-                    Source::Fd(_, path) | Source::Path(path) => path,
-                };
                 // libacl gives an empty ACL, and so empty text, when there is no default ACL.
-                item.acl_default = Some(
-                    match get_xattr(Source::Path(path), b"system.posix_acl_default")? {
-                        Some(default) => acl::to_text(&default, owners, options.numeric_ids)?,
-                        None => Vec::new(),
-                    },
-                );
+                item.acl_default = Some(match get_xattr(source, b"system.posix_acl_default")? {
+                    Some(default) => acl::to_text(&default, owners, options.numeric_ids)?,
+                    None => Vec::new(),
+                });
             }
         }
     }
@@ -200,7 +195,7 @@ fn list_xattrs(source: Source) -> io::Result<Vec<Vec<u8>>> {
     let names = read_sized(|buf, len| match source {
         // SAFETY: `fd` is open, `path` NUL-terminated; `buf` is null with `len` 0 (size probe)
         // or valid for `len` bytes (a live buffer of `read_sized`).
-        Source::Fd(fd, _) => unsafe { libc::flistxattr(fd, buf.cast(), len) },
+        Source::Fd(fd) => unsafe { libc::flistxattr(fd, buf.cast(), len) },
         Source::Path(path) => unsafe { libc::llistxattr(path.as_ptr(), buf.cast(), len) },
     });
     match names {
@@ -220,7 +215,7 @@ fn get_xattr(source: Source, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
     let value = read_sized(|buf, len| match source {
         // SAFETY: as in `list_xattrs`; `name` is NUL-terminated.
-        Source::Fd(fd, _) => unsafe { libc::fgetxattr(fd, name.as_ptr(), buf, len) },
+        Source::Fd(fd) => unsafe { libc::fgetxattr(fd, name.as_ptr(), buf, len) },
         Source::Path(path) => unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf, len) },
     });
     match value {

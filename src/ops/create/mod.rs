@@ -36,8 +36,6 @@ pub mod walk;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -65,7 +63,7 @@ use content::{FileOutcome, FileRead};
 use decide::Decider;
 use files_cache::{FilesCache, FilesCacheMode};
 use store::{ChunkStore, StoreError, Stored};
-use walk::{InodeKey, Slot, WalkOptions, Walker};
+use walk::{InodeKey, Place, Reopener, Slot, WalkOptions, Walker};
 
 /// Slot batches the walk may run ahead of the assembler.
 const BATCHES_AHEAD: usize = 256;
@@ -588,6 +586,7 @@ fn run_pipeline(
                 jobs: decide::Groups::new(job_tx),
                 checkpoint_interval: options.checkpoint_interval,
                 checkpoint_done: checkpoint_wait,
+                reopener: Reopener::default(),
             };
             decider.run(batches, decided_tx);
         });
@@ -724,13 +723,14 @@ impl Assembler<'_> {
                     mut item,
                     fs_path,
                     inode,
+                    place,
                 } => {
                     if let Some(master) = self.masters.get(&inode) {
                         item.source = Some(master.clone());
                         self.progress.file_status('h', &fs_path);
                         self.emit(&item, None)?;
                     } else {
-                        self.promote(item, &fs_path, inode)?;
+                        self.promote(item, &fs_path, inode, &place)?;
                     }
                 }
                 Slot::Status { status, fs_path } => self.progress.file_status(status, &fs_path),
@@ -794,12 +794,15 @@ impl Assembler<'_> {
     }
 
     /// A follower whose master could not be stored becomes the master itself, as in borg,
-    /// where the first path that makes it into the archive is the master.
+    /// where the first path that makes it into the archive is the master. A regular file is
+    /// read here, opened again like any walked file (see `Place`) and checked to be the inode
+    /// the walk saw.
     fn promote(
         &mut self,
         mut item: Item,
         fs_path: &[u8],
         inode: InodeKey,
+        place: &Place,
     ) -> Result<(), CreateError> {
         item.hardlink_master = Some(true);
         if item.kind() != ItemKind::Regular {
@@ -812,25 +815,25 @@ impl Assembler<'_> {
             return self.emit(&item, Some(inode));
         }
         self.progress.file_status('A', fs_path);
-        let opened = std::fs::File::open(Path::new(std::ffi::OsStr::from_bytes(fs_path)))
-            .and_then(|file| Ok((file.metadata()?, file)));
-        let outcome = match opened {
-            Ok((st, file)) => {
-                let source = content::Source::File {
-                    file,
-                    ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
-                };
-                let mut outcomes = content::read_files(
-                    vec![source],
-                    &mut self.chunker,
-                    &mut content::Batch::default(),
-                    self.store,
-                    self.abort,
-                );
-                outcomes.pop().expect("one outcome per source")
+        let (file, st) = match Reopener::default().open(place, fs_path, inode.1) {
+            Ok(opened) => opened,
+            Err(message) => {
+                self.problem(fs_path, &message);
+                return Ok(());
             }
-            Err(e) => FileOutcome::Unreadable(e),
         };
+        let source = content::Source::File {
+            file,
+            ctime: st.ctime_ns(),
+        };
+        let mut outcomes = content::read_files(
+            vec![source],
+            &mut self.chunker,
+            &mut content::Batch::default(),
+            self.store,
+            self.abort,
+        );
+        let outcome = outcomes.pop().expect("one outcome per source");
         if let Some((_, item)) = self.content_outcome(item, fs_path, outcome)? {
             self.emit(&item, Some(inode))?;
         }

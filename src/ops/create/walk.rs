@@ -10,23 +10,29 @@
 //! the repository: so it starts while the connection to the repository is still being made.
 //! Every item goes on, in walk order, as a [`Slot`]: complete, a regular file (for `decide`
 //! and the content workers), a hardlink follower, or just a line for `--list`.
+//!
+//! Only a root is found by its path (the user named it); everything below it is reached by
+//! descriptor (see `dir_handle`): each directory is opened without following a symlink and
+//! checked to be what the walk's stat saw, and its entries are listed, stat'ed, opened and read
+//! relative to it. A directory that a service's user swaps for a symlink while the backup runs
+//! cannot lead the walk, or the later reading of a file's content, out of the volume.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use crate::format::envelope::ObjectId;
 use crate::format::item::{ChunkRef, Item};
+use crate::ops::dir_handle::{DirHandle, Stat};
 use crate::ops::owners::Owners;
 use crate::ops::patterns::Pattern;
 use crate::repo::location::normpath_bytes;
@@ -89,6 +95,7 @@ pub enum Slot {
         stat: FileStat,
         master: Option<(InodeKey, Vec<u8>)>,
         path_hash: ObjectId,
+        place: Place,
     },
     /// A regular file whose content is to be read: new, or changed (see `decide`).
     File {
@@ -100,6 +107,7 @@ pub enum Slot {
         path_hash: ObjectId,
         /// `M` (known to the files cache, changed) or `A`.
         status: char,
+        place: Place,
     },
     /// A regular file a content worker is reading (`decide` makes these from `File`).
     Reading {
@@ -117,6 +125,8 @@ pub enum Slot {
         item: Item,
         fs_path: Vec<u8>,
         inode: InodeKey,
+        /// For reading its content after all, should its master not make it in.
+        place: Place,
     },
     /// Only a `--list` line (`x` excluded, `d` after a directory's contents).
     Status { status: char, fs_path: Vec<u8> },
@@ -146,6 +156,90 @@ impl Reused {
     }
 }
 
+/// Where a walked file can be opened again, by the stages after the walk: reading its content
+/// (`decide`) or promoting a hardlink follower (the assembler). It is the directory a root's
+/// names are relative to, and where those names start in the walked path; the file is opened
+/// again from there one directory at a time, never following a symlink ([`Reopener`]).
+///
+/// Why not the file's parent directory, open, or the file itself, open: up to `BATCHES_AHEAD`
+/// (256) batches of [`SLOT_BATCH`] slots wait between the walk and `decide`, and in a first
+/// backup they do (the content workers are the slower side). One open file per slot, or one
+/// open directory per directory with a file in flight, would be thousands of descriptors —
+/// past the 1024 that a host's soft `RLIMIT_NOFILE` often is. A `Place` holds one per root.
+///
+/// Descriptors a backup holds, then: the walk one per directory level it is inside (as borg),
+/// plus the one it is opening; `decide` the directory its [`Reopener`] keeps, two while it
+/// descends, and the files waiting for or with the content workers (at most three groups of
+/// `GROUP_FILES` per worker and one being filled); the assembler one directory and file while
+/// it promotes a follower; one per root while its slots are in flight.
+#[derive(Clone)]
+pub struct Place {
+    base: Arc<DirHandle>,
+    /// Where the path relative to `base` starts in the walked path.
+    offset: usize,
+}
+
+/// The message for borg's `stat_update_check` failing: what was opened is not what the walk's
+/// stat saw.
+fn race_condition(fs_path: &[u8]) -> String {
+    format!(
+        "{}: file type or inode changed while we backed it up (race condition, skipped file)",
+        String::from_utf8_lossy(fs_path)
+    )
+}
+
+/// Opens walked regular files again by their [`Place`]. It keeps the last directory open:
+/// files come in walk order, most of them next to others, so each directory is descended into
+/// once and each file costs one `openat`, as an open by path would.
+#[derive(Default)]
+pub struct Reopener {
+    last: Option<(Arc<DirHandle>, Vec<u8>, DirHandle)>,
+}
+
+impl Reopener {
+    /// The regular file at `fs_path`, open, with its fresh stat, if it is still the inode
+    /// `ino` the walk saw; else the problem, as a warning's message.
+    pub fn open(
+        &mut self,
+        place: &Place,
+        fs_path: &[u8],
+        ino: u64,
+    ) -> Result<(File, Stat), String> {
+        let relative = &fs_path[place.offset..];
+        let (dir, name) = match relative.iter().rposition(|b| *b == b'/') {
+            Some(slash) => (&relative[..slash], &relative[slash + 1..]),
+            None => (&b""[..], relative),
+        };
+        let name = OsStr::from_bytes(name);
+        let opened = if dir.is_empty() {
+            place.base.open_file_child(name, 0)
+        } else {
+            let cached = match &self.last {
+                Some((base, path, handle)) if Arc::ptr_eq(base, &place.base) && path == dir => {
+                    Ok(handle)
+                }
+                _ => {
+                    // The old one goes first: at most two directories are open at a time.
+                    self.last = None;
+                    place.base.open_descendant(dir).map(|handle| {
+                        &self
+                            .last
+                            .insert((place.base.clone(), dir.to_vec(), handle))
+                            .2
+                    })
+                }
+            };
+            cached.and_then(|handle| handle.open_file_child(name, 0))
+        };
+        let checked = opened.and_then(|file| Ok((Stat::of(file.as_fd())?, file)));
+        match checked {
+            Ok((st, file)) if st.is_file() && st.ino == ino => Ok((file, st)),
+            Ok(_) => Err(race_condition(fs_path)),
+            Err(e) => Err(format!("{}: open: {e}", String::from_utf8_lossy(fs_path))),
+        }
+    }
+}
+
 /// The assembler hung up (it failed or was interrupted): stop walking.
 pub struct Stopped;
 
@@ -164,15 +258,6 @@ pub struct Walker<'a> {
     pub links: HashSet<InodeKey>,
     /// Inodes not to store: `options.skip` and every finished root.
     pub skip: HashSet<InodeKey>,
-}
-
-fn key_of(st: &std::fs::Metadata) -> InodeKey {
-    (st.dev(), st.ino())
-}
-
-fn c_path(path: &[u8]) -> io::Result<CString> {
-    CString::new(path)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn os(path: &[u8]) -> &Path {
@@ -197,7 +282,8 @@ fn make_path_safe(path: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `os.path.join` of a walked directory and an entry name, normalised as borg does.
+/// `os.path.join` of a walked directory and an entry name, normalised as borg does. For a
+/// name from a directory listing (no `/`, never `.` or `..`) the result ends with the name.
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = dir.to_vec();
     if !path.ends_with(b"/") {
@@ -207,18 +293,21 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     normpath_bytes(&path)
 }
 
-/// The open flags borg uses, with `O_NOATIME` where the file system and our rights allow.
-fn open_nofollow(path: &[u8], extra: libc::c_int) -> io::Result<File> {
-    let open = |flags| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | extra | flags)
-            .open(os(path))
-    };
+/// Opens with `O_NOATIME`, as borg does, where the file system and our rights allow it (only
+/// the owner, or a holder of `CAP_FOWNER`, may).
+fn noatime<T>(open: impl Fn(libc::c_int) -> io::Result<T>) -> io::Result<T> {
     match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         other => other,
     }
+}
+
+/// How the extended attributes of an object are reached.
+enum Attrs<'a> {
+    /// It is open.
+    Open(RawFd),
+    /// It is not (a symlink, a device): its name in its directory.
+    Unopened(&'a DirHandle, &'a OsStr),
 }
 
 impl Walker<'_> {
@@ -272,21 +361,67 @@ impl Walker<'_> {
                 fs_path: path,
             });
         }
-        let st = match std::fs::symlink_metadata(os(&path)) {
+        let st = match Stat::lstat(os(&path)) {
             Ok(st) => st,
             Err(e) => return self.problem(&path, "stat", e),
         };
-        let restrict_dev = self.options.one_file_system.then(|| st.dev());
-        let root = Root {
+        let naming = Naming {
             strip_prefix,
-            restrict_dev,
+            restrict_dev: self.options.one_file_system.then_some(st.dev),
         };
-        self.node(&root, &path, st)?;
-        // A finished root is not stored again (borg's skip_inodes).
-        if let Ok(st) = std::fs::symlink_metadata(os(&path)) {
-            self.skip.insert(key_of(&st));
+        if st.is_dir() {
+            self.root_directory(naming, &path, st)?;
+        } else {
+            self.root_other(naming, &path, st)?;
         }
+        // A finished root is not stored again (borg's skip_inodes).
+        self.skip.insert(st.key());
         Ok(())
+    }
+
+    /// A root that is a directory: opened by its path, but not through a symlink at its end,
+    /// and checked to be the directory the stat saw.
+    fn root_directory(&mut self, naming: Naming, path: &[u8], st: Stat) -> Result<(), Stopped> {
+        let Some(item_path) = self.item_path(&naming, path, &st)? else {
+            return Ok(());
+        };
+        let opened = noatime(|flags| DirHandle::open(os(path), flags));
+        let Some((dir, st)) = self.checked(path, &st, opened)? else {
+            return Ok(());
+        };
+        let dir = Arc::new(dir);
+        let root = Root {
+            naming,
+            place: Place {
+                base: dir.clone(),
+                // Where the names of its entries start in their walked paths.
+                offset: join(path, b"-").len() - 1,
+            },
+        };
+        self.directory(&root, &dir, path, item_path, st)
+    }
+
+    /// A root that is no directory: found in its directory, which is opened by its path.
+    fn root_other(&mut self, naming: Naming, path: &[u8], st: Stat) -> Result<(), Stopped> {
+        // The walked path of a root that is no directory ends with a name (it is normalised,
+        // and `/`, `.` and `..` are directories).
+        let (parent, name) = match path.iter().rposition(|b| *b == b'/') {
+            Some(0) => (&b"/"[..], &path[1..]),
+            Some(slash) => (&path[..slash], &path[slash + 1..]),
+            None => (&b"."[..], path),
+        };
+        let base = match DirHandle::open_resolved(os(parent)) {
+            Ok(base) => Arc::new(base),
+            Err(e) => return self.problem(path, "open", e),
+        };
+        let root = Root {
+            naming,
+            place: Place {
+                base: base.clone(),
+                offset: path.len() - name.len(),
+            },
+        };
+        self.node(&root, &base, OsStr::from_bytes(name), path, st)
     }
 
     fn excluded(&self, fs_path: &[u8]) -> bool {
@@ -296,44 +431,68 @@ impl Walker<'_> {
         self.options.excludes.iter().any(|p| p.matches(relative))
     }
 
-    /// One file system object and, for a directory, everything below it.
-    fn node(&mut self, root: &Root, fs_path: &[u8], st: std::fs::Metadata) -> Result<(), Stopped> {
-        let inode = key_of(&st);
-        if self.skip.contains(&inode) {
-            return Ok(());
+    /// The archive path of what the walk found, or `None` if nothing is stored for it: an
+    /// inode to skip (without a word), or a level the slashdot prefix hides (walked through,
+    /// an `x` line).
+    fn item_path(
+        &self,
+        naming: &Naming,
+        fs_path: &[u8],
+        st: &Stat,
+    ) -> Result<Option<Vec<u8>>, Stopped> {
+        if self.skip.contains(&st.key()) {
+            return Ok(None);
         }
-        let Some(path) = root.archive_path(fs_path) else {
-            // A level hidden by the slashdot prefix: walk through it, store nothing.
-            return self.send(Slot::Status {
-                status: 'x',
-                fs_path: fs_path.to_vec(),
-            });
+        match naming.archive_path(fs_path) {
+            Some(path) => Ok(Some(path)),
+            None => self
+                .send(Slot::Status {
+                    status: 'x',
+                    fs_path: fs_path.to_vec(),
+                })
+                .map(|()| None),
+        }
+    }
+
+    /// One file system object, the entry `name` of `dir`, and, for a directory, everything
+    /// below it.
+    fn node(
+        &mut self,
+        root: &Root,
+        dir: &DirHandle,
+        name: &OsStr,
+        fs_path: &[u8],
+        st: Stat,
+    ) -> Result<(), Stopped> {
+        let Some(path) = self.item_path(&root.naming, fs_path, &st)? else {
+            return Ok(());
         };
-        let file_type = st.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_dir() {
-            self.directory(root, fs_path, path, &st)
-        } else if file_type.is_file() {
-            self.regular(fs_path, path, &st)
-        } else if file_type.is_symlink() {
-            self.symlink(fs_path, path, &st)
-        } else if file_type.is_fifo() || file_type.is_char_device() || file_type.is_block_device() {
-            if self.options.skip_special {
-                return Ok(());
+        match st.file_type() {
+            libc::S_IFDIR => {
+                let opened = noatime(|flags| dir.open_child(name, flags));
+                let Some((sub, st)) = self.checked(fs_path, &st, opened)? else {
+                    return Ok(());
+                };
+                self.directory(root, &sub, fs_path, path, st)
             }
-            self.special(fs_path, path, &st)
-        } else if file_type.is_socket() {
-            Ok(()) // borg skips sockets without a word
-        } else {
-            self.send(Slot::Problem {
+            libc::S_IFREG => self.regular(root, dir, name, fs_path, path, &st),
+            libc::S_IFLNK => self.symlink(dir, name, fs_path, path, &st),
+            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+                if self.options.skip_special {
+                    return Ok(());
+                }
+                self.special(root, dir, name, fs_path, path, &st)
+            }
+            libc::S_IFSOCK => Ok(()), // borg skips sockets without a word
+            _ => self.send(Slot::Problem {
                 fs_path: fs_path.to_vec(),
                 message: format!("{}: unknown file type", String::from_utf8_lossy(fs_path)),
-            })
+            }),
         }
     }
 
     /// The item with the simple attributes of `st`.
-    fn base_item(&self, path: Vec<u8>, st: &std::fs::Metadata) -> Item {
+    fn base_item(&self, path: Vec<u8>, st: &Stat) -> Item {
         let mut item = Item {
             path,
             ..Item::default()
@@ -342,27 +501,33 @@ impl Walker<'_> {
         item
     }
 
-    /// Adds the extended attributes, read through `fd` if the object is open, else through its
-    /// path; a failure is the item's problem (borg's `E`), reported, and `false`.
+    /// Adds the extended attributes; a failure is the item's problem (borg's `E`), reported,
+    /// and `false`.
     fn with_ext_attrs(
         &self,
         item: &mut Item,
         fs_path: &[u8],
-        fd: Option<RawFd>,
+        attrs: Attrs,
         is_dir: bool,
     ) -> Result<bool, Stopped> {
-        let c = match c_path(fs_path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.problem(fs_path, "open", e)?;
-                return Ok(false);
-            }
+        let meta = self.options.meta;
+        let through_proc;
+        let source = match attrs {
+            Attrs::Open(fd) => Source::Fd(fd),
+            // Without xattrs and ACLs, nothing is read of an object that is not open.
+            Attrs::Unopened(..) if !meta.xattrs && !meta.acls => return Ok(true),
+            Attrs::Unopened(dir, name) => match dir.path_of_child(name) {
+                Ok(path) => {
+                    through_proc = path;
+                    Source::Path(&through_proc)
+                }
+                Err(e) => {
+                    self.problem(fs_path, "extended attributes", e)?;
+                    return Ok(false);
+                }
+            },
         };
-        let source = match fd {
-            Some(fd) => Source::Fd(fd, &c),
-            None => Source::Path(&c),
-        };
-        match fsmeta::ext_attrs(item, source, is_dir, self.owners, self.options.meta) {
+        match fsmeta::ext_attrs(item, source, is_dir, self.owners, meta) {
             Ok(warnings) => {
                 for message in warnings {
                     self.send(Slot::Problem {
@@ -396,51 +561,46 @@ impl Walker<'_> {
         })
     }
 
-    /// Opens `fs_path` and checks it is still what the walk's `lstat` saw (borg's
-    /// `stat_update_check`): the fresh stat, or the problem has been reported.
-    fn open_checked(
+    /// Checks that what was opened for `fs_path` is still what the walk's stat saw (borg's
+    /// `stat_update_check`): it and its fresh stat, or the problem has been reported.
+    fn checked<T: AsFd>(
         &self,
         fs_path: &[u8],
-        st: &std::fs::Metadata,
-        extra_flags: libc::c_int,
-    ) -> Result<Option<(File, std::fs::Metadata)>, Stopped> {
-        let file = match open_nofollow(fs_path, extra_flags) {
-            Ok(file) => file,
+        st: &Stat,
+        opened: io::Result<T>,
+    ) -> Result<Option<(T, Stat)>, Stopped> {
+        let opened = match opened {
+            Ok(opened) => opened,
             Err(e) => return self.problem(fs_path, "open", e).map(|()| None),
         };
-        let fresh = match file.metadata() {
+        let fresh = match Stat::of(opened.as_fd()) {
             Ok(fresh) => fresh,
             Err(e) => return self.problem(fs_path, "fstat", e).map(|()| None),
         };
-        if fresh.file_type() != st.file_type() || fresh.ino() != st.ino() {
+        if fresh.file_type() != st.file_type() || fresh.ino != st.ino {
             self.send(Slot::Problem {
                 fs_path: fs_path.to_vec(),
-                message: format!(
-                    "{}: file type or inode changed while we backed it up (race condition, skipped file)",
-                    String::from_utf8_lossy(fs_path)
-                ),
+                message: race_condition(fs_path),
             })?;
             return Ok(None);
         }
-        Ok(Some((file, fresh)))
+        Ok(Some((opened, fresh)))
     }
 
+    /// A directory, open, and what is below it. It stays open while its entries are walked:
+    /// they are looked up in it, never by path. That is one descriptor per level of the tree,
+    /// as in borg; a tree deeper than the descriptor limit fails at that depth, an `open`
+    /// problem (`EMFILE`) for the directory there.
     fn directory(
         &mut self,
         root: &Root,
+        dir: &DirHandle,
         fs_path: &[u8],
         path: Vec<u8>,
-        st: &std::fs::Metadata,
+        st: Stat,
     ) -> Result<(), Stopped> {
-        let Some((dir, st)) = self.open_checked(fs_path, st, libc::O_DIRECTORY)? else {
-            return Ok(());
-        };
-        let recurse = root.restrict_dev.is_none_or(|dev| dev == st.dev());
-        let tags = if recurse {
-            self.tags(fs_path)
-        } else {
-            Vec::new()
-        };
+        let recurse = root.naming.restrict_dev.is_none_or(|dev| dev == st.dev);
+        let tags = if recurse { self.tags(dir) } else { Vec::new() };
         let excluded = |walker: &Self| {
             walker.send(Slot::Status {
                 status: 'x',
@@ -451,38 +611,26 @@ impl Walker<'_> {
             return excluded(self);
         }
         let mut item = self.base_item(path, &st);
-        if !self.with_ext_attrs(&mut item, fs_path, Some(dir.as_raw_fd()), true)? {
+        if !self.with_ext_attrs(&mut item, fs_path, Attrs::Open(dir.as_raw_fd()), true)? {
             return Ok(());
         }
         self.send_ready(item, 'd', fs_path, None)?;
         if !tags.is_empty() {
             // --keep-exclude-tags: the directory and its tags, nothing else.
             for tag in tags {
-                let child = join(fs_path, &tag);
-                match std::fs::symlink_metadata(os(&child)) {
-                    Ok(st) => self.node(root, &child, st)?,
-                    Err(e) => self.problem(&child, "stat", e)?,
-                }
+                self.tag(root, dir, &tag, &join(fs_path, &tag))?;
             }
             return excluded(self);
         }
         if recurse {
-            let entries = match std::fs::read_dir(os(fs_path)) {
+            let mut entries = match dir.entries() {
                 Ok(entries) => entries,
                 Err(e) => return self.problem(fs_path, "scandir", e),
             };
-            let mut children = Vec::new();
-            for entry in entries {
-                match entry {
-                    Ok(entry) => children.push((entry.ino(), entry.file_name())),
-                    Err(e) => self.problem(fs_path, "scandir", e)?,
-                }
-            }
             // Stable: names with equal inode numbers keep readdir's order, as in borg.
-            children.sort_by_key(|(ino, _)| *ino);
-            drop(dir);
-            for (_, name) in children {
-                let child = join(fs_path, name.as_bytes());
+            entries.sort_by_key(|entry| entry.ino);
+            for entry in entries {
+                let child = join(fs_path, entry.name.as_bytes());
                 if self.excluded(&child) {
                     self.send(Slot::Status {
                         status: 'x',
@@ -490,8 +638,8 @@ impl Walker<'_> {
                     })?;
                     continue;
                 }
-                match std::fs::symlink_metadata(os(&child)) {
-                    Ok(st) => self.node(root, &child, st)?,
+                match dir.stat_child(&entry.name) {
+                    Ok(st) => self.node(root, dir, &entry.name, &child, st)?,
                     Err(e) => self.problem(&child, "stat", e)?,
                 }
             }
@@ -502,31 +650,59 @@ impl Walker<'_> {
         })
     }
 
+    /// A tag kept with `--keep-exclude-tags`. An `--exclude-if-present` name may be a path
+    /// below the directory: its directories are opened one by one, like everything below a
+    /// root, never through a symlink.
+    fn tag(
+        &mut self,
+        root: &Root,
+        dir: &DirHandle,
+        tag: &[u8],
+        fs_path: &[u8],
+    ) -> Result<(), Stopped> {
+        let (parent, name) = match tag.iter().rposition(|b| *b == b'/') {
+            Some(slash) => match dir.open_descendant(&tag[..slash]) {
+                Ok(parent) => (Some(parent), &tag[slash + 1..]),
+                Err(e) => return self.problem(fs_path, "stat", e),
+            },
+            None => (None, tag),
+        };
+        let parent = parent.as_ref().unwrap_or(dir);
+        let name = OsStr::from_bytes(name);
+        match parent.stat_child(name) {
+            Ok(st) => self.node(root, parent, name, fs_path, st),
+            Err(e) => self.problem(fs_path, "stat", e),
+        }
+    }
+
     /// Whether `st` is a later path of a hardlink group (and records a first one).
-    fn is_follower(&mut self, st: &std::fs::Metadata) -> (bool, Option<InodeKey>) {
-        if st.nlink() <= 1 {
+    fn is_follower(&mut self, st: &Stat) -> (bool, Option<InodeKey>) {
+        if st.nlink <= 1 {
             return (false, None);
         }
-        let inode = key_of(st);
+        let inode = st.key();
         (!self.links.insert(inode), Some(inode))
     }
 
     /// A regular file. An unchanged one (per the files cache) whose item had no extended
-    /// metadata last time costs just the walk's `lstat`: nothing else about it can have changed
+    /// metadata last time costs just the walk's stat: nothing else about it can have changed
     /// without changing its ctime. Any other is opened for its extended metadata; its contents
     /// are for later stages to read, if they must.
     fn regular(
         &mut self,
+        root: &Root,
+        dir: &DirHandle,
+        name: &OsStr,
         fs_path: &[u8],
         path: Vec<u8>,
-        st: &std::fs::Metadata,
+        st: &Stat,
     ) -> Result<(), Stopped> {
         let (follower, inode) = self.is_follower(st);
         let stat = FileStat {
-            inode: st.ino(),
-            size: st.size(),
-            ctime: st.ctime() * 1_000_000_000 + st.ctime_nsec(),
-            mtime: st.mtime() * 1_000_000_000 + st.mtime_nsec(),
+            inode: st.ino,
+            size: st.size,
+            ctime: st.ctime_ns(),
+            mtime: st.mtime_ns(),
         };
         let (path_hash, lookup) = if follower {
             ([0; 32], Lookup::Unknown) // followers are not looked up, as in borg
@@ -542,20 +718,23 @@ impl Walker<'_> {
         let mut item = if let Lookup::Unchanged { ext: false, .. } = lookup {
             self.base_item(path, st)
         } else {
-            let Some((file, st)) = self.open_checked(fs_path, st, 0)? else {
+            let opened = noatime(|flags| dir.open_file_child(name, flags));
+            let Some((file, st)) = self.checked(fs_path, st, opened)? else {
                 return Ok(());
             };
             let mut item = self.base_item(path, &st);
-            if !self.with_ext_attrs(&mut item, fs_path, Some(file.as_raw_fd()), false)? {
+            if !self.with_ext_attrs(&mut item, fs_path, Attrs::Open(file.as_raw_fd()), false)? {
                 return Ok(());
             }
             item
         };
+        let place = root.place.clone();
         if follower {
             return self.send(Slot::Follower {
                 item,
                 fs_path: fs_path.to_vec(),
                 inode: inode.expect("followers are hardlinked"),
+                place,
             });
         }
         item.hardlink_master = Some(inode.is_some());
@@ -573,6 +752,7 @@ impl Walker<'_> {
                     stat,
                     master: inode.map(|inode| (inode, item.path)),
                     path_hash,
+                    place,
                 });
             }
             Lookup::Changed => 'M',
@@ -585,6 +765,7 @@ impl Walker<'_> {
             master: inode,
             path_hash,
             status,
+            place,
         })
     }
 
@@ -604,17 +785,19 @@ impl Walker<'_> {
 
     fn symlink(
         &mut self,
+        dir: &DirHandle,
+        name: &OsStr,
         fs_path: &[u8],
         path: Vec<u8>,
-        st: &std::fs::Metadata,
+        st: &Stat,
     ) -> Result<(), Stopped> {
-        let target = match std::fs::read_link(os(fs_path)) {
+        let target = match dir.read_link_child(name) {
             Ok(target) => target,
             Err(e) => return self.problem(fs_path, "readlink", e),
         };
         let mut item = self.base_item(path, st);
-        item.source = Some(target.into_os_string().into_vec());
-        if !self.with_ext_attrs(&mut item, fs_path, None, false)? {
+        item.source = Some(target);
+        if !self.with_ext_attrs(&mut item, fs_path, Attrs::Unopened(dir, name), false)? {
             return Ok(());
         }
         self.send_ready(item, 's', fs_path, None)
@@ -624,34 +807,38 @@ impl Walker<'_> {
     /// devices never are.
     fn special(
         &mut self,
+        root: &Root,
+        dir: &DirHandle,
+        name: &OsStr,
         fs_path: &[u8],
         path: Vec<u8>,
-        st: &std::fs::Metadata,
+        st: &Stat,
     ) -> Result<(), Stopped> {
-        use std::os::unix::fs::FileTypeExt;
-        let fifo = st.file_type().is_fifo();
+        let fifo = st.file_type() == libc::S_IFIFO;
         let (opened, st) = if fifo {
-            match self.open_checked(fs_path, st, libc::O_NONBLOCK)? {
+            let opened = noatime(|flags| dir.open_file_child(name, libc::O_NONBLOCK | flags));
+            match self.checked(fs_path, st, opened)? {
                 Some((file, fresh)) => (Some(file), fresh),
                 None => return Ok(()),
             }
         } else {
-            (None, st.clone())
+            (None, *st)
         };
         let mut item = self.base_item(path, &st);
         if !fifo {
-            item.rdev = Some(st.rdev());
+            item.rdev = Some(st.rdev);
         }
-        let fd = opened.as_ref().map(|file| file.as_raw_fd());
-        if !self.with_ext_attrs(&mut item, fs_path, fd, false)? {
+        let attrs = match &opened {
+            Some(file) => Attrs::Open(file.as_raw_fd()),
+            None => Attrs::Unopened(dir, name),
+        };
+        if !self.with_ext_attrs(&mut item, fs_path, attrs, false)? {
             return Ok(());
         }
-        let status = if fifo {
-            'f'
-        } else if st.file_type().is_char_device() {
-            'c'
-        } else {
-            'b'
+        let status = match st.file_type() {
+            libc::S_IFIFO => 'f',
+            libc::S_IFCHR => 'c',
+            _ => 'b',
         };
         let (follower, inode) = self.is_follower(&st);
         if follower {
@@ -659,6 +846,7 @@ impl Walker<'_> {
                 item,
                 fs_path: fs_path.to_vec(),
                 inode: inode.expect("followers are hardlinked"),
+                place: root.place.clone(),
             });
         }
         item.hardlink_master = Some(inode.is_some());
@@ -668,15 +856,16 @@ impl Walker<'_> {
 
 impl Walker<'_> {
     /// The tags that exclude `dir` (borg's `dir_is_tagged`): a valid `CACHEDIR.TAG` with
-    /// `--exclude-caches`, and each `--exclude-if-present` name that exists (following
-    /// symlinks: a dangling one does not count).
-    fn tags(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+    /// `--exclude-caches`, and each `--exclude-if-present` name that exists. Symlinks are
+    /// followed here, wherever they lead, as borg follows them: a tag is only looked at, never
+    /// stored through the link (a dangling one does not count).
+    fn tags(&self, dir: &DirHandle) -> Vec<Vec<u8>> {
         let mut tags = Vec::new();
         if self.options.exclude_caches && is_tagged_cache(dir) {
             tags.push(b"CACHEDIR.TAG".to_vec());
         }
         for name in &self.options.exclude_if_present {
-            if os(&join(dir, name)).exists() {
+            if dir.stat_following(OsStr::from_bytes(name)).is_ok() {
                 tags.push(name.clone());
             }
         }
@@ -685,20 +874,22 @@ impl Walker<'_> {
 }
 
 /// `--exclude-caches`: a `CACHEDIR.TAG` (followed if a symlink) that starts with the signature.
-fn is_tagged_cache(dir: &[u8]) -> bool {
+fn is_tagged_cache(dir: &DirHandle) -> bool {
     use std::io::Read;
     let mut signature = [0u8; 43];
-    File::open(os(&join(dir, b"CACHEDIR.TAG")))
+    dir.open_following(OsStr::new("CACHEDIR.TAG"))
         .and_then(|mut f| f.read_exact(&mut signature))
         .is_ok_and(|()| signature == *CACHEDIR_TAG_SIGNATURE)
 }
 
-struct Root {
+/// How a root's paths become archive paths.
+struct Naming {
     strip_prefix: Option<Vec<u8>>,
+    /// `--one-file-system`: the root's device, the only one walked into.
     restrict_dev: Option<u64>,
 }
 
-impl Root {
+impl Naming {
     /// The item path of `fs_path`, or `None` for a level the slashdot prefix hides.
     fn archive_path(&self, fs_path: &[u8]) -> Option<Vec<u8>> {
         let Some(prefix) = &self.strip_prefix else {
@@ -716,4 +907,10 @@ impl Root {
             fs_path.strip_prefix(prefix.as_slice()).unwrap_or(fs_path),
         ))
     }
+}
+
+/// A root being walked.
+struct Root {
+    naming: Naming,
+    place: Place,
 }
