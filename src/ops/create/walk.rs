@@ -189,8 +189,8 @@ fn race_condition(fs_path: &[u8]) -> String {
 }
 
 /// Opens walked regular files again by their [`Place`]. It keeps the last directory open:
-/// files come in walk order, most of them next to others, so each directory is descended into
-/// once and each file costs one `openat`, as an open by path would.
+/// files come in walk order, most of them next to others, so a directory is descended into once
+/// for a run of its files and each file costs one `openat`, as an open by path would.
 #[derive(Default)]
 pub struct Reopener {
     last: Option<(Arc<DirHandle>, Vec<u8>, DirHandle)>,
@@ -205,7 +205,12 @@ impl Reopener {
         fs_path: &[u8],
         ino: u64,
     ) -> Result<(File, Stat), String> {
-        let relative = &fs_path[place.offset..];
+        let Some(relative) = fs_path.get(place.offset..) else {
+            return Err(format!(
+                "{}: open: not below the root it was walked from",
+                String::from_utf8_lossy(fs_path)
+            ));
+        };
         let (dir, name) = match relative.iter().rposition(|b| *b == b'/') {
             Some(slash) => (&relative[..slash], &relative[slash + 1..]),
             None => (&b""[..], relative),
@@ -913,4 +918,58 @@ impl Naming {
 struct Root {
     naming: Naming,
     place: Place,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn content(opened: Result<(File, Stat), String>) -> String {
+        let mut text = String::new();
+        opened.unwrap().0.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn files_are_opened_again_below_the_root_never_through_a_symlink() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        for (path, text) in [("top", "top"), ("a/b/one", "one"), ("c/two", "two")] {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let outside = base.path().join("outside");
+        std::fs::create_dir_all(outside.join("b")).unwrap();
+        std::fs::write(outside.join("b/one"), "secret").unwrap();
+        let ino = |path: &str| Stat::lstat(&root.join(path)).unwrap().ino;
+        let walked = format!("{}/", root.display()).into_bytes();
+        let place = Place {
+            base: Arc::new(DirHandle::open(&root, 0).unwrap()),
+            offset: walked.len(),
+        };
+        let at = |path: &str| [walked.as_slice(), path.as_bytes()].concat();
+        let mut reopener = Reopener::default();
+        for (path, text) in [("a/b/one", "one"), ("c/two", "two"), ("top", "top")] {
+            assert_eq!(content(reopener.open(&place, &at(path), ino(path))), text);
+        }
+        let message = reopener.open(&place, &at("c/two"), ino("top")).unwrap_err();
+        assert!(
+            message.ends_with("(race condition, skipped file)"),
+            "{message}"
+        );
+
+        let one = ino("a/b/one");
+        assert_eq!(content(reopener.open(&place, &at("a/b/one"), one)), "one");
+        std::fs::rename(root.join("a"), base.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        // Kept open: the directory that was opened, wherever it is now.
+        assert_eq!(content(reopener.open(&place, &at("a/b/one"), one)), "one");
+        // Descended into afresh: the symlink is not followed.
+        let message = Reopener::default()
+            .open(&place, &at("a/b/one"), one)
+            .unwrap_err();
+        assert!(message.contains("a/b/one: open: "), "{message}");
+    }
 }
