@@ -11,7 +11,8 @@
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
 //! - [`durable`] — private directories and writes that survive a power loss;
-//! - [`dir_handle`] — directories listed and emptied by descriptor, never followed elsewhere.
+//! - [`dir_handle`] — directories walked, listed and emptied by descriptor, never followed
+//!   elsewhere.
 
 pub mod acl;
 pub mod create;
