@@ -126,10 +126,15 @@ impl Stat {
         (self.dev, self.ino)
     }
 
-    /// The mtime in nanoseconds, saturated: a file's owner may set its mtime past the year
-    /// 2262, whose nanoseconds do not fit in 64 bits.
+    /// The mtime in nanoseconds, saturated: a file's owner may set its mtime (and atime) past
+    /// the year 2262, whose nanoseconds do not fit in 64 bits.
     pub fn mtime_ns(&self) -> i64 {
         nanoseconds(self.mtime, self.mtime_nsec)
+    }
+
+    /// The atime in nanoseconds, saturated.
+    pub fn atime_ns(&self) -> i64 {
+        nanoseconds(self.atime, self.atime_nsec)
     }
 
     /// The ctime in nanoseconds, saturated (the clock may have been set far ahead).

@@ -52,11 +52,8 @@ impl Default for MetaOptions {
     }
 }
 
-fn safe_ns(seconds: i64, nanos: i64) -> i64 {
-    seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(nanos)
-        .clamp(0, MAX_NS)
+fn safe_ns(nanoseconds: i64) -> i64 {
+    nanoseconds.clamp(0, MAX_NS)
 }
 
 /// `mode`, owners and times from a stat.
@@ -68,9 +65,9 @@ pub fn stat_attrs(item: &mut Item, st: &Stat, owners: &Owners, options: MetaOpti
         |name: Option<&[u8]>| Some(name.filter(|_| !options.numeric_ids).map(<[u8]>::to_vec));
     item.user = name(owners.user_name(st.uid));
     item.group = name(owners.group_name(st.gid));
-    item.mtime = safe_ns(st.mtime, st.mtime_nsec);
-    item.atime = options.atime.then(|| safe_ns(st.atime, st.atime_nsec));
-    item.ctime = options.ctime.then(|| safe_ns(st.ctime, st.ctime_nsec));
+    item.mtime = safe_ns(st.mtime_ns());
+    item.atime = options.atime.then(|| safe_ns(st.atime_ns()));
+    item.ctime = options.ctime.then(|| safe_ns(st.ctime_ns()));
 }
 
 /// Where extended attributes are read from.
