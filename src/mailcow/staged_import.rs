@@ -467,6 +467,28 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Runs a query as root; its rows, one per line, tab-separated.
+async fn root_query(
+    engine: &Engine,
+    tools: Tools<'_>,
+    conf: &MailcowConf,
+    sql: &str,
+) -> Result<String, String> {
+    let (output, finished) = mysql::query(
+        engine,
+        tools.container,
+        tools.client,
+        Login::root(conf),
+        sql,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if finished.exit_code != 0 {
+        return Err(finished.last_error_line());
+    }
+    String::from_utf8(output).map_err(|_| "the server's answer is not UTF-8".to_string())
+}
+
 async fn list_objects(
     engine: &Engine,
     tools: Tools<'_>,
@@ -486,20 +508,9 @@ async fn list_objects(
          UNION ALL SELECT ROUTINE_TYPE, HEX(ROUTINE_SCHEMA), HEX(ROUTINE_NAME) FROM information_schema.ROUTINES \
            WHERE ROUTINE_SCHEMA = {db}"
     );
-    let (output, finished) = mysql::query(
-        engine,
-        tools.container,
-        tools.client,
-        Login::root(conf),
-        &sql,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if finished.exit_code != 0 {
-        return Err(finished.last_error_line());
-    }
+    let output = root_query(engine, tools, conf, &sql).await?;
     let mut objects = Objects::default();
-    for line in String::from_utf8_lossy(&output).lines() {
+    for line in output.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         let [kind, schema, name] = fields[..] else {
             return Err(format!("unexpected line from the server: {line:?}"));
@@ -562,19 +573,8 @@ async fn create_views(
     let mut missing = Vec::new();
     for _ in 0..VIEW_ROUNDS {
         run_script(engine, tools, conf, script, true).await?;
-        let (output, finished) = mysql::query(
-            engine,
-            tools.container,
-            tools.client,
-            Login::root(conf),
-            &sql,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if finished.exit_code != 0 {
-            return Err(finished.last_error_line());
-        }
-        let present: Vec<String> = String::from_utf8_lossy(&output)
+        let present: Vec<String> = root_query(engine, tools, conf, &sql)
+            .await?
             .lines()
             .filter_map(unhex)
             .collect();
