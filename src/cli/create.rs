@@ -15,6 +15,7 @@ use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
 use super::signals;
+use crate::format::MAX_DATA_SIZE;
 use crate::format::chunker::ChunkerParams;
 use crate::format::compress::Compression;
 use crate::format::key::hex;
@@ -562,8 +563,6 @@ fn watch_signals(
     Ok(seen)
 }
 
-const MAX_DATA_SIZE: f64 = 20_971_479.0;
-
 fn archive_json(report: &CreateReport) -> Json {
     let stats = &report.stats;
     Json::object([
@@ -578,7 +577,7 @@ fn archive_json(report: &CreateReport) -> Json {
             "limits",
             Json::object([(
                 "max_archive_size",
-                Json::Float(report.archive_size as f64 / MAX_DATA_SIZE),
+                Json::Float(report.archive_size as f64 / MAX_DATA_SIZE as f64),
             )]),
         ),
         ("name", Json::str(&report.name)),
@@ -615,7 +614,7 @@ fn stats_text(report: &CreateReport, location: &str) -> String {
         human::time(report.end),
         report.duration,
         s.nfiles,
-        report.archive_size as f64 / MAX_DATA_SIZE * 100.0,
+        report.archive_size as f64 / MAX_DATA_SIZE as f64 * 100.0,
         "This archive:",
         size(s.original_size),
         size(s.compressed_size),

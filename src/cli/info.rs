@@ -10,15 +10,13 @@ use super::access::{AccessArgs, parse_location, runtime};
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
+use crate::format::MAX_DATA_SIZE;
 use crate::format::archive::ArchiveMeta;
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
 use crate::ops::items::load_archive;
 use crate::ops::open::open;
 use crate::ops::stats::{ArchiveStats, RepoStats, gather};
-
-/// borg's `MAX_DATA_SIZE`: the largest object, which bounds the archive's item-chunk list.
-const MAX_DATA_SIZE: f64 = 20_971_479.0;
 
 #[derive(Args)]
 pub struct InfoArgs {
@@ -168,7 +166,7 @@ fn times(meta: &ArchiveMeta) -> (i64, i64) {
 }
 
 fn utilization(stats: &ArchiveStats) -> f64 {
-    stats.archive_csize as f64 / MAX_DATA_SIZE
+    stats.archive_csize as f64 / MAX_DATA_SIZE as f64
 }
 
 fn archive_json(archive: &Shown) -> Json {

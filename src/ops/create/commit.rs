@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tokio::runtime::Handle;
 
+use crate::format::MAX_DATA_SIZE;
 use crate::format::archive::ArchiveMeta;
 use crate::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey, cipher_blocks};
 use crate::format::manifest::{ArchiveRef, Manifest, format_timestamp, next_timestamp};
@@ -31,8 +32,7 @@ use crate::repo::repository::Repository;
 use super::files_cache::FilesCache;
 use super::store::ChunkStore;
 use super::{
-    ContentStats, CreateError, CreateOptions, MAX_DATA_SIZE, chunker_params_value, now_micros,
-    random_bytes,
+    ContentStats, CreateError, CreateOptions, chunker_params_value, now_micros, random_bytes,
 };
 use crate::ops::security::{Observed, SecurityDir};
 

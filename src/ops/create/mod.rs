@@ -252,9 +252,6 @@ impl Halt {
     }
 }
 
-/// borg's `MAX_DATA_SIZE`: the largest object the repository takes.
-pub(crate) const MAX_DATA_SIZE: usize = 20_971_479;
-
 pub(crate) fn now_micros() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
