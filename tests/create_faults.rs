@@ -121,13 +121,7 @@ fn setup() -> (Sshd, World, tempfile::TempDir, PathBuf, PathBuf, String) {
     let data = work.path().join("data");
     make_data(&data, 120);
     let repo = work.path().join("repo");
-    world
-        .borg(
-            &common::borg14(),
-            work.path(),
-            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
-        )
-        .expect(0, "borg init");
+    world.borg_init(&common::borg14(), work.path(), "repokey-blake2", &repo);
     let url = sshd.url(&repo);
     (sshd, world, work, data, repo, url)
 }
@@ -472,13 +466,7 @@ fn a_directory_swapped_for_a_symlink_mid_walk_does_not_lead_the_backup_outside()
     std::fs::write(outside.join("mail"), b"SECRET from outside").unwrap();
     std::fs::write(outside.join("secret"), b"SECRET from outside").unwrap();
     let repo = work.path().join("repo");
-    world
-        .borg(
-            &common::borg14(),
-            work.path(),
-            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
-        )
-        .expect(0, "borg init");
+    world.borg_init(&common::borg14(), work.path(), "repokey-blake2", &repo);
 
     let run = world
         .ours_command(

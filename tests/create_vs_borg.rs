@@ -328,13 +328,7 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
     let work = tempfile::tempdir().unwrap();
     let cwd = work.path();
     let repo = cwd.join("repo");
-    world
-        .borg(
-            &borg,
-            cwd,
-            &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
-        )
-        .expect(0, "borg init");
+    world.borg_init(&borg, cwd, "repokey-blake2", &repo);
     let url = sshd.url(&repo);
     let exclude_from = cwd.join("excludes");
     std::fs::write(&exclude_from, "# one pattern per line\nnames/--help\n").unwrap();
@@ -418,13 +412,7 @@ fn standard_input_becomes_borgs_stdin_item() {
     let repo = dir.path().join("repo");
     let repo_arg = repo.to_str().unwrap();
     let borg = common::borg14();
-    world
-        .borg(
-            &borg,
-            dir.path(),
-            &["init", "-e", "repokey-blake2", repo_arg],
-        )
-        .expect(0, "borg init");
+    world.borg_init(&borg, dir.path(), "repokey-blake2", &repo);
     // Several chunks' worth: text, then pseudo-random bytes.
     let mut data = b"-- a database dump\nINSERT INTO t VALUES (1);\n".repeat(20_000);
     let mut x: u32 = 7;

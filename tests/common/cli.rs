@@ -110,12 +110,18 @@ impl World {
         command
     }
 
+    /// A new, empty repository at `repo`, made by `borg` (run in `cwd`) in `mode`.
+    pub fn borg_init(&self, borg: &Path, cwd: &Path, mode: &str, repo: &Path) {
+        let repo_arg = repo.to_str().expect("UTF-8 test path");
+        self.borg(borg, cwd, &["init", "-e", mode, repo_arg])
+            .expect(0, "borg init");
+    }
+
     /// A new repository at `repo`, made by `borg` in `mode`, with the archive `archive` of
     /// `source` (archived as `.`, so item paths are relative to it).
     pub fn borg_repo(&self, borg: &Path, mode: &str, repo: &Path, source: &Path, archive: &str) {
+        self.borg_init(borg, source, mode, repo);
         let repo_arg = repo.to_str().expect("UTF-8 test path");
-        self.borg(borg, source, &["init", "-e", mode, repo_arg])
-            .expect(0, "borg init");
         self.borg(
             borg,
             source,

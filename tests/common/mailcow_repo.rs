@@ -25,13 +25,7 @@ impl Setup {
         let world = World::new(PASSPHRASE);
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
-        world
-            .borg(
-                &super::borg14(),
-                dir.path(),
-                &["init", "-e", "repokey-blake2", repo.to_str().unwrap()],
-            )
-            .expect(0, "borg init");
+        world.borg_init(&super::borg14(), dir.path(), "repokey-blake2", &repo);
         let passphrase = dir.path().join("passphrase");
         std::fs::write(&passphrase, format!("{PASSPHRASE}\n")).unwrap();
         let config = dir.path().join("config.toml");

@@ -125,7 +125,6 @@ pub fn oracle(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     Oracle::Borg14.run(args, stdin)
 }
 
-/// Copies a directory tree of plain files (a fixture repository) to `to`.
 /// Deterministic incompressible bytes.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -139,6 +138,7 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Copies a directory tree of plain files (a fixture repository) to `to`.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
