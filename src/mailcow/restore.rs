@@ -500,20 +500,20 @@ impl<'a> Run<'a> {
             (Ok((code, _, None)), _) if code != 0 => Some(format!(
                 "reading the dump from the archive failed (the helper exited with {code})"
             )),
-            _ => rewritten.as_ref().err().cloned(),
+            _ => None,
         };
         let unchanged = format!("the database {} is unchanged", dump.database);
-        let swapped = match (failure, rewritten) {
-            (None, Ok(rewritten)) => {
+        let swapped = match failure.map_or(rewritten, Err) {
+            Ok(rewritten) => {
                 say("swapping the restored database in");
                 staged_import::swap(engine, tools, conf, &staging, &rewritten).await
             }
-            (failure, _) => Err(failure.unwrap_or_default()),
+            Err(failure) => Err(failure),
         };
         match swapped {
-            Ok(swapped) => {
+            Ok(warnings) => {
                 say("database restored");
-                Ok(swapped.warnings)
+                Ok(warnings)
             }
             Err(failure) => {
                 let left = match staged_import::discard(engine, tools, conf, &staging).await {

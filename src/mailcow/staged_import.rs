@@ -590,23 +590,16 @@ async fn create_views(
     Err(format!("{} missing", missing.join(", ")))
 }
 
-/// How the swap ended, when it did not fail outright.
-#[derive(Debug, Default)]
-pub struct Swapped {
-    /// What did not fully work after the restored tables were in place.
-    pub warnings: Vec<String>,
-}
-
 /// Steps 3 to 5 of the module documentation, after a complete import into the staging
-/// database. An error means `DBNAME` was left as it was (the swap is one statement); the
-/// warnings of a success say what of the derived objects could not be recreated.
+/// database. An error means `DBNAME` was left as it was (the swap is one statement); a success
+/// returns warnings: what of the derived objects could not be recreated.
 pub async fn swap(
     engine: &Engine,
     tools: Tools<'_>,
     conf: &MailcowConf,
     staging: &Staging,
     rewritten: &Rewritten,
-) -> Result<Swapped, String> {
+) -> Result<Vec<String>, String> {
     let objects = list_objects(engine, tools, conf, staging)
         .await
         .map_err(|e| format!("listing the databases' tables: {e}"))?;
@@ -667,13 +660,13 @@ pub async fn swap(
         .await
         .map_err(|e| format!("swapping the restored tables in: {e}"))?;
 
-    let mut swapped = Swapped::default();
+    let mut warnings = Vec::new();
     let mut recreate = objects.drops.join("\n");
     recreate.push_str(&format!("\nUSE {db};\n"));
     let mut recreate = recreate.into_bytes();
     recreate.extend_from_slice(&derived);
     if let Err(e) = run_script(engine, tools, conf, &recreate, false).await {
-        swapped.warnings.push(format!(
+        warnings.push(format!(
             "mysql: the restored tables are in place, but the archive's triggers, events and routines could not all be recreated: {e}"
         ));
     }
@@ -682,7 +675,7 @@ pub async fn swap(
         script.extend_from_slice(format!("USE {db};\n").as_bytes());
         script.extend_from_slice(views);
         if let Err(e) = create_views(engine, tools, conf, staging, &script, &objects.views).await {
-            swapped.warnings.push(format!(
+            warnings.push(format!(
                 "mysql: the restored tables are in place, but the archive's views could not all be created: {e}; mailcow recreates its own views when php-fpm-mailcow starts"
             ));
         }
@@ -690,12 +683,12 @@ pub async fn swap(
     let cleanup =
         format!("DROP DATABASE IF EXISTS {stage};\nDROP DATABASE IF EXISTS {replaced};\n");
     if let Err(e) = run_script(engine, tools, conf, cleanup.as_bytes(), false).await {
-        swapped.warnings.push(format!(
+        warnings.push(format!(
             "mysql: dropping {} and {} after the restore failed: {e}; drop them by hand to free their space",
             staging.staging, staging.replaced
         ));
     }
-    Ok(swapped)
+    Ok(warnings)
 }
 
 #[cfg(test)]
