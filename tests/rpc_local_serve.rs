@@ -13,7 +13,8 @@ use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType};
 use mailcow_borg::format::manifest::Manifest;
 use mailcow_borg::repo::local;
-use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
+use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository};
+use mailcow_borg::repo::serve::{ServeRepository, negotiate};
 use mailcow_borg::repo::transport::Connection;
 
 fn serve(borg: &Path, extra: &[&str]) -> Connection {
@@ -31,7 +32,7 @@ async fn read_whole_repository(borg: PathBuf, fixture: &str) {
     let rpc = &server.rpc;
     let version = negotiate(rpc).await.unwrap();
     assert!(version >= (1, 2, 0), "{version:?}");
-    let repo = Repository::open(rpc.clone(), path.to_str().unwrap(), &OpenOptions::read())
+    let repo = ServeRepository::open(rpc.clone(), path.to_str().unwrap(), &OpenOptions::read())
         .await
         .unwrap();
     assert_eq!(repo.id(), &disk.id);
@@ -128,10 +129,11 @@ async fn refusals_are_typed_errors() {
         for (args, path, expected) in &cases {
             let server = serve(&borg, args);
             negotiate(&server.rpc).await.unwrap();
-            let err = match Repository::open(server.rpc.clone(), path, &OpenOptions::read()).await {
-                Err(e) => e,
-                Ok(_) => panic!("{} opened {path}", borg.display()),
-            };
+            let err =
+                match ServeRepository::open(server.rpc.clone(), path, &OpenOptions::read()).await {
+                    Err(e) => e,
+                    Ok(_) => panic!("{} opened {path}", borg.display()),
+                };
             assert!(expected(&err), "{}: {path}: {err}", borg.display());
             server.close().await.unwrap();
         }

@@ -12,7 +12,8 @@ use common::sshd::{KEY_PASSPHRASE, Sshd};
 use common::{DiskRepo, copy_tree};
 use mailcow_borg::format::envelope::MANIFEST_ID;
 use mailcow_borg::repo::location::{Location, Repo, SshTarget};
-use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository, negotiate};
+use mailcow_borg::repo::repository::{OpenOptions, RepoError, Repository};
+use mailcow_borg::repo::serve::{ServeRepository, negotiate};
 use mailcow_borg::repo::ssh::{self, SshError, SshOptions};
 use mailcow_borg::repo::transport::Connection;
 
@@ -46,7 +47,7 @@ async fn connect(target: &SshTarget, options: &SshOptions) -> Result<Connection,
 /// Opens the repository at the target's path and fetches its manifest; returns the repo id.
 async fn open_and_read(connection: &Connection, path: &str) -> Result<[u8; 32], RepoError> {
     negotiate(&connection.rpc).await?;
-    let repo = Repository::open(connection.rpc.clone(), path, &OpenOptions::read()).await?;
+    let repo = ServeRepository::open(connection.rpc.clone(), path, &OpenOptions::read()).await?;
     repo.get(&MANIFEST_ID).await?;
     Ok(*repo.id())
 }
@@ -241,7 +242,7 @@ async fn a_silently_dead_link_is_detected_by_keepalives() {
     let connection = connect(&target, &opts).await.unwrap();
     let repo = {
         negotiate(&connection.rpc).await.unwrap();
-        Repository::open(connection.rpc.clone(), &target.path, &OpenOptions::read())
+        ServeRepository::open(connection.rpc.clone(), &target.path, &OpenOptions::read())
             .await
             .unwrap()
     };

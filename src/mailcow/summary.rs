@@ -14,7 +14,7 @@ use crate::format::envelope::ObjectKey;
 use crate::format::item::{ChunkRef, ItemKind};
 use crate::format::manifest::Manifest;
 use crate::ops::items::{ReadError, fetch, load_archive, stream_items};
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use super::components::{CRYPT_KEYS, Component};
 use super::origin::Origin;
@@ -87,7 +87,7 @@ fn is_below(path: &[u8], prefix: &[u8]) -> bool {
 /// Summarises the archive `name` (or [`LATEST`]); `subtrees` are archive paths to look for,
 /// and `target_crypt` is where the target's crypt volume is mounted, if it is.
 pub async fn summarize(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     manifest: &Manifest,
     name: &str,

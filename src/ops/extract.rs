@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::format::envelope::ObjectKey;
 use crate::format::item::{ChunkRef, Item, ItemKind};
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use super::dir_handle::DirHandle;
 use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
@@ -125,7 +125,7 @@ enum Step {
 }
 
 pub async fn extract(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     archive: &Archive,
     options: &ExtractOptions,
@@ -188,7 +188,7 @@ enum Master {
 }
 
 async fn plan(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     item_chunks: Vec<[u8; 32]>,
     options: ExtractOptions,

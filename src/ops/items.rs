@@ -17,7 +17,7 @@ use crate::format::item::Item;
 use crate::format::key::hex;
 use crate::format::manifest::Manifest;
 use crate::format::tam::TamStatus;
-use crate::repo::repository::{RepoError, Repository};
+use crate::repo::repository::{RepoError, SharedRepository};
 
 /// How many item-metadata chunks are fetched ahead of the decoder.
 const ITEM_CHUNKS_AHEAD: usize = 16;
@@ -81,7 +81,7 @@ impl Archive {
 
 /// Loads the archive `name` named in `manifest` and verifies its TAM where it has one.
 pub async fn load_archive(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     manifest: &Manifest,
     name: &str,
@@ -104,7 +104,7 @@ pub async fn load_archive(
 
 /// Fetches and opens one object.
 pub async fn fetch(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     id: ObjectId,
     size: Option<usize>,
@@ -114,7 +114,7 @@ pub async fn fetch(
 
 /// Fetches and opens one object; also returns its stored (compressed, encrypted) size.
 pub async fn fetch_sized(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     id: ObjectId,
 ) -> Result<(Vec<u8>, usize), ReadError> {
@@ -122,7 +122,7 @@ pub async fn fetch_sized(
 }
 
 async fn fetch_with(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     id: ObjectId,
     size: Option<usize>,
@@ -142,7 +142,7 @@ async fn fetch_with(
 
 /// Starts fetching one object on the worker pool.
 pub fn spawn_fetch(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     id: ObjectId,
     size: Option<usize>,
@@ -159,7 +159,7 @@ pub async fn join<T>(task: JoinHandle<Result<T, ReadError>>) -> Result<T, ReadEr
 /// Fetches `ids` in order, [`ITEM_CHUNKS_AHEAD`] at a time; each arrives with its stored size.
 /// The channel ends after the last one or after the first error.
 pub fn fetch_ahead(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     ids: Vec<ObjectId>,
 ) -> mpsc::Receiver<Result<(Vec<u8>, usize), ReadError>> {
@@ -192,7 +192,7 @@ pub fn fetch_ahead(
 /// Streams the items of an archive in order; batches arrive on the returned channel, which ends
 /// after the last item or after the first error.
 pub fn stream_items(
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     item_chunks: Vec<ObjectId>,
 ) -> mpsc::Receiver<Result<Vec<Item>, ReadError>> {

@@ -21,7 +21,7 @@ use super::durable::{create_private_dir_all, write_durably};
 use crate::format::nonce::{
     ReservationRefused, format_nonce_file, parse_nonce_file, plan_reservation,
 };
-use crate::repo::repository::{RepoError, Repository};
+use crate::repo::repository::{RepoError, SharedRepository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NonceError {
@@ -42,7 +42,7 @@ struct Reserved {
 }
 
 pub struct NonceManager {
-    repo: Repository,
+    repo: SharedRepository,
     /// `<security dir>/<repo id>/nonce`.
     local_file: PathBuf,
     /// The IV just after the manifest's ciphertext: never below what the last writer used.
@@ -51,7 +51,7 @@ pub struct NonceManager {
 }
 
 impl NonceManager {
-    pub fn new(repo: Repository, security_dir: PathBuf, manifest_nonce: Option<u64>) -> Self {
+    pub fn new(repo: SharedRepository, security_dir: PathBuf, manifest_nonce: Option<u64>) -> Self {
         NonceManager {
             repo,
             local_file: security_dir.join("nonce"),

@@ -12,7 +12,8 @@ use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, h
 use crate::format::manifest::{Manifest, ManifestError, Operation};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
-use crate::repo::repository::{OpenOptions, RepoError, Repository, Started};
+use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
+use crate::repo::serve::{ServeRepository, Started};
 use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog};
 
@@ -74,7 +75,7 @@ pub enum OpenError {
 /// A repository opened for reading, with its unlocked key and verified manifest.
 pub struct OpenRepository {
     pub connection: Connection,
-    pub repo: Repository,
+    pub repo: SharedRepository,
     pub key: Arc<ObjectKey>,
     pub manifest: Manifest,
     /// The id hash of the manifest's plaintext: it changes with every write, by anyone.
@@ -155,7 +156,7 @@ pub async fn open(
 
 /// What `open_over` found, before it is joined with the connection.
 struct Opened {
-    repo: Repository,
+    repo: SharedRepository,
     key: Arc<ObjectKey>,
     manifest: Manifest,
     manifest_id: ObjectId,
@@ -190,7 +191,8 @@ async fn open_over(
         repo,
         manifest,
         config_key,
-    } = Repository::start(rpc, &path, &open_options).await?;
+    } = ServeRepository::start(rpc, &path, &open_options).await?;
+    let repo: SharedRepository = Arc::new(repo);
     let manifest_object = match manifest {
         Err(RepoError::ObjectNotFound { .. }) => {
             return Err(OpenError::NoManifest(location.canonical()));

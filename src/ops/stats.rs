@@ -18,7 +18,7 @@ use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
 use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use super::items::{ReadError, fetch_ahead, fetch_sized};
 
@@ -74,7 +74,7 @@ pub struct Report {
 
 /// Reads every archive's metadata once and computes the statistics for the archives `wanted`.
 pub async fn gather(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     manifest: &Manifest,
     wanted: &[String],

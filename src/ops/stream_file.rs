@@ -8,7 +8,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::format::envelope::ObjectKey;
 use crate::format::item::{Item, ItemKind};
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use super::items::{Archive, ReadError, fetch_ahead, stream_items};
 
@@ -34,7 +34,7 @@ pub enum StreamFileError {
 }
 
 async fn find(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     archive: &Archive,
     path: &str,
@@ -50,7 +50,7 @@ async fn find(
 
 /// Writes the content of the archive's regular file `path` to `out`; returns its size.
 pub async fn stream_file(
-    repo: &Repository,
+    repo: &SharedRepository,
     key: &Arc<ObjectKey>,
     archive: &Archive,
     path: &str,

@@ -1,22 +1,99 @@
-//! The repository methods of `borg serve`, typed (`docs/borg-format.md` §1.4–§1.7).
+//! The repository seam: what every operation may ask of a borg 1.x repository, whatever holds
+//! it. Operations (layer 3) see only [`Repository`]; today's one implementation is the `borg
+//! serve` client ([`super::serve::ServeRepository`]), a native backend writing borg's segment
+//! files itself would be another, and [`super::faults::FaultyRepository`] wraps any of them to
+//! fail on demand in tests.
 //!
-//! Every argument borg's server would default is sent explicitly: the server's defaults differ
-//! from the client's (no lock timeout at all, shared lock with silent upgrade), and depending on
-//! them would make our behaviour change with the server version.
+//! The promises below are borg's (`repository.py`), so that an operation written against this
+//! trait is correct for every backend: nothing is visible to other clients before `commit`, a
+//! crash before it leaves the repository as it was at the last commit, and the nonce file is
+//! outside transactions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::format::envelope::ObjectId;
-use crate::format::msgpack::Value;
 
-use super::rpc::{RemoteException, RpcClient, RpcError};
+use super::rpc::RpcError;
 
-/// The version we announce in `negotiate`: the borg release whose protocol we speak.
-const CLIENT_VERSION: [i128; 4] = [1, 4, 5, -1];
+/// A repository method's answer, to come. Boxed so that the trait can be used as `dyn`: a
+/// backend or a decorator is chosen at run time, and one allocation per request is nothing next
+/// to the request itself.
+pub type RepoFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RepoError>> + Send + 'a>>;
 
-/// A server older than this speaks a protocol we do not (`docs/borg-format.md` §1.4).
-const MIN_SERVER_VERSION: (i128, i128, i128) = (1, 2, 0);
+/// An open repository, shared by the tasks of one operation (they fetch and store concurrently).
+pub type SharedRepository = Arc<dyn Repository>;
+
+/// One open borg 1.x repository, holding the lock its opener asked for until it is dropped or
+/// [`Repository::end_requests`] is called.
+///
+/// Every method may be called from several tasks at once; a backend answers each call on its
+/// own, so a failed `put` fails that call and no other. Objects are opaque bytes here: keys,
+/// encryption and the manifest's meaning are layer 3's.
+pub trait Repository: Send + Sync {
+    /// The repository id (32 bytes, from its config), fixed for its lifetime.
+    fn id(&self) -> &ObjectId;
+
+    /// The stored object `id`, exactly as put. An id that is not there is
+    /// [`RepoError::ObjectNotFound`], never empty data. The bytes come from the repository host
+    /// and are not trusted: the caller authenticates them.
+    fn get<'a>(&'a self, id: &'a ObjectId) -> RepoFuture<'a, Vec<u8>>;
+
+    /// Up to `limit` object ids after `marker` (from the start when `None`), in an order that
+    /// stays the same while nobody writes, so that listing page by page sees every object once.
+    /// An empty answer means there are no more.
+    fn list<'a>(
+        &'a self,
+        limit: usize,
+        marker: Option<&'a ObjectId>,
+    ) -> RepoFuture<'a, Vec<ObjectId>>;
+
+    /// Stores `data` under `id` in the open transaction, replacing an object of that id. Not
+    /// visible to other clients, and gone after a crash or a [`rollback`](Self::rollback), until
+    /// [`commit`](Self::commit) returns. Success means the backend accepted it, not that it is
+    /// durable.
+    fn put<'a>(&'a self, id: &'a ObjectId, data: Vec<u8>) -> RepoFuture<'a, ()>;
+
+    /// Deletes object `id` in the open transaction (same visibility as [`put`](Self::put)). An
+    /// id that is not there is [`RepoError::ObjectNotFound`].
+    fn delete<'a>(&'a self, id: &'a ObjectId) -> RepoFuture<'a, ()>;
+
+    /// Makes every `put` and `delete` of the transaction durable and visible, all or none: when
+    /// it returns `Ok`, a crash no longer undoes them; when it fails or never returns, the
+    /// repository is either as it was before the transaction or as after it, never between.
+    /// `compact: false` leaves freeing space to a later compaction (what borg's clients send
+    /// since 1.2).
+    fn commit(&self, compact: bool) -> RepoFuture<'_, ()>;
+
+    /// Drops everything put or deleted since the last commit.
+    fn rollback(&self) -> RepoFuture<'_, ()>;
+
+    /// The repository's nonce counter: the first IV no client has reserved, or `None` where
+    /// none was ever reserved (`docs/borg-format.md` §3.5). Outside transactions. From the
+    /// repository host, so a reader checks it against its own record before use.
+    fn get_free_nonce(&self) -> RepoFuture<'_, Option<u64>>;
+
+    /// Reserves every IV below `next_unreserved`, durably and at once (outside transactions):
+    /// after it returns, no other client starts below it. `start_nonce` is what
+    /// [`get_free_nonce`](Self::get_free_nonce) returned, so that the backend refuses when
+    /// another client reserved meanwhile.
+    fn commit_nonce_reservation(
+        &self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> RepoFuture<'_, ()>;
+
+    /// The key kept in the repository config (repokey modes), as its text, or `None` (keyfile
+    /// and `none` modes).
+    fn load_key(&self) -> RepoFuture<'_, Option<String>>;
+
+    /// Says there will be no more requests: the backend releases the lock and winds down while
+    /// the caller does local work. A transaction not committed by now is rolled back. Further
+    /// calls fail.
+    fn end_requests(&self) -> RepoFuture<'_, ()>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -54,38 +131,6 @@ pub enum RepoError {
     Rpc(RpcError),
 }
 
-impl From<RpcError> for RepoError {
-    fn from(e: RpcError) -> Self {
-        match e {
-            RpcError::Remote(remote) => RepoError::from_remote(remote),
-            other => RepoError::Rpc(other),
-        }
-    }
-}
-
-impl RepoError {
-    fn from_remote(e: RemoteException) -> RepoError {
-        let arg = |i: usize| e.args.get(i).cloned().unwrap_or_default();
-        match e.class.as_str() {
-            "DoesNotExist" => RepoError::DoesNotExist(arg(0)),
-            "InvalidRepository" => RepoError::NotARepository(arg(0)),
-            "InvalidRepositoryConfig" => RepoError::InvalidConfig {
-                path: arg(0),
-                detail: arg(1),
-            },
-            "PathNotAllowed" => RepoError::PathNotAllowed(arg(0)),
-            "LockTimeout" | "LockFailed" => RepoError::Locked(arg(0)),
-            "ObjectNotFound" => RepoError::ObjectNotFound { id: arg(0) },
-            "StorageQuotaExceeded" => RepoError::QuotaExceeded(e.args.join(", ")),
-            "InsufficientFreeSpaceError" => RepoError::NoSpace(e.args.join(", ")),
-            _ => RepoError::Other {
-                message: e.args.join(", "),
-                class: e.class,
-            },
-        }
-    }
-}
-
 /// How to open a repository; every field goes to the server as given.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -117,260 +162,6 @@ impl OpenOptions {
             exclusive: false,
             append_only: false,
             make_parent_dirs: false,
-        }
-    }
-}
-
-/// Agrees on the protocol; returns the server's borg version, e.g. `(1, 4, 5)`.
-pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError> {
-    let client_version = Value::Array(CLIENT_VERSION.iter().map(|v| Value::Int(*v)).collect());
-    let answer = rpc
-        .call(
-            "negotiate",
-            vec![(
-                "client_data",
-                Value::Map(vec![(Value::raw("client_version"), client_version)]),
-            )],
-        )
-        .await?;
-    // Servers before 1.1 answer with a bare protocol number instead of a dict.
-    let version = answer
-        .get("server_version")
-        .and_then(Value::as_array)
-        .filter(|v| v.len() >= 3)
-        .ok_or_else(|| {
-            RepoError::UnsupportedServer(format!("older than 1.1 ({})", answer.brief()))
-        })?;
-    let part = |i: usize| version[i].as_int().unwrap_or(0);
-    let found = (part(0), part(1), part(2));
-    if found < MIN_SERVER_VERSION {
-        return Err(RepoError::UnsupportedServer(format!(
-            "{}.{}.{}",
-            found.0, found.1, found.2
-        )));
-    }
-    Ok(found)
-}
-
-/// What a session's first requests brought back (see [`Repository::start`]).
-pub struct Started {
-    pub server_version: (i128, i128, i128),
-    pub repo: Repository,
-    /// The manifest object, or why it could not be read (a repository without one).
-    pub manifest: Result<Vec<u8>, RepoError>,
-    /// The repository config's key (`load_key`), whether or not the key is kept there.
-    pub config_key: Result<Option<String>, RepoError>,
-}
-
-/// An open repository on the other end of an RPC connection (one per connection). Clones share
-/// the connection, so tasks can fetch concurrently.
-#[derive(Clone)]
-pub struct Repository {
-    rpc: Arc<RpcClient>,
-    id: ObjectId,
-}
-
-impl Repository {
-    /// Opens the repository at `path`, sent exactly as the user gave it: the server resolves
-    /// `~` and `/./` (`docs/borg-format.md` §1.1).
-    pub async fn open(
-        rpc: Arc<RpcClient>,
-        path: &str,
-        options: &OpenOptions,
-    ) -> Result<Repository, RepoError> {
-        // The server answers `open` only once it has the lock: waiting for it is no stall.
-        let answer = rpc
-            .call_with_grace(
-                "open",
-                vec![
-                    ("path", Value::raw(path)),
-                    ("create", Value::Bool(options.create)),
-                    ("lock_wait", Value::Int(options.lock_wait.as_secs() as i128)),
-                    ("lock", Value::Bool(options.lock)),
-                    ("exclusive", Value::Bool(options.exclusive)),
-                    ("append_only", Value::Bool(options.append_only)),
-                    ("make_parent_dirs", Value::Bool(options.make_parent_dirs)),
-                ],
-                options.lock_wait,
-            )
-            .await?;
-        let id = answer
-            .as_raw()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| RpcError::Protocol(format!("open returned {}", answer.brief())))?;
-        Ok(Repository { rpc, id })
-    }
-
-    /// Starts a session: `negotiate`, `open`, and the manifest and config key that every
-    /// command reads next. All four go out at once: the server answers in order, and waiting
-    /// for each answer before sending the next request cost a round trip apiece through
-    /// `borg serve`'s queue. When one fails, the answers after it are not used: a too old
-    /// server or a failed `open` is what is reported.
-    pub async fn start(
-        rpc: Arc<RpcClient>,
-        path: &str,
-        options: &OpenOptions,
-    ) -> Result<Started, RepoError> {
-        // For the two reads only, which do not need the id the `open` is still to return.
-        let reader = Repository {
-            rpc: rpc.clone(),
-            id: [0; 32],
-        };
-        let (server_version, opened, manifest, config_key) = tokio::join!(
-            negotiate(&rpc),
-            Repository::open(rpc.clone(), path, options),
-            reader.get(&crate::format::envelope::MANIFEST_ID),
-            reader.load_key(),
-        );
-        let server_version = server_version?;
-        Ok(Started {
-            server_version,
-            repo: opened?,
-            manifest,
-            config_key,
-        })
-    }
-
-    /// The repository id (32 bytes).
-    pub fn id(&self) -> &ObjectId {
-        &self.id
-    }
-
-    /// The stored object `id`, exactly as put.
-    pub async fn get(&self, id: &ObjectId) -> Result<Vec<u8>, RepoError> {
-        match self
-            .rpc
-            .call("get", vec![("id", Value::raw(id.to_vec()))])
-            .await?
-        {
-            Value::Raw(data) => Ok(data),
-            other => Err(RpcError::Protocol(format!("get returned {}", other.brief())).into()),
-        }
-    }
-
-    /// Up to `limit` object ids after `marker`, in the server's index order.
-    pub async fn list(
-        &self,
-        limit: usize,
-        marker: Option<&ObjectId>,
-    ) -> Result<Vec<ObjectId>, RepoError> {
-        let answer = self
-            .rpc
-            .call(
-                "list",
-                vec![
-                    ("limit", Value::Int(limit as i128)),
-                    (
-                        "marker",
-                        marker.map_or(Value::Nil, |m| Value::raw(m.to_vec())),
-                    ),
-                ],
-            )
-            .await?;
-        answer
-            .as_array()
-            .and_then(|ids| {
-                ids.iter()
-                    .map(|v| v.as_raw().and_then(|b| <[u8; 32]>::try_from(b).ok()))
-                    .collect()
-            })
-            .ok_or_else(|| {
-                RpcError::Protocol("list returned something other than ids".into()).into()
-            })
-    }
-
-    /// Stores `data` under `id`, in the open transaction. Calls may run concurrently: the RPC
-    /// pipelines them, and a failure comes back to the call it belongs to.
-    pub async fn put(&self, id: &ObjectId, data: Vec<u8>) -> Result<(), RepoError> {
-        self.rpc
-            .call_with_payload(
-                "put",
-                vec![("id", Value::raw(id.to_vec()))],
-                Some(("data", data)),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes object `id` in the open transaction.
-    pub async fn delete(&self, id: &ObjectId) -> Result<(), RepoError> {
-        self.rpc
-            .call("delete", vec![("id", Value::raw(id.to_vec()))])
-            .await?;
-        Ok(())
-    }
-
-    /// Tells the server there will be no more requests (its input ends): it closes the
-    /// repository, releasing the lock, and exits. Waiting for that is the connection's
-    /// `close`; in between the client may do local work while the server winds down.
-    pub async fn end_requests(&self) -> Result<(), RepoError> {
-        Ok(self.rpc.shutdown().await?)
-    }
-
-    /// Makes the transaction durable. `compact: false` is what borg's clients send since 1.2
-    /// (compaction is `borg compact`'s job).
-    pub async fn commit(&self, compact: bool) -> Result<(), RepoError> {
-        self.rpc
-            .call(
-                "commit",
-                vec![
-                    ("save_space", Value::Bool(false)),
-                    ("compact", Value::Bool(compact)),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Drops everything put or deleted since the last commit.
-    pub async fn rollback(&self) -> Result<(), RepoError> {
-        self.rpc.call("rollback", Vec::new()).await?;
-        Ok(())
-    }
-
-    /// The repository's `nonce` file: the first IV not reserved by any client
-    /// (`docs/borg-format.md` §3.5).
-    pub async fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
-        match self.rpc.call("get_free_nonce", Vec::new()).await? {
-            Value::Nil => Ok(None),
-            value => value
-                .as_int()
-                .and_then(|n| u64::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    RpcError::Protocol(format!("get_free_nonce returned {}", value.brief())).into()
-                }),
-        }
-    }
-
-    /// Reserves IVs up to `next_unreserved`; `start_nonce` is what `get_free_nonce` returned, so
-    /// that the server refuses if another client reserved meanwhile.
-    pub async fn commit_nonce_reservation(
-        &self,
-        next_unreserved: u64,
-        start_nonce: Option<u64>,
-    ) -> Result<(), RepoError> {
-        self.rpc
-            .call(
-                "commit_nonce_reservation",
-                vec![
-                    ("next_unreserved", Value::Int(next_unreserved.into())),
-                    (
-                        "start_nonce",
-                        start_nonce.map_or(Value::Nil, |n| Value::Int(n.into())),
-                    ),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The repokey text from the repository config, or `None` (keyfile and `none` modes).
-    pub async fn load_key(&self) -> Result<Option<String>, RepoError> {
-        match self.rpc.call("load_key", Vec::new()).await? {
-            Value::Raw(text) if text.is_empty() => Ok(None),
-            Value::Raw(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
-            other => Err(RpcError::Protocol(format!("load_key returned {}", other.brief())).into()),
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
 use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use crate::ops::items::{ReadError, fetch_ahead, fetch_sized};
 
@@ -117,7 +117,7 @@ impl ChunkIndex {
     /// `manifest`; see the module notes. Returns `None` when it already was.
     pub async fn sync(
         &mut self,
-        repo: &Repository,
+        repo: &SharedRepository,
         key: &Arc<ObjectKey>,
         manifest: &Manifest,
         manifest_id: ObjectId,
@@ -163,7 +163,7 @@ impl ChunkIndex {
     /// its items reference.
     async fn read_archive(
         &mut self,
-        repo: &Repository,
+        repo: &SharedRepository,
         key: &Arc<ObjectKey>,
         id: ObjectId,
     ) -> Result<(), ReadError> {

@@ -27,7 +27,7 @@ use crate::format::MAX_DATA_SIZE;
 use crate::format::archive::ArchiveMeta;
 use crate::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey, cipher_blocks};
 use crate::format::manifest::{ArchiveRef, Manifest, format_timestamp, next_timestamp};
-use crate::repo::repository::Repository;
+use crate::repo::repository::SharedRepository;
 
 use super::files_cache::FilesCache;
 use super::store::ChunkStore;
@@ -37,7 +37,7 @@ use super::{
 use crate::ops::security::{Observed, SecurityDir};
 
 pub struct Committer {
-    pub repo: Repository,
+    pub repo: SharedRepository,
     pub key: Arc<ObjectKey>,
     pub store: Arc<ChunkStore>,
     pub runtime: Handle,

@@ -23,7 +23,7 @@ use crate::format::envelope::{ObjectId, ObjectKey, cipher_blocks};
 use crate::format::item::ChunkRef;
 use crate::format::nonce::ReservationRefused;
 use crate::ops::nonces::{NonceError, NonceManager};
-use crate::repo::repository::{RepoError, Repository};
+use crate::repo::repository::{RepoError, SharedRepository};
 
 use super::chunk_index::{ChunkIndex, Sizes};
 use super::id_map::IdSet;
@@ -47,7 +47,7 @@ pub enum StoreError {
 
 /// Puts objects in the background within a byte budget.
 pub struct Uploader {
-    repo: Repository,
+    repo: SharedRepository,
     runtime: Handle,
     budget: Arc<Semaphore>,
     failure: Arc<Mutex<Option<RepoError>>>,
@@ -55,7 +55,7 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn new(repo: Repository, runtime: Handle) -> Uploader {
+    pub fn new(repo: SharedRepository, runtime: Handle) -> Uploader {
         Uploader {
             repo,
             runtime,
@@ -137,7 +137,7 @@ pub struct ChunkStore {
     nonces: NonceManager,
     runtime: Handle,
     pub uploader: Uploader,
-    repo: Repository,
+    repo: SharedRepository,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -147,7 +147,7 @@ impl ChunkStore {
         key: Arc<ObjectKey>,
         compression: Compression,
         nonces: NonceManager,
-        repo: Repository,
+        repo: SharedRepository,
         runtime: Handle,
         index: ChunkIndex,
     ) -> ChunkStore {
