@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::ops::open::AccessOptions;
+use crate::format::manifest::Operation;
+use crate::ops::open::{AccessOptions, OpenRepository, open};
 use crate::ops::passphrase::PassphraseSources;
 use crate::ops::security::SecurityConsent;
 use crate::repo::location::{Location, LocationError};
@@ -199,4 +200,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Opens the repository at `location` once, runs `work` with it and closes it whatever `work`
+/// returned: every command's open → work → close. An error of `work` wins over one of closing.
+pub async fn with_repository<T>(
+    location: &Location,
+    options: &AccessOptions,
+    operation: Operation,
+    work: impl AsyncFnOnce(&mut OpenRepository) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut repo = open(location, options, operation).await?;
+    let result = work(&mut repo).await;
+    let closed = repo.close().await;
+    let value = result?;
+    closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+    Ok(value)
 }

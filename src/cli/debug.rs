@@ -9,14 +9,12 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::pyjson::Json;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::envelope::MANIFEST_ID;
 use crate::format::manifest::Operation;
 use crate::format::msgpack::{self, StreamDecoder, Value};
-use crate::ops::items::fetch;
-use crate::ops::open::open;
 
 #[derive(Subcommand)]
 pub enum DebugCommand {
@@ -81,17 +79,17 @@ fn indented(text: &str) -> String {
 fn dump_manifest(location: Option<String>, access: AccessArgs) -> anyhow::Result<()> {
     let location = parse_location(location.as_deref())?;
     let options = access.to_options()?;
-    runtime()?.block_on(async {
-        let repo = open(&location, &options, Operation::Check).await?;
-        let plaintext = fetch(repo.repo.clone(), repo.key.clone(), MANIFEST_ID, None).await;
-        let closed = repo.close().await;
-        let dict = msgpack::decode(&plaintext?)?;
-        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        let mut out = io::stdout().lock();
-        out.write_all(dump_json(&dict).to_dump().as_bytes())?;
-        out.flush()?;
-        Ok(())
-    })
+    let plaintext = runtime()?.block_on(with_repository(
+        &location,
+        &options,
+        Operation::Check,
+        async |repo| Ok(repo.object(MANIFEST_ID).await?),
+    ))?;
+    let dict = msgpack::decode(&plaintext)?;
+    let mut out = io::stdout().lock();
+    out.write_all(dump_json(&dict).to_dump().as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
@@ -100,9 +98,11 @@ fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
         anyhow::bail!("no archive given (REPOSITORY::ARCHIVE)");
     };
     let options = access.to_options()?;
-    runtime()?.block_on(async {
-        let repo = open(&location, &options, Operation::Check).await?;
-        let result = async {
+    runtime()?.block_on(with_repository(
+        &location,
+        &options,
+        Operation::Check,
+        async |repo| {
             let entry = repo
                 .manifest
                 .archive(name.as_bytes())
@@ -111,9 +111,7 @@ fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
                 (Value::raw("id"), Value::raw(entry.id.to_vec())),
                 (Value::raw("time"), Value::raw(entry.time.clone())),
             ]);
-            let meta = msgpack::decode(
-                &fetch(repo.repo.clone(), repo.key.clone(), entry.id, None).await?,
-            )?;
+            let meta = msgpack::decode(&repo.object(entry.id).await?)?;
             let mut out = BufWriter::new(io::stdout().lock());
             write!(out, "{{\n    \"_name\": {},\n", Json::str(&name).to_line())?;
             write!(
@@ -138,7 +136,7 @@ fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
                     .as_raw()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
                     .ok_or_else(|| anyhow::anyhow!("the archive's item list is damaged"))?;
-                let chunk = fetch(repo.repo.clone(), repo.key.clone(), id, None).await?;
+                let chunk = repo.object(id).await?;
                 for item in decoder.feed(&chunk)? {
                     if !first {
                         writeln!(out, ",")?;
@@ -149,14 +147,9 @@ fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
             }
             write!(out, "\n    ]\n}}\n")?;
             out.flush()?;
-            anyhow::Ok(())
-        }
-        .await;
-        let closed = repo.close().await;
-        result?;
-        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(())
-    })
+            Ok(())
+        },
+    ))
 }
 
 fn chunk(seed: i32, params: ChunkerParams, file: &PathBuf) -> anyhow::Result<()> {

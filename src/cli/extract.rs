@@ -4,11 +4,9 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use crate::format::manifest::Operation;
-use crate::ops::extract::{ExtractOptions, extract};
-use crate::ops::items::load_archive;
-use crate::ops::open::open;
+use crate::ops::extract::ExtractOptions;
 use crate::ops::select::PathSelection;
 
 #[derive(Args)]
@@ -51,18 +49,16 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
         sparse: args.sparse,
         ..Default::default()
     };
-    runtime()?.block_on(async {
-        let repo = open(&location, &options, Operation::Read).await?;
-        let result = async {
-            let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
-            let mut stats = extract(&repo.repo, &repo.key, &archive, &extract_options).await?;
+    let stats = runtime()?.block_on(with_repository(
+        &location,
+        &options,
+        Operation::Read,
+        async |repo| {
+            let archive = repo.archive(&name).await?;
+            let mut stats = repo.extract(&archive, &extract_options).await?;
             stats.warnings.extend(archive.tam_warning());
             anyhow::Ok(stats)
-        }
-        .await;
-        let closed = repo.close().await;
-        let stats = result?;
-        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(Outcome::after_warnings(&stats.warnings))
-    })
+        },
+    ))?;
+    Ok(Outcome::after_warnings(&stats.warnings))
 }

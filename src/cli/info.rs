@@ -6,7 +6,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
@@ -14,9 +14,8 @@ use crate::format::MAX_DATA_SIZE;
 use crate::format::archive::ArchiveMeta;
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
-use crate::ops::items::load_archive;
-use crate::ops::open::open;
-use crate::ops::stats::{ArchiveStats, RepoStats, gather};
+use crate::ops::open::OpenRepository;
+use crate::ops::stats::{ArchiveStats, RepoStats};
 
 #[derive(Args)]
 pub struct InfoArgs {
@@ -39,37 +38,26 @@ struct Shown {
 pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
     let location = parse_location(args.location.as_deref())?;
     let options = args.access.to_options()?;
-    runtime()?.block_on(async {
-        let repo = open(&location, &options, Operation::Read).await?;
+    let work = async |repo: &mut OpenRepository| {
         let names: Vec<String> = location.archive.iter().cloned().collect();
-        let result = async {
-            let mut shown = Vec::new();
-            let mut warnings = Vec::new();
-            for name in &names {
-                let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
-                warnings.extend(archive.tam_warning());
-                shown.push((archive.id, archive.meta));
-            }
-            let report = gather(&repo.repo, &repo.key, &repo.manifest, &names).await?;
-            let shown: Vec<Shown> = shown
-                .into_iter()
-                .zip(&names)
-                .map(|((id, meta), name)| Shown {
-                    id,
-                    meta,
-                    stats: report.archives[name],
-                })
-                .collect();
-            anyhow::Ok((shown, report.repo, warnings))
+        let mut shown = Vec::new();
+        let mut warnings = Vec::new();
+        for name in &names {
+            let archive = repo.archive(name).await?;
+            warnings.extend(archive.tam_warning());
+            shown.push((archive.id, archive.meta));
         }
-        .await;
-        let (shown, totals, warnings) = match result {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = repo.close().await;
-                return Err(e);
-            }
-        };
+        let report = repo.statistics(&names).await?;
+        let shown: Vec<Shown> = shown
+            .into_iter()
+            .zip(&names)
+            .map(|((id, meta), name)| Shown {
+                id,
+                meta,
+                stats: report.archives[name],
+            })
+            .collect();
+        let totals = report.repo;
         let canonical = location.canonical();
         let security_dir = options.security_dir.join(hex(repo.repo.id()));
         let mut out = std::io::stdout().lock();
@@ -81,8 +69,8 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
                         Json::List(shown.iter().map(archive_json).collect()),
                     ),
                     ("cache", Json::object([("stats", totals_json(&totals))])),
-                    ("encryption", encryption_json(&repo)),
-                    ("repository", repository_json(&repo, &canonical)),
+                    ("encryption", encryption_json(repo)),
+                    ("repository", repository_json(repo, &canonical)),
                 ]);
                 writeln!(out, "{}", document.to_document(json_indent()))?;
             }
@@ -94,8 +82,8 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
             (false, true) => {
                 let document = Json::object([
                     ("cache", Json::object([("stats", totals_json(&totals))])),
-                    ("encryption", encryption_json(&repo)),
-                    ("repository", repository_json(&repo, &canonical)),
+                    ("encryption", encryption_json(repo)),
+                    ("repository", repository_json(repo, &canonical)),
                     (
                         "security_dir",
                         Json::str(security_dir.display().to_string()),
@@ -125,11 +113,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
             }
         }
         out.flush()?;
-        repo.close()
-            .await
-            .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
         Ok(Outcome::after_warnings(&warnings))
-    })
+    };
+    runtime()?.block_on(with_repository(&location, &options, Operation::Read, work))
 }
 
 const STATS_HEADER: &str = "------------------------------------------------------------------------------\n\

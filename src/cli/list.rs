@@ -6,15 +6,14 @@ use std::io::{BufWriter, Write};
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::human;
 use super::pyjson::Json;
 use crate::format::item::{Item, ItemKind};
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
 use crate::format::text::with_question_marks as remove_surrogates;
-use crate::ops::items::{load_archive, stream_items};
-use crate::ops::open::{OpenRepository, open};
+use crate::ops::open::OpenRepository;
 use crate::ops::select::PathSelection;
 
 #[derive(Args)]
@@ -48,17 +47,15 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
     // Bad patterns are reported before anything is contacted.
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     PathSelection::new(&paths)?;
-    runtime()?.block_on(async {
-        let repo = open(&location, &options, Operation::Read).await?;
-        let outcome = match &location.archive {
-            None => list_archives(&repo, &args, &location.canonical()),
-            Some(name) => list_items(&repo, name, &args).await,
-        };
-        let closed = repo.close().await;
-        let outcome = outcome?;
-        closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(outcome)
-    })
+    runtime()?.block_on(with_repository(
+        &location,
+        &options,
+        Operation::Read,
+        async |repo| match &location.archive {
+            None => list_archives(repo, &args, &location.canonical()),
+            Some(name) => list_items(repo, name, &args).await,
+        },
+    ))
 }
 
 /// Manifest times are UTC ISO strings; shown in local time.
@@ -71,8 +68,7 @@ fn list_archives(
     args: &ListArgs,
     location: &str,
 ) -> anyhow::Result<Outcome> {
-    let mut archives: Vec<_> = repo.manifest.archives.iter().collect();
-    archives.sort_by_key(|(_, entry)| manifest_time(&entry.time));
+    let archives = repo.archives_by_time();
     let mut out = BufWriter::new(std::io::stdout().lock());
     if args.json {
         let list = archives
@@ -144,14 +140,10 @@ pub fn repository_json(repo: &OpenRepository, location: &str) -> Json {
 }
 
 async fn list_items(repo: &OpenRepository, name: &str, args: &ListArgs) -> anyhow::Result<Outcome> {
-    let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, name).await?;
+    let archive = repo.archive(name).await?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     let mut selection = PathSelection::new(&paths)?;
-    let mut batches = stream_items(
-        repo.repo.clone(),
-        repo.key.clone(),
-        archive.meta.items.clone(),
-    );
+    let mut batches = repo.items(&archive);
     let mut out = BufWriter::new(std::io::stdout().lock());
     while let Some(batch) = batches.recv().await {
         for item in batch? {

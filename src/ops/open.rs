@@ -5,11 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
 
 use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
+use crate::format::item::Item;
 use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
-use crate::format::manifest::{Manifest, ManifestError, Operation};
+use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
 use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
@@ -17,8 +21,13 @@ use crate::repo::serve::{ServeRepository, Started};
 use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog};
 
+use super::create::{CreateError, CreateOptions, CreateReport, Progress, StartedWalk, create};
+use super::extract::{ExtractError, ExtractOptions, ExtractStats, extract};
+use super::items::{Archive, ReadError, fetch, load_archive, stream_items};
 use super::passphrase::{PassphraseError, PassphraseSources};
 use super::security::{Observed, SecurityConsent, SecurityDir, SecurityError};
+use super::stats::{Report, gather};
+use super::stream_file::{StreamFileError, stream_file};
 use super::unlock_ahead::UnlockAhead;
 
 /// Everything needed to reach and unlock a repository; the CLI builds it from flags and borg's
@@ -88,7 +97,78 @@ pub struct OpenRepository {
     pub server_version: (i128, i128, i128),
 }
 
+/// What a command does with an open repository. Each operation lives in its own module and
+/// takes only the parts it needs (so it can be tested on its own); these are the entry points
+/// commands use, so that none passes the repository, key and manifest around by hand.
 impl OpenRepository {
+    /// The archive `name` of the manifest, its TAM verified where it has one.
+    pub async fn archive(&self, name: &str) -> Result<Archive, ReadError> {
+        load_archive(&self.repo, &self.key, &self.manifest, name).await
+    }
+
+    /// The object `id`, authenticated, decrypted and decompressed.
+    pub async fn object(&self, id: ObjectId) -> Result<Vec<u8>, ReadError> {
+        fetch(self.repo.clone(), self.key.clone(), id, None).await
+    }
+
+    /// The manifest's archives, oldest first (by the time the manifest records), as `list`
+    /// shows them.
+    pub fn archives_by_time(&self) -> Vec<(&[u8], &ArchiveRef)> {
+        let mut archives: Vec<_> = self
+            .manifest
+            .archives
+            .iter()
+            .map(|(name, entry)| (name.as_slice(), entry))
+            .collect();
+        archives.sort_by_key(|(_, entry)| parse_timestamp(&entry.time).unwrap_or(0));
+        archives
+    }
+
+    /// `archive`'s items in order, in batches; the channel ends after the last item or after
+    /// the first error.
+    pub fn items(&self, archive: &Archive) -> mpsc::Receiver<Result<Vec<Item>, ReadError>> {
+        stream_items(
+            self.repo.clone(),
+            self.key.clone(),
+            archive.meta.items.clone(),
+        )
+    }
+
+    /// Restores `archive` (or the parts `options` select) into the file system.
+    pub async fn extract(
+        &self,
+        archive: &Archive,
+        options: &ExtractOptions,
+    ) -> Result<ExtractStats, ExtractError> {
+        extract(&self.repo, &self.key, archive, options).await
+    }
+
+    /// Writes the content of `archive`'s regular file `path` to `out`; returns its size.
+    pub async fn stream_file(
+        &self,
+        archive: &Archive,
+        path: &str,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, StreamFileError> {
+        stream_file(&self.repo, &self.key, archive, path, out).await
+    }
+
+    /// `info`'s statistics: the repository's, and those of the archives `names`.
+    pub async fn statistics(&self, names: &[String]) -> Result<Report, ReadError> {
+        gather(&self.repo, &self.key, &self.manifest, names).await
+    }
+
+    /// Writes a new archive; see [`super::create::create`].
+    pub async fn create(
+        &mut self,
+        options: Arc<CreateOptions>,
+        walk: StartedWalk,
+        progress: Arc<dyn Progress>,
+        started: Instant,
+    ) -> Result<CreateReport, CreateError> {
+        create(self, options, walk, progress, started).await
+    }
+
     /// Closes the session, releasing the lock.
     pub async fn close(self) -> Result<(), String> {
         drop(self.repo);
