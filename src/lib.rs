@@ -8,9 +8,12 @@
 //! - [`docker`] — Docker orchestration through the Engine API.
 //! - [`mailcow`] — the mailcow profile: components, discovery, one backup run.
 //! - [`cli`] — the command line, thin.
+//!
+//! [`error`] names the kinds of failure every layer's errors belong to.
 
 pub mod cli;
 pub mod docker;
+pub mod error;
 pub mod format;
 pub mod mailcow;
 pub mod ops;

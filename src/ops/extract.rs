@@ -30,6 +30,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::error::ErrorKind;
 use crate::format::envelope::ObjectKey;
 use crate::format::item::{ChunkRef, Item, ItemKind};
 use crate::repo::repository::SharedRepository;
@@ -94,6 +95,16 @@ pub enum ExtractError {
     Pattern(#[from] super::patterns::PatternError),
     #[error("the archive's item {path} is inconsistent: {detail}")]
     Inconsistent { path: String, detail: String },
+}
+
+impl ExtractError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ExtractError::Content { source, .. } | ExtractError::Read(source) => source.kind(),
+            ExtractError::Pattern(_) => ErrorKind::BadInput,
+            ExtractError::Inconsistent { .. } => ErrorKind::Integrity,
+        }
+    }
 }
 
 /// A piece of fetched content and its share of the byte budget.

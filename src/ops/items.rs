@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::error::ErrorKind;
 use crate::format::archive::{ArchiveError, ArchiveMeta, ItemStreamDecoder, ItemStreamError};
 use crate::format::envelope::{EnvelopeError, ObjectId, ObjectKey};
 use crate::format::item::Item;
@@ -44,6 +45,21 @@ pub enum ReadError {
     Items(#[from] ItemStreamError),
     #[error("reading was interrupted: {0}")]
     Interrupted(String),
+}
+
+impl ReadError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReadError::NoSuchArchive(_) => ErrorKind::BadInput,
+            ReadError::Fetch { source, .. } | ReadError::List(source) => source.kind(),
+            ReadError::Unauthenticated(_)
+            | ReadError::Archive { .. }
+            | ReadError::Damaged { .. }
+            | ReadError::Items(_) => ErrorKind::Integrity,
+            // A task of ours ended early (the runtime shutting down), not a signal.
+            ReadError::Interrupted(_) => ErrorKind::Environment,
+        }
+    }
 }
 
 /// An archive's metadata, as listed in the manifest and stored in its archive object.

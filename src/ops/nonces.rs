@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use tokio::sync::Mutex;
 
 use super::durable::{create_private_dir_all, write_durably};
+use crate::error::ErrorKind;
 use crate::format::nonce::{
     ReservationRefused, format_nonce_file, parse_nonce_file, plan_reservation,
 };
@@ -31,6 +32,17 @@ pub enum NonceError {
     Local { path: String, detail: String },
     #[error("refusing to encrypt: {0}")]
     Refused(#[from] ReservationRefused),
+}
+
+impl NonceError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            NonceError::Repository(e) => e.kind(),
+            NonceError::Local { .. } => ErrorKind::Environment,
+            // The server's counter contradicts ours, or is near the end: not to be trusted.
+            NonceError::Refused(_) => ErrorKind::Integrity,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
+use crate::error::ErrorKind;
 use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
 use crate::format::item::Item;
 use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
@@ -79,6 +80,25 @@ pub enum OpenError {
     ManifestInvalid(#[from] ManifestError),
     #[error(transparent)]
     Security(#[from] SecurityError),
+}
+
+impl OpenError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OpenError::Ssh(e) => e.kind(),
+            OpenError::Spawn(_) => ErrorKind::Environment,
+            OpenError::Repo(e) => e.kind(),
+            OpenError::NoManifest(_) => ErrorKind::BadInput,
+            OpenError::Passphrase(e) => e.kind(),
+            OpenError::Key(KeyError::WrongPassphrase) => ErrorKind::BadInput,
+            OpenError::Key(_) | OpenError::Manifest(_) | OpenError::ManifestInvalid(_) => {
+                ErrorKind::Integrity
+            }
+            OpenError::NoKeyFile { .. } => ErrorKind::BadInput,
+            OpenError::KeyFile { .. } => ErrorKind::Environment,
+            OpenError::Security(e) => e.kind(),
+        }
+    }
 }
 
 /// A repository opened for reading, with its unlocked key and verified manifest.

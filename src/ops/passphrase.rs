@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use crate::error::ErrorKind;
+
 /// The ways a passphrase can be handed to us; the CLI fills this in from flags and environment.
 #[derive(Clone, Default)]
 pub struct PassphraseSources {
@@ -41,6 +43,15 @@ pub enum PassphraseError {
     Command(String),
     #[error("cannot read the passphrase from BORG_PASSPHRASE_FD={fd}: {detail}")]
     Fd { fd: String, detail: String },
+}
+
+impl PassphraseError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PassphraseError::Missing | PassphraseError::Command(_) => ErrorKind::BadInput,
+            PassphraseError::File { .. } | PassphraseError::Fd { .. } => ErrorKind::Environment,
+        }
+    }
 }
 
 impl PassphraseSources {

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::ErrorKind;
 use crate::format::key::KeyType;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,21 @@ pub enum SecurityError {
     UnknownUnencrypted,
     #[error("cannot use the security dir {dir}: {detail}")]
     Io { dir: String, detail: String },
+}
+
+impl SecurityError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SecurityError::Replay { .. } | SecurityError::KeyTypeChanged { .. } => {
+                ErrorKind::Integrity
+            }
+            // Borg asks; we need the answer given in advance.
+            SecurityError::Relocated { .. } | SecurityError::UnknownUnencrypted => {
+                ErrorKind::BadInput
+            }
+            SecurityError::Io { .. } => ErrorKind::Environment,
+        }
+    }
 }
 
 /// The answers a borg user gives through environment variables instead of prompts.

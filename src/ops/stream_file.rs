@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::error::ErrorKind;
 use crate::format::envelope::ObjectKey;
 use crate::format::item::{Item, ItemKind};
 use crate::repo::repository::SharedRepository;
@@ -31,6 +32,17 @@ pub enum StreamFileError {
         got: u64,
         expected: u64,
     },
+}
+
+impl StreamFileError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamFileError::Read(e) => e.kind(),
+            StreamFileError::Missing(_) | StreamFileError::NotAFile(_) => ErrorKind::BadInput,
+            StreamFileError::Write { .. } => ErrorKind::Environment,
+            StreamFileError::Inconsistent { .. } => ErrorKind::Integrity,
+        }
+    }
 }
 
 async fn find(

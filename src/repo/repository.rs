@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::ErrorKind;
 use crate::format::envelope::ObjectId;
 
 use super::rpc::RpcError;
@@ -129,6 +130,15 @@ pub enum RepoError {
     Other { class: String, message: String },
     #[error(transparent)]
     Rpc(RpcError),
+}
+
+impl RepoError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RepoError::Rpc(RpcError::Protocol(_)) => ErrorKind::Integrity,
+            _ => ErrorKind::Repository,
+        }
+    }
 }
 
 /// How to open a repository; every field goes to the server as given.

@@ -30,6 +30,7 @@ use super::known_hosts::{self, KnownHosts, Verdict};
 use super::location::SshTarget;
 use super::tcp::QuickStream;
 use super::transport::{Finish, ServeSession, ServeStreams};
+use crate::error::ErrorKind;
 
 /// How to reach and trust an SSH server; every field has a default a user can override.
 #[derive(Clone)]
@@ -142,6 +143,26 @@ pub enum SshError {
     },
     #[error("the SSH session with {target} failed: {detail}")]
     Session { target: String, detail: String },
+}
+
+impl SshError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // Whoever answered is not provably the repository host.
+            SshError::ChangedHostKey { .. } | SshError::RevokedHostKey { .. } => {
+                ErrorKind::Integrity
+            }
+            SshError::UnknownHostKey { .. }
+            | SshError::NoIdentity { .. }
+            | SshError::KeyEncrypted(_) => ErrorKind::BadInput,
+            SshError::KnownHostsUnreadable { .. } | SshError::KeyUnusable { .. } => {
+                ErrorKind::Environment
+            }
+            SshError::Connect { .. } | SshError::AuthRefused { .. } | SshError::Session { .. } => {
+                ErrorKind::Repository
+            }
+        }
+    }
 }
 
 /// Connects, verifies the host, authenticates and starts `borg serve`.
