@@ -7,42 +7,16 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{DiskRepo, copy_tree, hex};
+use common::{DiskRepo, access_options, copy_tree, hex};
 use mailcow_borg::format::compress::Compression;
 use mailcow_borg::format::envelope::{MANIFEST_ID, cipher_blocks};
 use mailcow_borg::format::manifest::Operation;
 use mailcow_borg::format::nonce::{RESERVATION_BLOCKS, parse_nonce_file};
 use mailcow_borg::ops::nonces::NonceManager;
-use mailcow_borg::ops::open::{AccessOptions, open};
-use mailcow_borg::ops::passphrase::PassphraseSources;
-use mailcow_borg::ops::security::SecurityConsent;
+use mailcow_borg::ops::open::open;
 use mailcow_borg::repo::location::Location;
 use mailcow_borg::repo::repository::RepoError;
-use mailcow_borg::repo::ssh::SshOptions;
-
-fn access(borg: &Path, passphrase: &str, base: &Path) -> AccessOptions {
-    AccessOptions {
-        ssh: SshOptions::defaults(base, "root"),
-        local_borg: borg.to_path_buf(),
-        lock_wait: Duration::from_secs(5),
-        server_timeout: Duration::from_secs(60),
-        passphrase: PassphraseSources {
-            env: Some(passphrase.to_string()),
-            ..Default::default()
-        },
-        key_file: None,
-        keys_dir: base.join("keys"),
-        security_dir: base.join("security"),
-        unlock_memo: Some(base.join("unlock")),
-        consent: SecurityConsent {
-            relocated_ok: true,
-            unknown_unencrypted_ok: true,
-        },
-        server_log: Arc::new(|_line| {}),
-    }
-}
 
 async fn write_session(borg: &Path, fixture: &str) {
     let disk = DiskRepo::fixture(fixture);
@@ -50,7 +24,7 @@ async fn write_session(borg: &Path, fixture: &str) {
     let path = work.path().join("repo");
     copy_tree(&disk.dir, &path);
     let location = Location::parse(path.to_str().unwrap(), None).unwrap();
-    let mut options = access(borg, &disk.passphrase(), work.path());
+    let mut options = access_options(borg, &disk.passphrase(), work.path());
     let key_file = disk.dir.with_extension("key");
     if key_file.exists() {
         options.key_file = Some(key_file.clone());

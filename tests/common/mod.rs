@@ -18,9 +18,39 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType, Keyfile, parse_hex32};
+use mailcow_borg::ops::open::AccessOptions;
+use mailcow_borg::ops::passphrase::PassphraseSources;
+use mailcow_borg::ops::security::SecurityConsent;
+use mailcow_borg::repo::ssh::SshOptions;
+
+/// What our library needs to open a repository with `borg` as the local `borg serve`: the
+/// passphrase from the environment, keys, security dir and unlock memo below `base`.
+pub fn access_options(borg: &Path, passphrase: &str, base: &Path) -> AccessOptions {
+    AccessOptions {
+        ssh: SshOptions::defaults(base, "root"),
+        local_borg: borg.to_path_buf(),
+        lock_wait: Duration::from_secs(5),
+        server_timeout: Duration::from_secs(60),
+        passphrase: PassphraseSources {
+            env: Some(passphrase.to_string()),
+            ..Default::default()
+        },
+        key_file: None,
+        keys_dir: base.join("keys"),
+        security_dir: base.join("security"),
+        unlock_memo: Some(base.join("unlock")),
+        consent: SecurityConsent {
+            relocated_ok: true,
+            unknown_unencrypted_ok: true,
+        },
+        server_log: Arc::new(|_line| {}),
+    }
+}
 
 /// Every borg 1.x `--encryption` mode.
 pub const ALL_MODES: [&str; 7] = [
