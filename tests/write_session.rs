@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use common::{DiskRepo, access_options, copy_tree, hex};
 use mailcow_borg::format::compress::Compression;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::format::manifest::Operation;
+use crate::mailcow::helper_command::RepositoryAccess;
 use crate::ops::open::{AccessOptions, OpenRepository, open};
 use crate::ops::passphrase::PassphraseSources;
 use crate::ops::security::SecurityConsent;
@@ -29,7 +30,7 @@ pub struct AccessArgs {
     #[arg(
         long,
         env = "BORG_REMOTE_PATH",
-        default_value = "borg",
+        default_value = DEFAULT_REMOTE_PATH,
         value_name = "PATH"
     )]
     pub remote_path: String,
@@ -53,6 +54,9 @@ pub struct AccessArgs {
     #[arg(short = 'v', long = "info")]
     pub info: bool,
 }
+
+/// `--remote-path`'s default: the borg on the `PATH`.
+const DEFAULT_REMOTE_PATH: &str = "borg";
 
 /// `--server-timeout`'s default: five minutes of silence. borg serve answers every request at
 /// once; only a commit of a very large repository, or an `open` that must rebuild a lost index,
@@ -169,6 +173,35 @@ impl AccessArgs {
             },
             server_log: Arc::new(move |line: &ServerLine| print_server_line(line, show_info)),
         })
+    }
+}
+
+/// The access a helper is given ([`RepositoryAccess`], the host ↔ helper contract's shared
+/// part) as this command line's options: what the host does not send is off. The helper takes
+/// its access this way, and so does `config check`, which opens the repository as the helper
+/// will.
+impl From<&RepositoryAccess> for AccessArgs {
+    fn from(access: &RepositoryAccess) -> AccessArgs {
+        let RepositoryAccess {
+            lock_wait,
+            server_timeout,
+            remote_path,
+            passphrase_file,
+            ssh_key,
+            ssh_key_passphrase_file,
+            known_hosts,
+        } = access.clone();
+        AccessArgs {
+            lock_wait,
+            server_timeout,
+            remote_path: remote_path.unwrap_or_else(|| DEFAULT_REMOTE_PATH.into()),
+            passphrase_file,
+            ssh_key,
+            ssh_key_passphrase_file,
+            known_hosts,
+            accept_new_host_key: false,
+            info: false,
+        }
     }
 }
 

@@ -11,14 +11,14 @@ use clap::Args;
 use super::Outcome;
 use super::access::runtime;
 use super::config;
-use super::create::{Interrupted, placeholder_values};
 use super::settings::{Settings, SettingsArgs, settings};
+use super::signals::{self, Interrupted};
 use crate::docker::Engine;
 use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::stopped;
-use crate::ops::placeholders::expand;
+use crate::ops::placeholders::{PlaceholderValues, expand};
 
 /// What a backup takes besides the shared settings.
 #[derive(Args)]
@@ -76,7 +76,7 @@ pub(super) fn options(
     let components = config::components(&names).map_err(|e| anyhow::anyhow!(e))?;
     let mut excludes = file.exclude.unwrap_or_default();
     excludes.extend(args.excludes.iter().cloned());
-    let values = placeholder_values(crate::ops::create::now_micros());
+    let values = PlaceholderValues::here(crate::ops::create::now_micros());
     let name_template = args
         .archive_name
         .clone()
@@ -101,7 +101,7 @@ pub(super) fn options(
 /// One backup or restore at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
 /// the process exits (so a killed run never leaves it behind).
 pub(super) fn host_lock(access: &HelperAccess) -> anyhow::Result<std::fs::File> {
-    let wait = Duration::from_secs(access.lock_wait);
+    let wait = Duration::from_secs(access.repository_access.lock_wait);
     lock_host(access, wait)?.ok_or_else(|| {
         let path = access.state_dir.join("lock");
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -168,7 +168,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);
-        watch_signals(
+        signals::pass_on(
             stop_tx,
             "stopping the helper; it rolls back what this run wrote",
         )?;
@@ -195,18 +195,6 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         }
         Ok(outcome)
     })
-}
-
-/// Stop signals are passed on to the helper (through `stop`), not obeyed at once.
-pub(super) fn watch_signals(
-    stop: tokio::sync::watch::Sender<Option<&'static str>>,
-    what_happens: &'static str,
-) -> anyhow::Result<()> {
-    super::signals::watch(move |name| {
-        say!("mailcow-borg: {name}: {what_happens}");
-        let _ = stop.send(Some(name));
-    })?;
-    Ok(())
 }
 
 /// The helper's `create --json` document, with what the host found added as `mailcow`.

@@ -15,8 +15,9 @@ use crate::docker::Engine;
 use crate::format::manifest::Operation;
 use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::OutputOptions;
-use crate::mailcow::components::{CONFIG_PATHS, CRYPT_KEYS, Component};
+use crate::mailcow::components::{CONFIG_PATHS, Component};
 use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::discover::{Found, discover};
 use crate::mailcow::mysql::{self, Login, dump_tool};
 use crate::ops::open::open;
@@ -124,36 +125,23 @@ async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> 
     let Some(dovecot) = &found.dovecot else {
         return Ok(());
     };
+    let mut key_files = Vec::new();
     for name in CRYPT_KEYS {
         let path = format!("/mail_crypt/{name}");
-        if engine.file_size(&dovecot.id, &path).await?.unwrap_or(0) == 0 {
-            anyhow::bail!(
-                "{path} in {} is missing or empty: a vmail backup without dovecot's mail_crypt keys cannot be read; restore the keys before backing up",
-                dovecot.name
-            );
-        }
+        let file = KeyFile::of_size(engine.file_size(&dovecot.id, &path).await?);
+        key_files.push((path, file));
     }
-    Ok(())
+    crypt_keys::require_for_backup(key_files, &dovecot.name)
+        .map_err(|e| anyhow::anyhow!("{e}; restore the keys before backing up"))
 }
 
-/// Opens the repository as the helper will: the same passphrase, key and known_hosts, and the
+/// Opens the repository as the helper will: the same access, key and known_hosts, and the
 /// state dir's security dir (where the helper keeps it).
 async fn open_repository(
     options: &HelperAccess,
 ) -> anyhow::Result<crate::ops::open::OpenRepository> {
     let location = parse_location(Some(&options.repository))?;
-    let access = AccessArgs {
-        lock_wait: options.lock_wait,
-        server_timeout: options.server_timeout,
-        remote_path: options.remote_path.clone().unwrap_or_else(|| "borg".into()),
-        passphrase_file: options.passphrase_file.clone(),
-        ssh_key: options.ssh_key.clone(),
-        ssh_key_passphrase_file: options.ssh_key_passphrase_file.clone(),
-        known_hosts: options.known_hosts.clone(),
-        accept_new_host_key: false,
-        info: false,
-    };
-    let mut access = access.to_options()?;
+    let mut access = AccessArgs::from(&options.repository_access).to_options()?;
     let borg_dir = options.state_dir.join(".config/borg");
     access.security_dir = borg_dir.join("security");
     access.keys_dir = borg_dir.join("keys");

@@ -14,22 +14,24 @@ use super::access::{AccessArgs, UNLOCK_MEMO, cache_base, parse_location, runtime
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
-use super::signals;
+use super::signals::{self, Interrupted};
 use crate::format::MAX_DATA_SIZE;
 use crate::format::chunker::ChunkerParams;
 use crate::format::compress::Compression;
 use crate::format::key::hex;
 use crate::format::manifest::{Operation, parse_timestamp};
+use crate::mailcow::helper_command::{BackupCommand, DUMP_MODE};
 use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
     CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, now_micros, start_walk,
 };
-use crate::ops::open::open;
+use crate::ops::open::{AccessOptions, open};
 use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
+use crate::repo::location::Location;
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -42,11 +44,11 @@ pub struct CreateArgs {
     #[arg(short = 'C', long, default_value = "lz4", value_name = "SPEC")]
     compression: String,
     /// Content chunker: buzhash,MIN_EXP,MAX_EXP,MASK_BITS,WINDOW, fixed,SIZE[,HEADER] or default.
-    #[arg(long, default_value = "default", value_name = "PARAMS")]
+    #[arg(long, default_value = DEFAULT_CHUNKER_PARAMS, value_name = "PARAMS")]
     chunker_params: String,
     /// What decides that a file is unchanged: ctime,size,inode (default), mtime,size,inode,
     /// ctime,size, mtime,size, size, rechunk,ctime, rechunk,mtime or disabled.
-    #[arg(long, default_value = "ctime,size,inode", value_name = "MODE")]
+    #[arg(long, default_value = DEFAULT_FILES_CACHE, value_name = "MODE")]
     files_cache: String,
     /// Exclude paths matching PATTERN (fm: by default; sh:, pp:, pf: styles).
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
@@ -113,22 +115,83 @@ pub struct CreateArgs {
     #[arg(long, value_name = "STATUSCHARS")]
     filter: Option<String>,
     /// The path of the item that `-` (standard input) becomes.
-    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    #[arg(long, default_value = DEFAULT_STDIN_NAME, value_name = "NAME")]
     stdin_name: OsString,
     /// Its permission bits, in octal.
     #[arg(long, default_value = "0660", value_name = "M", value_parser = parse_octal_mode)]
     stdin_mode: u32,
     /// Its owner.
-    #[arg(long, default_value = "root", value_name = "USER")]
+    #[arg(long, default_value = DEFAULT_STDIN_OWNER, value_name = "USER")]
     stdin_user: String,
     /// Its group.
-    #[arg(long, default_value = "root", value_name = "GROUP")]
+    #[arg(long, default_value = DEFAULT_STDIN_OWNER, value_name = "GROUP")]
     stdin_group: String,
     /// Our cache directory (default: ~/.cache/mailcow-borg, or under BORG_BASE_DIR).
     #[arg(long, env = "MAILCOW_BORG_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     #[command(flatten)]
     access: AccessArgs,
+}
+
+/// Defaults of `create`'s flags that [`CreateArgs::from`] a helper's backup command uses too.
+const DEFAULT_CHUNKER_PARAMS: &str = "default";
+const DEFAULT_FILES_CACHE: &str = "ctime,size,inode";
+const DEFAULT_STDIN_NAME: &str = "stdin";
+const DEFAULT_STDIN_OWNER: &str = "root";
+
+/// The helper's `agent backup` as `create` arguments: the host's settings, `create`'s defaults
+/// for the rest, so that it goes through the same [`CreateSettings::from_args`].
+impl From<BackupCommand> for CreateArgs {
+    fn from(command: BackupCommand) -> CreateArgs {
+        let BackupCommand {
+            require_crypt_keys: _,
+            comment,
+            compression,
+            checkpoint_interval,
+            excludes,
+            output,
+            dump_name,
+            location,
+            paths,
+            access,
+        } = command;
+        CreateArgs {
+            location: location.to_string(),
+            paths: paths.into_iter().map(OsString::from).collect(),
+            compression,
+            chunker_params: DEFAULT_CHUNKER_PARAMS.into(),
+            files_cache: DEFAULT_FILES_CACHE.into(),
+            excludes,
+            exclude_from: Vec::new(),
+            exclude_caches: false,
+            exclude_if_present: Vec::new(),
+            keep_exclude_tags: false,
+            one_file_system: false,
+            numeric_ids: false,
+            atime: false,
+            noctime: false,
+            noflags: false,
+            noxattrs: false,
+            noacls: false,
+            comment,
+            timestamp: None,
+            checkpoint_interval,
+            stats: output.stats,
+            json: output.json,
+            list: output.list,
+            progress: output.progress,
+            no_progress: false,
+            filter: None,
+            stdin_name: dump_name
+                .unwrap_or_else(|| DEFAULT_STDIN_NAME.into())
+                .into(),
+            stdin_mode: DUMP_MODE,
+            stdin_user: DEFAULT_STDIN_OWNER.into(),
+            stdin_group: DEFAULT_STDIN_OWNER.into(),
+            cache_dir: None,
+            access: AccessArgs::from(&access),
+        }
+    }
 }
 
 /// Prints `--list` lines and warnings on stderr, as borg does, and on a terminal a progress
@@ -240,49 +303,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn host_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    if ok {
-        String::from_utf8_lossy(&buffer[..end]).into_owned()
-    } else {
-        "localhost".into()
-    }
-}
-
-pub(super) fn placeholder_values(now_micros: i64) -> PlaceholderValues {
-    let fqdn = host_name();
-    let random: [u8; 16] = {
-        let mut b = [0u8; 16];
-        // SAFETY: the buffer is valid for 16 bytes.
-        unsafe { libc::getrandom(b.as_mut_ptr().cast(), 16, 0) };
-        b
-    };
-    let h = hex(&random);
-    PlaceholderValues {
-        hostname: env("BORG_HOSTNAME")
-            .unwrap_or_else(|| fqdn.split('.').next().unwrap_or_default().to_string()),
-        user: env("BORG_USERNAME")
-            .or_else(|| env("LOGNAME"))
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| "root".into()),
-        fqdn,
-        pid: std::process::id(),
-        uuid4: format!(
-            "{}-{}-4{}-{:x}{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[13..16],
-            8 | (random[8] >> 6),
-            &h[17..20],
-            &h[20..32]
-        ),
-        now_micros,
-    }
-}
-
 fn patterns(args: &CreateArgs) -> anyhow::Result<Vec<Pattern>> {
     let mut texts = args.excludes.clone();
     for file in &args.exclude_from {
@@ -353,7 +373,7 @@ fn stream_input(
 }
 
 pub fn run(args: CreateArgs) -> anyhow::Result<Outcome> {
-    run_with(args, Extras::default())
+    CreateSettings::from_args(args, Extras::default())?.run()
 }
 
 /// What callers of `create` other than its command line may add.
@@ -365,202 +385,197 @@ pub struct Extras {
     pub skip_special: bool,
 }
 
-pub fn run_with(args: CreateArgs, extras: Extras) -> anyhow::Result<Outcome> {
-    let location = parse_location(Some(&args.location))?;
-    let Some(raw_name) = location.archive.clone() else {
-        anyhow::bail!(
-            "{}: no archive name given (REPOSITORY::ARCHIVE)",
-            args.location
-        );
-    };
-    let values = placeholder_values(now_micros());
-    let name = expand(&raw_name, &values)?;
-    let compression: Compression = args.compression.parse()?;
-    compression.check_writable()?;
-    let chunker_params: ChunkerParams = match args.chunker_params.as_str() {
-        "default" => ChunkerParams::DEFAULT,
-        spec => spec.parse()?,
-    };
-    let files_cache: FilesCacheMode = args
-        .files_cache
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    let timestamp = match &args.timestamp {
-        None => None,
-        Some(text) => Some(parse_timestamp(text.as_bytes()).ok_or_else(|| {
-            anyhow::anyhow!("invalid --timestamp {text:?}: use YYYY-MM-DDTHH:MM:SS (UTC)")
-        })?),
-    };
-    let excludes = patterns(&args)?;
-    let mut access = args.access.to_options()?;
-    let cwd = std::env::current_dir()?;
-    let ttl = env("BORG_FILES_CACHE_TTL")
-        .map(|t| t.parse::<u8>())
-        .transpose()
-        .map_err(|_| anyhow::anyhow!("BORG_FILES_CACHE_TTL must be a number from 1 to 255"))?
-        .unwrap_or(20);
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(cache_base);
-    access.unlock_memo = Some(cache_dir.join(UNLOCK_MEMO));
-    let mut skip = std::collections::HashSet::new();
-    if let Ok(st) = std::fs::metadata(&cache_dir) {
-        use std::os::unix::fs::MetadataExt;
-        skip.insert((st.dev(), st.ino()));
-    }
-    let options = CreateOptions {
-        name: name.clone(),
-        roots: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
-        compression,
-        chunker_params,
-        files_cache,
-        files_cache_ttl: ttl,
-        files_cache_suffix: env("BORG_FILES_CACHE_SUFFIX"),
-        walk: WalkOptions {
-            excludes,
-            exclude_caches: args.exclude_caches,
-            exclude_if_present: args
-                .exclude_if_present
-                .iter()
-                .map(|n| n.as_bytes().to_vec())
-                .collect(),
-            keep_exclude_tags: args.keep_exclude_tags,
-            one_file_system: args.one_file_system,
-            meta: MetaOptions {
-                numeric_ids: args.numeric_ids,
-                atime: args.atime,
-                ctime: !args.noctime,
-                flags: !args.noflags,
-                xattrs: !args.noxattrs,
-                acls: !args.noacls,
+/// `create`'s arguments, checked and turned into what the operation takes — in one place, for
+/// `create` and for the helper's `agent backup` alike.
+pub struct CreateSettings {
+    location: Location,
+    access: AccessOptions,
+    options: CreateOptions,
+    output: Output,
+}
+
+/// What the command prints besides the operation's work.
+struct Output {
+    json: bool,
+    stats: bool,
+    list: bool,
+    filter: Option<String>,
+    progress: bool,
+}
+
+impl CreateSettings {
+    pub fn from_args(args: CreateArgs, extras: Extras) -> anyhow::Result<CreateSettings> {
+        let location = parse_location(Some(&args.location))?;
+        let Some(raw_name) = location.archive.clone() else {
+            anyhow::bail!(
+                "{}: no archive name given (REPOSITORY::ARCHIVE)",
+                args.location
+            );
+        };
+        let values = PlaceholderValues::here(now_micros());
+        let name = expand(&raw_name, &values)?;
+        let compression: Compression = args.compression.parse()?;
+        compression.check_writable()?;
+        let chunker_params: ChunkerParams = match args.chunker_params.as_str() {
+            DEFAULT_CHUNKER_PARAMS => ChunkerParams::DEFAULT,
+            spec => spec.parse()?,
+        };
+        let files_cache: FilesCacheMode = args
+            .files_cache
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let timestamp = match &args.timestamp {
+            None => None,
+            Some(text) => Some(parse_timestamp(text.as_bytes()).ok_or_else(|| {
+                anyhow::anyhow!("invalid --timestamp {text:?}: use YYYY-MM-DDTHH:MM:SS (UTC)")
+            })?),
+        };
+        let excludes = patterns(&args)?;
+        let mut access = args.access.to_options()?;
+        let cwd = std::env::current_dir()?;
+        let ttl = env("BORG_FILES_CACHE_TTL")
+            .map(|t| t.parse::<u8>())
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("BORG_FILES_CACHE_TTL must be a number from 1 to 255"))?
+            .unwrap_or(20);
+        let cache_dir = args.cache_dir.clone().unwrap_or_else(cache_base);
+        access.unlock_memo = Some(cache_dir.join(UNLOCK_MEMO));
+        let mut skip = std::collections::HashSet::new();
+        if let Ok(st) = std::fs::metadata(&cache_dir) {
+            use std::os::unix::fs::MetadataExt;
+            skip.insert((st.dev(), st.ino()));
+        }
+        let options = CreateOptions {
+            name,
+            roots: args.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            compression,
+            chunker_params,
+            files_cache,
+            files_cache_ttl: ttl,
+            files_cache_suffix: env("BORG_FILES_CACHE_SUFFIX"),
+            walk: WalkOptions {
+                excludes,
+                exclude_caches: args.exclude_caches,
+                exclude_if_present: args
+                    .exclude_if_present
+                    .iter()
+                    .map(|n| n.as_bytes().to_vec())
+                    .collect(),
+                keep_exclude_tags: args.keep_exclude_tags,
+                one_file_system: args.one_file_system,
+                meta: MetaOptions {
+                    numeric_ids: args.numeric_ids,
+                    atime: args.atime,
+                    ctime: !args.noctime,
+                    flags: !args.noflags,
+                    xattrs: !args.noxattrs,
+                    acls: !args.noacls,
+                },
+                skip,
+                cwd: cwd.as_os_str().as_bytes().to_vec(),
+                skip_special: extras.skip_special,
             },
-            skip,
-            cwd: cwd.as_os_str().as_bytes().to_vec(),
-            skip_special: extras.skip_special,
-        },
-        cache_dir,
-        security_dir: access.security_dir.clone(),
-        location: location.canonical(),
-        comment: expand(&args.comment, &values)?,
-        timestamp,
-        checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_interval),
-        cmdline: std::env::args_os().map(|a| a.as_bytes().to_vec()).collect(),
-        hostname: values.hostname.clone(),
-        username: values.user.clone(),
-        workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        stdin: stream_input(&args, extras.stdin)?,
-    };
-    let show_progress = args.progress
-        || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let printer = Arc::new(Printer {
-        list: args.list,
-        filter: args.filter.clone(),
-        progress: show_progress.then(ProgressLine::default),
-    });
-    let ticker_done = Arc::new(AtomicBool::new(false));
-    if show_progress {
-        printer.tick(ticker_done.clone());
-    }
-    let started = std::time::Instant::now();
-    runtime()?.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut signal = watch_signals(stop.clone())?;
-        // The walk starts now, while the connection and `borg serve` start up.
-        let options = Arc::new(options);
-        let walk = start_walk(options.clone(), stop);
-        // Opening may wait long (for the repository's lock): a signal ends the wait at once.
-        let mut repo = tokio::select! {
-            opened = open(&location, &access, Operation::Write) => opened?,
-            name = signals::arrived(&mut signal) => {
-                return Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into());
-            }
+            cache_dir,
+            security_dir: access.security_dir.clone(),
+            location: location.canonical(),
+            comment: expand(&args.comment, &values)?,
+            timestamp,
+            checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_interval),
+            cmdline: std::env::args_os().map(|a| a.as_bytes().to_vec()).collect(),
+            hostname: values.hostname,
+            username: values.user,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            stdin: stream_input(&args, extras.stdin)?,
         };
-        let result = create(&mut repo, options, walk, printer.clone(), started).await;
-        ticker_done.store(true, Ordering::Relaxed);
-        printer.clear();
-        let first_signal = *signal.borrow();
-        let result = match (result, first_signal) {
-            (Err(CreateError::Interrupted), Some(name)) => {
-                Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into())
-            }
-            (result, _) => result.map_err(anyhow::Error::from),
+        let output = Output {
+            json: args.json,
+            stats: args.stats,
+            list: args.list,
+            filter: args.filter,
+            progress: args.progress
+                || (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())),
         };
-        let report = match result {
-            Ok(report) => report,
-            Err(e) => {
-                let _ = repo.close().await;
-                return Err(e);
-            }
-        };
-        for note in &report.notes {
-            say!("{note}");
-        }
-        let canonical = location.canonical();
-        if args.json {
-            let document = Json::object([
-                ("archive", archive_json(&report)),
-                ("encryption", encryption_json(&repo)),
-                ("repository", repository_json(&repo, &canonical)),
-            ]);
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", document.to_document(json_indent()))?;
-        } else if args.stats {
-            say_part!("{}", stats_text(&report, &canonical));
-        }
-        repo.close()
-            .await
-            .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-        Ok(if report.warnings == 0 {
-            Outcome::Ok
-        } else {
-            Outcome::Warning
+        Ok(CreateSettings {
+            location,
+            access,
+            options,
+            output,
         })
-    })
-}
-
-/// SIGINT or SIGTERM stopped the command; the exit code is borg's for it, and `outcome` says
-/// what that left.
-#[derive(Debug)]
-pub struct Interrupted {
-    /// The signal's name (`SIGINT`, `SIGTERM`, `SIGHUP`).
-    pub signal: &'static str,
-    pub outcome: &'static str,
-}
-
-impl Interrupted {
-    /// What borg prints when it rolled back an unfinished archive.
-    pub const NOTHING_COMMITTED: &'static str = "nothing was committed";
-
-    /// By the signal named `signal`.
-    pub fn by(signal: &'static str, outcome: &'static str) -> Interrupted {
-        Interrupted { signal, outcome }
     }
 
-    /// The exit code borg gives a command stopped by this signal.
-    pub fn code(&self) -> i32 {
-        signals::exit_code(self.signal)
+    /// Backs up, prints what was asked for, and says how it ended.
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let CreateSettings {
+            location,
+            access,
+            options,
+            output,
+        } = self;
+        let printer = Arc::new(Printer {
+            list: output.list,
+            filter: output.filter,
+            progress: output.progress.then(ProgressLine::default),
+        });
+        let ticker_done = Arc::new(AtomicBool::new(false));
+        if output.progress {
+            printer.tick(ticker_done.clone());
+        }
+        let started = std::time::Instant::now();
+        runtime()?.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut signal = signals::roll_back_on_stop(stop.clone())?;
+            // The walk starts now, while the connection and `borg serve` start up.
+            let options = Arc::new(options);
+            let walk = start_walk(options.clone(), stop);
+            // Opening may wait long (for the repository's lock): a signal ends the wait at once.
+            let mut repo = tokio::select! {
+                opened = open(&location, &access, Operation::Write) => opened?,
+                name = signals::arrived(&mut signal) => {
+                    return Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into());
+                }
+            };
+            let result = create(&mut repo, options, walk, printer.clone(), started).await;
+            ticker_done.store(true, Ordering::Relaxed);
+            printer.clear();
+            let first_signal = *signal.borrow();
+            let result = match (result, first_signal) {
+                (Err(CreateError::Interrupted), Some(name)) => {
+                    Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into())
+                }
+                (result, _) => result.map_err(anyhow::Error::from),
+            };
+            let report = match result {
+                Ok(report) => report,
+                Err(e) => {
+                    let _ = repo.close().await;
+                    return Err(e);
+                }
+            };
+            for note in &report.notes {
+                say!("{note}");
+            }
+            let canonical = location.canonical();
+            if output.json {
+                let document = Json::object([
+                    ("archive", archive_json(&report)),
+                    ("encryption", encryption_json(&repo)),
+                    ("repository", repository_json(&repo, &canonical)),
+                ]);
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", document.to_document(json_indent()))?;
+            } else if output.stats {
+                say_part!("{}", stats_text(&report, &canonical));
+            }
+            repo.close()
+                .await
+                .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+            Ok(if report.warnings == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Warning
+            })
+        })
     }
-}
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{}; {}", signals::describe(self.signal), self.outcome)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// On a stop signal, sets `stop`: the backup rolls back and the lock is released, instead of
-/// the process dying with the repository locked. The first signal's name, once one came.
-fn watch_signals(
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<tokio::sync::watch::Receiver<Option<&'static str>>> {
-    let seen = signals::first()?;
-    let mut first = seen.clone();
-    tokio::spawn(async move {
-        signals::arrived(&mut first).await;
-        stop.store(true, Ordering::Relaxed);
-        say!("mailcow-borg: stopping: rolling back what this run wrote");
-    });
-    Ok(seen)
 }
 
 fn archive_json(report: &CreateReport) -> Json {

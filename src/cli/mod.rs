@@ -39,6 +39,8 @@ mod signals;
 
 use clap::{Parser, Subcommand};
 
+use crate::mailcow::helper_command::HelperCommand;
+
 /// Exit codes shared with borg.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_WARNING: i32 = 1;
@@ -103,7 +105,7 @@ enum Command {
     Benchmark(benchmark::BenchmarkCommand),
     /// Runs inside the helper container.
     #[command(subcommand, hide = true)]
-    Agent(agent::AgentCommand),
+    Agent(HelperCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -133,10 +135,10 @@ pub fn run() -> i32 {
         Ok(Outcome::Ok) => EXIT_OK,
         Ok(Outcome::Warning) => EXIT_WARNING,
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
-        Err(e) if e.downcast_ref::<create::Interrupted>().is_some() => {
+        Err(e) if e.downcast_ref::<signals::Interrupted>().is_some() => {
             say!("mailcow-borg: {e}");
-            e.downcast_ref::<create::Interrupted>()
-                .map_or(EXIT_ERROR, create::Interrupted::code)
+            e.downcast_ref::<signals::Interrupted>()
+                .map_or(EXIT_ERROR, signals::Interrupted::code)
         }
         Err(e) => {
             say!("mailcow-borg: error: {}", one_line(&e));
@@ -168,4 +170,37 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailcow::helper_command::{ArchiveLocation, RepositoryAccess, StreamCommand};
+
+    /// The helper parses its command line with this binary's own parser: what the host writes
+    /// reaches `agent` as the same command.
+    #[test]
+    fn the_binary_parses_a_helper_command_back() {
+        let command = HelperCommand::Stream(Box::new(StreamCommand {
+            location: ArchiveLocation {
+                repository: "/srv/repo".into(),
+                archive: "mailcow-1".into(),
+            },
+            path: "mysql/mailcow.sql".into(),
+            access: RepositoryAccess {
+                lock_wait: 5,
+                server_timeout: 300,
+                remote_path: None,
+                passphrase_file: Some("/run/secrets/passphrase".into()),
+                ssh_key: None,
+                ssh_key_passphrase_file: None,
+                known_hosts: None,
+            },
+        }));
+        let args = std::iter::once("mailcow-borg".to_string()).chain(command.to_args());
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Agent(parsed) => assert_eq!(parsed, command),
+            _ => panic!("not the agent"),
+        }
+    }
 }

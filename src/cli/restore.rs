@@ -9,10 +9,10 @@ use clap::{Args, ValueEnum};
 
 use super::Outcome;
 use super::access::runtime;
-use super::backup::{host_lock, start_what_a_dead_restore_stopped, watch_signals};
-use super::create::Interrupted;
+use super::backup::{host_lock, start_what_a_dead_restore_stopped};
 use super::human;
 use super::settings::{Settings, SettingsArgs, settings};
+use super::signals::{self, Interrupted};
 use crate::docker::Engine;
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::restore::{
@@ -103,7 +103,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, mut stop) = tokio::sync::watch::channel(None);
-        watch_signals(
+        signals::pass_on(
             stop_tx,
             "stopping; the services stopped for the restore are started again",
         )?;

@@ -9,6 +9,8 @@ use clap::Args;
 use super::config::{self, ConfigFile};
 use crate::docker::helper::HelperLimits;
 use crate::mailcow::access::HelperAccess;
+use crate::mailcow::helper_command::RepositoryAccess;
+use crate::ops::placeholders::PlaceholderValues;
 
 /// Where the mailcow commands get their settings: the config file, overridden by the
 /// environment and these flags.
@@ -88,31 +90,33 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
                 config_path.display()
             )
         })?;
-    let values = super::create::placeholder_values(crate::ops::create::now_micros());
+    let values = PlaceholderValues::here(crate::ops::create::now_micros());
     let access = HelperAccess {
         repository,
-        passphrase_file: existing_file(
-            "passphrase_file",
-            args.passphrase_file.clone().or(file.passphrase_file.take()),
-        )?,
-        ssh_key: existing_file("ssh_key", args.ssh_key.clone().or(file.ssh_key.take()))?,
-        ssh_key_passphrase_file: existing_file(
-            "ssh_key_passphrase_file",
-            args.ssh_key_passphrase_file
-                .clone()
-                .or(file.ssh_key_passphrase_file.take()),
-        )?,
-        known_hosts: existing_file(
-            "known_hosts",
-            args.known_hosts.clone().or(file.known_hosts.take()),
-        )?,
+        repository_access: RepositoryAccess {
+            passphrase_file: existing_file(
+                "passphrase_file",
+                args.passphrase_file.clone().or(file.passphrase_file.take()),
+            )?,
+            ssh_key: existing_file("ssh_key", args.ssh_key.clone().or(file.ssh_key.take()))?,
+            ssh_key_passphrase_file: existing_file(
+                "ssh_key_passphrase_file",
+                args.ssh_key_passphrase_file
+                    .clone()
+                    .or(file.ssh_key_passphrase_file.take()),
+            )?,
+            known_hosts: existing_file(
+                "known_hosts",
+                args.known_hosts.clone().or(file.known_hosts.take()),
+            )?,
+            remote_path: args.remote_path.clone().or(file.remote_path.take()),
+            lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
+            server_timeout: args
+                .server_timeout
+                .or(file.server_timeout)
+                .unwrap_or(super::access::DEFAULT_SERVER_TIMEOUT),
+        },
         key_file: existing_file("key_file", file.key_file.take())?,
-        remote_path: args.remote_path.clone().or(file.remote_path.take()),
-        lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
-        server_timeout: args
-            .server_timeout
-            .or(file.server_timeout)
-            .unwrap_or(super::access::DEFAULT_SERVER_TIMEOUT),
         state_dir: std::path::absolute(
             args.state_dir
                 .clone()

@@ -4,9 +4,47 @@
 //! admin's SSH session dropped in the middle of a restore). Left to their defaults, each would
 //! end the process at once — during a restore, with mailcow's services stopped. Every command
 //! that does more than read turns them into an orderly stop, and exits with the code borg gives
-//! each: 2 for the first SIGINT, 128 + the signal's number for the others.
+//! each: 2 for the first SIGINT, 128 + the signal's number for the others ([`Interrupted`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::signal::unix::{SignalKind, signal};
+
+/// The first stop signal's name, once one came.
+pub type FirstSignal = tokio::sync::watch::Receiver<Option<&'static str>>;
+
+/// SIGINT, SIGTERM or SIGHUP stopped the command; the exit code is borg's for it, and
+/// `outcome` says what that left.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The signal's name (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    pub signal: &'static str,
+    pub outcome: &'static str,
+}
+
+impl Interrupted {
+    /// What borg prints when it rolled back an unfinished archive.
+    pub const NOTHING_COMMITTED: &'static str = "nothing was committed";
+
+    /// By the signal named `signal`.
+    pub fn by(signal: &'static str, outcome: &'static str) -> Interrupted {
+        Interrupted { signal, outcome }
+    }
+
+    /// The exit code borg gives a command stopped by this signal.
+    pub fn code(&self) -> i32 {
+        exit_code(self.signal)
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}; {}", describe(self.signal), self.outcome)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// The signals handled, by the names Docker's kill API also takes (the host passes them on to
 /// the helper container by name).
@@ -32,7 +70,7 @@ pub fn watch(on_signal: impl Fn(&'static str) + Clone + Send + 'static) -> std::
 }
 
 /// A watch channel that holds the first stop signal's name, once one arrived.
-pub fn first() -> std::io::Result<tokio::sync::watch::Receiver<Option<&'static str>>> {
+pub fn first() -> std::io::Result<FirstSignal> {
     let (seen, receiver) = tokio::sync::watch::channel(None);
     watch(move |name| {
         seen.send_if_modified(|first| first.is_none() && first.replace(name).is_none());
@@ -41,9 +79,7 @@ pub fn first() -> std::io::Result<tokio::sync::watch::Receiver<Option<&'static s
 }
 
 /// Waits until `seen` holds a signal; its name.
-pub async fn arrived(
-    seen: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
-) -> &'static str {
+pub async fn arrived(seen: &mut FirstSignal) -> &'static str {
     // The value is copied out at once: the channel's guard must not live across an await.
     let first = seen.wait_for(Option::is_some).await.map(|name| *name);
     match first {
@@ -51,6 +87,32 @@ pub async fn arrived(
         // The sender lives as long as the handlers; without it no signal can come.
         Err(_) => std::future::pending().await,
     }
+}
+
+/// For a command that writes the repository itself (`create`): the first stop signal sets
+/// `stop`, so the run rolls back and releases the lock instead of the process dying with the
+/// repository locked. The first signal's name, once one came.
+pub fn roll_back_on_stop(stop: Arc<AtomicBool>) -> std::io::Result<FirstSignal> {
+    let seen = first()?;
+    let mut first = seen.clone();
+    tokio::spawn(async move {
+        arrived(&mut first).await;
+        stop.store(true, Ordering::Relaxed);
+        say!("mailcow-borg: stopping: rolling back what this run wrote");
+    });
+    Ok(seen)
+}
+
+/// For a command on the host (`backup`, `restore`): each stop signal is said, with
+/// `what_happens`, and passed on through `stop` (to the helper), not obeyed at once.
+pub fn pass_on(
+    stop: tokio::sync::watch::Sender<Option<&'static str>>,
+    what_happens: &'static str,
+) -> std::io::Result<()> {
+    watch(move |name| {
+        say!("mailcow-borg: {name}: {what_happens}");
+        let _ = stop.send(Some(name));
+    })
 }
 
 /// borg's exit code for a command stopped by `signal`.

@@ -1,9 +1,9 @@
 //! What every helper container needs to reach the repository, and how it gets it — shared by
 //! backup and restore, so both hand secrets on the same way.
 //!
-//! The helper's command line holds nothing secret: the passphrase, SSH key, its passphrase and
-//! known_hosts are read-only single-file mounts under `/run/secrets`, named on the command line
-//! by their path there. The persistent state directory (files cache, chunk index, borg's
+//! The helper's command line ([`super::helper_command`]) holds nothing secret: the passphrase,
+//! SSH key, its passphrase and known_hosts are read-only single-file mounts under
+//! `/run/secrets`, named on the command line by their path there. The persistent state directory (files cache, chunk index, borg's
 //! security dir with the nonce counter) is mounted read-write at `/state`, which is the
 //! helper's `BORG_BASE_DIR`.
 
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::docker::helper::{HelperLimits, HelperMount, HelperSpec};
 use crate::docker::image::ensure_helper_image;
 use crate::docker::{DockerError, Engine};
+
+use super::helper_command::{ArchiveLocation, HelperCommand, RepositoryAccess};
 
 /// Where the helper sees things.
 pub const HELPER_ROOT: &str = "/mailcow";
@@ -52,16 +54,11 @@ pub const WRITE_ANY_FILE: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETI
 pub struct HelperAccess {
     /// The repository, as borg writes it.
     pub repository: String,
-    pub passphrase_file: Option<PathBuf>,
-    pub ssh_key: Option<PathBuf>,
-    pub ssh_key_passphrase_file: Option<PathBuf>,
-    pub known_hosts: Option<PathBuf>,
+    /// How the host reaches it, with the host's paths of the secrets; a helper gets the same
+    /// with their paths under `/run/secrets` ([`HelperAccess::in_helper`]).
+    pub repository_access: RepositoryAccess,
     /// `BORG_KEY_FILE` for keyfile repositories.
     pub key_file: Option<PathBuf>,
-    pub remote_path: Option<String>,
-    pub lock_wait: u64,
-    /// Seconds the repository server may stay silent (`--server-timeout`).
-    pub server_timeout: u64,
     /// Persistent host directory: caches and borg's security dir.
     pub state_dir: PathBuf,
     pub helper_image: Option<String>,
@@ -72,39 +69,75 @@ pub struct HelperAccess {
     pub username: String,
 }
 
-fn read_only_bind(source: &Path, target: String) -> HelperMount {
+fn read_only_bind(source: &Path, target: PathBuf) -> HelperMount {
     HelperMount::Bind {
         source: source.display().to_string(),
-        target,
+        target: target.display().to_string(),
         read_only: true,
     }
 }
 
+/// Where a secret file of [`RepositoryAccess`] is in every helper.
+fn secret_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("{HELPER_SECRETS}/{name}"))
+}
+
 impl HelperAccess {
-    /// A helper that runs `agent <command>` for the mailcow of `project`, with the state
-    /// directory, the secrets and the repository options; callers add their mounts and
-    /// arguments.
-    pub fn helper_spec(&self, image: &str, command: &str, project: &str) -> HelperSpec {
+    /// The secrets passed as files, each with its host path and its name under `/run/secrets`:
+    /// [`Self::in_helper`] names them there, [`Self::helper_spec`] mounts them there.
+    fn secret_files(&self) -> [(Option<&PathBuf>, &'static str); 4] {
+        let access = &self.repository_access;
+        [
+            (access.passphrase_file.as_ref(), "passphrase"),
+            (access.ssh_key.as_ref(), "ssh_key"),
+            (
+                access.ssh_key_passphrase_file.as_ref(),
+                "ssh_key_passphrase",
+            ),
+            (access.known_hosts.as_ref(), "known_hosts"),
+        ]
+    }
+
+    /// The repository access as a helper sees it: the secrets where [`Self::helper_spec`]
+    /// mounts them.
+    pub fn in_helper(&self) -> RepositoryAccess {
+        let [
+            passphrase_file,
+            ssh_key,
+            ssh_key_passphrase_file,
+            known_hosts,
+        ] = self
+            .secret_files()
+            .map(|(file, name)| file.map(|_| secret_path(name)));
+        RepositoryAccess {
+            passphrase_file,
+            ssh_key,
+            ssh_key_passphrase_file,
+            known_hosts,
+            ..self.repository_access.clone()
+        }
+    }
+
+    /// `archive` in this repository.
+    pub fn archive(&self, archive: &str) -> ArchiveLocation {
+        ArchiveLocation {
+            repository: self.repository.clone(),
+            archive: archive.into(),
+        }
+    }
+
+    /// A helper that runs `command` for the mailcow of `project`, with the state directory and
+    /// the secrets mounted; callers add their mounts and capabilities. The command's access
+    /// must be [`Self::in_helper`]'s.
+    pub fn helper_spec(&self, image: &str, project: &str, command: &HelperCommand) -> HelperSpec {
         let mut mounts = vec![HelperMount::Bind {
             source: self.state_dir.display().to_string(),
             target: HELPER_STATE.into(),
             read_only: false,
         }];
-        let mut args: Vec<String> = vec!["agent".into(), command.into()];
-        for (flag, file, name) in [
-            ("--passphrase-file", &self.passphrase_file, "passphrase"),
-            ("--ssh-key", &self.ssh_key, "ssh_key"),
-            (
-                "--ssh-key-passphrase-file",
-                &self.ssh_key_passphrase_file,
-                "ssh_key_passphrase",
-            ),
-            ("--known-hosts", &self.known_hosts, "known_hosts"),
-        ] {
+        for (file, name) in self.secret_files() {
             if let Some(path) = file {
-                let target = format!("{HELPER_SECRETS}/{name}");
-                mounts.push(read_only_bind(path, target.clone()));
-                args.extend([flag.to_string(), target]);
+                mounts.push(read_only_bind(path, secret_path(name)));
             }
         }
         let mut env = vec![
@@ -113,18 +146,13 @@ impl HelperAccess {
             format!("BORG_USERNAME={}", self.username),
         ];
         if let Some(path) = &self.key_file {
-            let target = format!("{HELPER_SECRETS}/borg_key");
-            mounts.push(read_only_bind(path, target.clone()));
-            env.push(format!("BORG_KEY_FILE={target}"));
-        }
-        args.extend(["--lock-wait".into(), self.lock_wait.to_string()]);
-        args.extend(["--server-timeout".into(), self.server_timeout.to_string()]);
-        if let Some(remote) = &self.remote_path {
-            args.extend(["--remote-path".into(), remote.clone()]);
+            let target = secret_path("borg_key");
+            env.push(format!("BORG_KEY_FILE={}", target.display()));
+            mounts.push(read_only_bind(path, target));
         }
         HelperSpec {
             image: image.to_string(),
-            args,
+            args: command.to_args(),
             working_dir: HELPER_ROOT.into(),
             mounts,
             network: self.network.clone(),

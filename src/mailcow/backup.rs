@@ -24,6 +24,7 @@ use super::components::{CONFIG_PATHS, Component};
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover};
 use super::frames;
+use super::helper_command::{BackupCommand, HelperCommand};
 use super::mysql::{self, DumpError};
 use super::origin::Origin;
 use super::redis::{self, RedisError};
@@ -63,11 +64,19 @@ pub struct BackupOptions {
 }
 
 /// What the helper prints.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputOptions {
+    /// Print statistics at the end.
+    #[arg(long)]
     pub stats: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
     pub json: bool,
+    /// List each file with its status letter.
+    #[arg(long)]
     pub list: bool,
+    /// Show a progress line on stderr.
+    #[arg(long)]
     pub progress: bool,
 }
 
@@ -85,17 +94,16 @@ pub struct BackupReport {
     pub interrupted: Option<&'static str>,
 }
 
-/// The helper's mounts and arguments for `options`.
+/// The helper's mounts and command for `options`.
 pub fn helper_spec(
     options: &BackupOptions,
     conf: &MailcowConf,
     found: &Found,
     image: &str,
 ) -> HelperSpec {
-    let mut spec = options.access.helper_spec(image, "backup", &conf.project);
-    spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
+    let mut mounts = Vec::new();
     for (&component, volume) in &found.volumes {
-        spec.mounts.push(HelperMount::Volume {
+        mounts.push(HelperMount::Volume {
             name: volume.clone(),
             target: format!("{HELPER_ROOT}/{}", component.archive_dir()),
             read_only: true,
@@ -106,7 +114,7 @@ pub fn helper_spec(
         for relative in CONFIG_PATHS {
             let source = options.mailcow_dir.join(relative);
             if source.exists() {
-                spec.mounts.push(HelperMount::Bind {
+                mounts.push(HelperMount::Bind {
                     source: source.display().to_string(),
                     target: format!(
                         "{HELPER_ROOT}/{}/{relative}",
@@ -118,54 +126,36 @@ pub fn helper_spec(
             }
         }
     }
-    let args = &mut spec.args;
-    if options.components.contains(&Component::Vmail) {
-        args.extend([
-            "--require-crypt-keys".into(),
-            Component::Crypt.archive_dir().into(),
-        ]);
-    }
-    args.extend([
-        "--comment".into(),
-        Origin::here(conf, &options.components).comment(),
-        "--compression".into(),
-        options.compression.clone(),
-        "--checkpoint-interval".into(),
-        options.checkpoint_interval.to_string(),
-    ]);
-    for pattern in &options.excludes {
-        args.extend(["--exclude".into(), pattern.clone()]);
-    }
-    let output = options.output;
-    for (on, flag) in [
-        (output.stats, "--stats"),
-        (output.json, "--json"),
-        (output.list, "--list"),
-        (output.progress, "--progress"),
-    ] {
-        if on {
-            args.push(flag.into());
-        }
-    }
-    if options.components.contains(&Component::Mysql) {
-        args.extend([
-            "--stdin-name".into(),
-            format!("{}/{}.sql", Component::Mysql.archive_dir(), conf.db_name),
-            "--stdin-mode".into(),
-            "0600".into(),
-        ]);
-    }
-    args.push(format!(
-        "{}::{}",
-        options.access.repository, options.archive
-    ));
-    for component in &options.components {
-        match component {
-            Component::Mysql => args.push("-".to_string()),
-            Component::Config if !config_found => {}
-            _ => args.push(component.archive_dir().into()),
-        }
-    }
+    let has = |component| options.components.contains(&component);
+    let paths = options
+        .components
+        .iter()
+        .filter_map(|component| match component {
+            Component::Mysql => Some("-".to_string()),
+            Component::Config if !config_found => None,
+            _ => Some(component.archive_dir().into()),
+        })
+        .collect();
+    let command = BackupCommand {
+        require_crypt_keys: has(Component::Vmail).then(|| Component::Crypt.archive_dir().into()),
+        comment: Origin::here(conf, &options.components).comment(),
+        compression: options.compression.clone(),
+        checkpoint_interval: options.checkpoint_interval,
+        excludes: options.excludes.clone(),
+        output: options.output,
+        dump_name: has(Component::Mysql)
+            .then(|| format!("{}/{}.sql", Component::Mysql.archive_dir(), conf.db_name)),
+        location: options.access.archive(&options.archive),
+        paths,
+        access: options.access.in_helper(),
+    };
+    let mut spec = options.access.helper_spec(
+        image,
+        &conf.project,
+        &HelperCommand::Backup(Box::new(command)),
+    );
+    spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
+    spec.mounts.extend(mounts);
     spec
 }
 

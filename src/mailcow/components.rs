@@ -117,9 +117,6 @@ impl FromStr for Component {
     }
 }
 
-/// The mail_crypt key pair inside the crypt volume: without it, backed-up mail cannot be read.
-pub const CRYPT_KEYS: [&str; 2] = ["ecprivkey.pem", "ecpubkey.pem"];
-
 /// Paths in the mailcow directory that the `config` component holds (those that exist).
 pub const CONFIG_PATHS: [&str; 4] = [
     "mailcow.conf",

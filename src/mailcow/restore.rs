@@ -33,6 +33,7 @@ use super::backup::{ROLLBACK_GRACE, wait_for_stop};
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover_among};
+use super::helper_command::{HelperCommand, InspectCommand, RestoreCommand, StreamCommand};
 use super::mysql::{self, DumpError, Login};
 use super::restore_plan::{
     ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
@@ -155,26 +156,30 @@ pub async fn prepare(
         .and_then(|found| found.volumes.get(&Component::Crypt).cloned());
     options.access.ensure_state_dir()?;
 
-    let mut spec = options.access.helper_spec(&image, "inspect", &conf.project);
+    let command = InspectCommand {
+        subtrees: subtrees(request)?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect(),
+        target_crypt: crypt_volume.is_some().then(|| TARGET_CRYPT.into()),
+        location: options.access.archive(&request.archive),
+        access: options.access.in_helper(),
+    };
+    let mut spec = options.access.helper_spec(
+        &image,
+        &conf.project,
+        &HelperCommand::Inspect(Box::new(command)),
+    );
     spec.working_dir = "/".into();
-    for (path, _) in subtrees(request)? {
-        spec.args.extend(["--subtree".into(), path]);
-    }
     if let Some(volume) = crypt_volume {
         spec.mounts.push(HelperMount::Volume {
             name: volume,
             target: TARGET_CRYPT.into(),
             read_only: true,
         });
-        spec.args
-            .extend(["--target-crypt".into(), TARGET_CRYPT.into()]);
         // The keys are dovecot's (uid 401), readable by it alone.
         spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
     }
-    spec.args.push(format!(
-        "{}::{}",
-        options.access.repository, request.archive
-    ));
     let (code, captured, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
     if let Some(signal) = interrupted {
         return Err(RestoreError::Stopped(signal));
@@ -468,14 +473,17 @@ impl<'a> Run<'a> {
         )
         .await
         .map_err(|e| format!("mysql: {e}"))?;
-        let mut spec = options
-            .access
-            .helper_spec(&prepared.image, "stream", &conf.project);
+        let command = StreamCommand {
+            location: options.access.archive(&prepared.plan.archive),
+            path: dump.path.clone(),
+            access: options.access.in_helper(),
+        };
+        let mut spec = options.access.helper_spec(
+            &prepared.image,
+            &conf.project,
+            &HelperCommand::Stream(Box::new(command)),
+        );
         spec.working_dir = "/".into();
-        spec.args.extend([
-            format!("{}::{}", options.access.repository, prepared.plan.archive),
-            dump.path.clone(),
-        ]);
         let (to_rewriter, from_helper) = tokio::io::duplex(256 * 1024);
         let (streamed, finished, rewritten) = tokio::join!(
             run_helper(
@@ -630,10 +638,8 @@ fn files_spec(
     prepared: &Prepared,
 ) -> Result<HelperSpec, String> {
     let plan = &prepared.plan;
-    let mut spec = options
-        .access
-        .helper_spec(&prepared.image, "restore", &conf.project);
-    spec.capabilities = WRITE_ANY_FILE.map(String::from).to_vec();
+    let mut mounts = Vec::new();
+    let mut mirrors = Vec::new();
     let mut paths = Vec::new();
     for step in &plan.files {
         let dir = step.component.archive_dir();
@@ -647,7 +653,7 @@ fn files_spec(
                     dir.clone()
                 }
             };
-            spec.mounts.push(HelperMount::Bind {
+            mounts.push(HelperMount::Bind {
                 source: source.display().to_string(),
                 target,
                 read_only: false,
@@ -660,7 +666,7 @@ fn files_spec(
             .volumes
             .get(&step.component)
             .ok_or_else(|| format!("{}: its volume was not found", step.component))?;
-        spec.mounts.push(HelperMount::Volume {
+        mounts.push(HelperMount::Volume {
             name: volume.clone(),
             target,
             read_only: false,
@@ -669,14 +675,22 @@ fn files_spec(
             Scope::Whole => vec![dir.to_string()],
             Scope::Subtrees(subtrees) => subtrees.clone(),
         };
-        for path in &restored {
-            spec.args.extend(["--mirror".into(), path.clone()]);
-        }
+        mirrors.extend(restored.iter().cloned());
         paths.extend(restored);
     }
-    spec.args
-        .push(format!("{}::{}", options.access.repository, plan.archive));
-    spec.args.extend(paths);
+    let command = RestoreCommand {
+        mirrors,
+        location: options.access.archive(&plan.archive),
+        paths,
+        access: options.access.in_helper(),
+    };
+    let mut spec = options.access.helper_spec(
+        &prepared.image,
+        &conf.project,
+        &HelperCommand::Restore(Box::new(command)),
+    );
+    spec.capabilities = WRITE_ANY_FILE.map(String::from).to_vec();
+    spec.mounts.extend(mounts);
     Ok(spec)
 }
 

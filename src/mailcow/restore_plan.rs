@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use super::components::Component;
 use super::conf::MailcowConf;
+use super::crypt_keys;
 use super::summary::{ArchiveSummary, SqlDump, Tally};
 
 /// Checks the user may override.
@@ -379,43 +380,20 @@ fn pick_dump<'s>(summary: &'s ArchiveSummary, conf: &MailcowConf) -> &'s SqlDump
         .unwrap_or(&summary.sql_dumps[0])
 }
 
+/// Applies the mail_crypt key rules ([`crypt_keys::restore_problem`]) to the plan: a refusal,
+/// unless forced, or a warning.
 fn check_crypt_keys(
     summary: &ArchiveSummary,
     with_crypt: bool,
     force: Force,
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanError> {
-    let keys = &summary.crypt_keys;
-    let problem = if with_crypt {
-        (!keys.in_archive).then(|| {
-            "refusing to restore vmail: the archive holds no mail_crypt keys (crypt/ecprivkey.pem, crypt/ecpubkey.pem), so restoring crypt would leave dovecot without them".to_string()
-        })
-    } else {
-        match (keys.in_archive, keys.in_target, keys.same) {
-            (_, Some(true), Some(false)) => Some(
-                "refusing to restore vmail: the archive's mail is encrypted with other mail_crypt keys than this mailcow's; add --component crypt to restore the archive's keys too".to_string(),
-            ),
-            (false, Some(false) | None, _) => Some(
-                "refusing to restore vmail: neither the archive nor this mailcow's crypt volume holds the mail_crypt keys the mail is encrypted with".to_string(),
-            ),
-            (true, Some(false) | None, _) => Some(
-                "refusing to restore vmail: this mailcow's crypt volume holds no mail_crypt keys; add --component crypt to restore the archive's".to_string(),
-            ),
-            (false, Some(true), _) => {
-                warnings.push("mail_crypt keys: the archive holds none, so it cannot be checked that this mailcow's keys are the ones its mail is encrypted with".into());
-                None
-            }
-            (true, Some(true), _) => None,
-        }
-    };
-    match problem {
-        Some(problem) if force.crypt_keys => {
-            warnings.push(format!("{problem} (forced)"));
-            Ok(())
-        }
-        Some(problem) => Err(PlanError::CryptKeys(problem)),
-        None => Ok(()),
+    match crypt_keys::restore_problem(&summary.crypt_keys, with_crypt) {
+        Ok(warning) => warnings.extend(warning),
+        Err(problem) if force.crypt_keys => warnings.push(format!("{problem} (forced)")),
+        Err(problem) => return Err(PlanError::CryptKeys(problem)),
     }
+    Ok(())
 }
 
 #[cfg(test)]

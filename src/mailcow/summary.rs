@@ -16,7 +16,8 @@ use crate::format::manifest::Manifest;
 use crate::ops::items::{ReadError, fetch, load_archive, stream_items};
 use crate::repo::repository::SharedRepository;
 
-use super::components::{CRYPT_KEYS, Component};
+use super::components::Component;
+use super::crypt_keys::CRYPT_KEYS;
 use super::origin::Origin;
 
 /// The archive name that means the newest archive.

@@ -25,6 +25,51 @@ pub struct PlaceholderValues {
     pub now_micros: i64,
 }
 
+impl PlaceholderValues {
+    /// This process's values on this host, at `now_micros`: the host name from the kernel,
+    /// `BORG_HOSTNAME` and `BORG_USERNAME` over it as borg reads them, a fresh random UUID.
+    pub fn here(now_micros: i64) -> PlaceholderValues {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let fqdn = host_name();
+        let mut random = [0u8; 16];
+        // SAFETY: the buffer is valid for 16 bytes.
+        unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+        let h = crate::format::key::hex(&random);
+        PlaceholderValues {
+            hostname: env("BORG_HOSTNAME")
+                .unwrap_or_else(|| fqdn.split('.').next().unwrap_or_default().to_string()),
+            user: env("BORG_USERNAME")
+                .or_else(|| env("LOGNAME"))
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "root".into()),
+            fqdn,
+            pid: std::process::id(),
+            uuid4: format!(
+                "{}-{}-4{}-{:x}{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[13..16],
+                8 | (random[8] >> 6),
+                &h[17..20],
+                &h[20..32]
+            ),
+            now_micros,
+        }
+    }
+}
+
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    if ok {
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlaceholderError {
     #[error("invalid placeholder \"{key}\" in {text:?}")]
