@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::create::{self, CreateArgs, CreateSettings};
 use super::signals::{self, Interrupted};
 use crate::format::manifest::Operation;
@@ -17,10 +17,8 @@ use crate::mailcow::helper_command::{
     RestoreCommand, StreamCommand,
 };
 use crate::mailcow::summary::summarize;
-use crate::ops::extract::{ExtractOptions, extract};
-use crate::ops::items::load_archive;
-use crate::ops::open::{OpenRepository, open};
-use crate::ops::stream_file::stream_file;
+use crate::ops::extract::ExtractOptions;
+use crate::ops::open::OpenRepository;
 
 /// Runs one helper subcommand: one handler each.
 pub fn run(command: HelperCommand) -> anyhow::Result<Outcome> {
@@ -62,15 +60,7 @@ fn inspect(command: InspectCommand) -> anyhow::Result<Outcome> {
         access,
     } = command;
     with_archive(&location, &access, async move |repo, name| {
-        let summary = summarize(
-            &repo.repo,
-            &repo.key,
-            &repo.manifest,
-            &name,
-            &subtrees,
-            target_crypt.as_deref(),
-        )
-        .await?;
+        let summary = summarize(repo, &name, &subtrees, target_crypt.as_deref()).await?;
         let json = serde_json::to_string(&summary)?;
         writeln!(std::io::stdout().lock(), "{json}")?;
         Ok(Outcome::Ok)
@@ -100,9 +90,9 @@ fn restore(command: RestoreCommand) -> anyhow::Result<Outcome> {
         &command.location,
         &command.access,
         async move |repo, name| {
-            let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+            let archive = repo.archive(&name).await?;
             archive.require_tam()?;
-            let stats = extract(&repo.repo, &repo.key, &archive, &options).await?;
+            let stats = repo.extract(&archive, &options).await?;
             let outcome = Outcome::after_warnings(&stats.warnings);
             say!(
                 "restored {} items ({} bytes); removed {} entries the archive does not hold",
@@ -121,10 +111,10 @@ fn stream(command: StreamCommand) -> anyhow::Result<Outcome> {
         &command.location,
         &command.access,
         async move |repo, name| {
-            let archive = load_archive(&repo.repo, &repo.key, &repo.manifest, &name).await?;
+            let archive = repo.archive(&name).await?;
             archive.require_tam()?;
-            let mut out = tokio::io::stdout();
-            stream_file(&repo.repo, &repo.key, &archive, &path, &mut out).await?;
+            repo.stream_file(&archive, &path, &mut tokio::io::stdout())
+                .await?;
             Ok(Outcome::Ok)
         },
     )
@@ -149,14 +139,9 @@ fn with_archive(
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         let mut stop = signals::first()?;
-        let run = async {
-            let repo = open(&location_parsed, &options, Operation::Read).await?;
-            let result = work(&repo, name).await;
-            let closed = repo.close().await;
-            let outcome = result?;
-            closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
-            Ok(outcome)
-        };
+        let run = with_repository(&location_parsed, &options, Operation::Read, async |repo| {
+            work(repo, name).await
+        });
         tokio::select! {
             outcome = run => outcome,
             name = signals::arrived(&mut stop) => Err(Interrupted::by(name, "stopped").into()),

@@ -9,7 +9,7 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::backup::{BackupSettingsArgs, lock_host, options, start_what_a_dead_restore_stopped};
 use crate::docker::Engine;
 use crate::format::manifest::Operation;
@@ -20,7 +20,8 @@ use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::discover::{Found, discover};
 use crate::mailcow::mysql::{self, Login, dump_tool};
-use crate::ops::open::open;
+use crate::ops::open::AccessOptions;
+use crate::repo::location::Location;
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
@@ -97,17 +98,17 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
         }
         check_crypt_keys(&engine, &found).await?;
         writeln!(out, "  mail_crypt keys: present")?;
-        let repo = open_repository(&options.access).await?;
+        let (location, access) = repository_access(&options.access)?;
+        let (server, archives) =
+            with_repository(&location, &access, Operation::Read, async |repo| {
+                Ok((repo.server_version, repo.manifest.archives.len()))
+            })
+            .await?;
         writeln!(
             out,
-            "repository: {} (borg {}.{}.{} serves it; {} archives)",
-            options.access.repository,
-            repo.server_version.0,
-            repo.server_version.1,
-            repo.server_version.2,
-            repo.manifest.archives.len()
+            "repository: {} (borg {}.{}.{} serves it; {archives} archives)",
+            options.access.repository, server.0, server.1, server.2,
         )?;
-        let _ = repo.close().await;
         let image = match &options.access.helper_image {
             Some(image) => format!("{image} (given)"),
             None => "made from this executable on the first backup, then reused".into(),
@@ -135,11 +136,9 @@ async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> 
         .map_err(|e| anyhow::anyhow!("{e}; restore the keys before backing up"))
 }
 
-/// Opens the repository as the helper will: the same access, key and known_hosts, and the
-/// state dir's security dir (where the helper keeps it).
-async fn open_repository(
-    options: &HelperAccess,
-) -> anyhow::Result<crate::ops::open::OpenRepository> {
+/// The repository as the helper opens it: the same access, key and known_hosts, and the state
+/// dir's security dir (where the helper keeps it).
+fn repository_access(options: &HelperAccess) -> anyhow::Result<(Location, AccessOptions)> {
     let location = parse_location(Some(&options.repository))?;
     let mut access = AccessArgs::from(&options.repository_access).to_options()?;
     let borg_dir = options.state_dir.join(".config/borg");
@@ -148,5 +147,5 @@ async fn open_repository(
     if options.key_file.is_some() {
         access.key_file = options.key_file.clone();
     }
-    Ok(open(&location, &access, Operation::Read).await?)
+    Ok((location, access))
 }

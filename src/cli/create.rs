@@ -25,7 +25,7 @@ use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
-    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, now_micros, start_walk,
+    CreateError, CreateOptions, CreateReport, Progress, StreamInput, now_micros, start_walk,
 };
 use crate::ops::open::{AccessOptions, open};
 use crate::ops::owners::Owners;
@@ -528,13 +528,14 @@ impl CreateSettings {
             let options = Arc::new(options);
             let walk = start_walk(options.clone(), stop);
             // Opening may wait long (for the repository's lock): a signal ends the wait at once.
+            // (Not `with_repository`: only the wait may be cut short, never the create.)
             let mut repo = tokio::select! {
                 opened = open(&location, &access, Operation::Write) => opened?,
                 name = signals::arrived(&mut signal) => {
                     return Err(Interrupted::by(name, Interrupted::NOTHING_COMMITTED).into());
                 }
             };
-            let result = create(&mut repo, options, walk, printer.clone(), started).await;
+            let result = repo.create(options, walk, printer.clone(), started).await;
             ticker_done.store(true, Ordering::Relaxed);
             printer.clear();
             let first_signal = *signal.borrow();

@@ -8,13 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::format::envelope::ObjectKey;
 use crate::format::item::{ChunkRef, ItemKind};
 use crate::format::manifest::Manifest;
-use crate::ops::items::{ReadError, fetch, load_archive, stream_items};
-use crate::repo::repository::SharedRepository;
+use crate::ops::items::ReadError;
+use crate::ops::open::OpenRepository;
 
 use super::components::Component;
 use super::crypt_keys::CRYPT_KEYS;
@@ -88,15 +86,13 @@ fn is_below(path: &[u8], prefix: &[u8]) -> bool {
 /// Summarises the archive `name` (or [`LATEST`]); `subtrees` are archive paths to look for,
 /// and `target_crypt` is where the target's crypt volume is mounted, if it is.
 pub async fn summarize(
-    repo: &SharedRepository,
-    key: &Arc<ObjectKey>,
-    manifest: &Manifest,
+    repo: &OpenRepository,
     name: &str,
     subtrees: &[String],
     target_crypt: Option<&Path>,
 ) -> Result<ArchiveSummary, ReadError> {
-    let name = resolve_name(manifest, name)?;
-    let archive = load_archive(repo, key, manifest, &name).await?;
+    let name = resolve_name(&repo.manifest, name)?;
+    let archive = repo.archive(&name).await?;
     archive.require_tam()?;
     let text = |bytes: &Option<Vec<u8>>| {
         String::from_utf8_lossy(bytes.as_deref().unwrap_or_default()).into_owned()
@@ -118,7 +114,7 @@ pub async fn summarize(
         .collect();
     let mut key_chunks: Vec<Option<Vec<ChunkRef>>> = vec![None; CRYPT_KEYS.len()];
     let mysql_prefix = format!("{}/", Component::Mysql.archive_dir());
-    let mut batches = stream_items(repo.clone(), key.clone(), archive.meta.items.clone());
+    let mut batches = repo.items(&archive);
     while let Some(batch) = batches.recv().await {
         for item in batch? {
             let bytes = item.size.unwrap_or_else(|| item.chunks_size());
@@ -161,15 +157,7 @@ pub async fn summarize(
     for chunks in key_chunks.iter().flatten() {
         let mut content = Vec::new();
         for chunk in chunks {
-            content.extend(
-                fetch(
-                    repo.clone(),
-                    key.clone(),
-                    chunk.id,
-                    Some(chunk.size as usize),
-                )
-                .await?,
-            );
+            content.extend(repo.chunk(chunk).await?);
         }
         archive_keys.push(content);
     }

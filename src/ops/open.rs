@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ErrorKind;
 use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
-use crate::format::item::Item;
+use crate::format::item::{ChunkRef, Item};
 use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
 use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
@@ -129,6 +129,12 @@ impl OpenRepository {
     /// The object `id`, authenticated, decrypted and decompressed.
     pub async fn object(&self, id: ObjectId) -> Result<Vec<u8>, ReadError> {
         fetch(self.repo.clone(), self.key.clone(), id, None).await
+    }
+
+    /// A content chunk an item refers to, checked against the size the reference gives.
+    pub async fn chunk(&self, chunk: &ChunkRef) -> Result<Vec<u8>, ReadError> {
+        let size = usize::try_from(chunk.size).ok();
+        fetch(self.repo.clone(), self.key.clone(), chunk.id, size).await
     }
 
     /// The manifest's archives, oldest first (by the time the manifest records), as `list`
