@@ -28,6 +28,7 @@ mod config;
 mod config_check;
 mod create;
 mod debug;
+mod exit;
 mod extract;
 mod human;
 mod info;
@@ -40,11 +41,6 @@ mod signals;
 use clap::{Parser, Subcommand};
 
 use crate::mailcow::helper_command::HelperCommand;
-
-/// Exit codes shared with borg.
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_WARNING: i32 = 1;
-pub const EXIT_ERROR: i32 = 2;
 
 /// How a command that did not fail ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +112,11 @@ pub fn run() -> i32 {
             // clap prints help and version to stdout (exit 0) and usage errors to stderr (exit 2,
             // like borg's argparse).
             let _ = e.print();
-            return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            return if e.use_stderr() {
+                exit::EXIT_ERROR
+            } else {
+                exit::EXIT_OK
+            };
         }
     };
     let result = match cli.command {
@@ -131,76 +131,5 @@ pub fn run() -> i32 {
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),
         Command::Agent(cmd) => agent::run(cmd),
     };
-    match result {
-        Ok(Outcome::Ok) => EXIT_OK,
-        Ok(Outcome::Warning) => EXIT_WARNING,
-        Err(e) if is_broken_pipe(&e) => EXIT_OK,
-        Err(e) if e.downcast_ref::<signals::Interrupted>().is_some() => {
-            say!("mailcow-borg: {e}");
-            e.downcast_ref::<signals::Interrupted>()
-                .map_or(EXIT_ERROR, signals::Interrupted::code)
-        }
-        Err(e) => {
-            say!("mailcow-borg: error: {}", one_line(&e));
-            EXIT_ERROR
-        }
-    }
-}
-
-/// A reader of our output that went away (`| head`) is not an error worth reporting.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// The error and its causes on one line: "what happened: why". A cause that the message
-/// already tells (many errors show their source in their own text) is not repeated.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mailcow::helper_command::{ArchiveLocation, RepositoryAccess, StreamCommand};
-
-    /// The helper parses its command line with this binary's own parser: what the host writes
-    /// reaches `agent` as the same command.
-    #[test]
-    fn the_binary_parses_a_helper_command_back() {
-        let command = HelperCommand::Stream(Box::new(StreamCommand {
-            location: ArchiveLocation {
-                repository: "/srv/repo".into(),
-                archive: "mailcow-1".into(),
-            },
-            path: "mysql/mailcow.sql".into(),
-            access: RepositoryAccess {
-                lock_wait: 5,
-                server_timeout: 300,
-                remote_path: None,
-                passphrase_file: Some("/run/secrets/passphrase".into()),
-                ssh_key: None,
-                ssh_key_passphrase_file: None,
-                known_hosts: None,
-            },
-        }));
-        let args = std::iter::once("mailcow-borg".to_string()).chain(command.to_args());
-        match Cli::try_parse_from(args).unwrap().command {
-            Command::Agent(parsed) => assert_eq!(parsed, command),
-            _ => panic!("not the agent"),
-        }
-    }
+    exit::conclude(result)
 }

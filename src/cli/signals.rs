@@ -121,7 +121,7 @@ pub fn exit_code(signal: &str) -> i32 {
         "SIGTERM" => 128 + libc::SIGTERM,
         "SIGHUP" => 128 + libc::SIGHUP,
         // borg ends a command cleanly on the first Ctrl-C with an error, rc 2.
-        _ => super::EXIT_ERROR,
+        _ => super::exit::EXIT_ERROR,
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::docker::exec::ExecStream;
 use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
 use crate::docker::{DockerError, Engine};
+use crate::error::ErrorKind;
 
 use super::access::{HELPER_ROOT, HelperAccess, HelperError, READ_ANY_FILE, clear_stale_helpers};
 use super::components::{CONFIG_PATHS, Component};
@@ -46,6 +47,19 @@ pub enum BackupError {
     Dump(#[from] DumpError),
     #[error("{0}: stopped before the helper started; nothing was written")]
     Stopped(&'static str),
+}
+
+impl BackupError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackupError::Stopped(_) => ErrorKind::Interrupted,
+            BackupError::Docker(_)
+            | BackupError::Helper(_)
+            | BackupError::Discover(_)
+            | BackupError::Redis(_)
+            | BackupError::Dump(_) => ErrorKind::Environment,
+        }
+    }
 }
 
 /// Everything a run needs, settled by the CLI from the config file, environment and flags.

@@ -25,6 +25,7 @@ use futures_util::future::join_all;
 use crate::docker::discover::Container;
 use crate::docker::helper::{HelperMount, HelperSpec, StdoutTo};
 use crate::docker::{DockerError, Engine};
+use crate::error::ErrorKind;
 
 use super::access::{
     HELPER_ROOT, HelperAccess, HelperError, READ_ANY_FILE, WRITE_ANY_FILE, clear_stale_helpers,
@@ -69,6 +70,22 @@ pub enum RestoreError {
     Summary(String),
     #[error("{0}: stopped before anything was changed")]
     Stopped(&'static str),
+}
+
+impl RestoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RestoreError::Stopped(_) => ErrorKind::Interrupted,
+            RestoreError::Plan(_) => ErrorKind::BadInput,
+            RestoreError::Inspect(_) => ErrorKind::Repository,
+            RestoreError::Summary(_) => ErrorKind::Integrity,
+            RestoreError::Docker(_)
+            | RestoreError::Helper(_)
+            | RestoreError::Discover(_)
+            | RestoreError::Mysql(_)
+            | RestoreError::Staging(_) => ErrorKind::Environment,
+        }
+    }
 }
 
 /// What a restore run needs besides the plan.

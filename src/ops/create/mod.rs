@@ -42,6 +42,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::error::ErrorKind;
 use crate::format::archive::ItemStreamWriter;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::compress::Compression;
@@ -234,6 +235,27 @@ pub enum CreateError {
     /// Stopped from outside (a signal) before the commit: nothing was written.
     #[error("interrupted; nothing was committed")]
     Interrupted,
+}
+
+impl CreateError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CreateError::AlreadyExists(_) | CreateError::InvalidName(_) => ErrorKind::BadInput,
+            CreateError::Repo(e) => e.kind(),
+            CreateError::Sync(e) => e.kind(),
+            CreateError::Nonce(e) | CreateError::Store(StoreError::Nonce(e)) => e.kind(),
+            CreateError::Store(StoreError::Probe { source, .. }) => source.kind(),
+            // The upload's own error is reported in its place; this one only ends the run.
+            CreateError::Store(StoreError::UploadFailed) => ErrorKind::Repository,
+            CreateError::Store(StoreError::Stopped) | CreateError::Interrupted => {
+                ErrorKind::Interrupted
+            }
+            CreateError::ArchiveTooLarge(_) => ErrorKind::BadInput,
+            CreateError::Cache { .. } | CreateError::Aborted(_) | CreateError::Input(_) => {
+                ErrorKind::Environment
+            }
+        }
+    }
 }
 
 /// When the pipeline's threads should give up: stopped from outside, or another part failed.

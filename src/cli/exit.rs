@@ -1,0 +1,163 @@
+//! How a command's result becomes borg's exit code and, for an error, one line on stderr
+//! (`docs/borg-cli.md` §1): 0 success, 1 warning, 2 error, 128 + N for signal N. The kind of an
+//! error ([`ErrorKind`]) is found here, in one place, from the library's typed errors.
+
+use crate::error::ErrorKind;
+use crate::mailcow::backup::BackupError;
+use crate::mailcow::restore::RestoreError;
+use crate::ops::create::CreateError;
+use crate::ops::extract::ExtractError;
+use crate::ops::items::ReadError;
+use crate::ops::nonces::NonceError;
+use crate::ops::open::OpenError;
+use crate::ops::passphrase::PassphraseError;
+use crate::ops::patterns::PatternError;
+use crate::ops::placeholders::PlaceholderError;
+use crate::ops::security::SecurityError;
+use crate::ops::stream_file::StreamFileError;
+use crate::repo::location::LocationError;
+use crate::repo::repository::RepoError;
+use crate::repo::ssh::SshError;
+
+use super::Outcome;
+use super::config::ConfigError;
+use super::signals::Interrupted;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_WARNING: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+/// Prints what needs printing about `result` and returns the process's exit code.
+pub fn conclude(result: anyhow::Result<Outcome>) -> i32 {
+    let e = match result {
+        Ok(Outcome::Ok) => return EXIT_OK,
+        Ok(Outcome::Warning) => return EXIT_WARNING,
+        Err(e) => e,
+    };
+    // A reader of our output that went away (`| head`) is not an error worth reporting.
+    if is_broken_pipe(&e) {
+        return EXIT_OK;
+    }
+    match (kind_of(&e), e.downcast_ref::<Interrupted>()) {
+        // Stopped by a signal we know: borg's 128 + N, and what the stop left.
+        (ErrorKind::Interrupted, Some(stop)) => {
+            say!("mailcow-borg: {e}");
+            stop.code()
+        }
+        // Every other kind is borg's rc 2 (legacy exit codes; `docs/borg-cli.md` §1).
+        (
+            ErrorKind::Interrupted
+            | ErrorKind::BadInput
+            | ErrorKind::Repository
+            | ErrorKind::Integrity
+            | ErrorKind::Environment,
+            _,
+        ) => {
+            say!("mailcow-borg: error: {}", one_line(&e));
+            EXIT_ERROR
+        }
+    }
+}
+
+/// The kind of the first error in `e`'s chain that knows its own; what none claims (an
+/// `anyhow!` message of the command line about its own checks) is the environment's.
+pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
+    e.chain()
+        .find_map(kind_of_cause)
+        .unwrap_or(ErrorKind::Environment)
+}
+
+fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    macro_rules! by_method {
+        ($($error:ty),* $(,)?) => {
+            $(if let Some(e) = cause.downcast_ref::<$error>() {
+                return Some(e.kind());
+            })*
+        };
+    }
+    by_method!(
+        RepoError,
+        SshError,
+        OpenError,
+        PassphraseError,
+        SecurityError,
+        ReadError,
+        NonceError,
+        ExtractError,
+        StreamFileError,
+        CreateError,
+        BackupError,
+        RestoreError,
+    );
+    if cause.is::<Interrupted>() {
+        return Some(ErrorKind::Interrupted);
+    }
+    if cause.is::<LocationError>()
+        || cause.is::<PatternError>()
+        || cause.is::<PlaceholderError>()
+        || cause.is::<ConfigError>()
+    {
+        return Some(ErrorKind::BadInput);
+    }
+    if cause.is::<std::io::Error>() {
+        return Some(ErrorKind::Environment);
+    }
+    None
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line: "what happened: why". A cause that the message
+/// already tells (many errors show their source in their own text) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_first_typed_cause() {
+        let locked = anyhow::Error::from(OpenError::Repo(RepoError::Locked("lock".into())))
+            .context("opening");
+        assert_eq!(kind_of(&locked), ErrorKind::Repository);
+        let replay = anyhow::Error::from(OpenError::Security(SecurityError::UnknownUnencrypted));
+        assert_eq!(kind_of(&replay), ErrorKind::BadInput);
+        let stopped = anyhow::Error::from(Interrupted::by("SIGTERM", "nothing was committed"));
+        assert_eq!(kind_of(&stopped), ErrorKind::Interrupted);
+        assert_eq!(
+            kind_of(&anyhow::anyhow!("something")),
+            ErrorKind::Environment
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_borgs() {
+        assert_eq!(conclude(Ok(Outcome::Ok)), EXIT_OK);
+        assert_eq!(conclude(Ok(Outcome::Warning)), EXIT_WARNING);
+        assert_eq!(conclude(Err(anyhow::anyhow!("failed"))), EXIT_ERROR);
+        let term = Interrupted::by("SIGTERM", "nothing was committed");
+        assert_eq!(conclude(Err(term.into())), 143);
+        let hup = Interrupted::by("SIGHUP", "nothing was changed");
+        assert_eq!(conclude(Err(hup.into())), 129);
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(conclude(Err(pipe.into())), EXIT_OK);
+    }
+}
