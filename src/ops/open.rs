@@ -20,7 +20,7 @@ use crate::repo::location::{Location, Repo};
 use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
 use crate::repo::serve::{ServeRepository, Started};
 use crate::repo::ssh::{self, SshError, SshOptions};
-use crate::repo::transport::{Connection, ServerLog};
+use crate::repo::transport::{Connection, ServerLog, SessionEnd};
 
 use super::create::{CreateError, CreateOptions, CreateReport, Progress, StartedWalk, create};
 use super::extract::{ExtractError, ExtractOptions, ExtractStats, extract};
@@ -196,7 +196,7 @@ impl OpenRepository {
     }
 
     /// Closes the session, releasing the lock.
-    pub async fn close(self) -> Result<(), String> {
+    pub async fn close(self) -> Result<(), SessionEnd> {
         drop(self.repo);
         self.connection.close().await
     }

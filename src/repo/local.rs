@@ -1,12 +1,13 @@
 //! The local transport: a `borg serve` child process on this machine, for repositories given as
 //! plain paths (and for tests). Remote repositories go over SSH instead and need no local borg.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-use super::transport::{Finish, ServeSession, ServeStreams};
+use super::transport::{Finish, ServeSession, ServeStreams, SessionEnd};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -45,11 +46,12 @@ struct LocalSession(Child);
 impl ServeSession for LocalSession {
     fn finish(mut self: Box<Self>) -> Finish {
         Box::pin(async move {
-            let status = self.0.wait().await.map_err(|e| e.to_string())?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("borg serve ended with {status}"))
+            let status = self.0.wait().await.map_err(SessionEnd::Wait)?;
+            match (status.code(), status.signal()) {
+                (Some(0), _) => Ok(()),
+                (Some(code), _) => Err(SessionEnd::ExitCode(code.into())),
+                (None, Some(signal)) => Err(SessionEnd::Signal(signal.to_string())),
+                (None, None) => Err(SessionEnd::Vanished),
             }
         })
     }

@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use super::known_hosts::{self, KnownHosts, Verdict};
 use super::location::SshTarget;
 use super::tcp::QuickStream;
-use super::transport::{Finish, ServeSession, ServeStreams};
+use super::transport::{Finish, ServeSession, ServeStreams, SessionEnd};
 use crate::error::ErrorKind;
 
 /// How to reach and trust an SSH server; every field has a default a user can override.
@@ -465,9 +465,12 @@ async fn start_serve(
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     let _ = stderr_tx.write_all(&data).await;
                 }
-                ChannelMsg::ExitStatus { exit_status } => exit = Some(Ok(exit_status)),
+                ChannelMsg::ExitStatus { exit_status: 0 } => exit = Some(None),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    exit = Some(Some(SessionEnd::ExitCode(exit_status.into())));
+                }
                 ChannelMsg::ExitSignal { signal_name, .. } => {
-                    exit = Some(Err(format!("killed by signal {signal_name:?}")));
+                    exit = Some(Some(SessionEnd::Signal(format!("{signal_name:?}"))));
                 }
                 _ => {}
             }
@@ -490,7 +493,8 @@ async fn start_serve(
 
 struct SshSession {
     handle: Handle<Verifier>,
-    ended: tokio::sync::oneshot::Receiver<Option<Result<u32, String>>>,
+    /// How the server ended: `Some(None)` cleanly, `None` unreported.
+    ended: tokio::sync::oneshot::Receiver<Option<Option<SessionEnd>>>,
 }
 
 impl ServeSession for SshSession {
@@ -502,10 +506,9 @@ impl ServeSession for SshSession {
                 .disconnect(Disconnect::ByApplication, "", "en")
                 .await;
             match exit {
-                Some(Ok(0)) => Ok(()),
-                Some(Ok(code)) => Err(format!("borg serve exited with code {code}")),
-                Some(Err(signal)) => Err(format!("borg serve was {signal}")),
-                None => Err("the connection ended before borg serve reported its exit".into()),
+                Some(None) => Ok(()),
+                Some(Some(end)) => Err(end),
+                None => Err(SessionEnd::Vanished),
             }
         })
     }

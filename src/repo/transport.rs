@@ -154,8 +154,23 @@ async fn read_line_capped(
     }
 }
 
+/// How a `borg serve` session ended other than cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("borg serve exited with code {0}")]
+    ExitCode(i64),
+    #[error("borg serve was killed by signal {0}")]
+    Signal(String),
+    #[error("the connection ended before borg serve reported its exit")]
+    Vanished,
+    #[error("cannot wait for borg serve: {0}")]
+    Wait(std::io::Error),
+    #[error("the server did not end the session within {0} s")]
+    Timeout(u64),
+}
+
 /// The future a transport returns when asked to wait for the server's end.
-pub type Finish = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type Finish = Pin<Box<dyn Future<Output = Result<(), SessionEnd>> + Send>>;
 
 /// What a transport must provide besides the streams: waiting for the server to end.
 pub trait ServeSession: Send {
@@ -203,7 +218,7 @@ impl Connection {
 
     /// Ends the session cleanly: closing the server's input makes it close the repository
     /// (releasing the lock, rolling back anything uncommitted) and exit.
-    pub async fn close(self) -> Result<(), String> {
+    pub async fn close(self) -> Result<(), SessionEnd> {
         // A server that hangs must not hang us: dropping the session ends it regardless.
         let closing = async {
             let _ = self.rpc.shutdown().await;
@@ -211,12 +226,7 @@ impl Connection {
         };
         tokio::time::timeout(CLOSE_TIMEOUT, closing)
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the server did not end the session within {} s",
-                    CLOSE_TIMEOUT.as_secs()
-                ))
-            })
+            .unwrap_or(Err(SessionEnd::Timeout(CLOSE_TIMEOUT.as_secs())))
     }
 }
 
