@@ -5,7 +5,8 @@
 //!   [`unlock_ahead`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
 //! - [`create`] — back up trees into a new archive;
-//! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
+//! - [`extract`] — restore files from an archive, with [`fs_write`] making each object and
+//!   applying its metadata;
 //! - [`stream_file`] — one file's content to a writer;
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
@@ -19,6 +20,7 @@ pub mod create;
 pub mod dir_handle;
 pub mod durable;
 pub mod extract;
+pub mod fs_write;
 pub mod items;
 pub mod nonces;
 pub mod open;
@@ -26,7 +28,6 @@ pub mod owners;
 pub mod passphrase;
 pub mod patterns;
 pub mod placeholders;
-pub mod restore;
 pub mod security;
 pub mod select;
 pub mod stats;
