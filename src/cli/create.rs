@@ -24,12 +24,13 @@ use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
-    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, now_micros, start_walk,
+    CreateError, CreateOptions, CreateReport, Progress, StreamInput, create, start_walk,
 };
 use crate::ops::open::open;
 use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
+use crate::ops::system::now_micros;
 
 #[derive(Args)]
 pub struct CreateArgs {

@@ -88,7 +88,7 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
                 config_path.display()
             )
         })?;
-    let values = super::create::placeholder_values(crate::ops::create::now_micros());
+    let values = super::create::placeholder_values(crate::ops::system::now_micros());
     let access = HelperAccess {
         repository,
         passphrase_file: existing_file(

@@ -11,11 +11,14 @@
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
-//! - [`durable`] — private directories and writes that survive a power loss;
+//! - [`durable`] — private directories and writes that survive a power loss; [`cache_file`] —
+//!   our checksummed cache files;
+//! - [`system`] — the clock and the kernel's random source;
 //! - [`dir_handle`] — directories walked, listed and emptied by descriptor, never followed
 //!   elsewhere.
 
 pub mod acl;
+pub mod cache_file;
 pub mod create;
 pub mod dir_handle;
 pub mod durable;
@@ -32,4 +35,5 @@ pub mod security;
 pub mod select;
 pub mod stats;
 pub mod stream_file;
+pub mod system;
 pub mod unlock_ahead;

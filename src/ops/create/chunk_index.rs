@@ -24,7 +24,7 @@
 //! the index is saved only after a commit, together with the manifest id it now matches.
 //!
 //! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
-//! all followed by a SHA-256; written to a temporary name and renamed (see `save_cache_file`).
+//! all followed by a SHA-256; written to a temporary name and renamed (see `cache_file::save`).
 
 use std::io;
 use std::path::Path;
@@ -36,6 +36,7 @@ use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
 use crate::repo::repository::SharedRepository;
 
+use crate::ops::cache_file;
 use crate::ops::items::{ReadError, fetch_ahead, fetch_sized};
 
 use super::id_map::{IdMap, IdSet};
@@ -221,12 +222,12 @@ impl ChunkIndex {
             data.extend_from_slice(&sizes.size.to_le_bytes());
             data.extend_from_slice(&sizes.csize.to_le_bytes());
         }
-        super::save_cache_file(path, MAGIC, &data)
+        cache_file::save(path, MAGIC, &data)
     }
 }
 
 fn decode(data: &[u8]) -> Option<ChunkIndex> {
-    let rest = super::cache_file_body(data, MAGIC)?;
+    let rest = cache_file::body(data, MAGIC)?;
     let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
     let (count, mut rest) = rest.split_first_chunk::<8>()?;
     let mut archives = IdSet::default();
