@@ -9,6 +9,8 @@
 //!   applying its metadata;
 //! - [`stream_file`] — one file's content to a writer;
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
+//! - [`chunk_index`] — the repository's chunks with their sizes and, where counted, references
+//!   (`create`'s dedup, `info`'s statistics), in [`id_map`]'s hash maps for ids;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
 //! - [`durable`] — private directories and writes that survive a power loss; [`cache_file`] —
@@ -19,11 +21,13 @@
 
 pub mod acl;
 pub mod cache_file;
+pub mod chunk_index;
 pub mod create;
 pub mod dir_handle;
 pub mod durable;
 pub mod extract;
 pub mod fs_write;
+pub mod id_map;
 pub mod items;
 pub mod nonces;
 pub mod open;

@@ -28,7 +28,7 @@ use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
 use crate::ops::cache_file;
 
-use super::id_map::IdMap;
+use crate::ops::id_map::IdMap;
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-fc3";
 

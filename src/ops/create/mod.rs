@@ -12,26 +12,24 @@
 //! ```
 //!
 //! [`walk`] visits the trees in borg's order and produces items; it needs nothing of the
-//! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which
-//! files are unchanged and packing every item it can complete. [`decide`] confirms those against
-//! the repository's [`chunk_index`] and hands the other files to the [`content`] workers in
-//! groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts (IVs from
-//! the nonce reservation) and uploads within a byte budget. The [`assemble`]r takes the slots
-//! strictly in walk order, fills in each file's chunk list when its worker is done, resolves
-//! hardlinks and writes the item stream. [`commit`] writes checkpoints and, once every
-//! put has been acknowledged, the archive and the manifest; anything that goes wrong before
-//! leaves the repository as it was at the last commit (the rest of the transaction is rolled
-//! back). The caches are saved after each commit, so they never describe data the repository
-//! lacks.
+//! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which files
+//! are unchanged and packing every item it can complete. [`decide`] confirms those against the
+//! repository's chunk index (kept in [`chunk_cache`]) and hands the other files to the [`content`]
+//! workers in groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts
+//! (IVs from the nonce reservation) and uploads within a byte budget. The assembler ([`assemble`])
+//! takes the slots strictly in walk order, fills in each file's chunk list when its worker is done,
+//! resolves hardlinks and writes the item stream. [`commit`] writes checkpoints and, once every put
+//! has been acknowledged, the archive and the manifest; anything that goes wrong before leaves the
+//! repository as it was at the last commit (the rest of the transaction is rolled back). The caches
+//! are saved after each commit, so they never describe data the repository lacks.
 
-mod assemble;
-pub mod chunk_index;
+pub mod assemble;
+pub mod chunk_cache;
 pub mod commit;
 pub mod content;
 pub mod decide;
 pub mod files_cache;
 pub mod fsmeta;
-pub mod id_map;
 pub mod store;
 pub mod walk;
 
@@ -56,7 +54,7 @@ use super::open::OpenRepository;
 use super::owners::Owners;
 
 use assemble::{Assembled, Assembler};
-use chunk_index::ChunkIndex;
+use chunk_cache::ChunkCache;
 use commit::{Committer, checkpoint_name};
 use decide::Decider;
 use files_cache::{FilesCache, FilesCacheMode};
@@ -302,9 +300,9 @@ async fn write_archive(
     super::durable::create_private_dir_all(&cache_dir).map_err(cache_error)?;
     let mut notes = Vec::new();
     let index_path = cache_dir.join("chunks");
-    let (mut index, note) = ChunkIndex::load(&index_path);
+    let (mut chunks, note) = ChunkCache::load(&index_path);
     notes.extend(note);
-    index
+    chunks
         .sync(&repo, &key, &opened.manifest, opened.manifest_id)
         .await?;
     let (files, note) = (&mut walk.files).await.map_err(|_| {
@@ -324,7 +322,7 @@ async fn write_archive(
         nonces,
         repo.clone(),
         runtime,
-        index,
+        chunks,
     ));
     if key.key_type().is_encrypted() {
         // The first new object waits for a nonce reservation: two requests and a synced local
