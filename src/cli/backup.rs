@@ -76,7 +76,7 @@ pub(super) fn options(
     let components = config::components(&names).map_err(|e| anyhow::anyhow!(e))?;
     let mut excludes = file.exclude.unwrap_or_default();
     excludes.extend(args.excludes.iter().cloned());
-    let values = PlaceholderValues::here(crate::ops::create::now_micros());
+    let values = PlaceholderValues::here(crate::ops::system::now_micros());
     let name_template = args
         .archive_name
         .clone()

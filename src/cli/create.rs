@@ -25,12 +25,13 @@ use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
-    CreateError, CreateOptions, CreateReport, Progress, StreamInput, now_micros, start_walk,
+    CreateError, CreateOptions, CreateReport, Progress, StreamInput, start_walk,
 };
 use crate::ops::open::{AccessOptions, open};
 use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
+use crate::ops::system::now_micros;
 use crate::repo::location::Location;
 
 #[derive(Args)]

@@ -90,7 +90,7 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
                 config_path.display()
             )
         })?;
-    let values = PlaceholderValues::here(crate::ops::create::now_micros());
+    let values = PlaceholderValues::here(crate::ops::system::now_micros());
     let access = HelperAccess {
         repository,
         repository_access: RepositoryAccess {

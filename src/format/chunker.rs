@@ -23,6 +23,7 @@ use std::io::{self, Read};
 use std::str::FromStr;
 
 use super::MAX_DATA_SIZE;
+use super::msgpack::Value;
 
 /// Borg's buzhash table (`table_base` in `_chunker.c`); a fact of the format.
 #[rustfmt::skip]
@@ -92,6 +93,29 @@ impl ChunkerParams {
         mask_bits: 17,
         window: 4095,
     };
+
+    /// The parameters as an archive's `chunker_params` holds them: `["buzhash", MIN, MAX,
+    /// MASK, WINDOW]` or `["fixed", BLOCK, HEADER]`.
+    pub fn to_value(self) -> Value {
+        let int = |n: u32| Value::Int(n.into());
+        match self {
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } => Value::Array(vec![
+                Value::raw("buzhash"),
+                int(min_exp),
+                int(max_exp),
+                int(mask_bits),
+                int(window),
+            ]),
+            ChunkerParams::Fixed { block, header } => {
+                Value::Array(vec![Value::raw("fixed"), int(block), int(header)])
+            }
+        }
+    }
 
     /// The largest chunk these parameters can produce.
     pub fn max_chunk_size(&self) -> usize {

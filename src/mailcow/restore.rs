@@ -634,7 +634,7 @@ fn keep_old_conf(mailcow_dir: &std::path::Path) -> std::io::Result<()> {
     if !conf.exists() {
         return Ok(());
     }
-    let stamp = crate::format::manifest::format_timestamp(crate::ops::create::now_micros());
+    let stamp = crate::format::manifest::format_timestamp(crate::ops::system::now_micros());
     let stamp: String = stamp
         .chars()
         .take(19)

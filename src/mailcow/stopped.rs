@@ -75,7 +75,7 @@ pub fn record(state_dir: &Path, containers: &[&Container]) -> Result<(), Recover
         return Ok(());
     }
     let path = record_path(state_dir);
-    let stamp = crate::format::manifest::format_timestamp(crate::ops::create::now_micros());
+    let stamp = crate::format::manifest::format_timestamp(crate::ops::system::now_micros());
     let stopped = StoppedServices {
         pid: std::process::id(),
         since: stamp.chars().take(19).collect(),

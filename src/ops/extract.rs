@@ -36,9 +36,9 @@ use crate::format::item::{ChunkRef, Item, ItemKind};
 use crate::repo::repository::SharedRepository;
 
 use super::dir_handle::DirHandle;
+use super::fs_write::{self, Target};
 use super::items::{Archive, ReadError, join, spawn_fetch, stream_items};
 use super::owners::Owners;
-use super::restore::{self, Target};
 use super::select::{self, PathSelection};
 
 /// The setuid and setgid bits of a mode.
@@ -363,7 +363,7 @@ fn write(
             // A link shares the inode, and with it the attributes, of what it links to.
             Step::Link { target, existing } => {
                 if let Some(parent_known) = writer.enter(&target) {
-                    let linked = restore::prepare_in(&target, parent_known)
+                    let linked = fs_write::prepare_in(&target, parent_known)
                         .and_then(|()| std::fs::hard_link(&existing, &target));
                     writer.warn_on(&target, "link", linked);
                 }
@@ -392,7 +392,7 @@ fn write(
                     }
                     (_, None) => {}
                     (ItemKind::Directory, Some(parent_known)) => {
-                        let made = restore::make_dir(&target, parent_known);
+                        let made = fs_write::make_dir(&target, parent_known);
                         if writer.warn_on(&target, "mkdir", made) {
                             writer.known_dirs.insert(target.clone());
                             writer.open_dirs.push((target, item));
@@ -405,8 +405,8 @@ fn write(
                         ))
                     }
                     (_, Some(parent_known)) => {
-                        let made = restore::prepare_in(&target, parent_known)
-                            .and_then(|()| restore::make_special(&target, &item));
+                        let made = fs_write::prepare_in(&target, parent_known)
+                            .and_then(|()| fs_write::make_special(&target, &item));
                         if writer.warn_on(&target, "create", made) {
                             writer.restore_attrs(Target::Path(&target), &target, &item);
                         }
@@ -457,7 +457,7 @@ impl Writer<'_> {
         if self.options.dry_run {
             return None;
         }
-        match restore::check_parents(&self.options.destination, target, &mut self.known_dirs) {
+        match fs_write::check_parents(&self.options.destination, target, &mut self.known_dirs) {
             Ok(()) => Some(target.parent().is_some_and(|p| self.known_dirs.contains(p))),
             Err(warning) => {
                 self.stats
@@ -497,7 +497,7 @@ impl Writer<'_> {
             } else {
                 item
             };
-        let warnings = restore::apply_attrs(target, item, &self.owners, self.options.numeric_ids);
+        let warnings = fs_write::apply_attrs(target, item, &self.owners, self.options.numeric_ids);
         self.stats.warnings.extend(
             warnings
                 .into_iter()
@@ -616,7 +616,7 @@ fn write_file(
     runtime: &tokio::runtime::Handle,
 ) -> Result<std::io::Result<(u64, Option<std::fs::File>)>, ExtractError> {
     let shown = || String::from_utf8_lossy(&item.path).into_owned();
-    let mut file = target.map(|(path, parent_known)| restore::create_file(path, parent_known));
+    let mut file = target.map(|(path, parent_known)| fs_write::create_file(path, parent_known));
     let mut size = 0u64;
     for _ in 0..chunks {
         let Some(Step::Chunk(fetched)) = rx.blocking_recv() else {

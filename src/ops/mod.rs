@@ -5,20 +5,29 @@
 //!   [`unlock_ahead`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
 //! - [`create`] — back up trees into a new archive;
-//! - [`extract`] — restore files from an archive, with [`restore`] doing the file system work;
+//! - [`extract`] — restore files from an archive, with [`fs_write`] making each object and
+//!   applying its metadata;
 //! - [`stream_file`] — one file's content to a writer;
 //! - [`owners`], [`acl`] — user and group names, POSIX ACLs: shared by both directions;
+//! - [`chunk_index`] — the repository's chunks with their sizes and, where counted, references
+//!   (`create`'s dedup, `info`'s statistics), in [`id_map`]'s hash maps for ids;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
-//! - [`durable`] — private directories and writes that survive a power loss;
+//! - [`durable`] — private directories and writes that survive a power loss; [`cache_file`] —
+//!   our checksummed cache files;
+//! - [`system`] — the clock and the kernel's random source;
 //! - [`dir_handle`] — directories walked, listed and emptied by descriptor, never followed
 //!   elsewhere.
 
 pub mod acl;
+pub mod cache_file;
+pub mod chunk_index;
 pub mod create;
 pub mod dir_handle;
 pub mod durable;
 pub mod extract;
+pub mod fs_write;
+pub mod id_map;
 pub mod items;
 pub mod nonces;
 pub mod open;
@@ -26,9 +35,9 @@ pub mod owners;
 pub mod passphrase;
 pub mod patterns;
 pub mod placeholders;
-pub mod restore;
 pub mod security;
 pub mod select;
 pub mod stats;
 pub mod stream_file;
+pub mod system;
 pub mod unlock_ahead;

@@ -2,9 +2,10 @@
 //! CacheStatsMixin.stats`, `archive.py: Archive._calc_stats`).
 //!
 //! borg keeps a chunk index (id → refcount, size, stored size) in its local cache and rebuilds it
-//! from the archives when it is missing. We have no such cache yet, so the index is built the
-//! same way borg's cache sync builds it — every archive object, every item-metadata chunk and
-//! every content chunk the items name, counted once per reference — and dropped afterwards.
+//! from the archives when it is missing. We keep no counted index between runs, so a counted
+//! [`ChunkIndex`] is built the same way borg's cache sync builds it — every archive object, every
+//! item-metadata chunk and every content chunk the items name, counted once per reference
+//! ([`visit_references`]) — and dropped afterwards.
 //!
 //! - "All archives": original and compressed sizes are the sums of the archives' own recorded
 //!   figures (borg 1.2+ metadata), the deduplicated size and chunk counts come from the index;
@@ -14,35 +15,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
-use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::envelope::ObjectKey;
 use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
 use crate::repo::repository::SharedRepository;
 
-use super::items::{ReadError, fetch_ahead, fetch_sized};
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Entry {
-    refcount: u64,
-    size: u64,
-    csize: u64,
-}
-
-/// Chunk id → how often it is referenced, and its plaintext and stored sizes.
-#[derive(Default)]
-struct ChunkIndex(HashMap<ObjectId, Entry>);
-
-impl ChunkIndex {
-    fn add(&mut self, id: ObjectId, size: u64, csize: u64) {
-        let entry = self.0.entry(id).or_insert(Entry {
-            refcount: 0,
-            size,
-            csize,
-        });
-        entry.refcount += 1;
-    }
-}
+use super::chunk_index::{ChunkIndex, Reference, visit_references};
+use super::items::ReadError;
 
 /// The "All archives" and "Chunk index" figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,46 +58,31 @@ pub async fn gather(
     manifest: &Manifest,
     wanted: &[String],
 ) -> Result<Report, ReadError> {
-    let mut index = ChunkIndex::default();
-    let mut per_archive: HashMap<String, (ChunkIndex, ArchiveStats)> = HashMap::new();
+    let mut index = ChunkIndex::<u32>::default();
+    let mut per_archive: HashMap<String, (ChunkIndex<u32>, ArchiveStats)> = HashMap::new();
     let mut total_size = 0;
     let mut total_csize = 0;
     for (name, entry) in &manifest.archives {
         let name = String::from_utf8_lossy(name).into_owned();
-        let (plaintext, stored) = fetch_sized(repo.clone(), key.clone(), entry.id).await?;
-        index.add(entry.id, plaintext.len() as u64, stored as u64);
-        let (meta, _) =
-            ArchiveMeta::unpack(key, &plaintext).map_err(|source| ReadError::Archive {
-                name: name.clone(),
-                source,
-            })?;
-        let mut own = ChunkIndex::default();
-        let mut computed = ArchiveStats {
-            archive_csize: stored as u64,
-            ..ArchiveStats::default()
-        };
-        let mut decoder = ItemStreamDecoder::new();
-        let mut item_chunks = fetch_ahead(repo.clone(), key.clone(), meta.items.clone());
-        for id in &meta.items {
-            let (chunk, stored) = item_chunks
-                .recv()
-                .await
-                .ok_or_else(|| ReadError::Interrupted("item metadata ended early".into()))??;
-            index.add(*id, chunk.len() as u64, stored as u64);
-            for item in decoder.feed(&chunk)? {
-                let chunks = item.chunks.as_deref().unwrap_or_default();
-                if item.chunks.is_some() {
-                    computed.nfiles += 1;
+        let mut own = ChunkIndex::<u32>::default();
+        let mut computed = ArchiveStats::default();
+        let (meta, stored) =
+            visit_references(repo, key, entry.id, &name, |reference| match reference {
+                Reference::Object { id, size, csize } => index.add_reference(id, size, csize),
+                Reference::Item(item) => {
+                    if item.chunks.is_some() {
+                        computed.nfiles += 1;
+                    }
+                    for &ChunkRef { id, size, csize } in item.chunks.iter().flatten() {
+                        index.add_reference(id, size, csize);
+                        own.add_reference(id, size, csize);
+                        computed.original_size += size;
+                        computed.compressed_size += csize;
+                    }
                 }
-                for ChunkRef { id, size, csize } in chunks {
-                    index.add(*id, *size, *csize);
-                    own.add(*id, *size, *csize);
-                    computed.original_size += size;
-                    computed.compressed_size += csize;
-                }
-            }
-        }
-        decoder.finish()?;
+            })
+            .await?;
+        computed.archive_csize = stored as u64;
         // borg 1.2+ records the archive's own figures (which count its metadata chunks too);
         // only older archives need the ones computed from their items.
         if let (Some(size), Some(csize), Some(nfiles)) = (meta.size, meta.csize, meta.nfiles) {
@@ -137,20 +101,19 @@ pub async fn gather(
         total_csize,
         ..RepoStats::default()
     };
-    for entry in index.0.values() {
-        repo_stats.unique_size += entry.size;
-        repo_stats.unique_csize += entry.csize;
+    for (_, entry) in index.entries() {
+        repo_stats.unique_size += u64::from(entry.sizes.size);
+        repo_stats.unique_csize += u64::from(entry.sizes.csize);
         repo_stats.total_unique_chunks += 1;
-        repo_stats.total_chunks += entry.refcount;
+        repo_stats.total_chunks += u64::from(entry.refcount);
     }
     let archives = per_archive
         .into_iter()
         .map(|(name, (own, mut stats))| {
             stats.deduplicated_size = own
-                .0
-                .iter()
-                .filter(|(id, e)| index.0.get(*id).is_some_and(|g| g.refcount == e.refcount))
-                .map(|(_, e)| e.csize)
+                .entries()
+                .filter(|(id, e)| index.get(id).is_some_and(|g| g.refcount == e.refcount))
+                .map(|(_, e)| u64::from(e.sizes.csize))
                 .sum();
             (name, stats)
         })

@@ -31,10 +31,9 @@ use crate::repo::repository::SharedRepository;
 
 use super::files_cache::FilesCache;
 use super::store::ChunkStore;
-use super::{
-    ContentStats, CreateError, CreateOptions, chunker_params_value, now_micros, random_bytes,
-};
+use super::{ContentStats, CreateError, CreateOptions};
 use crate::ops::security::{Observed, SecurityDir};
+use crate::ops::system::{now_micros, random_bytes};
 
 pub struct Committer {
     pub repo: SharedRepository,
@@ -112,7 +111,7 @@ impl Committer {
             time: format_timestamp(start).into_bytes(),
             time_end: Some(format_timestamp(end).into_bytes()),
             comment: Some(options.comment.as_bytes().to_vec()),
-            chunker_params: Some(chunker_params_value(options.chunker_params)),
+            chunker_params: Some(options.chunker_params.to_value()),
             size: Some(stats.original_size),
             csize: Some(stats.compressed_size),
             nfiles: Some(stats.nfiles),

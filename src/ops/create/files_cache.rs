@@ -17,16 +17,18 @@
 //!   the same tick as the backup could change again unnoticed.
 //!
 //! The file is ours, not borg's (borg never reads another client's cache): a short header, the
-//! records, and a SHA-256 of everything before it, written to a temporary name and renamed (see `save_cache_file`). A
-//! file that is missing, damaged or from another version is a warning and an empty cache.
+//! records, and a SHA-256 of everything before it, written to a temporary name and renamed (see
+//! `cache_file::save`). A file that is missing, damaged or from another version is a warning and
+//! an empty cache.
 
 use std::io;
 use std::path::Path;
 
 use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
+use crate::ops::cache_file;
 
-use super::id_map::IdMap;
+use crate::ops::id_map::IdMap;
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-fc3";
 
@@ -261,12 +263,12 @@ impl FilesCache {
                 data.extend_from_slice(&(chunk.csize as u32).to_le_bytes());
             }
         }
-        super::save_cache_file(path, MAGIC, &data)
+        cache_file::save(path, MAGIC, &data)
     }
 }
 
 fn decode(data: &[u8]) -> Option<IdMap<ObjectId, Entry>> {
-    let mut rest = super::cache_file_body(data, MAGIC)?;
+    let mut rest = cache_file::body(data, MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         rest = tail;

@@ -12,44 +12,40 @@
 //! ```
 //!
 //! [`walk`] visits the trees in borg's order and produces items; it needs nothing of the
-//! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which
-//! files are unchanged and packing every item it can complete. [`decide`] confirms those against
-//! the repository's [`chunk_index`] and hands the other files to the [`content`] workers in
-//! groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts (IVs from
-//! the nonce reservation) and uploads within a byte budget. The assembler — this module — takes
-//! the slots strictly in walk order, fills in each file's chunk list when its worker is done,
-//! resolves hardlinks and writes the item stream. [`commit`] writes checkpoints and, once every
-//! put has been acknowledged, the archive and the manifest; anything that goes wrong before
-//! leaves the repository as it was at the last commit (the rest of the transaction is rolled
-//! back). The caches are saved after each commit, so they never describe data the repository
-//! lacks.
+//! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which files
+//! are unchanged and packing every item it can complete. [`decide`] confirms those against the
+//! repository's chunk index (kept in [`chunk_cache`]) and hands the other files to the [`content`]
+//! workers in groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts
+//! (IVs from the nonce reservation) and uploads within a byte budget. The assembler ([`assemble`])
+//! takes the slots strictly in walk order, fills in each file's chunk list when its worker is done,
+//! resolves hardlinks and writes the item stream. [`commit`] writes checkpoints and, once every put
+//! has been acknowledged, the archive and the manifest; anything that goes wrong before leaves the
+//! repository as it was at the last commit (the rest of the transaction is rolled back). The caches
+//! are saved after each commit, so they never describe data the repository lacks.
 
-pub mod chunk_index;
+pub mod assemble;
+pub mod chunk_cache;
 pub mod commit;
 pub mod content;
 pub mod decide;
 pub mod files_cache;
 pub mod fsmeta;
-pub mod id_map;
 pub mod store;
 pub mod walk;
 
-use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::ErrorKind;
-use crate::format::archive::ItemStreamWriter;
-use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::chunker::ChunkerParams;
 use crate::format::compress::Compression;
 use crate::format::envelope::ObjectId;
-use crate::format::item::{Item, ItemKind};
+use crate::format::item::Item;
 use crate::format::key::hex;
-use crate::format::msgpack::Value;
 use crate::repo::repository::RepoError;
 use sha2::{Digest, Sha256};
 
@@ -58,13 +54,13 @@ use super::nonces::{NonceError, NonceManager};
 use super::open::OpenRepository;
 use super::owners::Owners;
 
-use chunk_index::ChunkIndex;
+use assemble::{Assembled, Assembler};
+use chunk_cache::ChunkCache;
 use commit::{Committer, checkpoint_name};
-use content::{FileOutcome, FileRead};
 use decide::Decider;
 use files_cache::{FilesCache, FilesCacheMode};
 use store::{ChunkStore, StoreError, Stored};
-use walk::{InodeKey, Place, Reopener, Slot, WalkOptions, Walker};
+use walk::{Reopener, Slot, WalkOptions, Walker};
 
 /// Slot batches the walk may run ahead of the assembler.
 const BATCHES_AHEAD: usize = 256;
@@ -274,80 +270,6 @@ impl Halt {
     }
 }
 
-pub(crate) fn now_micros() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_micros() as i64
-}
-
-/// `len` bytes from the kernel's random source.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buffer = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length describe the unfilled tail of a live local buffer.
-        let got = unsafe { libc::getrandom(buffer[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if got > 0 {
-            filled += got as usize;
-        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            panic!(
-                "the kernel's random source failed: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-    buffer
-}
-
-/// Writes a cache file: `magic`, `body`, and a SHA-256 of both, through a temporary file and
-/// a rename, so readers see the old file or the new one. It is not synced: after a power loss it
-/// may be empty or partial, which the checksum reveals, and a damaged cache is only rebuilt —
-/// not worth an fsync on every run.
-pub(crate) fn save_cache_file(path: &Path, magic: &[u8; 16], body: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    super::durable::create_private_dir_all(dir)?;
-    let mut data = Vec::with_capacity(magic.len() + body.len() + 32);
-    data.extend_from_slice(magic);
-    data.extend_from_slice(body);
-    let digest = Sha256::digest(&data);
-    data.extend_from_slice(&digest);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// The body of a cache file [`save_cache_file`] wrote with `magic`; `None` if it is damaged or
-/// of another kind or version.
-pub(crate) fn cache_file_body<'a>(data: &'a [u8], magic: &[u8; 16]) -> Option<&'a [u8]> {
-    let (checked, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
-    if Sha256::digest(checked).as_slice() != digest {
-        return None;
-    }
-    checked.strip_prefix(magic)
-}
-
-pub(crate) fn chunker_params_value(params: ChunkerParams) -> Value {
-    let int = |n: u32| Value::Int(n.into());
-    match params {
-        ChunkerParams::Buzhash {
-            min_exp,
-            max_exp,
-            mask_bits,
-            window,
-        } => Value::Array(vec![
-            Value::raw("buzhash"),
-            int(min_exp),
-            int(max_exp),
-            int(mask_bits),
-            int(window),
-        ]),
-        ChunkerParams::Fixed { block, header } => {
-            Value::Array(vec![Value::raw("fixed"), int(block), int(header)])
-        }
-    }
-}
-
 /// borg's archive-name rules (`archivename_validator`).
 fn check_name(name: &str) -> Result<(), CreateError> {
     if name.is_empty() || name.contains('/') || name.contains("::") || name.chars().count() > 255 {
@@ -400,9 +322,9 @@ async fn write_archive(
     super::durable::create_private_dir_all(&cache_dir).map_err(cache_error)?;
     let mut notes = Vec::new();
     let index_path = cache_dir.join("chunks");
-    let (mut index, note) = ChunkIndex::load(&index_path);
+    let (mut chunks, note) = ChunkCache::load(&index_path);
     notes.extend(note);
-    index
+    chunks
         .sync(&repo, &key, &opened.manifest, opened.manifest_id)
         .await?;
     let (files, note) = (&mut walk.files).await.map_err(|_| {
@@ -422,7 +344,7 @@ async fn write_archive(
         nonces,
         repo.clone(),
         runtime,
-        index,
+        chunks,
     ));
     if key.key_type().is_encrypted() {
         // The first new object waits for a nonce reservation: two requests and a synced local
@@ -510,13 +432,6 @@ async fn explain(store: &ChunkStore, error: CreateError) -> CreateError {
         },
         other => other,
     }
-}
-
-/// What the assembler produced.
-struct Assembled {
-    item_ids: Vec<ObjectId>,
-    stats: ContentStats,
-    warnings: u64,
 }
 
 /// A walk started ahead of the repository connection (see `decide`): its batches wait in the
@@ -609,20 +524,15 @@ fn run_pipeline(
             };
             decider.run(batches, decided_tx);
         });
-        let mut assembler = Assembler {
+        let mut assembler = Assembler::new(
             store,
             files,
             progress,
-            writer: ItemStreamWriter::new(seed),
-            item_ids: Vec::new(),
-            stats: ContentStats::default(),
-            warnings: 0,
-            masters: HashMap::new(),
-            chunker: Chunker::new(options.chunker_params, seed),
+            options.chunker_params,
             abort,
             committer,
             checkpoint_done,
-        };
+        );
         let result = assembler.run(decided_rx);
         if result.is_err() {
             // Stop the walk and the workers too.
@@ -630,265 +540,4 @@ fn run_pipeline(
         }
         result.map(|()| assembler.finish()).and_then(|r| r)
     })
-}
-
-/// Stores item-stream chunks as one batch and appends their ids to `ids`.
-fn store_stream_chunks(
-    store: &ChunkStore,
-    chunks: Vec<Vec<u8>>,
-    ids: &mut Vec<ObjectId>,
-) -> Result<(), CreateError> {
-    ids.extend(store.store_all(&chunks)?.iter().map(|s| s.chunk.id));
-    Ok(())
-}
-
-/// Takes the walk's slots in order and turns them into the item stream.
-struct Assembler<'a> {
-    store: &'a Arc<ChunkStore>,
-    files: &'a Mutex<FilesCache>,
-    progress: &'a dyn Progress,
-    writer: ItemStreamWriter,
-    item_ids: Vec<ObjectId>,
-    stats: ContentStats,
-    warnings: u64,
-    /// Hardlink masters stored so far: inode → archive path.
-    masters: HashMap<InodeKey, Vec<u8>>,
-    /// For a follower that has to be read after all (its master failed).
-    chunker: Chunker,
-    abort: &'a Halt,
-    committer: &'a mut Committer,
-    /// Tells `decide` that a checkpoint is written.
-    checkpoint_done: SyncSender<()>,
-}
-
-impl Assembler<'_> {
-    fn run(&mut self, batches: Receiver<Vec<Slot>>) -> Result<(), CreateError> {
-        let mut complete = false;
-        for slot in batches.into_iter().flatten() {
-            match slot {
-                Slot::End => complete = true,
-                Slot::Checkpoint => {
-                    store_stream_chunks(self.store, self.writer.flush(), &mut self.item_ids)?;
-                    self.committer
-                        .commit(self.item_ids.clone(), self.stats, true)?;
-                    // Failing to send means `decide` is gone; the walk's end tells the rest.
-                    let _ = self.checkpoint_done.send(());
-                }
-                Slot::File { fs_path, .. }
-                | Slot::Unchanged { fs_path, .. }
-                | Slot::Stream {
-                    item: Item { path: fs_path, .. },
-                } => {
-                    return Err(CreateError::Aborted(format!(
-                        "{} reached the assembler undecided",
-                        String::from_utf8_lossy(&fs_path)
-                    )));
-                }
-                Slot::Ready {
-                    packed,
-                    status,
-                    fs_path,
-                    master,
-                    reused,
-                } => {
-                    if status != 'd' {
-                        self.progress.file_status(status, &fs_path);
-                    }
-                    if let Some(reused) = reused {
-                        self.stats.nfiles += 1;
-                        self.stats.original_size += reused.size;
-                        self.stats.compressed_size += reused.csize;
-                        self.progress.content(reused.size, 0);
-                    }
-                    self.emit_packed(&packed, master)?;
-                }
-                Slot::Reading {
-                    item,
-                    status,
-                    fs_path,
-                    master,
-                    memorize,
-                    fatal_errors,
-                    outcome,
-                } => {
-                    self.progress.file_status(status, &fs_path);
-                    let outcome = outcome.recv().map_err(|_| {
-                        CreateError::Aborted("a content worker stopped unexpectedly".into())
-                    })?;
-                    if let (true, FileOutcome::Unreadable(e)) = (fatal_errors, &outcome) {
-                        return Err(CreateError::Input(format!(
-                            "{}: {e}",
-                            String::from_utf8_lossy(&fs_path)
-                        )));
-                    }
-                    if let Some((read, item)) = self.content_outcome(item, &fs_path, outcome)? {
-                        if !read.changed
-                            && let Some((path_hash, stat)) = memorize
-                        {
-                            let refs = read.chunks.iter().map(|s| s.chunk).collect();
-                            let ext = item.xattrs.is_some()
-                                || item.acl_access.is_some()
-                                || item.acl_default.is_some()
-                                || item.bsdflags.is_some();
-                            self.files
-                                .lock()
-                                .expect("not poisoned")
-                                .memorize(path_hash, &stat, ext, refs);
-                        }
-                        self.emit(&item, master)?;
-                    }
-                }
-                Slot::Follower {
-                    mut item,
-                    fs_path,
-                    inode,
-                    place,
-                } => {
-                    if let Some(master) = self.masters.get(&inode) {
-                        item.source = Some(master.clone());
-                        self.progress.file_status('h', &fs_path);
-                        self.emit(&item, None)?;
-                    } else {
-                        self.promote(item, &fs_path, inode, &place)?;
-                    }
-                }
-                Slot::Status { status, fs_path } => self.progress.file_status(status, &fs_path),
-                Slot::Problem { fs_path, message } => self.problem(&fs_path, &message),
-            }
-        }
-        if complete || self.abort.halted() {
-            Ok(())
-        } else {
-            Err(CreateError::Aborted(
-                "the walk ended early (a content worker stopped)".into(),
-            ))
-        }
-    }
-
-    fn problem(&mut self, fs_path: &[u8], message: &str) {
-        self.warnings += 1;
-        self.progress.warning(message);
-        if !fs_path.is_empty() {
-            self.progress.file_status('E', fs_path);
-        }
-    }
-
-    /// Completes a file item from what its reader found; `None` if it could not be read.
-    fn content_outcome(
-        &mut self,
-        mut item: Item,
-        fs_path: &[u8],
-        outcome: FileOutcome,
-    ) -> Result<Option<(FileRead, Item)>, CreateError> {
-        let read = match outcome {
-            FileOutcome::Read(read) => read,
-            FileOutcome::Unreadable(e) => {
-                let message = format!("{}: read: {e}", String::from_utf8_lossy(fs_path));
-                self.problem(fs_path, &message);
-                return Ok(None);
-            }
-            FileOutcome::Failed(e) => return Err(e.into()),
-        };
-        self.stats.add(&read.chunks);
-        self.stats.nfiles += 1;
-        let size: u64 = read.chunks.iter().map(|s| s.chunk.size).sum();
-        let uploaded = read
-            .chunks
-            .iter()
-            .filter(|s| s.new)
-            .map(|s| s.chunk.csize)
-            .sum();
-        self.progress.content(size, uploaded);
-        item.size = Some(size);
-        item.chunks = Some(read.chunks.iter().map(|s| s.chunk).collect());
-        if read.changed {
-            self.warnings += 1;
-            self.progress.warning(&format!(
-                "{}: file changed while we backed it up",
-                String::from_utf8_lossy(fs_path)
-            ));
-            self.progress.file_status('C', fs_path);
-        }
-        Ok(Some((read, item)))
-    }
-
-    /// A follower whose master could not be stored becomes the master itself, as in borg,
-    /// where the first path that makes it into the archive is the master. A regular file is
-    /// read here, opened again like any walked file (see `Place`) and checked to be the inode
-    /// the walk saw.
-    fn promote(
-        &mut self,
-        mut item: Item,
-        fs_path: &[u8],
-        inode: InodeKey,
-        place: &Place,
-    ) -> Result<(), CreateError> {
-        item.hardlink_master = Some(true);
-        if item.kind() != ItemKind::Regular {
-            let status = match item.kind() {
-                ItemKind::Fifo => 'f',
-                ItemKind::CharDevice => 'c',
-                _ => 'b',
-            };
-            self.progress.file_status(status, fs_path);
-            return self.emit(&item, Some(inode));
-        }
-        self.progress.file_status('A', fs_path);
-        let (file, st) = match Reopener::default().open(place, fs_path, inode.1) {
-            Ok(opened) => opened,
-            Err(message) => {
-                self.problem(fs_path, &message);
-                return Ok(());
-            }
-        };
-        let source = content::Source::File {
-            file,
-            ctime: st.ctime_ns(),
-        };
-        let mut outcomes = content::read_files(
-            vec![source],
-            &mut self.chunker,
-            &mut content::Batch::default(),
-            self.store,
-            self.abort,
-        );
-        let outcome = outcomes.pop().expect("one outcome per source");
-        if let Some((_, item)) = self.content_outcome(item, fs_path, outcome)? {
-            self.emit(&item, Some(inode))?;
-        }
-        Ok(())
-    }
-
-    /// Appends an item to the item stream, storing the stream's chunks as they complete.
-    fn emit(&mut self, item: &Item, master: Option<InodeKey>) -> Result<(), CreateError> {
-        self.emit_packed(
-            &item.to_value().to_bytes(),
-            master.map(|inode| (inode, item.path.clone())),
-        )
-    }
-
-    /// [`Assembler::emit`] of an item packed earlier; `master`: its inode and path, if it is a
-    /// hardlink master.
-    fn emit_packed(
-        &mut self,
-        packed: &[u8],
-        master: Option<(InodeKey, Vec<u8>)>,
-    ) -> Result<(), CreateError> {
-        let chunks = self.writer.push_packed(packed);
-        store_stream_chunks(self.store, chunks, &mut self.item_ids)?;
-        if let Some((inode, path)) = master {
-            self.masters.insert(inode, path);
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Assembled, CreateError> {
-        let mut item_ids = self.item_ids;
-        store_stream_chunks(self.store, self.writer.finish(), &mut item_ids)?;
-        Ok(Assembled {
-            item_ids,
-            stats: self.stats,
-            warnings: self.warnings,
-        })
-    }
 }

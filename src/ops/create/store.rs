@@ -25,8 +25,9 @@ use crate::format::nonce::ReservationRefused;
 use crate::ops::nonces::{NonceError, NonceManager};
 use crate::repo::repository::{RepoError, SharedRepository};
 
-use super::chunk_index::{ChunkIndex, Sizes};
-use super::id_map::IdSet;
+use super::chunk_cache::ChunkCache;
+use crate::ops::chunk_index::Sizes;
+use crate::ops::id_map::IdSet;
 
 /// Encrypted bytes queued for upload at most.
 const UPLOAD_BUDGET: u32 = 16 << 20;
@@ -118,7 +119,7 @@ impl Uploader {
 }
 
 struct State {
-    index: ChunkIndex,
+    chunks: ChunkCache,
     /// Ids some thread is storing right now.
     pending: IdSet<ObjectId>,
 }
@@ -149,7 +150,7 @@ impl ChunkStore {
         nonces: NonceManager,
         repo: SharedRepository,
         runtime: Handle,
-        index: ChunkIndex,
+        chunks: ChunkCache,
     ) -> ChunkStore {
         ChunkStore {
             key,
@@ -159,7 +160,7 @@ impl ChunkStore {
             runtime,
             repo,
             state: Mutex::new(State {
-                index,
+                chunks,
                 pending: IdSet::default(),
             }),
             settled: Condvar::new(),
@@ -175,7 +176,7 @@ impl ChunkStore {
     pub fn all_held<'c>(&self, lists: impl Iterator<Item = &'c [ChunkRef]>) -> Vec<bool> {
         let state = self.state.lock().expect("not poisoned");
         lists
-            .map(|chunks| chunks.iter().all(|c| state.index.holds(c)))
+            .map(|chunks| chunks.iter().all(|c| state.chunks.index.holds(c)))
             .collect()
     }
 
@@ -231,9 +232,9 @@ impl ChunkStore {
                 later.push(i);
                 continue;
             }
-            match state.index.chunks.get(&ids[i]) {
-                Some(sizes) if sizes.known() => {
-                    stored[i] = Some(reference(i, sizes.csize, false));
+            match state.chunks.index.get(&ids[i]) {
+                Some(entry) if entry.sizes.known() => {
+                    stored[i] = Some(reference(i, entry.sizes.csize, false));
                     continue;
                 }
                 Some(_) => probe.push(i),
@@ -261,7 +262,7 @@ impl ChunkStore {
                     size: size(i),
                     csize,
                 };
-                state.index.chunks.insert(ids[i], sizes);
+                state.chunks.index.insert(ids[i], sizes);
                 stored[i] = Some(reference(i, csize, n < upload.len()));
             }
         }
@@ -340,8 +341,8 @@ impl ChunkStore {
         self.state
             .lock()
             .expect("not poisoned")
-            .index
             .chunks
+            .index
             .remove(id);
     }
 
@@ -354,7 +355,7 @@ impl ChunkStore {
         archive: ObjectId,
     ) -> std::io::Result<()> {
         let mut state = self.state.lock().expect("not poisoned");
-        state.index.committed(manifest_id, Some(archive));
-        state.index.save(path)
+        state.chunks.committed(manifest_id, Some(archive));
+        state.chunks.save(path)
     }
 }

@@ -1,11 +1,11 @@
-//! The chunk index: which chunks the repository already holds, with their plaintext and stored
-//! sizes, so that a chunk is uploaded once and every reference to it can say `[id, size, csize]`.
+//! `create`'s chunk index as it is kept between runs: a [`ChunkIndex`] without reference counts
+//! (see `ops::chunk_index` for why), plus what it takes to keep it in step with the repository.
 //!
 //! Like borg's, it is answered locally and never by asking the server per chunk. Unlike borg's
 //! it keeps no reference counts: `create` only adds, and whether a chunk is new in this run is
 //! known from the run itself. That makes keeping it in step with the repository much cheaper.
 //!
-//! **Staying in step.** The index remembers the id of the manifest it matches (the id hash of the
+//! **Staying in step.** The cache remembers the id of the manifest it matches (the id hash of the
 //! manifest's plaintext; every writer rewrites the manifest). When the repository's manifest is
 //! the same, nothing is asked of the server. When it differs, another client wrote — created,
 //! deleted, pruned — and the index is brought up to date without reading every archive:
@@ -13,57 +13,41 @@
 //! 1. `list` the repository's object ids (32 bytes each, 100,000 per call). Entries whose id is
 //!    gone are dropped; ids we did not know are added with their sizes unknown.
 //! 2. The size of a chunk someone else stored is in their archives' items. Only the archives
-//!    this index has not read yet are read — the index remembers which ones it has — so an
-//!    unchanged repository costs one `list`, and a borg run in between costs reading that one
-//!    archive's metadata, never its file contents.
+//!    this cache has not read yet are read — it remembers which ones it has — so an unchanged
+//!    repository costs one `list`, and a borg run in between costs reading that one archive's
+//!    metadata, never its file contents.
 //! 3. Whatever is still unsized (an object no archive mentions, or an entry a borg
 //!    `--no-cache-sync` run recorded with csize 0) is fetched when, and only if, this run
 //!    meets it: the stored length is the csize, the plaintext length is the chunk's own.
 //!
 //! A chunk stored by an interrupted transaction is not in the repository after the rollback, and
-//! the index is saved only after a commit, together with the manifest id it now matches.
+//! the cache is saved only after a commit, together with the manifest id it now matches.
 //!
 //! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
-//! all followed by a SHA-256; written to a temporary name and renamed (see `save_cache_file`).
+//! all followed by a SHA-256; written to a temporary name and renamed (see `cache_file::save`).
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
-use crate::format::item::ChunkRef;
 use crate::format::manifest::Manifest;
 use crate::repo::repository::SharedRepository;
 
-use crate::ops::items::{ReadError, fetch_ahead, fetch_sized};
-
-use super::id_map::{IdMap, IdSet};
+use crate::ops::cache_file;
+use crate::ops::chunk_index::{ChunkIndex, Reference, Sizes, visit_references};
+use crate::ops::id_map::IdSet;
+use crate::ops::items::ReadError;
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-ci1";
 const LIST_BATCH: usize = 100_000;
 
-/// A chunk's plaintext and stored sizes; a `csize` of 0 means "present, sizes not known yet".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sizes {
-    pub size: u32,
-    pub csize: u32,
-}
-
-impl Sizes {
-    pub const UNKNOWN: Sizes = Sizes { size: 0, csize: 0 };
-
-    pub fn known(self) -> bool {
-        self.csize != 0
-    }
-}
-
 #[derive(Default)]
-pub struct ChunkIndex {
-    pub chunks: IdMap<ObjectId, Sizes>,
-    /// The archives whose chunk sizes are in `chunks`.
+pub struct ChunkCache {
+    pub index: ChunkIndex,
+    /// The archives whose chunk sizes are in `index`.
     archives: IdSet<ObjectId>,
-    /// The manifest this index matches.
+    /// The manifest this cache matches.
     manifest_id: Option<ObjectId>,
 }
 
@@ -74,33 +58,24 @@ pub struct SyncReport {
     pub archives_read: usize,
 }
 
-impl ChunkIndex {
-    /// Whether the repository has `chunk`, with the sizes the reference gives.
-    pub fn holds(&self, chunk: &ChunkRef) -> bool {
-        self.chunks.get(&chunk.id).is_some_and(|sizes| {
-            sizes.known()
-                && u64::from(sizes.size) == chunk.size
-                && u64::from(sizes.csize) == chunk.csize
-        })
-    }
-
-    /// Loads the index saved at `path`; anything unreadable gives an empty index (which the
+impl ChunkCache {
+    /// Loads the cache saved at `path`; anything unreadable gives an empty cache (which the
     /// sync then fills) and the reason, for a warning.
-    pub fn load(path: &Path) -> (ChunkIndex, Option<String>) {
+    pub fn load(path: &Path) -> (ChunkCache, Option<String>) {
         match std::fs::read(path) {
             Ok(data) => match decode(&data) {
-                Some(index) => (index, None),
+                Some(cache) => (cache, None),
                 None => (
-                    ChunkIndex::default(),
+                    ChunkCache::default(),
                     Some(format!(
                         "the chunk index {} is damaged; rebuilding it from the repository",
                         path.display()
                     )),
                 ),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (ChunkIndex::default(), None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (ChunkCache::default(), None),
             Err(e) => (
-                ChunkIndex::default(),
+                ChunkCache::default(),
                 Some(format!(
                     "cannot read the chunk index {}: {e}; rebuilding it",
                     path.display()
@@ -113,7 +88,7 @@ impl ChunkIndex {
         self.manifest_id.as_ref() == Some(manifest_id)
     }
 
-    /// Brings the index in step with the repository whose manifest (with id `manifest_id`) is
+    /// Brings the cache in step with the repository whose manifest (with id `manifest_id`) is
     /// `manifest`; see the module notes. Returns `None` when it already was.
     pub async fn sync(
         &mut self,
@@ -141,10 +116,7 @@ impl ChunkIndex {
             }
         }
         report.listed = present.len();
-        self.chunks.retain(|id, _| present.contains(id));
-        for id in &present {
-            self.chunks.entry(*id).or_insert(Sizes::UNKNOWN);
-        }
+        self.index.match_listing(&present);
         let current: IdSet<ObjectId> = manifest.archives.iter().map(|(_, a)| a.id).collect();
         self.archives.retain(|id| current.contains(id));
         for (_, archive) in &manifest.archives {
@@ -167,42 +139,21 @@ impl ChunkIndex {
         key: &Arc<ObjectKey>,
         id: ObjectId,
     ) -> Result<(), ReadError> {
-        let (plain, stored) = fetch_sized(repo.clone(), key.clone(), id).await?;
-        self.learn(id, plain.len() as u64, stored as u64);
-        let (meta, _) = ArchiveMeta::unpack(key, &plain).map_err(|source| ReadError::Archive {
-            name: crate::format::key::hex(&id),
-            source,
-        })?;
-        let mut chunks = fetch_ahead(repo.clone(), key.clone(), meta.items.clone());
-        let mut decoder = ItemStreamDecoder::new();
-        let mut item_ids = meta.items.iter();
-        while let Some(fetched) = chunks.recv().await {
-            let (data, stored) = fetched?;
-            if let Some(item_id) = item_ids.next() {
-                self.learn(*item_id, data.len() as u64, stored as u64);
-            }
-            for item in decoder.feed(&data)? {
+        let index = &mut self.index;
+        let name = crate::format::key::hex(&id);
+        visit_references(repo, key, id, &name, |reference| match reference {
+            Reference::Object { id, size, csize } => index.learn(id, size, csize),
+            Reference::Item(item) => {
                 for chunk in item.chunks.iter().flatten() {
-                    self.learn(chunk.id, chunk.size, chunk.csize);
+                    index.learn(chunk.id, chunk.size, chunk.csize);
                 }
             }
-        }
-        decoder.finish()?;
+        })
+        .await?;
         Ok(())
     }
 
-    /// Records sizes for a chunk the repository holds, unless they are known or unusable.
-    fn learn(&mut self, id: ObjectId, size: u64, csize: u64) {
-        if let Some(sizes) = self.chunks.get_mut(&id)
-            && !sizes.known()
-            && csize != 0
-            && let (Ok(size), Ok(csize)) = (u32::try_from(size), u32::try_from(csize))
-        {
-            *sizes = Sizes { size, csize };
-        }
-    }
-
-    /// After a commit: the index now matches the manifest with id `manifest_id`, which also
+    /// After a commit: the cache now matches the manifest with id `manifest_id`, which also
     /// lists `archive` (whose chunks were all added while it was written).
     pub fn committed(&mut self, manifest_id: ObjectId, archive: Option<ObjectId>) {
         self.manifest_id = Some(manifest_id);
@@ -216,17 +167,17 @@ impl ChunkIndex {
         for id in &self.archives {
             data.extend_from_slice(id);
         }
-        for (id, sizes) in &self.chunks {
+        for (id, entry) in self.index.entries() {
             data.extend_from_slice(id);
-            data.extend_from_slice(&sizes.size.to_le_bytes());
-            data.extend_from_slice(&sizes.csize.to_le_bytes());
+            data.extend_from_slice(&entry.sizes.size.to_le_bytes());
+            data.extend_from_slice(&entry.sizes.csize.to_le_bytes());
         }
-        super::save_cache_file(path, MAGIC, &data)
+        cache_file::save(path, MAGIC, &data)
     }
 }
 
-fn decode(data: &[u8]) -> Option<ChunkIndex> {
-    let rest = super::cache_file_body(data, MAGIC)?;
+fn decode(data: &[u8]) -> Option<ChunkCache> {
+    let rest = cache_file::body(data, MAGIC)?;
     let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
     let (count, mut rest) = rest.split_first_chunk::<8>()?;
     let mut archives = IdSet::default();
@@ -238,7 +189,7 @@ fn decode(data: &[u8]) -> Option<ChunkIndex> {
     if rest.len() % 40 != 0 {
         return None;
     }
-    let chunks = rest
+    let index = rest
         .chunks_exact(40)
         .map(|record| {
             let id: ObjectId = record[..32].try_into().expect("32 bytes");
@@ -247,8 +198,8 @@ fn decode(data: &[u8]) -> Option<ChunkIndex> {
             (id, Sizes { size, csize })
         })
         .collect();
-    Some(ChunkIndex {
-        chunks,
+    Some(ChunkCache {
+        index,
         archives,
         manifest_id: Some(*manifest_id).filter(|id| *id != [0; 32]),
     })
@@ -262,21 +213,21 @@ mod tests {
     fn save_and_load_round_trip_and_damage_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chunks");
-        let mut index = ChunkIndex::default();
-        index.chunks.insert([1; 32], Sizes { size: 5, csize: 48 });
-        index.chunks.insert([2; 32], Sizes::UNKNOWN);
-        index.committed([7; 32], Some([3; 32]));
-        index.save(&path).unwrap();
-        let (back, warning) = ChunkIndex::load(&path);
+        let mut cache = ChunkCache::default();
+        cache.index.insert([1; 32], Sizes { size: 5, csize: 48 });
+        cache.index.insert([2; 32], Sizes::UNKNOWN);
+        cache.committed([7; 32], Some([3; 32]));
+        cache.save(&path).unwrap();
+        let (back, warning) = ChunkCache::load(&path);
         assert!(warning.is_none());
-        assert_eq!(back.chunks, index.chunks);
-        assert_eq!(back.archives, index.archives);
+        assert_eq!(back.index, cache.index);
+        assert_eq!(back.archives, cache.archives);
         assert!(back.matches(&[7; 32]));
         let mut data = std::fs::read(&path).unwrap();
         data[40] ^= 1;
         std::fs::write(&path, data).unwrap();
-        let (back, warning) = ChunkIndex::load(&path);
+        let (back, warning) = ChunkCache::load(&path);
         assert!(warning.unwrap().contains("damaged"));
-        assert!(back.chunks.is_empty() && !back.matches(&[7; 32]));
+        assert!(back.index.is_empty() && !back.matches(&[7; 32]));
     }
 }

@@ -1,0 +1,244 @@
+//! The chunk index: the chunks of a repository by id, each with its plaintext and stored sizes
+//! and, in an index that counts them, how many references archives make to it — borg's
+//! `ChunkIndex` (id → refcount, size, csize, all 32-bit).
+//!
+//! Two kinds of index are built, and they differ only in whether references are counted, so the
+//! count is the type parameter of one type:
+//!
+//! - **`ChunkIndex` (no counts)** is `create`'s: which chunks the repository already holds, so a
+//!   chunk is uploaded once and every reference to it can say `[id, size, csize]`. `create` only
+//!   adds chunks, and whether a chunk is new in this run is known from the run itself, so it has
+//!   no use for counts; without them it can be kept in step with the repository cheaply (a list
+//!   of ids and the archives it has not read yet, `create::chunk_cache`), where counts would mean
+//!   reading every archive whenever another client wrote. It is held for a whole backup and
+//!   looked up per chunk, so its entry stays 8 bytes next to the 32-byte id: a `u32` count that
+//!   `create` would never maintain would make every entry 12 bytes (~10% more memory for millions
+//!   of chunks) for nothing.
+//! - **`ChunkIndex<u32>` (counted)** is built the way borg's cache sync builds its index — every
+//!   archive object, every item-metadata chunk and every content chunk the items name, counted
+//!   once per reference — for `info`'s statistics; prune and delete need the same exact counts
+//!   to know which chunks no archive references any more. Like borg's, a count stops at
+//!   [`MAX_REFCOUNT`] and stays there.
+//!
+//! [`visit_references`] is that reading of one archive, for both kinds.
+
+use std::sync::Arc;
+
+use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
+use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::item::{ChunkRef, Item};
+use crate::repo::repository::SharedRepository;
+
+use super::id_map::{IdMap, IdSet};
+use super::items::{ReadError, fetch_ahead, fetch_sized};
+
+/// borg's `ChunkIndex.MAX_VALUE` (2³² − 1025): a count that reaches it stays there.
+pub const MAX_REFCOUNT: u32 = u32::MAX - 1024;
+
+/// A chunk's plaintext and stored sizes; a `csize` of 0 means "present, sizes not known yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub size: u32,
+    pub csize: u32,
+}
+
+impl Sizes {
+    pub const UNKNOWN: Sizes = Sizes { size: 0, csize: 0 };
+
+    pub fn known(self) -> bool {
+        self.csize != 0
+    }
+}
+
+/// One chunk: its sizes and its reference count, `()` in an index without counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<R> {
+    pub sizes: Sizes,
+    pub refcount: R,
+}
+
+/// Chunk id → [`Entry`]; `R` is `()` (no counts) or `u32` (counted); see the module notes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChunkIndex<R = ()> {
+    entries: IdMap<ObjectId, Entry<R>>,
+}
+
+impl<R> Default for ChunkIndex<R> {
+    fn default() -> ChunkIndex<R> {
+        ChunkIndex {
+            entries: IdMap::default(),
+        }
+    }
+}
+
+impl<R> ChunkIndex<R> {
+    pub fn get(&self, id: &ObjectId) -> Option<&Entry<R>> {
+        self.entries.get(id)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&ObjectId, &Entry<R>)> {
+        self.entries.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops `id`: the object was deleted.
+    pub fn remove(&mut self, id: &ObjectId) {
+        self.entries.remove(id);
+    }
+}
+
+impl ChunkIndex {
+    /// Whether the repository has `chunk`, with the sizes the reference gives.
+    pub fn holds(&self, chunk: &ChunkRef) -> bool {
+        self.entries.get(&chunk.id).is_some_and(|entry| {
+            entry.sizes.known()
+                && u64::from(entry.sizes.size) == chunk.size
+                && u64::from(entry.sizes.csize) == chunk.csize
+        })
+    }
+
+    pub fn insert(&mut self, id: ObjectId, sizes: Sizes) {
+        self.entries.insert(
+            id,
+            Entry {
+                sizes,
+                refcount: (),
+            },
+        );
+    }
+
+    /// Makes the ids those of the repository's listing `present`: entries not in it are dropped,
+    /// ids not known yet are added with their sizes unknown.
+    pub fn match_listing(&mut self, present: &IdSet<ObjectId>) {
+        self.entries.retain(|id, _| present.contains(id));
+        for id in present {
+            self.entries.entry(*id).or_insert(Entry {
+                sizes: Sizes::UNKNOWN,
+                refcount: (),
+            });
+        }
+    }
+
+    /// Records sizes for a chunk the repository holds, unless they are known or unusable.
+    pub fn learn(&mut self, id: ObjectId, size: u64, csize: u64) {
+        if let Some(entry) = self.entries.get_mut(&id)
+            && !entry.sizes.known()
+            && csize != 0
+            && let (Ok(size), Ok(csize)) = (u32::try_from(size), u32::try_from(csize))
+        {
+            entry.sizes = Sizes { size, csize };
+        }
+    }
+}
+
+impl FromIterator<(ObjectId, Sizes)> for ChunkIndex {
+    fn from_iter<I: IntoIterator<Item = (ObjectId, Sizes)>>(chunks: I) -> ChunkIndex {
+        ChunkIndex {
+            entries: chunks
+                .into_iter()
+                .map(|(id, sizes)| {
+                    (
+                        id,
+                        Entry {
+                            sizes,
+                            refcount: (),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ChunkIndex<u32> {
+    /// Counts one more reference to `id`. The sizes of its first reference stay, and sizes are
+    /// kept in 32 bits, as borg's cache sync keeps them (no chunk borg makes comes near 4 GiB).
+    pub fn add_reference(&mut self, id: ObjectId, size: u64, csize: u64) {
+        let entry = self.entries.entry(id).or_insert(Entry {
+            sizes: Sizes {
+                size: size as u32,
+                csize: csize as u32,
+            },
+            refcount: 0,
+        });
+        entry.refcount = entry.refcount.saturating_add(1).min(MAX_REFCOUNT);
+    }
+}
+
+/// What reading an archive meets, in order.
+pub enum Reference<'a> {
+    /// An object the archive references: the archive object itself (first), then each of its
+    /// item-metadata chunks; with its plaintext and stored sizes.
+    Object { id: ObjectId, size: u64, csize: u64 },
+    /// An item; its content chunks (`item.chunks`) are the rest of the archive's references.
+    Item(&'a Item),
+}
+
+/// Reads the archive `id` — its object, its item-metadata chunks (fetched ahead) and its items,
+/// never file contents — and shows `visit` every [`Reference`] in order. `name` names the archive
+/// in errors. Returns its metadata and its object's stored size.
+pub async fn visit_references(
+    repo: &SharedRepository,
+    key: &Arc<ObjectKey>,
+    id: ObjectId,
+    name: &str,
+    mut visit: impl FnMut(Reference),
+) -> Result<(ArchiveMeta, usize), ReadError> {
+    let (plaintext, stored) = fetch_sized(repo.clone(), key.clone(), id).await?;
+    visit(Reference::Object {
+        id,
+        size: plaintext.len() as u64,
+        csize: stored as u64,
+    });
+    let (meta, _) = ArchiveMeta::unpack(key, &plaintext).map_err(|source| ReadError::Archive {
+        name: name.to_string(),
+        source,
+    })?;
+    let mut decoder = ItemStreamDecoder::new();
+    let mut item_chunks = fetch_ahead(repo.clone(), key.clone(), meta.items.clone());
+    for id in &meta.items {
+        let (chunk, stored) = item_chunks
+            .recv()
+            .await
+            .ok_or_else(|| ReadError::Interrupted("item metadata ended early".into()))??;
+        visit(Reference::Object {
+            id: *id,
+            size: chunk.len() as u64,
+            csize: stored as u64,
+        });
+        for item in decoder.feed(&chunk)? {
+            visit(Reference::Item(&item));
+        }
+    }
+    decoder.finish()?;
+    Ok((meta, stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stay_eight_bytes_without_counts() {
+        assert_eq!(size_of::<Entry<()>>(), 8);
+        assert_eq!(size_of::<Entry<u32>>(), 12);
+    }
+
+    #[test]
+    fn counts_keep_the_first_sizes_and_stop_at_the_maximum() {
+        let mut index = ChunkIndex::<u32>::default();
+        index.add_reference([1; 32], 5, 48);
+        index.add_reference([1; 32], 6, 49);
+        let entry = index.get(&[1; 32]).unwrap();
+        assert_eq!(
+            (entry.sizes, entry.refcount),
+            (Sizes { size: 5, csize: 48 }, 2)
+        );
+        index.entries.get_mut(&[1; 32]).unwrap().refcount = MAX_REFCOUNT;
+        index.add_reference([1; 32], 5, 48);
+        assert_eq!(index.get(&[1; 32]).unwrap().refcount, MAX_REFCOUNT);
+    }
+}
