@@ -31,9 +31,7 @@ impl PlaceholderValues {
     pub fn here(now_micros: i64) -> PlaceholderValues {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let fqdn = host_name();
-        let mut random = [0u8; 16];
-        // SAFETY: the buffer is valid for 16 bytes.
-        unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+        let random: [u8; 16] = super::system::random_bytes();
         let h = crate::format::key::hex(&random);
         PlaceholderValues {
             hostname: env("BORG_HOSTNAME")
