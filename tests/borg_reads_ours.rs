@@ -2,7 +2,7 @@
 //! manifests and archives we authenticate, checked by borg's own code (`borg_oracle.py`), in
 //! every key mode. And the other way: keys and objects borg makes right now, we open.
 
-mod common;
+use crate::common;
 
 use common::{ALL_MODES, Oracle, hex, unhex};
 use mailcow_borg::format::archive::ArchiveMeta;

@@ -1,7 +1,7 @@
 //! Our chunker must cut exactly where borg 1.4.5's C chunker cuts: same data, seed and params,
 //! same chunk sizes. Expected sizes come from borg itself at test time (`borg_oracle.py chunk`).
 
-mod common;
+use crate::common;
 
 use common::Oracle;
 

@@ -3,7 +3,7 @@
 //! interrupted run) and the next run must succeed. And the tree changing under a running
 //! `create`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

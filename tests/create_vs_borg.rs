@@ -4,7 +4,7 @@
 //! clean repository. For the same tree, our archive's items must be exactly the items borg's
 //! `create` writes (`borg debug dump-archive`), down to the item-stream chunk ids.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! commands run in another container with their stdin, output and exit codes. `docker` (the
 //! CLI) is only the test's witness. Needs the local test images (scripts/build-test-images.sh).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! trusted in borg's model; whatever it sends, the client must end with exit 2 and one clear
 //! line, write nothing it should not, and stay within bounded time and memory.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

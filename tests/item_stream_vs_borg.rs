@@ -2,7 +2,7 @@
 //! fed borg's items, must reproduce borg's item-stream chunks exactly (so metadata dedups between
 //! borg and us), and our decoder must read the stream across its chunk boundaries.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! --verify-data`, `extract` of every volume compared file by file, the SQL dump loaded into a
 //! fresh MariaDB, the Redis dump read by a fresh Redis.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! over SSH. Each volume is compared with what real borg extracts of the archive, the database
 //! by its rows, Redis by its keys; the services by whether they run again.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! against repositories real borg (1.4.5 and Debian's 1.2.x) made from the tricky tree
 //! (`tests/oracle/tricky_tree.py`), compared with what real borg prints and extracts.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

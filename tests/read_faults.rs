@@ -2,7 +2,7 @@
 //! and one clear line on stderr, and an interrupted or failed restore must leave only complete
 //! files behind.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

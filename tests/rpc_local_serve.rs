@@ -3,7 +3,7 @@
 //! every object with pipelined `get`s and open each with the format core; and the server's
 //! refusals arrive as typed errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! every client key type, borg's location forms, host key verification (unknown, accepted,
 //! changed, hashed, known only by another algorithm), and each way authentication can fail.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! puts that a rollback drops and a commit keeps, deletes, and nonce reservations that real borg
 //! honours afterwards — its next objects use IVs above ours, so no keystream is ever reused.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;
