@@ -29,6 +29,7 @@ fn borg(dir: &std::path::Path, args: &[&str]) {
 
 #[test]
 fn borgs_multi_chunk_item_stream_is_reproduced_exactly() {
+    require!(Borg14);
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("mail");
     for d in 0..40 {

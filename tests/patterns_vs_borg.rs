@@ -95,6 +95,7 @@ fn check(default: Style, name: &str) {
 
 #[test]
 fn patterns_match_like_borgs() {
+    require!(Borg14);
     check(Style::Fnmatch, "fm");
     check(Style::Shell, "sh");
     check(Style::PathPrefix, "pp");

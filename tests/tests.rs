@@ -7,6 +7,7 @@
 //! fails when a file is neither a module here nor such a binary (with `autotests = false`, cargo
 //! would not build it).
 
+#[macro_use]
 mod common;
 
 mod borg_fixtures;

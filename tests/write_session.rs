@@ -122,11 +122,13 @@ async fn write_session(borg: &Path, fixture: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_commits_and_nonce_reservations_with_borg_serve_14() {
+    require!(Borg14);
     write_session(&common::borg14(), "borg14-repokey-blake2").await;
     write_session(&common::borg14(), "borg12-keyfile").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_commits_and_nonce_reservations_with_borg_serve_12() {
+    require!(Borg12);
     write_session(&common::borg12(), "borg12-repokey").await;
 }

@@ -6,13 +6,17 @@
 //! `scripts/setup-oracles.sh` documents:
 //!   MCB_BORG14  borg 1.4.5 from PyPI  (default: .oracle/venv-borg-1.4.5/bin/borg)
 //!   MCB_BORG12  Debian's borg 1.2.x   (default: /usr/bin/borg)
-//! A missing oracle fails the test with instructions; tests never skip silently.
+//! A test names what it needs with `require!` (`require.rs`): without it the test is skipped,
+//! and the process says once what was missing; with `MCB_TEST_STRICT=1` (`scripts/test.sh`, CI)
+//! it fails instead, so the full suite never skips silently.
 
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod cli;
 pub mod mailcow;
 pub mod mailcow_repo;
+#[macro_use]
+pub mod require;
 pub mod sshd;
 
 use std::collections::HashMap;
@@ -69,8 +73,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn oracle_path(var: &str, default: PathBuf) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+/// Where `var` points, or `default`.
+fn oracle_env(var: &str, default: PathBuf) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+}
+
+fn oracle_path(var: &str, path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),
         "{var}: {} does not exist; run scripts/setup-oracles.sh (or set {var})",
@@ -79,15 +87,25 @@ fn oracle_path(var: &str, default: PathBuf) -> PathBuf {
     path
 }
 
-pub fn borg14() -> PathBuf {
-    oracle_path(
+/// Where borg 1.4.5 should be, whether or not it is there.
+fn borg14_path() -> PathBuf {
+    oracle_env(
         "MCB_BORG14",
         repo_root().join(".oracle/venv-borg-1.4.5/bin/borg"),
     )
 }
 
+/// Where Debian's borg 1.2 should be, whether or not it is there.
+fn borg12_path() -> PathBuf {
+    oracle_env("MCB_BORG12", PathBuf::from("/usr/bin/borg"))
+}
+
+pub fn borg14() -> PathBuf {
+    oracle_path("MCB_BORG14", borg14_path())
+}
+
 pub fn borg12() -> PathBuf {
-    oracle_path("MCB_BORG12", PathBuf::from("/usr/bin/borg"))
+    oracle_path("MCB_BORG12", borg12_path())
 }
 
 /// The Python interpreter that has borg 1.4.5's modules: the one beside `MCB_BORG14`.
