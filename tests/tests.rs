@@ -24,6 +24,7 @@ mod patterns_vs_borg;
 mod properties;
 mod read_commands;
 mod read_faults;
+mod repository_faults;
 mod rpc_local_serve;
 mod ssh_transport;
 mod static_binary;
