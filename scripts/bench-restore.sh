@@ -12,5 +12,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MCB_BENCH_MAILS="${1:-2000}" MCB_BENCH_ROUNDS="${2:-3}"
-cargo test --release --quiet --test mailcow_restore -- --ignored --exact benchmark_restore --nocapture 2>&1 |
+cargo test --release --quiet --test integration -- --ignored --exact mailcow_restore::benchmark_restore --nocapture 2>&1 |
     grep -v '^wrote \|^running\|^test \|^$\|test result'

@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-oracles.sh
 bash scripts/build-test-images.sh
 cargo build --release --locked
+# Every test runs: a test whose oracle, sshd, Docker or root is missing fails instead of skipping.
+export MCB_TEST_STRICT=1
 # Benchmarks once each in test mode (a smoke test), then every test (unit and integration; the
 # crate has no doc tests), so that the suite's own summary comes last.
 cargo test --locked --bench primitives

@@ -3,7 +3,7 @@
 //! manifest and archive TAMs, decodes every item stream, and compares each item with what
 //! `borg list` printed and with the source tree the fixture was made from.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

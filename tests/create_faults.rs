@@ -3,7 +3,7 @@
 //! interrupted run) and the next run must succeed. And the tree changing under a running
 //! `create`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,6 +128,7 @@ fn setup() -> (Sshd, World, tempfile::TempDir, PathBuf, PathBuf, String) {
 
 #[test]
 fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
+    require!(Borg14, Sshd);
     let (_sshd, world, work, data, repo, url) = setup();
     let (server, _) = recording_server(work.path());
     // A 64 GiB sparse file keeps any machine busy long past the signal.
@@ -157,6 +158,7 @@ fn sigint_and_sigterm_roll_back_release_the_lock_and_exit_like_borg() {
 
 #[test]
 fn killed_client_server_or_connection_leaves_a_consistent_repository() {
+    require!(Borg14, Sshd);
     let (sshd, world, work, data, repo, url) = setup();
     let (server, pid_file) = recording_server(work.path());
     let files = std::fs::read_dir(&data).unwrap().count();
@@ -246,6 +248,7 @@ fn index_file(repo: &Path) -> Option<String> {
 
 #[test]
 fn checkpoints_keep_an_interrupted_runs_uploads_and_vanish_when_it_completes() {
+    require!(Borg14, Sshd);
     let (_sshd, world, work, data, repo, url) = setup();
     let list = |what: &str| {
         world
@@ -320,6 +323,7 @@ fn checkpoints_keep_an_interrupted_runs_uploads_and_vanish_when_it_completes() {
 
 #[test]
 fn vanished_unreadable_and_changing_files_are_warnings_and_the_archive_is_still_made() {
+    require!(Borg14, Sshd);
     let (_sshd, world, work, data, repo, url) = setup();
     // A file whose ctime changes all the time while it is read: large, but sparse.
     let growing = data.join("growing");
@@ -413,6 +417,7 @@ fn vanished_unreadable_and_changing_files_are_warnings_and_the_archive_is_still_
 
 #[test]
 fn a_full_repository_is_reported_and_nothing_is_committed() {
+    require!(Borg14, Sshd);
     let (_sshd, world, work, data, repo, url) = setup();
     let server = work.path().join("borg-with-quota");
     std::fs::write(
@@ -449,6 +454,7 @@ fn a_full_repository_is_reported_and_nothing_is_committed() {
 /// names are the same; the walk must go on listing and reading the directory it opened.
 #[test]
 fn a_directory_swapped_for_a_symlink_mid_walk_does_not_lead_the_backup_outside() {
+    require!(Borg14);
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
     let world = World::new(PASSPHRASE);

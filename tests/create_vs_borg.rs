@@ -4,7 +4,7 @@
 //! clean repository. For the same tree, our archive's items must be exactly the items borg's
 //! `create` writes (`borg debug dump-archive`), down to the item-stream chunk ids.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -280,6 +280,7 @@ fn create_and_let_borg_judge(world: &World, sshd: &Sshd, maker: &Path, mode: &st
 
 #[test]
 fn borg_14_repositories_of_every_key_type_accept_our_archives() {
+    require!(Borg14, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let (_dir, tree) = make_tree();
@@ -290,6 +291,7 @@ fn borg_14_repositories_of_every_key_type_accept_our_archives() {
 
 #[test]
 fn borg_12_repositories_accept_our_archives() {
+    require!(Borg14, Borg12, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let (_dir, tree) = make_tree();
@@ -300,6 +302,7 @@ fn borg_12_repositories_accept_our_archives() {
 /// and with the same exclusion options both tools leave out the same paths.
 #[test]
 fn borg_first_then_ours_dedups_and_excludes_alike() {
+    require!(Borg14, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let (_dir, tree) = make_tree();
@@ -407,6 +410,7 @@ fn borg_first_then_ours_dedups_and_excludes_alike() {
 /// tool stored from a pipe the other does not store again.
 #[test]
 fn standard_input_becomes_borgs_stdin_item() {
+    require!(Borg14);
     let world = World::new(PASSPHRASE);
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");

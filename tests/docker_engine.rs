@@ -3,7 +3,7 @@
 //! commands run in another container with their stdin, output and exit codes. `docker` (the
 //! CLI) is only the test's witness. Needs the local test images (scripts/build-test-images.sh).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -53,6 +53,7 @@ impl Drop for Sleeper {
 
 #[test]
 fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
+    require!(Docker);
     runtime().block_on(async {
         let engine = Engine::connect().await.unwrap();
         let executable = std::fs::read(env!("CARGO_BIN_EXE_mailcow-borg")).unwrap();
@@ -113,6 +114,7 @@ fn the_helper_image_is_our_executable_and_the_helper_is_hardened_and_removed() {
 
 #[test]
 fn a_helper_reads_its_stdin_and_its_exit_code_is_reported() {
+    require!(Docker);
     runtime().block_on(async {
         let engine = Engine::connect().await.unwrap();
         // Our executable's stdin-reading path is `create -`; here busybox's `sh` stands in.
@@ -147,6 +149,7 @@ fn a_helper_reads_its_stdin_and_its_exit_code_is_reported() {
 
 #[test]
 fn commands_in_a_container_get_stdin_and_report_output_and_exit_codes() {
+    require!(Docker);
     let sleeper = Sleeper::start();
     runtime().block_on(async {
         let engine = Engine::connect().await.unwrap();
@@ -203,6 +206,7 @@ fn commands_in_a_container_get_stdin_and_report_output_and_exit_codes() {
 /// The Dockerfile's `prebuilt` target makes a working helper image with nothing pulled.
 #[test]
 fn the_dockerfile_builds_the_helper_from_a_prebuilt_binary() {
+    require!(Docker);
     let context = tempfile::tempdir().unwrap();
     std::fs::copy(
         common::repo_root().join("Dockerfile"),
@@ -240,6 +244,7 @@ fn the_dockerfile_builds_the_helper_from_a_prebuilt_binary() {
 /// (EFAULT) — the control that shows the probe tells the two apart.
 #[test]
 fn the_helpers_capabilities_keep_open_by_handle_at_out_of_reach() {
+    require!(Docker);
     use mailcow_borg::mailcow::access::{READ_ANY_FILE, WRITE_ANY_FILE};
     const EPERM: &str = "1";
     const EFAULT: &str = "14";

@@ -3,7 +3,7 @@
 //! trusted in borg's model; whatever it sends, the client must end with exit 2 and one clear
 //! line, write nothing it should not, and stay within bounded time and memory.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -153,6 +153,7 @@ const NO_HANG: Duration = Duration::from_secs(180);
 
 #[test]
 fn a_nonce_counter_pushed_to_its_end_is_refused_and_nothing_is_written() {
+    require!(Borg14);
     let s = setup("repokey-blake2", &[("mail", b"some mail")]);
     let server_nonce = || std::fs::read_to_string(s.repo.join("nonce")).unwrap();
     let before = server_nonce();
@@ -223,6 +224,7 @@ fn a_nonce_counter_pushed_to_its_end_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_server_that_stops_answering_is_given_up() {
+    require!(Borg14);
     let s = setup("repokey-blake2", &[("mail", b"some mail")]);
     let rules = serde_json::json!([{"method": "get", "stall": true}]);
     let target = format!("{}::a", s.repo_arg());
@@ -252,6 +254,7 @@ fn zlib_zeros(size: usize) -> Vec<u8> {
 
 #[test]
 fn decompression_bombs_from_the_server_are_refused_in_bounded_memory() {
+    require!(Borg14);
     // In a `none` repository nothing is authenticated: the server may send any object, and it
     // is decompressed before its id can be checked.
     let content: &[u8] = b"an innocent mail\n";
@@ -300,6 +303,7 @@ fn decompression_bombs_from_the_server_are_refused_in_bounded_memory() {
 
 #[test]
 fn an_answer_of_millions_of_tiny_elements_is_refused_early() {
+    require!(Borg14);
     let s = setup("repokey-blake2", &[("mail", b"some mail")]);
     // 4 million nils, 4 MiB on the wire, handed over in 4 KiB pieces: built, they would take
     // 128 MiB; re-parsed on every piece, they would take hours.
@@ -316,6 +320,7 @@ fn an_answer_of_millions_of_tiny_elements_is_refused_early() {
 /// above would prove nothing about the rules.
 #[test]
 fn the_proxy_without_rules_changes_nothing() {
+    require!(Borg14);
     let s = setup("repokey-blake2", &[("mail", b"some mail")]);
     let into = s.work.path().join("out");
     std::fs::create_dir_all(&into).unwrap();
@@ -334,6 +339,7 @@ fn the_proxy_without_rules_changes_nothing() {
 /// root.
 #[test]
 fn the_process_is_not_dumpable() {
+    require!(Root);
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
     let work = tempfile::tempdir().unwrap();

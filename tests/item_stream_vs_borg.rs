@@ -2,7 +2,7 @@
 //! fed borg's items, must reproduce borg's item-stream chunks exactly (so metadata dedups between
 //! borg and us), and our decoder must read the stream across its chunk boundaries.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -29,6 +29,7 @@ fn borg(dir: &std::path::Path, args: &[&str]) {
 
 #[test]
 fn borgs_multi_chunk_item_stream_is_reproduced_exactly() {
+    require!(Borg14);
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("mail");
     for d in 0..40 {

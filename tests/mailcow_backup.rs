@@ -4,7 +4,7 @@
 //! --verify-data`, `extract` of every volume compared file by file, the SQL dump loaded into a
 //! fresh MariaDB, the Redis dump read by a fresh Redis.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,7 @@ fn key_in_dump(dir: &Path, key: &str) -> String {
 
 #[test]
 fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
+    require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(300);
     mailcow.start();
     mailcow.fill_database();
@@ -260,6 +261,7 @@ fn fails(setup: &Setup, mailcow: &Mailcow, args: &[&str], expected: &str, what: 
 
 #[test]
 fn failures_say_what_happened_exit_2_and_commit_nothing() {
+    require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(20);
     mailcow.start();
     mailcow.fill_database();
@@ -478,6 +480,7 @@ fn failures_say_what_happened_exit_2_and_commit_nothing() {
 /// While it ran, `docker inspect` showed no secret.
 #[test]
 fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
+    require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(20);
     mailcow.start();
     mailcow.fill_database();
@@ -569,6 +572,7 @@ fn sigint_removes_the_helper_and_commits_nothing_and_inspect_shows_no_secret() {
 #[test]
 #[ignore]
 fn benchmark_backup() {
+    require!(Borg14, Sshd, Docker, Root);
     use mailcow_borg::docker::Engine;
     use mailcow_borg::docker::helper::{HelperSpec, StdoutTo};
     use mailcow_borg::docker::image::ensure_helper_image;

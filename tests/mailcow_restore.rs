@@ -3,7 +3,7 @@
 //! over SSH. Each volume is compared with what real borg extracts of the archive, the database
 //! by its rows, Redis by its keys; the services by whether they run again.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +156,7 @@ fn show(ran: &Ran, what: &str) {
 
 #[test]
 fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup, name) = backed_up(300);
     let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
     let schema = Mailcow::schema(&mailcow.container("mysql-mailcow"));
@@ -264,6 +265,7 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
 
 #[test]
 fn a_mailbox_restore_changes_only_that_mailbox() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup, name) = backed_up(200);
     let archive = extracted(&setup, &name);
     let vmail = mailcow.volume_dir("vmail-vol-1");
@@ -401,6 +403,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
 /// database behind; the files restored alongside stay restored.
 #[test]
 fn a_database_import_that_fails_midway_leaves_the_database_as_it_was() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup, name) = backed_up(30);
     let archive = extracted(&setup, &name);
     let mysql = mailcow.container("mysql-mailcow");
@@ -452,6 +455,7 @@ fn a_database_import_that_fails_midway_leaves_the_database_as_it_was() {
 /// database and completes.
 #[test]
 fn a_killed_database_restore_leaves_the_database_as_it_was() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup, _) = backed_up(30);
     let mysql = mailcow.container("mysql-mailcow");
     let archived = Mailcow::rows(&mysql);
@@ -512,6 +516,7 @@ fn a_killed_database_restore_leaves_the_database_as_it_was() {
 /// completes.
 #[test]
 fn sigint_during_a_restore_starts_everything_again() {
+    require!(Borg14, Sshd, Docker, Root);
     interrupted_restore(libc::SIGINT, "SIGINT", 2);
 }
 
@@ -519,6 +524,7 @@ fn sigint_during_a_restore_starts_everything_again() {
 /// at once with mailcow's services stopped; borg's code for it is 129.
 #[test]
 fn sighup_during_a_restore_starts_everything_again() {
+    require!(Borg14, Sshd, Docker, Root);
     interrupted_restore(libc::SIGHUP, "SIGHUP", 129);
 }
 
@@ -548,6 +554,7 @@ fn helper_runs(mailcow: &Mailcow) -> bool {
 /// orphaned helper has finished, and says so.
 #[test]
 fn services_a_killed_restore_left_stopped_are_started_by_the_next_command() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup, _) = backed_up(3000);
     let mut child = vmail_restore_in_its_files_step(&mailcow, &setup);
     child.kill().unwrap();
@@ -613,6 +620,7 @@ fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
 
 #[test]
 fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
+    require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(50);
     mailcow.start();
     mailcow.fill_database();
@@ -730,6 +738,7 @@ impl Drop for FreshFs {
 #[test]
 #[ignore]
 fn benchmark_restore() {
+    require!(Borg14, Sshd, Docker, Root);
     let (mails, rounds) = bench_size();
     let (mailcow, setup, name) = backed_up(mails);
     let url = format!("{}::{name}", setup.sshd.url(&setup.repo));
@@ -837,6 +846,7 @@ fn benchmark_restore() {
 /// holds, and says what it cleared; a setgid directory (postfix's `public` is 2710) keeps it.
 #[test]
 fn a_restore_clears_the_setuid_and_setgid_bits_of_files() {
+    require!(Borg14, Sshd, Docker, Root);
     use std::os::unix::fs::PermissionsExt;
     let mailcow = Mailcow::create(20);
     mailcow.start();

@@ -1,7 +1,7 @@
 //! Path patterns match exactly as borg 1.4.5's `patterns.parse_pattern(...).match(path)` does, for
 //! every style we support, on paths with odd characters, deep nesting and non-UTF-8 bytes.
 
-mod common;
+use crate::common;
 
 use mailcow_borg::ops::patterns::{Pattern, Style};
 
@@ -95,6 +95,7 @@ fn check(default: Style, name: &str) {
 
 #[test]
 fn patterns_match_like_borgs() {
+    require!(Borg14);
     check(Style::Fnmatch, "fm");
     check(Style::Shell, "sh");
     check(Style::PathPrefix, "pp");

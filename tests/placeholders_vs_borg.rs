@@ -1,6 +1,7 @@
 //! Archive-name placeholders expand exactly as borg 1.4.5's `replace_placeholders` expands them,
 //! for the same values, in UTC and in a zone with an offset and daylight saving time.
 
+#[macro_use]
 mod common;
 
 use mailcow_borg::ops::placeholders::{PlaceholderValues, expand};
@@ -29,6 +30,7 @@ unsafe extern "C" {
 
 #[test]
 fn placeholders_expand_like_borgs() {
+    require!(Borg14);
     let values = PlaceholderValues {
         hostname: "mail".into(),
         fqdn: "mail.example.org".into(),

@@ -2,7 +2,7 @@
 //! against repositories real borg (1.4.5 and Debian's 1.2.x) made from the tricky tree
 //! (`tests/oracle/tricky_tree.py`), compared with what real borg prints and extracts.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -179,6 +179,7 @@ fn compare_everything(world: &World, sshd: &Sshd, maker: &Path, mode: &str, tree
 
 #[test]
 fn borg_14_repositories_of_every_key_type_read_like_borg() {
+    require!(Borg14, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let (_dir, tree) = make_tree();
@@ -189,6 +190,7 @@ fn borg_14_repositories_of_every_key_type_read_like_borg() {
 
 #[test]
 fn borg_12_repositories_read_like_borg() {
+    require!(Borg14, Borg12, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let (_dir, tree) = make_tree();

@@ -2,7 +2,7 @@
 //! and one clear line on stderr, and an interrupted or failed restore must leave only complete
 //! files behind.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,7 @@ fn is_empty(dir: &Path) -> bool {
 
 #[test]
 fn refusals_and_bad_input_exit_2_with_one_line() {
+    require!(Borg14, Sshd);
     let s = setup("repokey-blake2", 2, 1000);
     let cwd = s.work.path();
     let port = s.sshd.port;
@@ -212,6 +213,7 @@ fn refusals_and_bad_input_exit_2_with_one_line() {
 
 #[test]
 fn a_locked_repository_is_waited_for_then_reported() {
+    require!(Borg14, Sshd);
     let s = setup("none", 1, 1000);
     let mut holder = std::process::Command::new(common::borg14())
         .args(["with-lock", s.repo.to_str().unwrap(), "sleep", "60"])
@@ -292,6 +294,7 @@ fn assert_only_complete_files(dest: &Path, source: &Path) -> usize {
 
 #[test]
 fn a_damaged_object_is_named_with_its_file_and_nothing_partial_remains() {
+    require!(Borg14, Sshd);
     let s = setup("repokey", 6, 1 << 20);
     let victim = "data/file-003.bin";
     let (ids, files_before) = chunk_ids(&s, victim);
@@ -349,6 +352,7 @@ fn interrupted_extract(
 
 #[test]
 fn a_killed_server_or_dropped_connection_leaves_only_complete_files() {
+    require!(Borg14, Sshd);
     let s = setup("repokey-blake2", 40, 3 << 20);
     // A borg of its own name, so that exactly this test's server can be killed.
     let victim = s.work.path().join("borg-victim");
@@ -380,6 +384,7 @@ fn a_killed_server_or_dropped_connection_leaves_only_complete_files() {
 
 #[test]
 fn passphrase_sources_and_key_files_work_like_borgs() {
+    require!(Borg14, Sshd);
     let s = setup("keyfile-blake2", 1, 1000);
     let cwd = s.work.path();
     let pass_file = cwd.join("passphrase");
@@ -485,6 +490,7 @@ fn passphrase_sources_and_key_files_work_like_borgs() {
 
 #[test]
 fn a_rolled_back_repository_is_refused_by_us_and_by_borg() {
+    require!(Borg14, Sshd);
     let s = setup("repokey", 1, 1000);
     let cwd = s.work.path();
     let borg = common::borg14();
@@ -546,6 +552,7 @@ fn reset_recent_dir_times(root: &Path) {
 
 #[test]
 fn partial_dry_run_and_sparse_extracts_match_borg() {
+    require!(Borg14, Sshd, Root);
     let sshd = Sshd::start();
     let world = World::new(PASSPHRASE).with_ssh(&sshd);
     let work = tempfile::tempdir().unwrap();

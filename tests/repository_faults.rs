@@ -4,7 +4,7 @@
 //! leave a repository that real borg lists without the archive and checks clean — and the next
 //! honest run must succeed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -160,6 +160,7 @@ fn fault_leaves_nothing(plan: FaultPlan, expected: &str) {
 
 #[test]
 fn a_put_refused_midway_commits_nothing() {
+    require!(Borg14);
     fault_leaves_nothing(
         FaultPlan {
             fail_call: Some((Method::Put, 17)),
@@ -171,6 +172,7 @@ fn a_put_refused_midway_commits_nothing() {
 
 #[test]
 fn a_connection_dropped_after_some_puts_commits_nothing() {
+    require!(Borg14);
     fault_leaves_nothing(
         FaultPlan {
             disconnect_after_puts: Some(10),
@@ -182,6 +184,7 @@ fn a_connection_dropped_after_some_puts_commits_nothing() {
 
 #[test]
 fn a_refused_commit_commits_nothing() {
+    require!(Borg14);
     fault_leaves_nothing(
         FaultPlan {
             fail_call: Some((Method::Commit, 1)),

@@ -3,7 +3,7 @@
 //! every object with pipelined `get`s and open each with the format core; and the server's
 //! refusals arrive as typed errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +92,7 @@ async fn read_whole_repository(borg: PathBuf, fixture: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_every_fixture_object_through_borg_serve_14() {
+    require!(Borg14);
     for fixture in ["borg14-repokey-blake2", "borg14-none", "borg12-keyfile"] {
         read_whole_repository(common::borg14(), fixture).await;
     }
@@ -99,6 +100,7 @@ async fn reads_every_fixture_object_through_borg_serve_14() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_every_fixture_object_through_borg_serve_12() {
+    require!(Borg12);
     for fixture in ["borg12-repokey", "borg14-authenticated"] {
         read_whole_repository(common::borg12(), fixture).await;
     }
@@ -106,6 +108,7 @@ async fn reads_every_fixture_object_through_borg_serve_12() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_typed_errors() {
+    require!(Borg14, Borg12);
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

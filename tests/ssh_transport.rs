@@ -2,7 +2,7 @@
 //! every client key type, borg's location forms, host key verification (unknown, accepted,
 //! changed, hashed, known only by another algorithm), and each way authentication can fail.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +54,7 @@ async fn open_and_read(connection: &Connection, path: &str) -> Result<[u8; 32], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_logs_in_and_reads_a_repository() {
+    require!(Borg14, Borg12, Sshd);
     let sshd = Sshd::start();
     let (_dir, path) = fixture_copy("borg14-repokey-blake2");
     let expected = DiskRepo::fixture("borg14-repokey-blake2").id;
@@ -94,6 +95,7 @@ async fn every_key_type_logs_in_and_reads_a_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_and_cwd_relative_locations_are_resolved_by_the_server() {
+    require!(Borg14, Sshd);
     let sshd = Sshd::start();
     // The session starts in the login's home, so `/~/x` and `/./x` both name $HOME/x.
     let home = PathBuf::from(std::env::var("HOME").unwrap());
@@ -130,6 +132,7 @@ async fn home_and_cwd_relative_locations_are_resolved_by_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_keys_are_verified_against_known_hosts() {
+    require!(Borg14, Sshd);
     let sshd = Sshd::start();
     let (_dir, path) = fixture_copy("borg14-none");
     let target = target(&sshd.url(&path));
@@ -234,6 +237,7 @@ fn descendants(pid: u32) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_dead_link_is_detected_by_keepalives() {
+    require!(Borg14, Sshd);
     let sshd = Sshd::start();
     let (_dir, path) = fixture_copy("borg14-none");
     let target = target(&sshd.url(&path));
@@ -272,6 +276,7 @@ async fn a_silently_dead_link_is_detected_by_keepalives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_missing_pieces_are_explained() {
+    require!(Borg14, Sshd);
     let sshd = Sshd::start();
     let (_dir, path) = fixture_copy("borg14-none");
     let target = target(&sshd.url(&path));

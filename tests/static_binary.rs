@@ -10,6 +10,7 @@ fn binary() -> &'static Path {
 
 #[test]
 fn file_says_static() {
+    require!(FileTool);
     let out = Command::new("file")
         .arg(binary())
         .output()
@@ -24,6 +25,7 @@ fn file_says_static() {
 
 #[test]
 fn runs_in_an_empty_chroot() {
+    require!(Root);
     let root = tempfile::tempdir().unwrap();
     std::fs::copy(binary(), root.path().join("mailcow-borg")).unwrap();
     let out = Command::new("chroot")

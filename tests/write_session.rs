@@ -2,7 +2,7 @@
 //! puts that a rollback drops and a commit keeps, deletes, and nonce reservations that real borg
 //! honours afterwards — its next objects use IVs above ours, so no keystream is ever reused.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -122,11 +122,13 @@ async fn write_session(borg: &Path, fixture: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_commits_and_nonce_reservations_with_borg_serve_14() {
+    require!(Borg14);
     write_session(&common::borg14(), "borg14-repokey-blake2").await;
     write_session(&common::borg14(), "borg12-keyfile").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_commits_and_nonce_reservations_with_borg_serve_12() {
+    require!(Borg12);
     write_session(&common::borg12(), "borg12-repokey").await;
 }

@@ -4,7 +4,7 @@
 //! envelope and ids ([`envelope`]), IV planning ([`nonce`]), compression ([`compress`]), metadata
 //! authentication ([`tam`]), path bytes as borg's text ([`text`]),
 //! the chunker ([`chunker`]), borg's msgpack dialect ([`msgpack`]) and the manifest, archive and
-//! item models built on it. `docs/borg-format.md` records the borg facts it follows; tests prove
+//! item models built on it, and the segment files the server keeps ([`segment`]). `docs/borg-format.md` records the borg facts it follows; tests prove
 //! each piece against real borg.
 
 pub mod archive;
@@ -17,6 +17,7 @@ pub mod key;
 pub mod manifest;
 pub mod msgpack;
 pub mod nonce;
+pub mod segment;
 pub mod tam;
 pub mod text;
 

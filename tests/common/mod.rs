@@ -1,17 +1,22 @@
 //! Shared harness for the integration tests: where the real borg oracles are, how to run the
-//! Python oracle, and a reader for repositories real borg left on disk (`testdata/repos`).
+//! Python oracle, and a reader for repositories real borg left on disk (`testdata/repos`; the
+//! segment format itself is `mailcow_borg::format::segment`).
 //!
 //! The oracles are found through environment variables with defaults, the same ones
 //! `scripts/setup-oracles.sh` documents:
 //!   MCB_BORG14  borg 1.4.5 from PyPI  (default: .oracle/venv-borg-1.4.5/bin/borg)
 //!   MCB_BORG12  Debian's borg 1.2.x   (default: /usr/bin/borg)
-//! A missing oracle fails the test with instructions; tests never skip silently.
+//! A test names what it needs with `require!` (`require.rs`): without it the test is skipped,
+//! and the process says once what was missing; with `MCB_TEST_STRICT=1` (`scripts/test.sh`, CI)
+//! it fails instead, so the full suite never skips silently.
 
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod cli;
 pub mod mailcow;
 pub mod mailcow_repo;
+#[macro_use]
+pub mod require;
 pub mod sshd;
 
 use std::collections::HashMap;
@@ -23,6 +28,7 @@ use std::time::Duration;
 
 use mailcow_borg::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey};
 use mailcow_borg::format::key::{EncryptedKey, KeyType, Keyfile, parse_hex32};
+use mailcow_borg::format::segment::{self, Record, Replay};
 use mailcow_borg::ops::open::AccessOptions;
 use mailcow_borg::ops::passphrase::PassphraseSources;
 use mailcow_borg::ops::security::SecurityConsent;
@@ -67,8 +73,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn oracle_path(var: &str, default: PathBuf) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+/// Where `var` points, or `default`.
+fn oracle_env(var: &str, default: PathBuf) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+}
+
+fn oracle_path(var: &str, path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),
         "{var}: {} does not exist; run scripts/setup-oracles.sh (or set {var})",
@@ -77,15 +87,25 @@ fn oracle_path(var: &str, default: PathBuf) -> PathBuf {
     path
 }
 
-pub fn borg14() -> PathBuf {
-    oracle_path(
+/// Where borg 1.4.5 should be, whether or not it is there.
+fn borg14_path() -> PathBuf {
+    oracle_env(
         "MCB_BORG14",
         repo_root().join(".oracle/venv-borg-1.4.5/bin/borg"),
     )
 }
 
+/// Where Debian's borg 1.2 should be, whether or not it is there.
+fn borg12_path() -> PathBuf {
+    oracle_env("MCB_BORG12", PathBuf::from("/usr/bin/borg"))
+}
+
+pub fn borg14() -> PathBuf {
+    oracle_path("MCB_BORG14", borg14_path())
+}
+
 pub fn borg12() -> PathBuf {
-    oracle_path("MCB_BORG12", PathBuf::from("/usr/bin/borg"))
+    oracle_path("MCB_BORG12", borg12_path())
 }
 
 /// The Python interpreter that has borg 1.4.5's modules: the one beside `MCB_BORG14`.
@@ -314,39 +334,32 @@ fn parse_config(config: &str) -> ([u8; 32], Option<String>) {
     (id.expect("config has an id"), key.filter(|k| !k.is_empty()))
 }
 
-const TAG_PUT: u8 = 0;
-const TAG_DELETE: u8 = 1;
-const TAG_COMMIT: u8 = 2;
-
 /// Flips a byte in the stored data of object `id` and fixes the segment entry's CRC, so the
 /// server hands the damaged object out as if it were sound and only the client's MAC check can
 /// notice (as after a bit flip in RAM or a malicious server).
 pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
-    for dir in std::fs::read_dir(repo_dir.join("data")).expect("data dir") {
-        for seg in std::fs::read_dir(dir.expect("entry").path()).expect("segment dir") {
-            let path = seg.expect("entry").path();
-            let mut bytes = std::fs::read(&path).expect("segment");
-            let mut pos = 8;
-            while pos < bytes.len() {
-                let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
-                if bytes[pos + 8] == TAG_PUT && bytes[pos + 9..pos + 41] == id[..] {
-                    let middle = pos + 41 + (size - 41) / 2;
-                    bytes[middle] ^= 0x40;
-                    let crc = crc32fast::hash(&bytes[pos + 4..pos + size]);
-                    bytes[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
-                    std::fs::write(&path, bytes).expect("write segment");
-                    return;
-                }
-                pos += size;
-            }
+    for path in segment_files(&repo_dir.join("data")) {
+        let mut bytes = std::fs::read(&path).expect("segment");
+        let found = segment::entries(&bytes)
+            .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .find_map(|entry| match entry.record {
+                Record::Put { id: put, .. } if put == *id => Some((entry.offset, entry.size)),
+                _ => None,
+            });
+        if let Some((pos, size)) = found {
+            let middle = pos + segment::ID_HEADER_SIZE + (size - segment::ID_HEADER_SIZE) / 2;
+            bytes[middle] ^= 0x40;
+            let crc = crc32fast::hash(&bytes[pos + 4..pos + size]);
+            bytes[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, bytes).expect("write segment");
+            return;
         }
     }
     panic!("object {} is not in {}", hex(id), repo_dir.display());
 }
 
-/// Replays borg's segment files (`docs/borg-format.md` §2.1): PUT adds or supersedes, DELETE
-/// removes; what counts is the state at the last COMMIT, across segments. CRCs are checked.
-fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
+/// A repository's segment files (`data/<n // 1000>/<n>`), in the order of their numbers.
+fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for dir in std::fs::read_dir(data_dir).expect("data dir") {
         for seg in std::fs::read_dir(dir.expect("entry").path()).expect("segment dir") {
@@ -357,37 +370,18 @@ fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
         }
     }
     segments.sort();
-    let mut committed: HashMap<ObjectId, Vec<u8>> = HashMap::new();
-    let mut pending = committed.clone();
-    for (_, path) in segments {
+    segments.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Replays borg's segment files with the format layer's reader (`format::segment`, which checks
+/// every size and CRC): the objects as of the last COMMIT.
+fn read_segments(data_dir: &Path) -> HashMap<ObjectId, Vec<u8>> {
+    let mut replay = Replay::new();
+    for path in segment_files(data_dir) {
         let bytes = std::fs::read(&path).expect("segment");
-        assert_eq!(&bytes[..8], b"BORG_SEG", "{}", path.display());
-        let mut pos = 8;
-        while pos < bytes.len() {
-            let crc = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
-            let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
-            let entry = &bytes[pos..pos + size];
-            assert_eq!(
-                crc32fast::hash(&entry[4..]),
-                crc,
-                "CRC in {}",
-                path.display()
-            );
-            let tag = entry[8];
-            match tag {
-                TAG_PUT | TAG_DELETE => {
-                    let id: ObjectId = entry[9..41].try_into().unwrap();
-                    if tag == TAG_PUT {
-                        pending.insert(id, entry[41..].to_vec());
-                    } else {
-                        pending.remove(&id);
-                    }
-                }
-                TAG_COMMIT => committed = pending.clone(),
-                other => panic!("unknown segment tag {other} in {}", path.display()),
-            }
-            pos += size;
-        }
+        replay
+            .segment(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    committed
+    replay.committed()
 }
