@@ -90,8 +90,7 @@ fn restore(command: RestoreCommand) -> anyhow::Result<Outcome> {
         &command.location,
         &command.access,
         async move |repo, name| {
-            let archive = repo.archive(&name).await?;
-            archive.require_tam()?;
+            let archive = repo.authenticated_archive(&name).await?;
             let stats = repo.extract(&archive, &options).await?;
             let outcome = Outcome::after_warnings(&stats.warnings);
             say!(
@@ -111,8 +110,7 @@ fn stream(command: StreamCommand) -> anyhow::Result<Outcome> {
         &command.location,
         &command.access,
         async move |repo, name| {
-            let archive = repo.archive(&name).await?;
-            archive.require_tam()?;
+            let archive = repo.authenticated_archive(&name).await?;
             repo.stream_file(&archive, &path, &mut tokio::io::stdout())
                 .await?;
             Ok(Outcome::Ok)

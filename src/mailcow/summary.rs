@@ -92,8 +92,7 @@ pub async fn summarize(
     target_crypt: Option<&Path>,
 ) -> Result<ArchiveSummary, ReadError> {
     let name = resolve_name(&repo.manifest, name)?;
-    let archive = repo.archive(&name).await?;
-    archive.require_tam()?;
+    let archive = repo.authenticated_archive(&name).await?;
     let text = |bytes: &Option<Vec<u8>>| {
         String::from_utf8_lossy(bytes.as_deref().unwrap_or_default()).into_owned()
     };

@@ -126,6 +126,14 @@ impl OpenRepository {
         load_archive(&self.repo, &self.key, &self.manifest, name).await
     }
 
+    /// The archive `name`, refusing one without a TAM: what a restore writes into a live system
+    /// must provably come from a holder of the key.
+    pub async fn authenticated_archive(&self, name: &str) -> Result<Archive, ReadError> {
+        let archive = self.archive(name).await?;
+        archive.require_tam()?;
+        Ok(archive)
+    }
+
     /// The object `id`, authenticated, decrypted and decompressed.
     pub async fn object(&self, id: ObjectId) -> Result<Vec<u8>, ReadError> {
         fetch(self.repo.clone(), self.key.clone(), id, None).await
