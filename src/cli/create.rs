@@ -421,10 +421,7 @@ impl CreateSettings {
             DEFAULT_CHUNKER_PARAMS => ChunkerParams::DEFAULT,
             spec => spec.parse()?,
         };
-        let files_cache: FilesCacheMode = args
-            .files_cache
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let files_cache: FilesCacheMode = args.files_cache.parse()?;
         let timestamp = match &args.timestamp {
             None => None,
             Some(text) => Some(parse_timestamp(text.as_bytes()).ok_or_else(|| {

@@ -6,6 +6,7 @@ use crate::error::ErrorKind;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::restore::RestoreError;
 use crate::ops::create::CreateError;
+use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
 use crate::ops::items::ReadError;
 use crate::ops::nonces::NonceError;
@@ -86,6 +87,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         ExtractError,
         StreamFileError,
         CreateError,
+        FilesCacheModeError,
         BackupError,
         RestoreError,
     );

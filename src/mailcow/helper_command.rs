@@ -18,6 +18,8 @@ use std::str::FromStr;
 
 use clap::{Args, Subcommand};
 
+use crate::error::ErrorKind;
+
 use super::backup::OutputOptions;
 
 /// Every helper subcommand, as `mailcow-borg agent <subcommand>` takes it.
@@ -83,13 +85,26 @@ impl fmt::Display for ArchiveLocation {
     }
 }
 
-impl FromStr for ArchiveLocation {
-    type Err = String;
+/// A helper's location argument without `::ARCHIVE`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{text}: no archive given (REPOSITORY::ARCHIVE)")]
+pub struct NoArchiveGiven {
+    pub text: String,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (repository, archive) = text
-            .split_once("::")
-            .ok_or_else(|| format!("{text}: no archive given (REPOSITORY::ARCHIVE)"))?;
+impl NoArchiveGiven {
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::BadInput
+    }
+}
+
+impl FromStr for ArchiveLocation {
+    type Err = NoArchiveGiven;
+
+    fn from_str(text: &str) -> Result<Self, NoArchiveGiven> {
+        let (repository, archive) = text.split_once("::").ok_or_else(|| NoArchiveGiven {
+            text: text.to_string(),
+        })?;
         Ok(ArchiveLocation {
             repository: repository.into(),
             archive: archive.into(),
@@ -342,6 +357,22 @@ mod tests {
             .unwrap_or_else(|e| panic!("{command:?} does not parse back: {e}"));
         let Top::Agent(parsed) = parsed.top;
         assert_eq!(parsed, command);
+    }
+
+    #[test]
+    fn a_location_needs_an_archive() {
+        assert_eq!(
+            "/srv/repo::mailcow-1::x".parse::<ArchiveLocation>(),
+            Ok(ArchiveLocation {
+                repository: "/srv/repo".into(),
+                archive: "mailcow-1::x".into(),
+            })
+        );
+        let refused = "/srv/repo".parse::<ArchiveLocation>().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "/srv/repo: no archive given (REPOSITORY::ARCHIVE)"
+        );
     }
 
     fn location(archive: &str) -> ArchiveLocation {

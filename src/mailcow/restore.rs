@@ -40,6 +40,7 @@ use super::restore_plan::{
     ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
 };
 use super::staged_import::{self, Staging, StagingError, Tools};
+use super::stopped::RecoveryError;
 use super::summary::{ArchiveSummary, SqlDump};
 
 /// Yields the signal (`SIGINT`, `SIGTERM`) that asks the restore to stop.
@@ -82,8 +83,48 @@ impl RestoreError {
             RestoreError::Docker(_)
             | RestoreError::Helper(_)
             | RestoreError::Discover(_)
-            | RestoreError::Mysql(_)
-            | RestoreError::Staging(_) => ErrorKind::Environment,
+            | RestoreError::Mysql(_) => ErrorKind::Environment,
+            RestoreError::Staging(e) => e.kind(),
+        }
+    }
+}
+
+/// Why the services a restore stops were not all stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StopServicesError {
+    /// The record of what is stopped (for the next run to start it) could not be written.
+    #[error("nothing was stopped: {0}")]
+    Record(#[source] RecoveryError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+impl StopServicesError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StopServicesError::Record(_) | StopServicesError::Docker(_) => ErrorKind::Environment,
+        }
+    }
+}
+
+/// Why the helper that restores the file components could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesSetupError {
+    #[error("config: cannot create {}: {source}", .dir.display())]
+    ConfigDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: its volume was not found")]
+    NoVolume(Component),
+}
+
+impl FilesSetupError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FilesSetupError::ConfigDir { .. } | FilesSetupError::NoVolume(_) => {
+                ErrorKind::Environment
+            }
         }
     }
 }
@@ -293,10 +334,10 @@ pub async fn execute(
     let state_dir = &options.access.state_dir;
     let (stopped, stopping) = match super::stopped::record(state_dir, &start_order) {
         Ok(()) => run.stop_services().await,
-        Err(e) => (Vec::new(), Err(format!("nothing was stopped: {e}"))),
+        Err(e) => (Vec::new(), Err(StopServicesError::Record(e))),
     };
     if let Err(e) = stopping {
-        failures.push(e);
+        failures.push(e.to_string());
         report.not_restored = file_names.iter().cloned().chain(database).collect();
     } else {
         // The files and the database are independent: restored together.
@@ -394,7 +435,7 @@ impl<'a> Run<'a> {
     /// Stops the running services the plan names: the watchdog first and alone (it would restart
     /// what it sees stopped), then the rest together — their order does not matter, and each may
     /// take seconds. Returns what it tried to stop (to be started again whatever happened).
-    async fn stop_services(&self) -> (Vec<&'a Container>, Result<(), String>) {
+    async fn stop_services(&self) -> (Vec<&'a Container>, Result<(), StopServicesError>) {
         let Run {
             engine,
             prepared,
@@ -415,7 +456,7 @@ impl<'a> Run<'a> {
             let results =
                 join_all(group.iter().map(|c| engine.stop_container(&c.id, &c.name))).await;
             if let Some(e) = results.into_iter().find_map(Result::err) {
-                return (stopped, Err(e.to_string()));
+                return (stopped, Err(e.into()));
             }
         }
         (stopped, Ok(()))
@@ -439,7 +480,7 @@ impl<'a> Run<'a> {
         }
         let names: Vec<String> = plan.files.iter().map(describe_step).collect();
         say(&format!("restoring files: {}", names.join(", ")));
-        let spec = files_spec(options, conf, prepared)?;
+        let spec = files_spec(options, conf, prepared).map_err(|e| e.to_string())?;
         let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
             .await
             .map_err(|e| format!("files: {e}"))?;
@@ -528,10 +569,13 @@ impl<'a> Run<'a> {
             _ => None,
         };
         let unchanged = format!("the database {} is unchanged", dump.database);
+        let rewritten = rewritten.map_err(|e| e.to_string());
         let swapped = match failure.map_or(rewritten, Err) {
             Ok(rewritten) => {
                 say("swapping the restored database in");
-                staged_import::swap(engine, tools, conf, &staging, &rewritten).await
+                staged_import::swap(engine, tools, conf, &staging, &rewritten)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Err(failure) => Err(failure),
         };
@@ -653,7 +697,7 @@ fn files_spec(
     options: &RestoreOptions,
     conf: &MailcowConf,
     prepared: &Prepared,
-) -> Result<HelperSpec, String> {
+) -> Result<HelperSpec, FilesSetupError> {
     let plan = &prepared.plan;
     let mut mounts = Vec::new();
     let mut mirrors = Vec::new();
@@ -665,8 +709,10 @@ fn files_spec(
             let source = match &plan.config {
                 ConfigTarget::InPlace => options.mailcow_dir.clone(),
                 ConfigTarget::Directory(dir) => {
-                    make_private_dir(dir)
-                        .map_err(|e| format!("config: cannot create {}: {e}", dir.display()))?;
+                    make_private_dir(dir).map_err(|source| FilesSetupError::ConfigDir {
+                        dir: dir.clone(),
+                        source,
+                    })?;
                     dir.clone()
                 }
             };
@@ -682,7 +728,7 @@ fn files_spec(
             .found
             .volumes
             .get(&step.component)
-            .ok_or_else(|| format!("{}: its volume was not found", step.component))?;
+            .ok_or(FilesSetupError::NoVolume(step.component))?;
         mounts.push(HelperMount::Volume {
             name: volume.clone(),
             target,

@@ -32,12 +32,13 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::docker::Engine;
 use crate::docker::discover::Container;
 use crate::docker::exec::{ExecStream, Input};
+use crate::docker::{DockerError, Engine};
+use crate::error::ErrorKind;
 
 use super::conf::MailcowConf;
-use super::mysql::{self, Login};
+use super::mysql::{self, DumpError, Login};
 
 /// MariaDB's longest database name, in characters.
 const MAX_NAME: usize = 64;
@@ -82,6 +83,76 @@ pub enum StagingError {
     Incomplete,
     #[error("the dump's {part} is larger than {limit} bytes")]
     TooLarge { part: &'static str, limit: usize },
+    #[error("reading the dump: {0}")]
+    ReadDump(#[source] std::io::Error),
+    #[error("the SQL client stopped reading the dump: {0}")]
+    ClientStoppedReading(#[source] std::io::Error),
+    #[error("writing to {client}: {source}")]
+    WriteClient {
+        client: &'static str,
+        source: std::io::Error,
+    },
+    /// Starting the SQL client or the dump tool, or running a query, failed.
+    #[error(transparent)]
+    Client(#[from] DumpError),
+    /// Talking to a command in mysql-mailcow failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The SQL client or the dump tool exited with an error: its last error line.
+    #[error("{0}")]
+    Failed(String),
+    /// What `what` printed is over the `limit`.
+    #[error("{what}: more than {limit} bytes")]
+    OutputTooLarge { what: &'static str, limit: usize },
+    /// The dump tool run for `what` failed: its last error line.
+    #[error("{what}: {message}")]
+    ToolFailed { what: &'static str, message: String },
+    #[error("the server's answer is not UTF-8")]
+    AnswerNotUtf8,
+    #[error("unexpected line from the server: {0:?}")]
+    UnexpectedAnswer(String),
+    #[error("{} missing", .0.join(", "))]
+    ViewsMissing(Vec<String>),
+    #[error("the restored dump holds no tables")]
+    NoTables,
+    #[error("listing the databases' tables: {0}")]
+    Listing(#[source] Box<StagingError>),
+    #[error("swapping the restored tables in: {0}")]
+    Swapping(#[source] Box<StagingError>),
+    #[error("dropping {staging}: {source}")]
+    Discarding {
+        staging: String,
+        source: Box<StagingError>,
+    },
+}
+
+impl StagingError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // What the archive's dump holds, or lacks.
+            StagingError::UnexpectedStatement { .. }
+            | StagingError::NoDatabase(_)
+            | StagingError::Incomplete
+            | StagingError::TooLarge { .. }
+            | StagingError::NoTables => ErrorKind::Integrity,
+            StagingError::Listing(e)
+            | StagingError::Swapping(e)
+            | StagingError::Discarding { source: e, .. } => e.kind(),
+            // mailcow's database, its containers, this machine.
+            StagingError::NameTooLong(_)
+            | StagingError::ReadDump(_)
+            | StagingError::ClientStoppedReading(_)
+            | StagingError::WriteClient { .. }
+            | StagingError::Client(_)
+            | StagingError::Docker(_)
+            | StagingError::Failed(_)
+            | StagingError::OutputTooLarge { .. }
+            | StagingError::ToolFailed { .. }
+            | StagingError::AnswerNotUtf8
+            | StagingError::UnexpectedAnswer(_)
+            | StagingError::ViewsMissing(_) => ErrorKind::Environment,
+        }
+    }
 }
 
 /// `name` as a MariaDB identifier: in backquotes, a backquote doubled.
@@ -342,7 +413,7 @@ pub async fn rewrite_into(
     mut dump: impl AsyncRead + Unpin,
     mut input: Input,
     mut rewriter: DumpRewriter,
-) -> Result<Rewritten, String> {
+) -> Result<Rewritten, StagingError> {
     let mut buffer = vec![0u8; 256 * 1024];
     let mut out = Vec::with_capacity(buffer.len());
     let mut failure = None;
@@ -351,7 +422,7 @@ pub async fn rewrite_into(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
-                failure.get_or_insert(format!("reading the dump: {e}"));
+                failure.get_or_insert(StagingError::ReadDump(e));
                 break;
             }
         };
@@ -360,9 +431,9 @@ pub async fn rewrite_into(
         }
         out.clear();
         if let Err(e) = rewriter.feed(&buffer[..n], &mut out) {
-            failure = Some(e.to_string());
+            failure = Some(e);
         } else if let Err(e) = input.write_all(&out).await {
-            failure = Some(format!("the SQL client stopped reading the dump: {e}"));
+            failure = Some(StagingError::ClientStoppedReading(e));
         }
     }
     let result = match failure {
@@ -374,8 +445,8 @@ pub async fn rewrite_into(
                     .write_all(&out)
                     .await
                     .map(|()| rewritten)
-                    .map_err(|e| format!("the SQL client stopped reading the dump: {e}")),
-                Err(e) => Err(e.to_string()),
+                    .map_err(StagingError::ClientStoppedReading),
+                Err(e) => Err(e),
             }
         }
     };
@@ -399,7 +470,7 @@ async fn run_script(
     conf: &MailcowConf,
     sql: &[u8],
     force: bool,
-) -> Result<(), String> {
+) -> Result<(), StagingError> {
     let extra: &[&str] = if force { &["--force"] } else { &[] };
     let (session, mut input) = mysql::start_import(
         engine,
@@ -408,18 +479,20 @@ async fn run_script(
         Login::root(conf),
         extra,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let written = async {
         input.write_all(sql).await?;
         input.shutdown().await
     };
     let written = written.await;
-    let finished = session.finish().await.map_err(|e| e.to_string())?;
+    let finished = session.finish().await?;
     if finished.exit_code != 0 {
-        return Err(finished.last_error_line());
+        return Err(StagingError::Failed(finished.last_error_line()));
     }
-    written.map_err(|e| format!("writing to {}: {e}", tools.client))
+    written.map_err(|source| StagingError::WriteClient {
+        client: tools.client,
+        source,
+    })
 }
 
 /// Drops the staging database after a failed import, so it does not take disk space until the
@@ -429,11 +502,14 @@ pub async fn discard(
     tools: Tools<'_>,
     conf: &MailcowConf,
     staging: &Staging,
-) -> Result<(), String> {
+) -> Result<(), StagingError> {
     let sql = format!("DROP DATABASE IF EXISTS {};\n", quoted(&staging.staging));
     run_script(engine, tools, conf, sql.as_bytes(), false)
         .await
-        .map_err(|e| format!("dropping {}: {e}", staging.staging))
+        .map_err(|e| StagingError::Discarding {
+            staging: staging.staging.clone(),
+            source: Box::new(e),
+        })
 }
 
 /// The objects of the two databases the swap works on.
@@ -473,7 +549,7 @@ async fn root_query(
     tools: Tools<'_>,
     conf: &MailcowConf,
     sql: &str,
-) -> Result<String, String> {
+) -> Result<String, StagingError> {
     let (output, finished) = mysql::query(
         engine,
         tools.container,
@@ -481,12 +557,11 @@ async fn root_query(
         Login::root(conf),
         sql,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if finished.exit_code != 0 {
-        return Err(finished.last_error_line());
+        return Err(StagingError::Failed(finished.last_error_line()));
     }
-    String::from_utf8(output).map_err(|_| "the server's answer is not UTF-8".to_string())
+    String::from_utf8(output).map_err(|_| StagingError::AnswerNotUtf8)
 }
 
 async fn list_objects(
@@ -494,7 +569,7 @@ async fn list_objects(
     tools: Tools<'_>,
     conf: &MailcowConf,
     staging: &Staging,
-) -> Result<Objects, String> {
+) -> Result<Objects, StagingError> {
     let (db, stage) = (literal(&staging.database), literal(&staging.staging));
     let sql = format!(
         "SELECT 'T', HEX(TABLE_SCHEMA), HEX(TABLE_NAME) FROM information_schema.TABLES \
@@ -513,10 +588,10 @@ async fn list_objects(
     for line in output.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         let [kind, schema, name] = fields[..] else {
-            return Err(format!("unexpected line from the server: {line:?}"));
+            return Err(StagingError::UnexpectedAnswer(line.to_string()));
         };
         let (Some(schema), Some(name)) = (unhex(schema), unhex(name)) else {
-            return Err(format!("unexpected line from the server: {line:?}"));
+            return Err(StagingError::UnexpectedAnswer(line.to_string()));
         };
         let qualified = format!("{}.{}", quoted(&schema), quoted(&name));
         match kind {
@@ -532,24 +607,31 @@ async fn list_objects(
             "PROCEDURE" | "FUNCTION" | "PACKAGE" | "PACKAGE BODY" => objects
                 .drops
                 .push(format!("DROP {kind} IF EXISTS {qualified};")),
-            _ => return Err(format!("unexpected line from the server: {line:?}")),
+            _ => return Err(StagingError::UnexpectedAnswer(line.to_string())),
         }
     }
     Ok(objects)
 }
 
 /// Reads a command's whole stdout, refusing more than `limit` bytes.
-async fn read_all(mut stream: ExecStream, limit: usize, what: &str) -> Result<Vec<u8>, String> {
+async fn read_all(
+    mut stream: ExecStream,
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, StagingError> {
     let mut output = Vec::new();
-    while let Some(piece) = stream.next_stdout().await.map_err(|e| e.to_string())? {
+    while let Some(piece) = stream.next_stdout().await? {
         if output.len() + piece.len() > limit {
-            return Err(format!("{what}: more than {limit} bytes"));
+            return Err(StagingError::OutputTooLarge { what, limit });
         }
         output.extend_from_slice(&piece);
     }
-    let finished = stream.finish().await.map_err(|e| e.to_string())?;
+    let finished = stream.finish().await?;
     if finished.exit_code != 0 {
-        return Err(format!("{what}: {}", finished.last_error_line()));
+        return Err(StagingError::ToolFailed {
+            what,
+            message: finished.last_error_line(),
+        });
     }
     Ok(output)
 }
@@ -565,7 +647,7 @@ async fn create_views(
     staging: &Staging,
     script: &[u8],
     expected: &[String],
-) -> Result<(), String> {
+) -> Result<(), StagingError> {
     let sql = format!(
         "SELECT HEX(TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {}",
         literal(&staging.database)
@@ -587,7 +669,7 @@ async fn create_views(
             return Ok(());
         }
     }
-    Err(format!("{} missing", missing.join(", ")))
+    Err(StagingError::ViewsMissing(missing))
 }
 
 /// Steps 3 to 5 of the module documentation, after a complete import into the staging
@@ -599,13 +681,13 @@ pub async fn swap(
     conf: &MailcowConf,
     staging: &Staging,
     rewritten: &Rewritten,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, StagingError> {
     let objects = list_objects(engine, tools, conf, staging)
         .await
-        .map_err(|e| format!("listing the databases' tables: {e}"))?;
+        .map_err(|e| StagingError::Listing(Box::new(e)))?;
     let [old_tables, new_tables] = &objects.tables;
     if new_tables.is_empty() {
-        return Err("the restored dump holds no tables".into());
+        return Err(StagingError::NoTables);
     }
     let derived = mysql::dump(
         engine,
@@ -622,8 +704,7 @@ pub async fn swap(
             &staging.staging,
         ],
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let derived = read_all(
         derived,
         MAX_DERIVED,
@@ -658,7 +739,7 @@ pub async fn swap(
     sql.push_str(&format!("RENAME TABLE {};\n", moves.join(",\n  ")));
     run_script(engine, tools, conf, sql.as_bytes(), false)
         .await
-        .map_err(|e| format!("swapping the restored tables in: {e}"))?;
+        .map_err(|e| StagingError::Swapping(Box::new(e)))?;
 
     let mut warnings = Vec::new();
     let mut recreate = objects.drops.join("\n");

@@ -17,6 +17,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::error::ErrorKind;
 use crate::format::item::{Item, ItemKind};
 
 use super::acl;
@@ -35,6 +36,23 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// An object of the archive that is not extracted because a directory above it is a symlink;
+/// its message is the warning's.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "not extracted: its parent {} is a symlink (malicious or corrupted archive)",
+    parent.display()
+)]
+pub struct SymlinkParent {
+    pub parent: std::path::PathBuf,
+}
+
+impl SymlinkParent {
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Integrity
+    }
+}
+
 /// Refuses to create anything below a symlink: an archive that holds a symlink `a -> /etc` and
 /// then a file `a/passwd` must not write to `/etc` (borg 1.4.5's hardening, CVE-2026-62268).
 /// `verified` remembers directories already found to be real, so each is checked once.
@@ -42,7 +60,7 @@ pub fn check_parents(
     root: &Path,
     target: &Path,
     verified: &mut std::collections::HashSet<std::path::PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), SymlinkParent> {
     if target
         .parent()
         .is_some_and(|parent| verified.contains(parent))
@@ -64,10 +82,7 @@ pub fn check_parents(
         }
         match std::fs::symlink_metadata(&dir) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(format!(
-                    "not extracted: its parent {} is a symlink (malicious or corrupted archive)",
-                    dir.display()
-                ));
+                return Err(SymlinkParent { parent: dir });
             }
             Ok(meta) if meta.is_dir() => {
                 verified.insert(dir.clone());
@@ -292,5 +307,33 @@ fn timespec(ns: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_created_below_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::create_dir_all(root.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        let mut verified = std::collections::HashSet::new();
+        assert_eq!(
+            check_parents(root, &root.join("real/dir/file"), &mut verified),
+            Ok(())
+        );
+        assert!(verified.contains(&root.join("real/dir")));
+        let refused = check_parents(root, &root.join("link/passwd"), &mut verified).unwrap_err();
+        assert_eq!(refused.parent, root.join("link"));
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "not extracted: its parent {} is a symlink (malicious or corrupted archive)",
+                root.join("link").display()
+            )
+        );
     }
 }

@@ -73,7 +73,28 @@ pub enum PlaceholderError {
     #[error("invalid placeholder \"{key}\" in {text:?}")]
     Invalid { key: String, text: String },
     #[error("cannot expand {text:?}: {detail}")]
-    Format { text: String, detail: String },
+    Format {
+        text: String,
+        #[source]
+        detail: FormatProblem,
+    },
+}
+
+/// What is wrong with a template by Python's `str.format` rules, or with a field's format spec.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatProblem {
+    #[error("single '}}' encountered")]
+    SingleClosingBrace,
+    #[error("nested fields are not supported")]
+    NestedField,
+    #[error("expected '}}' before end of string")]
+    UnclosedField,
+    #[error("unsupported format spec {0:?}")]
+    UnsupportedSpec(String),
+    #[error("NUL in format")]
+    NulInTimeFormat,
+    #[error("the time is not UTF-8")]
+    TimeNotUtf8,
 }
 
 enum Value {
@@ -112,9 +133,9 @@ impl PlaceholderValues {
 
 /// Expands the placeholders in `text`.
 pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, PlaceholderError> {
-    let format_error = |detail: &str| PlaceholderError::Format {
+    let format_error = |detail: FormatProblem| PlaceholderError::Format {
         text: text.to_string(),
-        detail: detail.to_string(),
+        detail,
     };
     let mut out = String::new();
     let mut chars = text.chars().peekable();
@@ -128,15 +149,15 @@ pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, Placehol
                 chars.next();
                 out.push('}');
             }
-            '}' => return Err(format_error("single '}' encountered")),
+            '}' => return Err(format_error(FormatProblem::SingleClosingBrace)),
             '{' => {
                 let mut field = String::new();
                 loop {
                     match chars.next() {
                         Some('}') => break,
-                        Some('{') => return Err(format_error("nested fields are not supported")),
+                        Some('{') => return Err(format_error(FormatProblem::NestedField)),
                         Some(c) => field.push(c),
-                        None => return Err(format_error("expected '}' before end of string")),
+                        None => return Err(format_error(FormatProblem::UnclosedField)),
                     }
                 }
                 let (name, spec) = field.split_once(':').unwrap_or((&field, ""));
@@ -148,7 +169,7 @@ pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, Placehol
                         key: name.to_string(),
                         text: text.to_string(),
                     })?;
-                out.push_str(&render(value, spec).map_err(|detail| format_error(&detail))?);
+                out.push_str(&render(value, spec).map_err(format_error)?);
             }
             other => out.push(other),
         }
@@ -156,7 +177,7 @@ pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, Placehol
     Ok(out)
 }
 
-fn render(value: Value, spec: &str) -> Result<String, String> {
+fn render(value: Value, spec: &str) -> Result<String, FormatProblem> {
     match value {
         Value::Time { micros, utc } => {
             let spec = if spec.is_empty() {
@@ -172,7 +193,7 @@ fn render(value: Value, spec: &str) -> Result<String, String> {
 }
 
 /// Python's `[[fill]align][width]` (strings align left by default, numbers right).
-fn pad(text: String, spec: &str, default_align: char) -> Result<String, String> {
+fn pad(text: String, spec: &str, default_align: char) -> Result<String, FormatProblem> {
     if spec.is_empty() {
         return Ok(text);
     }
@@ -186,7 +207,7 @@ fn pad(text: String, spec: &str, default_align: char) -> Result<String, String> 
     let width: String = rest.iter().collect();
     let width: usize = width
         .parse()
-        .map_err(|_| format!("unsupported format spec {spec:?}"))?;
+        .map_err(|_| FormatProblem::UnsupportedSpec(spec.to_string()))?;
     let missing = width.saturating_sub(text.chars().count());
     let fill_str = |n: usize| fill.to_string().repeat(n);
     Ok(match align {
@@ -197,7 +218,7 @@ fn pad(text: String, spec: &str, default_align: char) -> Result<String, String> 
 }
 
 /// `datetime.__format__`: Python's `%f`, `%z`, `%Z` first, the rest by the C library.
-fn strftime(micros: i64, utc: bool, spec: &str) -> Result<String, String> {
+fn strftime(micros: i64, utc: bool, spec: &str) -> Result<String, FormatProblem> {
     let seconds = micros.div_euclid(1_000_000) as libc::time_t;
     // SAFETY: `tm` is plain data, filled by gmtime_r/localtime_r from a valid time_t; both are
     // the thread-safe variants and touch nothing else.
@@ -232,13 +253,13 @@ fn strftime(micros: i64, utc: bool, spec: &str) -> Result<String, String> {
             None => wrapped.push('%'),
         }
     }
-    let format = std::ffi::CString::new(wrapped).map_err(|_| "NUL in format".to_string())?;
+    let format = std::ffi::CString::new(wrapped).map_err(|_| FormatProblem::NulInTimeFormat)?;
     let mut buf = vec![0u8; 256 + 4 * spec.len()];
     // SAFETY: `buf` is writable for its length, `format` is NUL-terminated, `tm` is valid.
     let written =
         unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm) };
     buf.truncate(written);
-    String::from_utf8(buf).map_err(|_| "the time is not UTF-8".to_string())
+    String::from_utf8(buf).map_err(|_| FormatProblem::TimeNotUtf8)
 }
 
 #[cfg(test)]
@@ -287,5 +308,21 @@ mod tests {
             expand("{now", &v),
             Err(PlaceholderError::Format { .. })
         ));
+        // The messages are Python's.
+        assert_eq!(
+            expand("a}b", &v).unwrap_err().to_string(),
+            "cannot expand \"a}b\": single '}' encountered"
+        );
+        assert_eq!(
+            expand("{now", &v).unwrap_err().to_string(),
+            "cannot expand \"{now\": expected '}' before end of string"
+        );
+        assert_eq!(
+            expand("{pid:x}", &v).unwrap_err(),
+            PlaceholderError::Format {
+                text: "{pid:x}".into(),
+                detail: FormatProblem::UnsupportedSpec("x".into())
+            }
+        );
     }
 }

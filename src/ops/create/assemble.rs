@@ -258,8 +258,8 @@ impl Assembler<'_> {
         self.progress.file_status('A', fs_path);
         let (file, st) = match Reopener::default().open(place, fs_path, inode.1) {
             Ok(opened) => opened,
-            Err(message) => {
-                self.problem(fs_path, &message);
+            Err(e) => {
+                self.problem(fs_path, &e.to_string());
                 return Ok(());
             }
         };

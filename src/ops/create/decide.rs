@@ -180,7 +180,10 @@ impl Decider<'_> {
     ) -> Option<Slot> {
         let file = match self.reopener.open(place, &fs_path, stat.inode) {
             Ok((file, _)) => file,
-            Err(message) => return Some(Slot::Problem { message, fs_path }),
+            Err(e) => {
+                let message = e.to_string();
+                return Some(Slot::Problem { message, fs_path });
+            }
         };
         let (reply, outcome) = sync_channel(1);
         let source = Source::File {

@@ -24,6 +24,7 @@
 use std::io;
 use std::path::Path;
 
+use crate::error::ErrorKind;
 use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
 use crate::ops::cache_file;
@@ -60,10 +61,33 @@ impl Default for FilesCacheMode {
     }
 }
 
-impl std::str::FromStr for FilesCacheMode {
-    type Err = String;
+/// A `--files-cache` value borg would refuse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilesCacheModeError {
+    #[error(
+        "invalid files cache mode {0:?}: use a comma list of ctime, mtime, size, inode, rechunk, or disabled"
+    )]
+    UnknownWord(String),
+    #[error("--files-cache: ctime and mtime exclude each other")]
+    CtimeAndMtime,
+    #[error("--files-cache: disabled cannot be combined with anything")]
+    DisabledCombined,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FilesCacheModeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FilesCacheModeError::UnknownWord(_)
+            | FilesCacheModeError::CtimeAndMtime
+            | FilesCacheModeError::DisabledCombined => ErrorKind::BadInput,
+        }
+    }
+}
+
+impl std::str::FromStr for FilesCacheMode {
+    type Err = FilesCacheModeError;
+
+    fn from_str(text: &str) -> Result<Self, FilesCacheModeError> {
         let mut mode = FilesCacheMode {
             ctime: false,
             size: false,
@@ -78,18 +102,14 @@ impl std::str::FromStr for FilesCacheMode {
                 "inode" => mode.inode = true,
                 "rechunk" => mode.rechunk = true,
                 "disabled" => mode.disabled = true,
-                other => {
-                    return Err(format!(
-                        "invalid files cache mode {other:?}: use a comma list of ctime, mtime, size, inode, rechunk, or disabled"
-                    ));
-                }
+                other => return Err(FilesCacheModeError::UnknownWord(other.to_string())),
             }
         }
         if mode.ctime && mode.mtime {
-            return Err("--files-cache: ctime and mtime exclude each other".into());
+            return Err(FilesCacheModeError::CtimeAndMtime);
         }
         if mode.disabled && text != "disabled" {
-            return Err("--files-cache: disabled cannot be combined with anything".into());
+            return Err(FilesCacheModeError::DisabledCombined);
         }
         Ok(mode)
     }
@@ -338,9 +358,17 @@ mod tests {
         let m: FilesCacheMode = "mtime,size".parse().unwrap();
         assert!(m.mtime && m.size && !m.inode);
         assert!("disabled".parse::<FilesCacheMode>().unwrap().disabled);
-        assert!("ctime,mtime".parse::<FilesCacheMode>().is_err());
-        assert!("size,disabled".parse::<FilesCacheMode>().is_err());
-        assert!("atime".parse::<FilesCacheMode>().is_err());
+        let refused = |text: &str| text.parse::<FilesCacheMode>().unwrap_err();
+        assert_eq!(refused("ctime,mtime"), FilesCacheModeError::CtimeAndMtime);
+        assert_eq!(
+            refused("size,disabled"),
+            FilesCacheModeError::DisabledCombined
+        );
+        assert_eq!(
+            refused("atime").to_string(),
+            "invalid files cache mode \"atime\": use a comma list of ctime, mtime, size, inode, \
+             rechunk, or disabled"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::error::ErrorKind;
 use crate::format::envelope::ObjectId;
 use crate::format::item::{ChunkRef, Item};
 use crate::ops::dir_handle::{DirHandle, Stat};
@@ -182,10 +183,37 @@ pub struct Place {
 /// The message for borg's `stat_update_check` failing: what was opened is not what the walk's
 /// stat saw.
 fn race_condition(fs_path: &[u8]) -> String {
-    format!(
+    ReopenError::Changed {
+        fs_path: fs_path.to_vec(),
+    }
+    .to_string()
+}
+
+/// Why a walked regular file could not be opened again; its message is the warning's.
+#[derive(Debug, thiserror::Error)]
+pub enum ReopenError {
+    #[error(
+        "{}: open: not below the root it was walked from",
+        String::from_utf8_lossy(.fs_path)
+    )]
+    NotBelowRoot { fs_path: Vec<u8> },
+    #[error(
         "{}: file type or inode changed while we backed it up (race condition, skipped file)",
-        String::from_utf8_lossy(fs_path)
-    )
+        String::from_utf8_lossy(.fs_path)
+    )]
+    Changed { fs_path: Vec<u8> },
+    #[error("{}: open: {source}", String::from_utf8_lossy(.fs_path))]
+    Open { fs_path: Vec<u8>, source: io::Error },
+}
+
+impl ReopenError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReopenError::NotBelowRoot { .. }
+            | ReopenError::Changed { .. }
+            | ReopenError::Open { .. } => ErrorKind::Environment,
+        }
+    }
 }
 
 /// Opens walked regular files again by their [`Place`]. It keeps the last directory open:
@@ -198,18 +226,17 @@ pub struct Reopener {
 
 impl Reopener {
     /// The regular file at `fs_path`, open, with its fresh stat, if it is still the inode
-    /// `ino` the walk saw; else the problem, as a warning's message.
+    /// `ino` the walk saw; else the problem, whose message is a warning's.
     pub fn open(
         &mut self,
         place: &Place,
         fs_path: &[u8],
         ino: u64,
-    ) -> Result<(File, Stat), String> {
+    ) -> Result<(File, Stat), ReopenError> {
         let Some(relative) = fs_path.get(place.offset..) else {
-            return Err(format!(
-                "{}: open: not below the root it was walked from",
-                String::from_utf8_lossy(fs_path)
-            ));
+            return Err(ReopenError::NotBelowRoot {
+                fs_path: fs_path.to_vec(),
+            });
         };
         let (dir, name) = match relative.iter().rposition(|b| *b == b'/') {
             Some(slash) => (&relative[..slash], &relative[slash + 1..]),
@@ -239,8 +266,13 @@ impl Reopener {
         let checked = opened.and_then(|file| Ok((Stat::of(file.as_fd())?, file)));
         match checked {
             Ok((st, file)) if st.is_file() && st.ino == ino => Ok((file, st)),
-            Ok(_) => Err(race_condition(fs_path)),
-            Err(e) => Err(format!("{}: open: {e}", String::from_utf8_lossy(fs_path))),
+            Ok(_) => Err(ReopenError::Changed {
+                fs_path: fs_path.to_vec(),
+            }),
+            Err(source) => Err(ReopenError::Open {
+                fs_path: fs_path.to_vec(),
+                source,
+            }),
         }
     }
 }
@@ -925,7 +957,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn content(opened: Result<(File, Stat), String>) -> String {
+    fn content(opened: Result<(File, Stat), ReopenError>) -> String {
         let mut text = String::new();
         opened.unwrap().0.read_to_string(&mut text).unwrap();
         text
@@ -954,7 +986,9 @@ mod tests {
         for (path, text) in [("a/b/one", "one"), ("c/two", "two"), ("top", "top")] {
             assert_eq!(content(reopener.open(&place, &at(path), ino(path))), text);
         }
-        let message = reopener.open(&place, &at("c/two"), ino("top")).unwrap_err();
+        let changed = reopener.open(&place, &at("c/two"), ino("top")).unwrap_err();
+        assert!(matches!(changed, ReopenError::Changed { .. }), "{changed}");
+        let message = changed.to_string();
         assert!(
             message.ends_with("(race condition, skipped file)"),
             "{message}"
@@ -967,9 +1001,11 @@ mod tests {
         // Kept open: the directory that was opened, wherever it is now.
         assert_eq!(content(reopener.open(&place, &at("a/b/one"), one)), "one");
         // Descended into afresh: the symlink is not followed.
-        let message = Reopener::default()
+        let refused = Reopener::default()
             .open(&place, &at("a/b/one"), one)
             .unwrap_err();
+        assert!(matches!(refused, ReopenError::Open { .. }), "{refused}");
+        let message = refused.to_string();
         assert!(message.contains("a/b/one: open: "), "{message}");
     }
 }
