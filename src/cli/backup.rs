@@ -73,7 +73,7 @@ pub(super) fn options(
     } else {
         args.components.clone()
     };
-    let components = config::components(&names).map_err(|e| anyhow::anyhow!(e))?;
+    let components = config::components(&names)?;
     let mut excludes = file.exclude.unwrap_or_default();
     excludes.extend(args.excludes.iter().cloned());
     let values = PlaceholderValues::here(crate::ops::system::now_micros());

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::mailcow::components::Component;
+use crate::mailcow::components::{Component, UnknownComponent};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mailcow-borg/config.toml";
 pub const DEFAULT_MAILCOW_DIR: &str = "/opt/mailcow-dockerized";
@@ -120,14 +120,11 @@ fn one_line_toml_error(error: &toml::de::Error, text: &str) -> String {
 
 /// The components named in the config or flags; all when none are named. `vmail` brings
 /// `crypt`: mail without its keys cannot be read.
-pub fn components(names: &[String]) -> Result<Vec<Component>, String> {
+pub fn components(names: &[String]) -> Result<Vec<Component>, UnknownComponent> {
     let mut chosen: Vec<Component> = if names.is_empty() {
         Component::ALL.to_vec()
     } else {
-        names
-            .iter()
-            .map(|n| n.parse())
-            .collect::<Result<_, String>>()?
+        names.iter().map(|n| n.parse()).collect::<Result<_, _>>()?
     };
     if chosen.contains(&Component::Vmail) && !chosen.contains(&Component::Crypt) {
         chosen.push(Component::Crypt);

@@ -4,6 +4,7 @@
 
 use crate::error::ErrorKind;
 use crate::mailcow::backup::BackupError;
+use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::restore::RestoreError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
@@ -98,6 +99,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<PatternError>()
         || cause.is::<PlaceholderError>()
         || cause.is::<ConfigError>()
+        || cause.is::<UnknownComponent>()
     {
         return Some(ErrorKind::BadInput);
     }

@@ -14,6 +14,7 @@ use super::human;
 use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
+use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::restore::{
     Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare,
@@ -75,8 +76,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
         .components
         .iter()
         .map(|n| n.parse())
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .collect::<Result<Vec<_>, UnknownComponent>>()?;
     components.sort();
     components.dedup();
     let request = RestoreRequest {

@@ -103,17 +103,21 @@ impl fmt::Display for Component {
     }
 }
 
+/// A component name that is none of [`Component::ALL`]'s; the message lists them.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown component {name:?}: use {}", Component::ALL.map(Component::name).join(", "))]
+pub struct UnknownComponent {
+    pub name: String,
+}
+
 impl FromStr for Component {
-    type Err = String;
+    type Err = UnknownComponent;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Component::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Component::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown component {s:?}: use {}", names.join(", "))
-            })
+            .ok_or_else(|| UnknownComponent { name: s.into() })
     }
 }
 
@@ -134,7 +138,7 @@ mod tests {
         for c in Component::ALL {
             assert_eq!(c.name().parse::<Component>().unwrap(), c);
         }
-        let e = "mail".parse::<Component>().unwrap_err();
+        let e = "mail".parse::<Component>().unwrap_err().to_string();
         assert!(e.contains("vmail, crypt, vmail-index"), "{e}");
     }
 }

@@ -85,29 +85,44 @@ pub fn require_for_backup(
     Ok(())
 }
 
+/// Why a vmail restore is refused for its mail_crypt keys.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeysRefusal {
+    #[error(
+        "refusing to restore vmail: the archive holds no mail_crypt keys (crypt/ecprivkey.pem, crypt/ecpubkey.pem), so restoring crypt would leave dovecot without them"
+    )]
+    NoneToRestore,
+    #[error(
+        "refusing to restore vmail: the archive's mail is encrypted with other mail_crypt keys than this mailcow's; add --component crypt to restore the archive's keys too"
+    )]
+    OtherKeys,
+    #[error(
+        "refusing to restore vmail: neither the archive nor this mailcow's crypt volume holds the mail_crypt keys the mail is encrypted with"
+    )]
+    NoKeysAnywhere,
+    #[error(
+        "refusing to restore vmail: this mailcow's crypt volume holds no mail_crypt keys; add --component crypt to restore the archive's"
+    )]
+    NoKeysInTarget,
+}
+
 /// What restoring vmail means for its keys, from the archive's summary: a refusal (`Err`),
 /// or the warning of a restore that goes ahead without being able to check them.
 /// `with_crypt`: the archive's keys are restored too.
 pub fn restore_problem(
     keys: &summary::CryptKeys,
     with_crypt: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, KeysRefusal> {
     if with_crypt {
         if keys.in_archive {
             return Ok(None);
         }
-        return Err("refusing to restore vmail: the archive holds no mail_crypt keys (crypt/ecprivkey.pem, crypt/ecpubkey.pem), so restoring crypt would leave dovecot without them".into());
+        return Err(KeysRefusal::NoneToRestore);
     }
     match (keys.in_archive, keys.in_target, keys.same) {
-        (_, Some(true), Some(false)) => Err(
-            "refusing to restore vmail: the archive's mail is encrypted with other mail_crypt keys than this mailcow's; add --component crypt to restore the archive's keys too".into(),
-        ),
-        (false, Some(false) | None, _) => Err(
-            "refusing to restore vmail: neither the archive nor this mailcow's crypt volume holds the mail_crypt keys the mail is encrypted with".into(),
-        ),
-        (true, Some(false) | None, _) => Err(
-            "refusing to restore vmail: this mailcow's crypt volume holds no mail_crypt keys; add --component crypt to restore the archive's".into(),
-        ),
+        (_, Some(true), Some(false)) => Err(KeysRefusal::OtherKeys),
+        (false, Some(false) | None, _) => Err(KeysRefusal::NoKeysAnywhere),
+        (true, Some(false) | None, _) => Err(KeysRefusal::NoKeysInTarget),
         (false, Some(true), _) => Ok(Some(
             "mail_crypt keys: the archive holds none, so it cannot be checked that this mailcow's keys are the ones its mail is encrypted with".into(),
         )),

@@ -117,7 +117,7 @@ pub enum PlanError {
     )]
     VmailTwice,
     #[error("{0}; add --force crypt-keys to restore anyway (the mail will not be readable)")]
-    CryptKeys(String),
+    CryptKeys(crypt_keys::KeysRefusal),
     #[error(
         "the archive's mail was stored under MAILDIR_SUB={archive:?}, this mailcow uses MAILDIR_SUB={target:?} (mailcow.conf): dovecot would show no mail. Set MAILDIR_SUB={archive} in mailcow.conf and restart mailcow (docker compose up -d), or add --force maildir-sub"
     )]

@@ -158,19 +158,22 @@ pub async fn extract(
     written
 }
 
+/// An archive path that would reach outside the destination: the item is skipped, with a
+/// warning.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("skipping {0}: the archive path is not relative and local")]
+struct UnsafePath(String);
+
 /// The path `item` should be restored to, or `None` if it is not selected or stripped away.
 fn target_path(
     path: &[u8],
     is_dir: bool,
     selection: &mut PathSelection,
     options: &ExtractOptions,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, UnsafePath> {
     let components = select::components(path);
     if path.starts_with(b"/") || components.iter().any(|c| *c == b"..") {
-        return Err(format!(
-            "skipping {}: the archive path is not relative and local",
-            String::from_utf8_lossy(path)
-        ));
+        return Err(UnsafePath(String::from_utf8_lossy(path).into_owned()));
     }
     let above_a_path = || {
         options.paths.iter().any(|p| {
@@ -246,8 +249,8 @@ async fn plan(
             let is_dir = item.kind() == ItemKind::Directory;
             let target = match target_path(&item.path, is_dir, &mut selection, &options) {
                 Ok(target) => target,
-                Err(warning) => {
-                    if tx.send(Step::Warn(warning)).await.is_err() {
+                Err(unsafe_path) => {
+                    if tx.send(Step::Warn(unsafe_path.to_string())).await.is_err() {
                         return;
                     }
                     continue;
