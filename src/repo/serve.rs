@@ -81,7 +81,7 @@ pub async fn negotiate(rpc: &RpcClient) -> Result<(i128, i128, i128), RepoError>
     Ok(found)
 }
 
-/// What a session's first requests brought back (see [`Repository::start`]).
+/// What a session's first requests brought back (see [`ServeRepository::start`]).
 pub struct Started {
     pub server_version: (i128, i128, i128),
     pub repo: ServeRepository,
