@@ -279,6 +279,65 @@ pub async fn prepare(
     })
 }
 
+/// What a cut-off or failed file restore leaves: whole files, old or restored, nothing removed.
+const FILES_LEFT: &str = "the volumes hold restored and old files side by side (every file whole; nothing the archive lacks was removed yet): run the restore again";
+
+/// Why the files step failed; the message says what the volumes hold now.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesStepError {
+    #[error("config: cannot keep a copy of mailcow.conf: {0}")]
+    KeepConf(std::io::Error),
+    #[error(transparent)]
+    Setup(#[from] FilesSetupError),
+    #[error("files: {0}")]
+    Helper(DockerError),
+    #[error("files: interrupted by {0}; {FILES_LEFT}")]
+    Interrupted(&'static str),
+    #[error("files: the helper exited with {0} (its message is above); {FILES_LEFT}")]
+    HelperFailed(i64),
+}
+
+/// Why the database step failed. Once the import started, `DBNAME` is unchanged whatever
+/// failed (the staging database takes the import); `left` is why the staging database could
+/// not be dropped, if it could not.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseStepError {
+    #[error("mysql: {0}")]
+    Setup(StagingError),
+    #[error("mysql: {0}")]
+    Client(DumpError),
+    #[error(
+        "mysql: {failure}; the database {database} is unchanged{}",
+        left.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    Import {
+        failure: ImportFailure,
+        database: String,
+        left: Option<StagingError>,
+    },
+}
+
+/// What stopped a staged import before or during the swap.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    #[error("{0}")]
+    Helper(DockerError),
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+    #[error("{0}")]
+    Docker(DockerError),
+    #[error("{client} exited with {code}: {last}")]
+    Client {
+        client: String,
+        code: i64,
+        last: String,
+    },
+    #[error("reading the dump from the archive failed (the helper exited with {0})")]
+    Reading(i64),
+    #[error("{0}")]
+    Staging(StagingError),
+}
+
 /// How the restore ended.
 #[derive(Debug, Default)]
 pub struct RestoreReport {
@@ -372,7 +431,7 @@ pub async fn execute(
             }
             Ok(None) => {}
             Err(e) => {
-                failures.push(e);
+                failures.push(e.to_string());
                 report.not_restored.extend(file_names);
             }
         }
@@ -383,7 +442,7 @@ pub async fn execute(
             }
             Ok(None) => {}
             Err(e) => {
-                failures.push(e);
+                failures.push(e.to_string());
                 report.not_restored.extend(database);
             }
         }
@@ -463,7 +522,7 @@ impl<'a> Run<'a> {
     }
 
     /// The files step: one helper writes every file component. Returns its warnings.
-    async fn files(&self, mut stop: Stop) -> Result<Vec<String>, String> {
+    async fn files(&self, mut stop: Stop) -> Result<Vec<String>, FilesStepError> {
         let Run {
             engine,
             options,
@@ -475,19 +534,16 @@ impl<'a> Run<'a> {
         if let ConfigTarget::InPlace = plan.config
             && plan.files.iter().any(|f| f.component == Component::Config)
         {
-            keep_old_conf(&options.mailcow_dir)
-                .map_err(|e| format!("config: cannot keep a copy of mailcow.conf: {e}"))?;
+            keep_old_conf(&options.mailcow_dir).map_err(FilesStepError::KeepConf)?;
         }
         let names: Vec<String> = plan.files.iter().map(describe_step).collect();
         say(&format!("restoring files: {}", names.join(", ")));
-        let spec = files_spec(options, conf, prepared).map_err(|e| e.to_string())?;
+        let spec = files_spec(options, conf, prepared)?;
         let (code, _, interrupted) = run_helper(engine, &spec, StdoutTo::Relay, &mut stop)
             .await
-            .map_err(|e| format!("files: {e}"))?;
-        // What a cut-off file restore leaves: whole files, old or restored, nothing removed.
-        let partly = "the volumes hold restored and old files side by side (every file whole; nothing the archive lacks was removed yet): run the restore again";
+            .map_err(FilesStepError::Helper)?;
         if let Some(signal) = interrupted {
-            return Err(format!("files: interrupted by {signal}; {partly}"));
+            return Err(FilesStepError::Interrupted(signal));
         }
         say("files restored");
         match code {
@@ -495,9 +551,7 @@ impl<'a> Run<'a> {
             1 => Ok(vec![
                 "files: some items could not be restored (listed above)".into(),
             ]),
-            code => Err(format!(
-                "files: the helper exited with {code} (its message is above); {partly}"
-            )),
+            code => Err(FilesStepError::HelperFailed(code)),
         }
     }
 
@@ -509,7 +563,7 @@ impl<'a> Run<'a> {
         dump: &SqlDump,
         tools: Tools<'_>,
         mut stop: Stop,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, DatabaseStepError> {
         let Run {
             engine,
             options,
@@ -517,7 +571,7 @@ impl<'a> Run<'a> {
             prepared,
             say,
         } = *self;
-        let staging = Staging::new(&dump.database).map_err(|e| format!("mysql: {e}"))?;
+        let staging = Staging::new(&dump.database).map_err(DatabaseStepError::Setup)?;
         say(&format!(
             "restoring database {} from {} into {} (staged in {})",
             dump.database, dump.path, tools.container.name, staging.staging
@@ -530,7 +584,7 @@ impl<'a> Run<'a> {
             &[],
         )
         .await
-        .map_err(|e| format!("mysql: {e}"))?;
+        .map_err(DatabaseStepError::Client)?;
         let command = StreamCommand {
             location: options.access.archive(&prepared.plan.archive),
             path: dump.path.clone(),
@@ -554,28 +608,24 @@ impl<'a> Run<'a> {
             staged_import::rewrite_into(from_helper, input, staging.rewriter()),
         );
         let failure = match (streamed, finished) {
-            (Err(e), _) => Some(e.to_string()),
-            (Ok((_, _, Some(signal))), _) => Some(format!("interrupted by {signal}")),
-            (_, Err(e)) => Some(e.to_string()),
-            (_, Ok(finished)) if finished.exit_code != 0 => Some(format!(
-                "{} exited with {}: {}",
-                tools.client,
-                finished.exit_code,
-                finished.last_error_line()
-            )),
-            (Ok((code, _, None)), _) if code != 0 => Some(format!(
-                "reading the dump from the archive failed (the helper exited with {code})"
-            )),
+            (Err(e), _) => Some(ImportFailure::Helper(e)),
+            (Ok((_, _, Some(signal))), _) => Some(ImportFailure::Interrupted(signal)),
+            (_, Err(e)) => Some(ImportFailure::Docker(e)),
+            (_, Ok(finished)) if finished.exit_code != 0 => Some(ImportFailure::Client {
+                client: tools.client.to_string(),
+                code: finished.exit_code,
+                last: finished.last_error_line(),
+            }),
+            (Ok((code, _, None)), _) if code != 0 => Some(ImportFailure::Reading(code)),
             _ => None,
         };
-        let unchanged = format!("the database {} is unchanged", dump.database);
-        let rewritten = rewritten.map_err(|e| e.to_string());
+        let rewritten = rewritten.map_err(ImportFailure::Staging);
         let swapped = match failure.map_or(rewritten, Err) {
             Ok(rewritten) => {
                 say("swapping the restored database in");
                 staged_import::swap(engine, tools, conf, &staging, &rewritten)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(ImportFailure::Staging)
             }
             Err(failure) => Err(failure),
         };
@@ -584,13 +634,13 @@ impl<'a> Run<'a> {
                 say("database restored");
                 Ok(warnings)
             }
-            Err(failure) => {
-                let left = match staged_import::discard(engine, tools, conf, &staging).await {
-                    Ok(()) => String::new(),
-                    Err(e) => format!(" ({e})"),
-                };
-                Err(format!("mysql: {failure}; {unchanged}{left}"))
-            }
+            Err(failure) => Err(DatabaseStepError::Import {
+                failure,
+                database: dump.database.clone(),
+                left: staged_import::discard(engine, tools, conf, &staging)
+                    .await
+                    .err(),
+            }),
         }
     }
 
