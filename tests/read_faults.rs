@@ -212,7 +212,7 @@ fn refusals_and_bad_input_exit_2_with_one_line() {
 }
 
 #[test]
-fn a_locked_repository_is_waited_for_then_reported() {
+fn a_locked_repository_is_waited_for_then_reported_and_break_lock_frees_it() {
     require!(Borg14, Sshd);
     let s = setup("none", 1, 1000);
     let mut holder = std::process::Command::new(common::borg14())
@@ -236,10 +236,32 @@ fn a_locked_repository_is_waited_for_then_reported() {
         .world
         .ours(s.work.path(), &["list", "--lock-wait", "2", &s.url], &[]);
     let waited = started.elapsed();
+    // The holder is still alive: break-lock removes its lock anyway, as borg's does.
+    let broken = s.world.ours(s.work.path(), &["break-lock", &s.url], &[]);
+    let listed = s
+        .world
+        .ours(s.work.path(), &["list", "--short", &s.url], &[]);
+    let borg_listed = s.world.borg(
+        &common::borg14(),
+        s.work.path(),
+        &["list", "--short", s.repo.to_str().unwrap()],
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     assert_refused(ran, &["locked", "lock"], "locked repository");
     assert!(waited >= Duration::from_secs(2), "gave up after {waited:?}");
+    broken.expect(0, "break-lock");
+    assert!(!s.repo.join("lock.exclusive").exists());
+    assert_eq!(
+        listed.expect(0, "list after break-lock").stdout_text(),
+        "a\n"
+    );
+    assert_eq!(
+        borg_listed
+            .expect(0, "borg list after break-lock")
+            .stdout_text(),
+        "a\n"
+    );
 }
 
 /// The content chunk ids of `path` in archive `a`, from our `debug dump-archive`, and how many

@@ -24,6 +24,7 @@ mod access;
 mod agent;
 mod backup;
 mod benchmark;
+mod break_lock;
 mod config;
 mod config_check;
 mod create;
@@ -93,6 +94,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Restore an archive (or parts of it) into the current directory.
     Extract(extract::ExtractArgs),
+    /// Remove the repository's locks (only when no borg or mailcow-borg is using it).
+    BreakLock(break_lock::BreakLockArgs),
     /// Low-level tools for checking compatibility with borg.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -127,6 +130,7 @@ pub fn run() -> i32 {
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::BreakLock(args) => break_lock::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),
         Command::Agent(cmd) => agent::run(cmd),

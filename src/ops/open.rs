@@ -17,8 +17,9 @@ use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, h
 use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
+use crate::repo::repository::Repository as _;
 use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
-use crate::repo::serve::{ServeRepository, Started};
+use crate::repo::serve::{ServeRepository, Started, negotiate};
 use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog, SessionEnd};
 
@@ -80,6 +81,8 @@ pub enum OpenError {
     ManifestInvalid(#[from] ManifestError),
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error("closing the repository: {0}")]
+    Close(#[from] SessionEnd),
 }
 
 impl OpenError {
@@ -97,6 +100,7 @@ impl OpenError {
             OpenError::NoKeyFile { .. } => ErrorKind::BadInput,
             OpenError::KeyFile { .. } => ErrorKind::Environment,
             OpenError::Security(e) => e.kind(),
+            OpenError::Close(_) => ErrorKind::Repository,
         }
     }
 }
@@ -229,6 +233,30 @@ pub async fn connect(
     ))
 }
 
+/// `break-lock`: removes the repository's locks, as borg does — the repository opened without
+/// taking a lock, neither key nor manifest read (a lock may be what keeps them from being read).
+pub async fn break_lock(location: &Location, options: &AccessOptions) -> Result<(), OpenError> {
+    let connection = connect(location, options).await?;
+    let open_options = OpenOptions {
+        lock: false,
+        ..OpenOptions::read()
+    };
+    let broken = async {
+        negotiate(&connection.rpc).await?;
+        let repo = ServeRepository::open(
+            connection.rpc.clone(),
+            &repository_path(location),
+            &open_options,
+        )
+        .await?;
+        repo.break_lock().await
+    }
+    .await;
+    let closed = connection.close().await;
+    broken?;
+    Ok(closed?)
+}
+
 pub async fn open(
     location: &Location,
     options: &AccessOptions,
@@ -286,11 +314,7 @@ async fn open_over(
     operation: Operation,
     ahead: UnlockAhead,
 ) -> Result<Opened, OpenError> {
-    let path = match &location.repo {
-        Repo::Ssh(target) => target.path.clone(),
-        // A local `borg serve` runs in our working directory, so relative paths mean the same.
-        Repo::Local { path } => path.clone(),
-    };
+    let path = repository_path(location);
     // Writers take the exclusive lock up front, as borg does, rather than upgrading later.
     let base = match operation {
         Operation::Write | Operation::Delete => OpenOptions::write(),
@@ -339,6 +363,15 @@ async fn open_over(
         key_file,
         server_version,
     })
+}
+
+/// The path `borg serve` is asked to open, as the user gave it.
+fn repository_path(location: &Location) -> String {
+    match &location.repo {
+        Repo::Ssh(target) => target.path.clone(),
+        // A local `borg serve` runs in our working directory, so relative paths mean the same.
+        Repo::Local { path } => path.clone(),
+    }
 }
 
 /// The unlocked key, and the key file it came from in keyfile modes. `config_key`: what the

@@ -21,6 +21,7 @@ pub enum Method {
     GetFreeNonce,
     CommitNonceReservation,
     LoadKey,
+    BreakLock,
 }
 
 /// When to fail. Counts start at 1 and include the failing call.
@@ -168,6 +169,10 @@ impl Repository for FaultyRepository {
 
     fn load_key(&self) -> RepoFuture<'_, Option<String>> {
         self.guarded(Method::LoadKey, |r| r.load_key())
+    }
+
+    fn break_lock(&self) -> RepoFuture<'_, ()> {
+        self.guarded(Method::BreakLock, |r| r.break_lock())
     }
 
     /// Always passed on (once the plan disconnected, again: harmless), so that a test's

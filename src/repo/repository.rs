@@ -90,6 +90,10 @@ pub trait Repository: Send + Sync {
     /// and `none` modes).
     fn load_key(&self) -> RepoFuture<'_, Option<String>>;
 
+    /// Removes the repository's locks, whoever holds them (borg's `break-lock`): for a lock a
+    /// process on another machine left behind. Only safe when no one is using the repository.
+    fn break_lock(&self) -> RepoFuture<'_, ()>;
+
     /// Says there will be no more requests: the backend releases the lock and winds down while
     /// the caller does local work. A transaction not committed by now is rolled back. Further
     /// calls fail.

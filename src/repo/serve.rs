@@ -306,6 +306,13 @@ impl Repository for ServeRepository {
         })
     }
 
+    fn break_lock(&self) -> RepoFuture<'_, ()> {
+        Box::pin(async move {
+            self.rpc.call("break_lock", Vec::new()).await?;
+            Ok(())
+        })
+    }
+
     /// The server's input ends: it closes the repository, releasing the lock, and exits.
     /// Waiting for that is the connection's `close`.
     fn end_requests(&self) -> RepoFuture<'_, ()> {

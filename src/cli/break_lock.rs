@@ -1,0 +1,22 @@
+//! `mailcow-borg break-lock [REPO]`: removes the repository's locks, like `borg break-lock`.
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime};
+use crate::ops::open::break_lock;
+
+#[derive(Args)]
+pub struct BreakLockArgs {
+    /// REPOSITORY (default: BORG_REPO).
+    location: Option<String>,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+pub fn run(args: BreakLockArgs) -> anyhow::Result<Outcome> {
+    let location = parse_location(args.location.as_deref())?;
+    let options = args.access.to_options()?;
+    runtime()?.block_on(break_lock(&location, &options))?;
+    Ok(Outcome::Ok)
+}
