@@ -247,6 +247,6 @@ pub async fn with_repository<T>(
     let result = work(&mut repo).await;
     let closed = repo.close().await;
     let value = result?;
-    closed.map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+    closed?;
     Ok(value)
 }

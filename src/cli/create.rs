@@ -565,9 +565,7 @@ impl CreateSettings {
             } else if output.stats {
                 say_part!("{}", stats_text(&report, &canonical));
             }
-            repo.close()
-                .await
-                .map_err(|e| anyhow::anyhow!("closing the repository: {e}"))?;
+            repo.close().await?;
             Ok(if report.warnings == 0 {
                 Outcome::Ok
             } else {

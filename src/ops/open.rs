@@ -158,7 +158,7 @@ impl OpenRepository {
             .iter()
             .map(|(name, entry)| (name.as_slice(), entry))
             .collect();
-        archives.sort_by_key(|(_, entry)| parse_timestamp(&entry.time).unwrap_or(0));
+        archives.sort_by_cached_key(|(_, entry)| parse_timestamp(&entry.time).unwrap_or(0));
         archives
     }
 
@@ -208,9 +208,9 @@ impl OpenRepository {
     }
 
     /// Closes the session, releasing the lock.
-    pub async fn close(self) -> Result<(), SessionEnd> {
+    pub async fn close(self) -> Result<(), OpenError> {
         drop(self.repo);
-        self.connection.close().await
+        Ok(self.connection.close().await?)
     }
 }
 
