@@ -29,6 +29,7 @@ pub mod extract;
 pub mod fs_write;
 pub mod id_map;
 pub mod items;
+pub mod key_files;
 pub mod nonces;
 pub mod open;
 pub mod owners;

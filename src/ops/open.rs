@@ -3,7 +3,7 @@
 //! the key (repository config or key file), verify the manifest's TAM, check the feature flags,
 //! and compare with the security dir before trusting anything in it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::error::ErrorKind;
 use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
 use crate::format::item::{ChunkRef, Item};
-use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, Keyfile, hex};
+use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType};
 use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
@@ -395,42 +395,11 @@ async fn unlock_key(
             EncryptedKey::from_text(&text).map_err(OpenError::Key)?
         }
         KeyStorage::Keyfile => {
-            let (path, keyfile) = find_key_file(repo_id, options)?;
+            let (path, keyfile) = super::key_files::find(repo_id, options)?;
             key_file = Some(path);
             keyfile.key
         }
     };
     let material = ahead.open(&encrypted, &options.passphrase).await?;
     Ok((ObjectKey::new(key_type, material), key_file))
-}
-
-/// `BORG_KEY_FILE`, or the file in the keys dir whose header names this repository.
-fn find_key_file(id: &[u8; 32], options: &AccessOptions) -> Result<(PathBuf, Keyfile), OpenError> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| OpenError::KeyFile {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })
-    };
-    if let Some(path) = &options.key_file {
-        let keyfile = Keyfile::parse(&read(path)?).map_err(OpenError::Key)?;
-        keyfile.check_repository(id).map_err(OpenError::Key)?;
-        return Ok((path.clone(), keyfile));
-    }
-    let wanted = format!("BORG_KEY {}", hex(id));
-    if let Ok(entries) = std::fs::read_dir(&options.keys_dir) {
-        for entry in entries.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                continue;
-            };
-            if text.lines().next().map(str::trim_end) == Some(wanted.as_str()) {
-                let keyfile = Keyfile::parse(&text).map_err(OpenError::Key)?;
-                return Ok((entry.path(), keyfile));
-            }
-        }
-    }
-    Err(OpenError::NoKeyFile {
-        id: hex(id),
-        dir: options.keys_dir.display().to_string(),
-    })
 }

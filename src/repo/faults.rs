@@ -22,6 +22,7 @@ pub enum Method {
     CommitNonceReservation,
     LoadKey,
     BreakLock,
+    SaveKey,
 }
 
 /// When to fail. Counts start at 1 and include the failing call.
@@ -169,6 +170,10 @@ impl Repository for FaultyRepository {
 
     fn load_key(&self) -> RepoFuture<'_, Option<String>> {
         self.guarded(Method::LoadKey, |r| r.load_key())
+    }
+
+    fn save_key<'a>(&'a self, text: &'a str) -> RepoFuture<'a, ()> {
+        self.guarded(Method::SaveKey, move |r| r.save_key(text))
     }
 
     fn break_lock(&self) -> RepoFuture<'_, ()> {

@@ -90,6 +90,11 @@ pub trait Repository: Send + Sync {
     /// and `none` modes).
     fn load_key(&self) -> RepoFuture<'_, Option<String>>;
 
+    /// Stores `text` as the key in the repository config (repokey modes; `init`, `key import`,
+    /// `key change-passphrase`). Durable when it returns, outside transactions, as borg's
+    /// `save_key` rewrites the config file at once.
+    fn save_key<'a>(&'a self, text: &'a str) -> RepoFuture<'a, ()>;
+
     /// Removes the repository's locks, whoever holds them (borg's `break-lock`): for a lock a
     /// process on another machine left behind. Only safe when no one is using the repository.
     fn break_lock(&self) -> RepoFuture<'_, ()>;

@@ -306,6 +306,18 @@ impl Repository for ServeRepository {
         })
     }
 
+    fn save_key<'a>(&'a self, text: &'a str) -> RepoFuture<'a, ()> {
+        Box::pin(async move {
+            self.rpc
+                .call(
+                    "save_key",
+                    vec![("keydata", Value::raw(text.as_bytes().to_vec()))],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
     fn break_lock(&self) -> RepoFuture<'_, ()> {
         Box::pin(async move {
             self.rpc.call("break_lock", Vec::new()).await?;

@@ -1,0 +1,107 @@
+//! Key files of keyfile-mode repositories on this machine: finding the one of a repository
+//! (`BORG_KEY_FILE`, or the file in the keys dir whose header names it) and choosing where a new
+//! one goes, by borg's rules (`crypto/key.py: KeyfileKey`, `Location.to_key_filename`), so that
+//! borg and we find each other's key files.
+
+use std::path::{Path, PathBuf};
+
+use crate::format::key::{Keyfile, hex};
+use crate::repo::location::{Location, Repo};
+
+use super::open::{AccessOptions, OpenError};
+
+/// `BORG_KEY_FILE`, or the file in the keys dir whose header names this repository.
+pub fn find(id: &[u8; 32], options: &AccessOptions) -> Result<(PathBuf, Keyfile), OpenError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| OpenError::KeyFile {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    };
+    if let Some(path) = &options.key_file {
+        let keyfile = Keyfile::parse(&read(path)?).map_err(OpenError::Key)?;
+        keyfile.check_repository(id).map_err(OpenError::Key)?;
+        return Ok((path.clone(), keyfile));
+    }
+    let wanted = format!("BORG_KEY {}", hex(id));
+    if let Ok(entries) = std::fs::read_dir(&options.keys_dir) {
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            if text.lines().next().map(str::trim_end) == Some(wanted.as_str()) {
+                let keyfile = Keyfile::parse(&text).map_err(OpenError::Key)?;
+                return Ok((entry.path(), keyfile));
+            }
+        }
+    }
+    Err(OpenError::NoKeyFile {
+        id: hex(id),
+        dir: options.keys_dir.display().to_string(),
+    })
+}
+
+/// Where a new key file for `location` goes: `BORG_KEY_FILE` if set, else borg's name for the
+/// location in the keys dir, with `.2`, `.3`, … appended while that name is taken.
+pub fn new_target(location: &Location, options: &AccessOptions) -> PathBuf {
+    if let Some(path) = &options.key_file {
+        return std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    }
+    let base = options.keys_dir.join(file_name(location));
+    let mut path = base.clone();
+    let mut n = 1;
+    while path.symlink_metadata().is_ok() {
+        n += 1;
+        path = PathBuf::from(format!("{}.{n}", base.display()));
+    }
+    path
+}
+
+/// `Location.to_key_filename`: the path (and for SSH the host, then `__`) with every character
+/// that is not a word character (Python's unicode `\w`) made `_`, `_` stripped from both ends of
+/// the path part, cut to 100 characters.
+pub fn file_name(location: &Location) -> String {
+    let word = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let name = match &location.repo {
+        Repo::Local { .. } => {
+            let canonical = location.canonical();
+            word(&canonical).trim_matches('_').to_string()
+        }
+        Repo::Ssh(target) => format!(
+            "{}__{}",
+            word(&target.host),
+            word(&target.path).trim_matches('_')
+        ),
+    };
+    name.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> String {
+        file_name(&Location::parse(text, None).unwrap())
+    }
+
+    #[test]
+    fn names_follow_borgs_rule() {
+        assert_eq!(name("/srv/backup/mail-repo"), "srv_backup_mail_repo");
+        assert_eq!(
+            name("ssh://u@host.example:2222/./repo"),
+            "host_example__repo"
+        );
+        assert_eq!(name("u@10.0.0.1:backups/mail"), "10_0_0_1__backups_mail");
+        assert_eq!(name(&format!("/{}", "a".repeat(150))).len(), 100);
+    }
+}
