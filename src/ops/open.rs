@@ -11,9 +11,10 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
 use crate::error::ErrorKind;
+use crate::format::compress::Compression;
 use crate::format::envelope::{EnvelopeError, MANIFEST_ID, ObjectId, ObjectKey};
 use crate::format::item::{ChunkRef, Item};
-use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType};
+use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, hex};
 use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
@@ -24,8 +25,11 @@ use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog, SessionEnd};
 
 use super::create::{CreateError, CreateOptions, CreateReport, Progress, StartedWalk, create};
+use super::delete::{self, DeleteError, DeletePlan, Executed};
 use super::extract::{ExtractError, ExtractOptions, ExtractStats, extract};
 use super::items::{Archive, ReadError, fetch, load_archive, stream_items};
+use super::manifest_write::ManifestWriter;
+use super::nonces::NonceManager;
 use super::passphrase::{PassphraseError, PassphraseSources};
 use super::security::{Observed, SecurityConsent, SecurityDir, SecurityError};
 use super::stats::{Report, gather};
@@ -119,6 +123,9 @@ pub struct OpenRepository {
     pub manifest_nonce: Option<u64>,
     /// The server's borg version.
     pub server_version: (i128, i128, i128),
+    /// Where the security dirs are, and the location as they record it: a writer updates them.
+    pub security_base: PathBuf,
+    pub location: String,
 }
 
 /// What a command does with an open repository. Each operation lives in its own module and
@@ -207,6 +214,43 @@ impl OpenRepository {
         create(self, options, walk, progress, started).await
     }
 
+    /// Works out what deleting the archives `names` frees; see [`super::delete`].
+    pub async fn plan_delete(&self, names: &[String]) -> Result<DeletePlan, DeleteError> {
+        delete::plan(&self.repo, &self.key, &self.manifest, names).await
+    }
+
+    /// Deletes the archives of `plan` and every object only they referenced, in one commit;
+    /// see [`super::delete`]. Afterwards the security dir knows the new manifest (a failure to
+    /// record that is returned as a note: the deletion itself is done).
+    pub async fn delete(
+        &mut self,
+        plan: &DeletePlan,
+    ) -> Result<(Executed, Option<String>), DeleteError> {
+        let nonces = NonceManager::new(
+            self.repo.clone(),
+            self.security_base.join(hex(self.repo.id())),
+            self.manifest_nonce,
+        );
+        let writer = ManifestWriter {
+            repo: &self.repo,
+            key: &self.key,
+            nonces: &nonces,
+            compression: &Compression::default(),
+        };
+        let executed = delete::execute(&self.repo, &mut self.manifest, &writer, plan).await?;
+        self.manifest_id = executed.manifest_id;
+        let remembered =
+            SecurityDir::new(&self.security_base, self.repo.id()).remember(&Observed {
+                key_type: self.key.key_type(),
+                location: &self.location,
+                manifest_timestamp: &executed.manifest_timestamp,
+            });
+        let note = remembered.err().map(|e| {
+            format!("the archives were deleted, but the security dir could not be updated: {e}")
+        });
+        Ok((executed, note))
+    }
+
     /// Closes the session, releasing the lock.
     pub async fn close(self) -> Result<(), OpenError> {
         drop(self.repo);
@@ -287,6 +331,8 @@ pub async fn open(
             key_file,
             manifest_nonce,
             server_version,
+            security_base: options.security_dir.clone(),
+            location: location.canonical(),
         }),
         Err(e) => {
             // Leave no lock behind: a refused repository is closed as cleanly as a used one.

@@ -120,6 +120,22 @@ impl Pattern {
     }
 }
 
+/// An archive name glob, `-a/--glob-archives` (borg's `shellpattern.translate` matched against
+/// the whole name): `*` and `?` do not cross `/`, `**/` is any run of `name/` groups, `[...]`
+/// classes as in paths.
+#[derive(Clone, Debug)]
+pub struct ArchiveGlob(Vec<Token>);
+
+impl ArchiveGlob {
+    pub fn parse(text: &str) -> ArchiveGlob {
+        ArchiveGlob(tokens(&units(text.as_bytes()), false))
+    }
+
+    pub fn matches(&self, name: &[u8]) -> bool {
+        glob(&self.0, &units(name))
+    }
+}
+
 /// borg's `_prepare` of each style: normalise, add the suffix that makes a directory pattern
 /// cover its contents, drop leading slashes.
 fn prepare(style: Style, body: &str) -> Matcher {
@@ -293,5 +309,16 @@ mod tests {
             Pattern::parse("re:a", Style::Fnmatch),
             Err(PatternError::RegexUnsupported(_))
         ));
+    }
+
+    #[test]
+    fn archive_globs_match_whole_names() {
+        let g = |pattern: &str, name: &str| ArchiveGlob::parse(pattern).matches(name.as_bytes());
+        assert!(g("mail-*", "mail-2026-12-06"));
+        assert!(!g("mail-*", "web-mail-2026"));
+        assert!(g("h-2025-0[13]*", "h-2025-03-15"));
+        assert!(!g("h-2025-0[13]*", "h-2025-02-10"));
+        assert!(g("a?c", "abc"));
+        assert!(!g("a", "ab"));
     }
 }

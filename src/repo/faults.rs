@@ -150,6 +150,10 @@ impl Repository for FaultyRepository {
         self.guarded(Method::Commit, move |r| r.commit(compact))
     }
 
+    fn commit_compacting(&self, threshold: f64) -> RepoFuture<'_, ()> {
+        self.guarded(Method::Commit, move |r| r.commit_compacting(threshold))
+    }
+
     fn rollback(&self) -> RepoFuture<'_, ()> {
         self.guarded(Method::Rollback, |r| r.rollback())
     }

@@ -68,6 +68,12 @@ pub trait Repository: Send + Sync {
     /// since 1.2).
     fn commit(&self, compact: bool) -> RepoFuture<'_, ()>;
 
+    /// [`commit`](Self::commit), then frees the space that deleted and replaced objects take
+    /// (borg's `compact`): every segment in which at least `threshold` (0.0–1.0) of the bytes
+    /// are freeable is rewritten. An append-only repository frees nothing. Slow on a large
+    /// repository, and the server says nothing meanwhile.
+    fn commit_compacting(&self, threshold: f64) -> RepoFuture<'_, ()>;
+
     /// Drops everything put or deleted since the last commit.
     fn rollback(&self) -> RepoFuture<'_, ()>;
 

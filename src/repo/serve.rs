@@ -18,6 +18,11 @@ const CLIENT_VERSION: [i128; 4] = [1, 4, 5, -1];
 /// A server older than this speaks a protocol we do not (`docs/borg-format.md` §1.4).
 const MIN_SERVER_VERSION: (i128, i128, i128) = (1, 2, 0);
 
+/// How long a compacting commit may go without a word from the server on top of the usual
+/// silence limit: the server rewrites segments, possibly gigabytes of them, and reports
+/// nothing until it is done.
+const COMPACTION_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 impl From<RpcError> for RepoError {
     fn from(e: RpcError) -> Self {
         match e {
@@ -243,6 +248,24 @@ impl Repository for ServeRepository {
                         ("save_space", Value::Bool(false)),
                         ("compact", Value::Bool(compact)),
                     ],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn commit_compacting(&self, threshold: f64) -> RepoFuture<'_, ()> {
+        Box::pin(async move {
+            self.rpc
+                .call_with_grace(
+                    "commit",
+                    vec![
+                        ("save_space", Value::Bool(false)),
+                        ("compact", Value::Bool(true)),
+                        ("threshold", Value::Float(threshold)),
+                        ("cleanup_commits", Value::Bool(false)),
+                    ],
+                    COMPACTION_GRACE,
                 )
                 .await?;
             Ok(())

@@ -25,13 +25,14 @@ use tokio::runtime::Handle;
 
 use crate::format::MAX_DATA_SIZE;
 use crate::format::archive::ArchiveMeta;
-use crate::format::envelope::{MANIFEST_ID, ObjectId, ObjectKey, cipher_blocks};
-use crate::format::manifest::{ArchiveRef, Manifest, format_timestamp, next_timestamp};
+use crate::format::envelope::{ObjectId, ObjectKey};
+use crate::format::manifest::{ArchiveRef, Manifest, format_timestamp};
 use crate::repo::repository::SharedRepository;
 
 use super::files_cache::FilesCache;
 use super::store::ChunkStore;
 use super::{ContentStats, CreateError, CreateOptions};
+use crate::ops::manifest_write::ManifestWriter;
 use crate::ops::security::{Observed, SecurityDir};
 use crate::ops::system::{now_micros, random_bytes};
 
@@ -142,23 +143,18 @@ impl Committer {
             },
         ));
         manifest.archives.sort_by(|a, b| a.0.cmp(&b.0));
-        let timestamp = next_timestamp(Some(&manifest.timestamp), now_micros());
-        manifest.timestamp = timestamp.clone().into_bytes();
-        let plain = manifest.pack(&self.key, random_bytes());
-        let payload = options.compression.compress(&plain);
-        let iv = if self.key.key_type().is_encrypted() {
-            self.runtime
-                .block_on(self.store.allocate_iv(cipher_blocks(payload.len())))?
-        } else {
-            0
+        let writer = ManifestWriter {
+            repo: &self.repo,
+            key: &self.key,
+            nonces: self.store.nonces(),
+            compression: &options.compression,
         };
-        self.runtime.block_on(async {
-            self.repo
-                .put(&MANIFEST_ID, self.key.seal(&payload, iv))
-                .await?;
-            self.repo.commit(false).await
+        let (timestamp, manifest_id) = self.runtime.block_on(async {
+            let written = writer.put(&manifest).await?;
+            self.repo.commit(false).await?;
+            Ok::<_, CreateError>(written)
         })?;
-        let manifest_id = self.key.id_hash(&plain);
+        manifest.timestamp = timestamp.clone().into_bytes();
 
         if checkpoint {
             self.checkpoint = Some(archive);

@@ -50,6 +50,7 @@ use crate::repo::repository::RepoError;
 use sha2::{Digest, Sha256};
 
 use super::items::ReadError;
+use super::manifest_write::ManifestWriteError;
 use super::nonces::{NonceError, NonceManager};
 use super::open::OpenRepository;
 use super::owners::Owners;
@@ -233,6 +234,16 @@ pub enum CreateError {
     Interrupted,
 }
 
+/// A manifest write fails as its parts would have in `create` itself: the same messages.
+impl From<ManifestWriteError> for CreateError {
+    fn from(e: ManifestWriteError) -> CreateError {
+        match e {
+            ManifestWriteError::Nonce(e) => CreateError::Nonce(e),
+            ManifestWriteError::Put(e) => CreateError::Repo(e),
+        }
+    }
+}
+
 impl CreateError {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -352,7 +363,7 @@ async fn write_archive(
         // fail, the first allocation tries again and reports why.
         let early = store.clone();
         tokio::spawn(async move {
-            let _ = early.allocate_iv(0).await;
+            let _ = early.nonces().allocate(0).await;
         });
     }
     let mut committer = Committer {

@@ -331,9 +331,9 @@ impl ChunkStore {
         Ok(csizes)
     }
 
-    /// An IV for an object stored outside the index (the manifest).
-    pub async fn allocate_iv(&self, blocks: u64) -> Result<u64, NonceError> {
-        self.nonces.allocate(blocks).await
+    /// The IV reservations, for an object stored outside the index (the manifest).
+    pub fn nonces(&self) -> &NonceManager {
+        &self.nonces
     }
 
     /// Drops `id` from the index: the object was deleted.
