@@ -15,6 +15,7 @@ mod borg_reads_ours;
 mod chunker_vs_borg;
 mod create_faults;
 mod create_vs_borg;
+mod delete_vs_borg;
 mod docker_engine;
 mod hostile_server;
 mod item_stream_vs_borg;

@@ -118,11 +118,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
     runtime()?.block_on(with_repository(&location, &options, Operation::Read, work))
 }
 
-const STATS_HEADER: &str = "------------------------------------------------------------------------------\n\
+pub(super) const STATS_HEADER: &str = "------------------------------------------------------------------------------\n\
 \x20                      Original size      Compressed size    Deduplicated size\n";
 
 /// The "All archives" and "Chunk index" lines.
-fn totals_text(totals: &RepoStats) -> String {
+pub(super) fn totals_text(totals: &RepoStats) -> String {
     let size = |n: u64| human::size(n.into());
     format!(
         "All archives:   {:>20} {:>20} {:>20}\n\

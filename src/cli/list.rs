@@ -11,7 +11,7 @@ use super::human;
 use super::pyjson::Json;
 use crate::format::item::{Item, ItemKind};
 use crate::format::key::hex;
-use crate::format::manifest::{Operation, parse_timestamp};
+use crate::format::manifest::{ArchiveRef, Operation, parse_timestamp};
 use crate::format::text::with_question_marks as remove_surrogates;
 use crate::ops::open::OpenRepository;
 use crate::ops::select::PathSelection;
@@ -63,6 +63,17 @@ fn manifest_time(text: &[u8]) -> i64 {
     parse_timestamp(text).unwrap_or(0)
 }
 
+/// An archive as borg names it in lists and messages (`format_archive`): name, local start
+/// time, id.
+pub fn archive_line(name: &[u8], entry: &ArchiveRef) -> String {
+    let time = human::time(manifest_time(&entry.time));
+    format!(
+        "{:<36} {time} [{}]",
+        remove_surrogates(name),
+        hex(&entry.id)
+    )
+}
+
 fn list_archives(
     repo: &OpenRepository,
     args: &ListArgs,
@@ -93,12 +104,10 @@ fn list_archives(
         writeln!(out, "{}", document.to_document(json_indent()))?;
     } else {
         for (name, entry) in archives {
-            let name = remove_surrogates(name);
             if args.short {
-                writeln!(out, "{name}")?;
+                writeln!(out, "{}", remove_surrogates(name))?;
             } else {
-                let time = human::time(manifest_time(&entry.time));
-                writeln!(out, "{name:<36} {time} [{}]", hex(&entry.id))?;
+                writeln!(out, "{}", archive_line(name, entry))?;
             }
         }
     }

@@ -25,10 +25,12 @@ mod agent;
 mod backup;
 mod benchmark;
 mod break_lock;
+mod compact;
 mod config;
 mod config_check;
 mod create;
 mod debug;
+mod delete;
 mod exit;
 mod extract;
 mod human;
@@ -94,6 +96,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Restore an archive (or parts of it) into the current directory.
     Extract(extract::ExtractArgs),
+    /// Delete archives and the data only they hold (space is freed by `compact`).
+    Delete(delete::DeleteArgs),
+    /// Free the space of deleted archives (the repository server does the work).
+    Compact(compact::CompactArgs),
     /// Remove the repository's locks (only when no borg or mailcow-borg is using it).
     BreakLock(break_lock::BreakLockArgs),
     /// Low-level tools for checking compatibility with borg.
@@ -130,6 +136,8 @@ pub fn run() -> i32 {
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Delete(args) => delete::run(args),
+        Command::Compact(args) => compact::run(args),
         Command::BreakLock(args) => break_lock::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),

@@ -280,24 +280,57 @@ pub async fn connect(
 /// `break-lock`: removes the repository's locks, as borg does — the repository opened without
 /// taking a lock, neither key nor manifest read (a lock may be what keeps them from being read).
 pub async fn break_lock(location: &Location, options: &AccessOptions) -> Result<(), OpenError> {
-    let connection = connect(location, options).await?;
     let open_options = OpenOptions {
         lock: false,
         ..OpenOptions::read()
     };
-    let broken = async {
+    with_bare_repository(location, options, &open_options, async |repo| {
+        repo.break_lock().await
+    })
+    .await
+}
+
+/// `compact`: frees the space of deleted objects, as borg's `compact` does — under the exclusive
+/// lock, the manifest rewritten unchanged (so that there is a transaction to commit), then a
+/// compacting commit with `threshold` (0.0–1.0). No key is needed: the server does the work.
+pub async fn compact(
+    location: &Location,
+    options: &AccessOptions,
+    threshold: f64,
+) -> Result<(), OpenError> {
+    let open_options = OpenOptions {
+        lock_wait: options.lock_wait,
+        ..OpenOptions::write()
+    };
+    with_bare_repository(location, options, &open_options, async |repo| {
+        let manifest = repo.get(&MANIFEST_ID).await?;
+        repo.put(&MANIFEST_ID, manifest).await?;
+        repo.commit_compacting(threshold).await
+    })
+    .await
+}
+
+/// Opens the repository without reading key or manifest, runs `work`, closes.
+async fn with_bare_repository(
+    location: &Location,
+    options: &AccessOptions,
+    open_options: &OpenOptions,
+    work: impl AsyncFnOnce(&ServeRepository) -> Result<(), RepoError>,
+) -> Result<(), OpenError> {
+    let connection = connect(location, options).await?;
+    let done = async {
         negotiate(&connection.rpc).await?;
         let repo = ServeRepository::open(
             connection.rpc.clone(),
             &repository_path(location),
-            &open_options,
+            open_options,
         )
         .await?;
-        repo.break_lock().await
+        work(&repo).await
     }
     .await;
     let closed = connection.close().await;
-    broken?;
+    done?;
     Ok(closed?)
 }
 

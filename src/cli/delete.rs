@@ -1,0 +1,208 @@
+//! `mailcow-borg delete REPO::ARCHIVE [ARCHIVE…]` and `delete REPO -a GLOB | --first N | --last
+//! N`: borg's `delete` of archives, with its messages, `--list` lines and `--stats` block
+//! (`docs/borg-cli.md` §7.4). Deleting a whole repository is left to borg on purpose: it is one
+//! command an admin should type with borg's own warnings in front of them.
+//!
+//! The deleting itself ([`deletion`]) is shared with `prune`: count references, delete in one
+//! transaction, print the statistics.
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::human;
+use super::info::{STATS_HEADER, totals_text};
+use super::list::archive_line;
+use super::signals::{self, Interrupted};
+use crate::format::manifest::Operation;
+use crate::ops::delete::DeletedStats;
+use crate::ops::open::OpenRepository;
+use crate::ops::patterns::ArchiveGlob;
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// REPOSITORY::ARCHIVE, or REPOSITORY with -a/--first/--last (default: BORG_REPO).
+    location: Option<String>,
+    /// More archives to delete.
+    archives: Vec<String>,
+    /// Only archives whose names match this shell pattern (`*`, `?`, `[...]`).
+    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
+    glob_archives: Option<String>,
+    /// The first N archives, oldest first.
+    #[arg(long, value_name = "N", conflicts_with = "last")]
+    first: Option<usize>,
+    /// The last N archives.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+    /// Show what would be deleted; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print each archive as it is deleted.
+    #[arg(long = "list")]
+    list: bool,
+    /// Print what was freed and what the repository holds afterwards.
+    #[arg(short = 's', long)]
+    stats: bool,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteRefusal {
+    #[error("Mixing archive filters and explicitly named archives is not supported.")]
+    Mixed,
+    #[error(
+        "no archive given: mailcow-borg deletes archives (REPO::ARCHIVE, -a GLOB, --first N, --last N), never a whole repository; to delete the repository itself, use `borg delete REPO`"
+    )]
+    WholeRepository,
+}
+
+pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
+    let location = parse_location(args.location.as_deref())?;
+    let explicit: Vec<String> = location
+        .archive
+        .iter()
+        .chain(&args.archives)
+        .cloned()
+        .collect();
+    let filtered = args.glob_archives.is_some() || args.first.is_some() || args.last.is_some();
+    if filtered && !explicit.is_empty() {
+        return Err(DeleteRefusal::Mixed.into());
+    }
+    if !filtered && explicit.is_empty() {
+        return Err(DeleteRefusal::WholeRepository.into());
+    }
+    let options = args.access.to_options()?;
+    let show = Printing {
+        list: args.list,
+        stats: args.stats,
+        dry_run: args.dry_run,
+    };
+    let work = async |repo: &mut OpenRepository| {
+        let names = if filtered {
+            chosen(repo, &args)
+        } else {
+            explicit.clone()
+        };
+        let mut not_found = 0;
+        let mut found: Vec<String> = Vec::new();
+        let total = names.len();
+        for (i, name) in names.iter().enumerate() {
+            let i = i + 1;
+            // A name given twice is gone by its second turn, as in borg.
+            match repo.manifest.archive(name.as_bytes()) {
+                Some(entry) if !found.contains(name) => {
+                    if show.list {
+                        let verb = if show.dry_run {
+                            "Would delete archive"
+                        } else {
+                            "Deleting archive"
+                        };
+                        say!(
+                            "{verb}: {} ({i}/{total})",
+                            archive_line(name.as_bytes(), entry)
+                        );
+                    }
+                    found.push(name.clone());
+                }
+                _ => {
+                    say!("Archive {name} not found ({i}/{total}).");
+                    not_found += 1;
+                }
+            }
+        }
+        deletion(repo, &found, show).await?;
+        Ok(if not_found == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Warning
+        })
+    };
+    run_deleting(&location, &options, work)
+}
+
+/// `-a`, `--first`, `--last` over the manifest's archives, oldest first, checkpoints included
+/// (borg's `list_considering` with `consider_checkpoints`).
+fn chosen(repo: &OpenRepository, args: &DeleteArgs) -> Vec<String> {
+    let glob = args.glob_archives.as_deref().map(ArchiveGlob::parse);
+    let mut names: Vec<String> = repo
+        .archives_by_time()
+        .into_iter()
+        .filter(|(name, _)| glob.as_ref().is_none_or(|g| g.matches(name)))
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    if let Some(first) = args.first {
+        names.truncate(first);
+    } else if let Some(last) = args.last {
+        names.drain(..names.len().saturating_sub(last));
+    }
+    names
+}
+
+/// What a deleting command prints.
+#[derive(Clone, Copy)]
+pub struct Printing {
+    pub list: bool,
+    pub stats: bool,
+    pub dry_run: bool,
+}
+
+/// Deletes the archives `names` (all in the manifest) with everything only they reference, or
+/// under `--dry-run` only works out what that would free when `--stats` asks; prints the
+/// statistics. Returns what was freed.
+pub async fn deletion(
+    repo: &mut OpenRepository,
+    names: &[String],
+    show: Printing,
+) -> anyhow::Result<DeletedStats> {
+    if names.is_empty() || (show.dry_run && !show.stats) {
+        return Ok(DeletedStats::default());
+    }
+    let plan = repo.plan_delete(names).await?;
+    if !show.dry_run {
+        let (_, note) = repo.delete(&plan).await?;
+        if let Some(note) = note {
+            say!("{note}");
+        }
+    }
+    if show.stats {
+        let size = |n: u64| human::size(-i128::from(n));
+        say!(
+            "{STATS_HEADER}{:15} {:>20} {:>20} {:>20}\n{}{}",
+            "Deleted data:",
+            size(plan.deleted.original_size),
+            size(plan.deleted.compressed_size),
+            size(plan.deleted.deduplicated_size),
+            totals_text(&plan.remaining),
+            DASHES,
+        );
+    }
+    Ok(plan.deleted)
+}
+
+const DASHES: &str =
+    "------------------------------------------------------------------------------";
+
+/// Runs `work` on the repository opened for deleting; a stop signal ends it where it is. The
+/// deletion is one transaction, so stopping before its commit leaves the repository as it was
+/// (the server rolls back when the session ends).
+pub fn run_deleting(
+    location: &crate::repo::location::Location,
+    options: &crate::ops::open::AccessOptions,
+    work: impl AsyncFnOnce(&mut OpenRepository) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<Outcome> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
+        let mut stop = signals::first()?;
+        let run = with_repository(location, options, Operation::Delete, work);
+        tokio::select! {
+            outcome = run => outcome,
+            name = signals::arrived(&mut stop) => Err(Interrupted::by(
+                name,
+                "nothing was deleted, unless the signal came while the deletion was being committed (then all of it was): `list` shows which",
+            ).into()),
+        }
+    });
+    runtime.shutdown_background();
+    result
+}
