@@ -17,6 +17,7 @@ mod create_faults;
 mod create_vs_borg;
 mod docker_engine;
 mod hostile_server;
+mod init;
 mod item_stream_vs_borg;
 mod mailcow_backup;
 mod mailcow_restore;
