@@ -22,21 +22,22 @@ use std::sync::Arc;
 
 use crate::error::ErrorKind;
 use crate::format::compress::Compression;
-use crate::format::envelope::{MANIFEST_ID, ObjectKey, cipher_blocks};
+use crate::format::envelope::ObjectKey;
 use crate::format::key::{
     EncryptedKey, KeyMaterial, KeyStorage, KeyType, Keyfile, PBKDF2_ITERATIONS,
 };
-use crate::format::manifest::{Manifest, next_timestamp};
+use crate::format::manifest::Manifest;
 use crate::repo::location::Location;
 use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
 use crate::repo::serve::{ServeRepository, negotiate};
 
 use super::durable::create_private_dir_all;
 use super::key_files;
-use super::nonces::{NonceError, NonceManager};
+use super::manifest_write::{ManifestWriteError, ManifestWriter};
+use super::nonces::NonceManager;
 use super::open::{AccessOptions, OpenError, connect, repository_path};
 use super::security::{Observed, SecurityDir};
-use super::system::{now_micros, random_bytes};
+use super::system::random_bytes;
 
 /// What `init` makes, checked before anything is done.
 #[derive(Clone, Debug)]
@@ -69,7 +70,7 @@ pub enum InitError {
     #[error("cannot write the key file {path}: {detail}")]
     KeyFile { path: String, detail: String },
     #[error(transparent)]
-    Nonce(#[from] NonceError),
+    Manifest(#[from] ManifestWriteError),
     #[error(
         "the repository was made, but the security dir {dir} could not record it ({detail}); the next command will ask about an unknown repository"
     )]
@@ -83,7 +84,7 @@ impl InitError {
             InitError::Repo(e) => e.kind(),
             InitError::KeyFileExists(_) => ErrorKind::BadInput,
             InitError::KeyFile { .. } | InitError::Security { .. } => ErrorKind::Environment,
-            InitError::Nonce(e) => e.kind(),
+            InitError::Manifest(e) => e.kind(),
         }
     }
 }
@@ -181,19 +182,18 @@ async fn fill(
     };
     // Every key but `none`'s requires TAMs from now on (borg's `KeyBase.tam_required`).
     let tam_required = key_type != KeyType::Plaintext;
-    let timestamp = next_timestamp(None, now_micros());
-    let manifest = Manifest::new(tam_required, timestamp.clone().into_bytes());
-    // lz4, the compressor of borg's key object, which writes the manifest.
-    let payload = Compression::Lz4.compress(&manifest.pack(&key, random_bytes()));
     let security = SecurityDir::new(&options.security_dir, &id);
-    let iv = if key_type.is_encrypted() {
-        NonceManager::new(repo.clone(), security.path().to_path_buf(), None)
-            .allocate(cipher_blocks(payload.len()))
-            .await?
-    } else {
-        0
-    };
-    repo.put(&MANIFEST_ID, key.seal(&payload, iv)).await?;
+    let nonces = NonceManager::new(repo.clone(), security.path().to_path_buf(), None);
+    let (timestamp, _) = ManifestWriter {
+        repo,
+        key: &key,
+        nonces: &nonces,
+        // lz4, the compressor of borg's key object, which writes the manifest.
+        compression: &Compression::Lz4,
+    }
+    // No timestamp yet: the writer takes the current time.
+    .put(&Manifest::new(tam_required, Vec::new()))
+    .await?;
     repo.commit(false).await?;
 
     let security_error = |e: std::io::Error| InitError::Security {
