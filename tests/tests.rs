@@ -18,6 +18,7 @@ mod create_vs_borg;
 mod delete_vs_borg;
 mod docker_engine;
 mod hostile_server;
+mod init;
 mod item_stream_vs_borg;
 mod mailcow_backup;
 mod mailcow_restore;

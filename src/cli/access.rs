@@ -223,6 +223,12 @@ fn read_first_line(path: &Path) -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
+/// `BORG_NEW_PASSPHRASE`: the passphrase for a new key (`init`), before the ordinary sources.
+/// Set but empty is an empty passphrase, as for `BORG_PASSPHRASE`.
+pub fn new_passphrase_env() -> Option<String> {
+    std::env::var("BORG_NEW_PASSPHRASE").ok()
+}
+
 /// Parses a location argument, with `BORG_REPO` for the omitted parts.
 pub fn parse_location(text: Option<&str>) -> Result<Location, LocationError> {
     Location::parse(text.unwrap_or(""), env("BORG_REPO").as_deref())

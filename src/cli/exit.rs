@@ -9,6 +9,7 @@ use crate::mailcow::restore::RestoreError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
+use crate::ops::init::InitError;
 use crate::ops::items::ReadError;
 use crate::ops::nonces::NonceError;
 use crate::ops::open::OpenError;
@@ -23,6 +24,8 @@ use crate::repo::ssh::SshError;
 
 use super::Outcome;
 use super::config::ConfigError;
+use super::init::QuotaError;
+use super::new_passphrase::NewPassphraseError;
 use super::signals::Interrupted;
 
 pub const EXIT_OK: i32 = 0;
@@ -91,6 +94,9 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         FilesCacheModeError,
         BackupError,
         RestoreError,
+        InitError,
+        NewPassphraseError,
+        QuotaError,
     );
     if cause.is::<Interrupted>() {
         return Some(ErrorKind::Interrupted);

@@ -35,7 +35,9 @@ mod exit;
 mod extract;
 mod human;
 mod info;
+mod init;
 mod list;
+mod new_passphrase;
 mod pyjson;
 mod restore;
 mod settings;
@@ -88,6 +90,8 @@ enum Command {
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Make a new, empty repository.
+    Init(Box<init::InitArgs>),
     /// Back up files and directories into a new archive.
     Create(Box<create::CreateArgs>),
     /// List the archives of a repository, or the contents of an archive.
@@ -132,6 +136,7 @@ pub fn run() -> i32 {
         Command::Backup(args) => backup::run(*args),
         Command::Restore(args) => restore::run(*args),
         Command::Config(cmd) => config_check::run(cmd),
+        Command::Init(args) => init::run(*args),
         Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),

@@ -59,7 +59,8 @@ pub fn new_target(location: &Location, options: &AccessOptions) -> PathBuf {
 
 /// `Location.to_key_filename`: the path (and for SSH the host, then `__`) with every character
 /// that is not a word character (Python's unicode `\w`) made `_`, `_` stripped from both ends of
-/// the path part, cut to 100 characters.
+/// the path part, cut to 100 characters. The path is the one given (normalised), not made
+/// absolute: borg names the key of `init repo` in the current directory `repo`.
 pub fn file_name(location: &Location) -> String {
     let word = |text: &str| -> String {
         text.chars()
@@ -73,10 +74,7 @@ pub fn file_name(location: &Location) -> String {
             .collect()
     };
     let name = match &location.repo {
-        Repo::Local { .. } => {
-            let canonical = location.canonical();
-            word(&canonical).trim_matches('_').to_string()
-        }
+        Repo::Local { path } => word(path).trim_matches('_').to_string(),
         Repo::Ssh(target) => format!(
             "{}__{}",
             word(&target.host),
@@ -97,6 +95,8 @@ mod tests {
     #[test]
     fn names_follow_borgs_rule() {
         assert_eq!(name("/srv/backup/mail-repo"), "srv_backup_mail_repo");
+        assert_eq!(name("repo"), "repo");
+        assert_eq!(name("file:///srv/./r"), "srv_r");
         assert_eq!(
             name("ssh://u@host.example:2222/./repo"),
             "host_example__repo"

@@ -4,6 +4,7 @@
 //! - [`open`] — reach, unlock and verify a repository (with [`passphrase`], [`security`] and
 //!   [`unlock_ahead`]);
 //! - [`items`] — archive objects and item streams, fetched ahead;
+//! - [`init`] — make a new repository, its key and its empty manifest;
 //! - [`create`] — back up trees into a new archive;
 //! - [`extract`] — restore files from an archive, with [`fs_write`] making each object and
 //!   applying its metadata;
@@ -29,6 +30,7 @@ pub mod durable;
 pub mod extract;
 pub mod fs_write;
 pub mod id_map;
+pub mod init;
 pub mod items;
 pub mod key_files;
 pub mod manifest_write;

@@ -83,6 +83,11 @@ impl SecurityDir {
         }
     }
 
+    /// `<security dir>/<repository id>`.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
     fn read(&self, name: &str) -> Option<String> {
         std::fs::read_to_string(self.dir.join(name))
             .ok()
@@ -151,6 +156,13 @@ impl SecurityDir {
             super::durable::write_durably(&self.dir.join(name), value.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The empty `tam_required` file borg's `init` leaves: for keys that do not say whether
+    /// they require TAMs (made before borg 1.0.9), it says they do.
+    pub fn remember_tam_required(&self) -> std::io::Result<()> {
+        super::durable::create_private_dir_all(&self.dir)?;
+        super::durable::write_durably(&self.dir.join("tam_required"), b"")
     }
 }
 

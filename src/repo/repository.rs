@@ -115,6 +115,15 @@ pub trait Repository: Send + Sync {
 pub enum RepoError {
     #[error("repository {0} does not exist")]
     DoesNotExist(String),
+    // The three refusals of creating a repository, in borg's words (`Repository.create`).
+    #[error("A repository already exists at {0}.")]
+    AlreadyExists(String),
+    #[error("There is already something at {0}.")]
+    PathAlreadyExists(String),
+    #[error(
+        "The parent path of the repo directory [{0}] does not exist. (--make-parent-dirs creates it.)"
+    )]
+    ParentPathDoesNotExist(String),
     #[error("{0} is not a borg repository")]
     NotARepository(String),
     #[error(
@@ -151,6 +160,10 @@ impl RepoError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RepoError::Rpc(RpcError::Protocol(_)) => ErrorKind::Integrity,
+            // The user chose a place that is taken or not there.
+            RepoError::AlreadyExists(_)
+            | RepoError::PathAlreadyExists(_)
+            | RepoError::ParentPathDoesNotExist(_) => ErrorKind::BadInput,
             _ => ErrorKind::Repository,
         }
     }

@@ -37,6 +37,9 @@ impl RepoError {
         let arg = |i: usize| e.args.get(i).cloned().unwrap_or_default();
         match e.class.as_str() {
             "DoesNotExist" => RepoError::DoesNotExist(arg(0)),
+            "AlreadyExists" => RepoError::AlreadyExists(arg(0)),
+            "PathAlreadyExists" => RepoError::PathAlreadyExists(arg(0)),
+            "ParentPathDoesNotExist" => RepoError::ParentPathDoesNotExist(arg(0)),
             "InvalidRepository" => RepoError::NotARepository(arg(0)),
             "InvalidRepositoryConfig" => RepoError::InvalidConfig {
                 path: arg(0),
