@@ -18,6 +18,7 @@ mod create_vs_borg;
 mod docker_engine;
 mod hostile_server;
 mod item_stream_vs_borg;
+mod key;
 mod mailcow_backup;
 mod mailcow_restore;
 mod patterns_vs_borg;

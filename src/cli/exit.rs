@@ -3,6 +3,7 @@
 //! error ([`ErrorKind`]) is found here, in one place, from the library's typed errors.
 
 use crate::error::ErrorKind;
+use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::restore::RestoreError;
@@ -10,6 +11,7 @@ use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
 use crate::ops::items::ReadError;
+use crate::ops::key_manager::KeyManageError;
 use crate::ops::nonces::NonceError;
 use crate::ops::open::OpenError;
 use crate::ops::passphrase::PassphraseError;
@@ -23,6 +25,7 @@ use crate::repo::ssh::SshError;
 
 use super::Outcome;
 use super::config::ConfigError;
+use super::key::KeyArgsError;
 use super::signals::Interrupted;
 
 pub const EXIT_OK: i32 = 0;
@@ -81,6 +84,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         RepoError,
         SshError,
         OpenError,
+        KeyManageError,
         PassphraseError,
         SecurityError,
         ReadError,
@@ -100,6 +104,8 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<PlaceholderError>()
         || cause.is::<ConfigError>()
         || cause.is::<UnknownComponent>()
+        || cause.is::<ImportError>()
+        || cause.is::<KeyArgsError>()
     {
         return Some(ErrorKind::BadInput);
     }

@@ -33,11 +33,13 @@ mod exit;
 mod extract;
 mod human;
 mod info;
+mod key;
 mod list;
 mod pyjson;
 mod restore;
 mod settings;
 mod signals;
+mod tty;
 
 use clap::{Parser, Subcommand};
 
@@ -94,6 +96,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Restore an archive (or parts of it) into the current directory.
     Extract(extract::ExtractArgs),
+    /// Export, import or re-protect the repository key.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Remove the repository's locks (only when no borg or mailcow-borg is using it).
     BreakLock(break_lock::BreakLockArgs),
     /// Low-level tools for checking compatibility with borg.
@@ -130,6 +135,7 @@ pub fn run() -> i32 {
         Command::List(args) => list::run(args),
         Command::Info(args) => info::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Key(cmd) => key::run(cmd),
         Command::BreakLock(args) => break_lock::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),

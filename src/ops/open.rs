@@ -412,7 +412,7 @@ async fn open_over(
 }
 
 /// The path `borg serve` is asked to open, as the user gave it.
-fn repository_path(location: &Location) -> String {
+pub(super) fn repository_path(location: &Location) -> String {
     match &location.repo {
         Repo::Ssh(target) => target.path.clone(),
         // A local `borg serve` runs in our working directory, so relative paths mean the same.
