@@ -20,6 +20,7 @@ mod docker_engine;
 mod hostile_server;
 mod init;
 mod item_stream_vs_borg;
+mod key;
 mod mailcow_backup;
 mod mailcow_restore;
 mod patterns_vs_borg;

@@ -3,6 +3,7 @@
 //! error ([`ErrorKind`]) is found here, in one place, from the library's typed errors.
 
 use crate::error::ErrorKind;
+use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::restore::RestoreError;
@@ -11,6 +12,7 @@ use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
 use crate::ops::init::InitError;
 use crate::ops::items::ReadError;
+use crate::ops::key_manager::KeyManageError;
 use crate::ops::nonces::NonceError;
 use crate::ops::open::OpenError;
 use crate::ops::passphrase::PassphraseError;
@@ -25,6 +27,7 @@ use crate::repo::ssh::SshError;
 use super::Outcome;
 use super::config::ConfigError;
 use super::init::QuotaError;
+use super::key::KeyArgsError;
 use super::new_passphrase::NewPassphraseError;
 use super::signals::Interrupted;
 
@@ -84,6 +87,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         RepoError,
         SshError,
         OpenError,
+        KeyManageError,
         PassphraseError,
         SecurityError,
         ReadError,
@@ -106,6 +110,8 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<PlaceholderError>()
         || cause.is::<ConfigError>()
         || cause.is::<UnknownComponent>()
+        || cause.is::<ImportError>()
+        || cause.is::<KeyArgsError>()
     {
         return Some(ErrorKind::BadInput);
     }

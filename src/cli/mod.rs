@@ -36,12 +36,14 @@ mod extract;
 mod human;
 mod info;
 mod init;
+mod key;
 mod list;
 mod new_passphrase;
 mod pyjson;
 mod restore;
 mod settings;
 mod signals;
+mod tty;
 
 use clap::{Parser, Subcommand};
 
@@ -104,6 +106,9 @@ enum Command {
     Delete(delete::DeleteArgs),
     /// Free the space of deleted archives (the repository server does the work).
     Compact(compact::CompactArgs),
+    /// Export, import or re-protect the repository key.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Remove the repository's locks (only when no borg or mailcow-borg is using it).
     BreakLock(break_lock::BreakLockArgs),
     /// Low-level tools for checking compatibility with borg.
@@ -143,6 +148,7 @@ pub fn run() -> i32 {
         Command::Extract(args) => extract::run(args),
         Command::Delete(args) => delete::run(args),
         Command::Compact(args) => compact::run(args),
+        Command::Key(cmd) => key::run(cmd),
         Command::BreakLock(args) => break_lock::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),

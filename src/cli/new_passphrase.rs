@@ -4,7 +4,9 @@
 //! is not a terminal: a cron job or a container must fail with a clear message, not hang.
 //! An empty passphrase is accepted, as borg accepts it for new keys.
 
-use std::io::{self, BufRead};
+use std::io;
+
+use super::tty::Tty;
 
 use crate::error::ErrorKind;
 use crate::ops::passphrase::{PassphraseError, PassphraseSources};
@@ -52,68 +54,34 @@ pub fn new_passphrase(
         Err(PassphraseError::Missing) => {}
         other => return Ok(other?),
     }
+    ask_twice()
+}
+
+/// Asked twice on the terminal without echo, again while the two differ (borg's 10 tries).
+/// Only when stdin is a terminal: a cron job or a container fails at once instead of hanging.
+pub fn ask_twice() -> Result<String, NewPassphraseError> {
     // SAFETY: isatty only inspects the descriptor.
     if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
         return Err(NewPassphraseError::NotATerminal);
     }
+    let mut tty = Tty::open().map_err(|_| NewPassphraseError::NotATerminal)?;
     for _ in 0..TRIES {
-        let first = ask("Enter new passphrase: ")?;
-        let second = ask("Enter same passphrase again: ")?;
+        let first = ask(&mut tty, "Enter new passphrase: ")?;
+        let second = ask(&mut tty, "Enter same passphrase again: ")?;
         if first == second {
             return Ok(first);
         }
-        say!("Passphrases do not match");
+        tty.say("Passphrases do not match")
+            .map_err(NewPassphraseError::Terminal)?;
     }
     Err(NewPassphraseError::Retries)
 }
 
-/// One line from the terminal on stdin, typed without echo after `prompt` (on stderr).
-fn ask(prompt: &str) -> Result<String, NewPassphraseError> {
-    let line = {
-        // Quiet before the prompt shows: switching drops what was typed until then.
-        let _quiet = EchoOff::on_stdin().map_err(NewPassphraseError::Terminal)?;
-        say_part!("{prompt}");
-        let mut line = String::new();
-        let read = io::stdin().lock().read_line(&mut line);
-        // The Enter the user typed was not echoed either.
-        say!("");
-        match read {
-            Ok(0) => return Err(NewPassphraseError::Ended),
-            Ok(_) => line,
-            Err(e) => return Err(NewPassphraseError::Terminal(e)),
-        }
-    };
-    Ok(line.strip_suffix('\n').unwrap_or(&line).to_string())
-}
-
-/// The terminal's echo switched off until dropped, when the settings before are restored.
-struct EchoOff {
-    before: libc::termios,
-}
-
-impl EchoOff {
-    fn on_stdin() -> io::Result<EchoOff> {
-        // SAFETY: termios is plain old data; tcgetattr fills it completely or fails.
-        let mut before: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid descriptor and a pointer to a live termios.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut before) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut quiet = before;
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: as above; TCSAFLUSH drops what was typed before the prompt.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &quiet) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(EchoOff { before })
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `on_stdin` on the same descriptor.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &self.before) };
-    }
+fn ask(tty: &mut Tty, prompt: &str) -> Result<String, NewPassphraseError> {
+    tty.read_secret(prompt).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => NewPassphraseError::Ended,
+        _ => NewPassphraseError::Terminal(e),
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! file that starts with `BORG_KEY <repository id hex>`.
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use base64::Engine;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
@@ -409,24 +408,12 @@ impl EncryptedKey {
 
     /// Parses the base64 text borg keeps in the repository config (line breaks allowed).
     pub fn from_text(text: &str) -> Result<Self, KeyError> {
-        let compact: String = text.split_whitespace().collect();
-        if compact.is_empty() {
-            return Err(corrupt("the key text is empty"));
-        }
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|e| corrupt(format!("key text is not base64: {e}")))?;
-        Self::from_msgpack(&blob)
+        Self::from_msgpack(&super::key_export::decode_base64(text)?)
     }
 
     /// The base64 text as borg writes it: standard alphabet, wrapped at 70 columns, no final newline.
     pub fn to_text(&self) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(self.to_msgpack());
-        b64.as_bytes()
-            .chunks(70)
-            .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        super::key_export::wrap_base64(&self.to_msgpack())
     }
 }
 
@@ -455,11 +442,7 @@ impl Keyfile {
     }
 
     pub fn render(&self) -> String {
-        format!(
-            "{KEYFILE_HEADER}{}\n{}\n",
-            hex(&self.repository_id),
-            self.key.to_text()
-        )
+        super::key_export::keyfile_text(&self.repository_id, &self.key.to_text())
     }
 
     /// Refuses a key file made for another repository, as borg's `find_key` does.

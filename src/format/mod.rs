@@ -14,6 +14,7 @@ pub mod envelope;
 mod fields;
 pub mod item;
 pub mod key;
+pub mod key_export;
 pub mod manifest;
 pub mod msgpack;
 pub mod nonce;

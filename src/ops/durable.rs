@@ -8,7 +8,7 @@
 
 use std::fs::{DirBuilder, File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Creates `path` and any missing parents as directories only their owner can enter. Existing
@@ -31,11 +31,29 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
 /// Replaces `path` with `content` so that after a crash or power loss it holds either the old
 /// content or the new, and once this returns, the new.
 pub fn write_durably(path: &Path, content: &[u8]) -> io::Result<()> {
+    write_durably_with_mode(path, content, 0o666)
+}
+
+/// [`write_durably`] for a file only its owner may read (a key file), whatever the umask.
+pub fn write_private_durably(path: &Path, content: &[u8]) -> io::Result<()> {
+    write_durably_with_mode(path, content, 0o600)
+}
+
+fn write_durably_with_mode(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut file = File::create(&tmp)?;
+    // A temporary file left by a crash may have other permissions: start afresh.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(content)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -84,5 +102,18 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_private_write_is_for_the_owner_only_also_over_a_leftover_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let leftover = dir.path().join("key.tmp");
+        std::fs::write(&leftover, b"old").unwrap();
+        std::fs::set_permissions(&leftover, Permissions::from_mode(0o644)).unwrap();
+        write_private_durably(&path, b"secret").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o077, 0);
+        assert!(!leftover.exists());
     }
 }

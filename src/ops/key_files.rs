@@ -23,22 +23,44 @@ pub fn find(id: &[u8; 32], options: &AccessOptions) -> Result<(PathBuf, Keyfile)
         keyfile.check_repository(id).map_err(OpenError::Key)?;
         return Ok((path.clone(), keyfile));
     }
-    let wanted = format!("BORG_KEY {}", hex(id));
-    if let Ok(entries) = std::fs::read_dir(&options.keys_dir) {
-        for entry in entries.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                continue;
-            };
-            if text.lines().next().map(str::trim_end) == Some(wanted.as_str()) {
-                let keyfile = Keyfile::parse(&text).map_err(OpenError::Key)?;
-                return Ok((entry.path(), keyfile));
-            }
-        }
+    if let Some((path, text)) = in_keys_dir(id, options) {
+        let keyfile = Keyfile::parse(&text).map_err(OpenError::Key)?;
+        return Ok((path, keyfile));
     }
     Err(OpenError::NoKeyFile {
         id: hex(id),
         dir: options.keys_dir.display().to_string(),
     })
+}
+
+/// The file in the keys dir whose header names this repository, and its text.
+fn in_keys_dir(id: &[u8; 32], options: &AccessOptions) -> Option<(PathBuf, String)> {
+    let wanted = format!("BORG_KEY {}", hex(id));
+    std::fs::read_dir(&options.keys_dir)
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).ok()?;
+            (text.lines().next().map(str::trim_end) == Some(wanted.as_str()))
+                .then(|| (entry.path(), text))
+        })
+}
+
+/// Where `key import` writes the key of repository `id` at `location` (borg's
+/// `get_existing_or_new_target`): `BORG_KEY_FILE`, else the key file that names the repository
+/// — replaced even when damaged, which is the usual reason for an import (borg would write a
+/// second file beside it) — else a new file by [`new_target`]'s rule.
+pub fn existing_or_new_target(
+    id: &[u8; 32],
+    location: &Location,
+    options: &AccessOptions,
+) -> PathBuf {
+    if options.key_file.is_none()
+        && let Some((path, _)) = in_keys_dir(id, options)
+    {
+        return path;
+    }
+    new_target(location, options)
 }
 
 /// Where a new key file for `location` goes: `BORG_KEY_FILE` if set, else borg's name for the

@@ -2,7 +2,8 @@
 //! how it is presented. Reports through return values; prints nothing.
 //!
 //! - [`open`] — reach, unlock and verify a repository (with [`passphrase`], [`security`] and
-//!   [`unlock_ahead`]);
+//!   [`unlock_ahead`]); [`key_files`] — keyfile-mode key files on this machine;
+//! - [`key_manager`] — the key exported, imported and given a new passphrase;
 //! - [`items`] — archive objects and item streams, fetched ahead;
 //! - [`init`] — make a new repository, its key and its empty manifest;
 //! - [`create`] — back up trees into a new archive;
@@ -33,6 +34,7 @@ pub mod id_map;
 pub mod init;
 pub mod items;
 pub mod key_files;
+pub mod key_manager;
 pub mod manifest_write;
 pub mod nonces;
 pub mod open;

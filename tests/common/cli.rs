@@ -143,11 +143,54 @@ impl World {
         args: &[S],
         env: &[(&str, &str)],
     ) -> Ran {
+        Ran::from(
+            self.borg_command(borg, cwd, args, env)
+                .output()
+                .expect("run borg"),
+        )
+    }
+
+    /// Real borg, ready to run or spawn; `env` adds or overrides variables.
+    pub fn borg_command<S: AsRef<OsStr>>(
+        &self,
+        borg: &Path,
+        cwd: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Command {
         let mut command = Command::new(borg);
         self.prepare(&mut command, cwd);
         command.args(args).envs(env.iter().copied());
-        Ran::from(command.output().expect("run borg"))
+        command
     }
+}
+
+/// Runs `command` with `input` on its stdin (and no controlling terminal, so that nothing can
+/// be asked there).
+pub fn run_with_stdin(mut command: Command, input: &[u8]) -> Ran {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from our terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait");
+    writer.join().unwrap();
+    Ran::from(output)
 }
 
 /// `tests/oracle/tricky_tree.py` with the given arguments; returns its stdout.
