@@ -21,6 +21,7 @@ mod hostile_server;
 mod init;
 mod item_stream_vs_borg;
 mod key;
+mod lifecycle_faults;
 mod mailcow_backup;
 mod mailcow_restore;
 mod patterns_vs_borg;

@@ -1,0 +1,201 @@
+//! Deleting and compacting cut off at random points: our process or its `borg serve` killed with
+//! SIGKILL, 20 times. After each, real borg 1.4.5's `check` must find the repository clean (the
+//! manifest never names an archive whose objects are gone), and the next run must finish the
+//! job: the archives it should delete are gone, the others extract.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use common::cli::World;
+
+const PASSPHRASE: &str = "mcb-lifecycle-faults";
+const ROUNDS: u64 = 20;
+
+/// Every process whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the command name may hold spaces, so split after it.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn kill(pid: u32) {
+    // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// A small deterministic generator (the rounds must be reproducible).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// A fresh copy of `from` at `to` (the previous round's removed).
+fn fresh_copy(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    common::copy_tree(from, to);
+}
+
+#[test]
+fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_finishes() {
+    require!(Borg14);
+    let borg = common::borg14();
+    let world = World::new(PASSPHRASE);
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let pristine = work.path().join("pristine");
+    let pristine_arg = pristine.to_str().unwrap().to_string();
+    world.borg_init(&borg, work.path(), "repokey-blake2", &pristine);
+    // Eight archives, four to delete (`x*`); every archive has files of its own.
+    for n in 0..8u64 {
+        std::fs::create_dir_all(&source).unwrap();
+        for i in 0..20u64 {
+            std::fs::write(
+                source.join(format!("f{i:02}")),
+                common::noise(if i < 5 { n * 1000 + i } else { i }, 30_000),
+            )
+            .unwrap();
+        }
+        let name = if n % 2 == 0 {
+            format!("x{n}")
+        } else {
+            format!("k{n}")
+        };
+        world
+            .ours(
+                &source,
+                &["create", &format!("{pristine_arg}::{name}"), "."],
+                &[],
+            )
+            .expect(0, "create");
+    }
+    let pristine_base = work.path().join("pristine-base");
+    common::copy_tree(world.base.path(), &pristine_base);
+    let repo = work.path().join("repo");
+    let repo_arg = repo.to_str().unwrap().to_string();
+    let reset = |deleted: bool| {
+        fresh_copy(&pristine, &repo);
+        fresh_copy(&pristine_base, world.base.path());
+        if deleted {
+            world
+                .ours(work.path(), &["delete", &repo_arg, "-a", "x*"], &[])
+                .expect(0, "delete before compacting");
+        }
+    };
+    let delete_args = ["delete", repo_arg.as_str(), "-a", "x*"];
+    let compact_args = ["compact", "--threshold", "0", repo_arg.as_str()];
+
+    // How long an uninterrupted run takes: the kills fall within it.
+    reset(false);
+    let started = Instant::now();
+    world
+        .ours(work.path(), &delete_args, &[])
+        .expect(0, "delete");
+    let delete_time = started.elapsed();
+    let started = Instant::now();
+    world
+        .ours(work.path(), &compact_args, &[])
+        .expect(0, "compact");
+    let compact_time = started.elapsed();
+
+    let mut rng = Rng(19);
+    for round in 0..ROUNDS {
+        // Rounds alternate: delete or compact, and whether we or the server die.
+        let compacting = round % 4 >= 2;
+        let kill_server = round % 2 == 1;
+        reset(compacting);
+        let (args, span) = if compacting {
+            (&compact_args, compact_time)
+        } else {
+            (&delete_args, delete_time)
+        };
+        let delay = span.mul_f64((rng.next() % 1000) as f64 / 1000.0);
+        let mut child = world
+            .ours_command(work.path(), args, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if kill_server {
+            children(child.id()).into_iter().for_each(kill);
+        } else {
+            kill(child.id());
+        }
+        let status = child.wait().unwrap();
+        let what = format!(
+            "round {round}: {} killed after {delay:?} of {}",
+            if kill_server {
+                "borg serve"
+            } else {
+                "mailcow-borg"
+            },
+            args[0]
+        );
+
+        // Whatever the moment, borg finds the repository consistent (a dead server's lock is
+        // stale: borg removes it, as it does its own).
+        world
+            .borg(
+                &borg,
+                work.path(),
+                &["check", "--lock-wait", "30", &repo_arg],
+            )
+            .expect(0, &format!("borg check after {what} (exit {status:?})"));
+
+        // The next run finishes the job.
+        world
+            .ours(
+                work.path(),
+                &["delete", "--lock-wait", "30", &repo_arg, "-a", "x*"],
+                &[],
+            )
+            .expect(0, &format!("delete after {what}"));
+        world
+            .ours(work.path(), &compact_args, &[])
+            .expect(0, &format!("compact after {what}"));
+        let listed = world
+            .borg(&borg, work.path(), &["list", "--short", &repo_arg])
+            .expect(0, "borg list");
+        assert_eq!(listed.stdout_text(), "k1\nk3\nk5\nk7\n", "{what}");
+        world
+            .borg(&borg, work.path(), &["check", "--verify-data", &repo_arg])
+            .expect(0, &format!("borg check --verify-data at the end of {what}"));
+    }
+    let target = work.path().join("extract");
+    std::fs::create_dir_all(&target).unwrap();
+    world
+        .borg(&borg, &target, &["extract", &format!("{repo_arg}::k7")])
+        .expect(0, "borg extract k7");
+    for i in 0..20 {
+        let file = format!("f{i:02}");
+        assert!(
+            std::fs::read(source.join(&file)).unwrap()
+                == std::fs::read(target.join(&file)).unwrap(),
+            "k7: {file} differs"
+        );
+    }
+}
