@@ -122,6 +122,7 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
     let compact_time = started.elapsed();
 
     let mut rng = Rng(19);
+    let mut cut_off = 0;
     for round in 0..ROUNDS {
         // Rounds alternate: delete or compact, and whether we or the server die.
         let compacting = round % 4 >= 2;
@@ -146,6 +147,9 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
             kill(child.id());
         }
         let status = child.wait().unwrap();
+        if !status.success() {
+            cut_off += 1;
+        }
         let what = format!(
             "round {round}: {} killed after {delay:?} of {}",
             if kill_server {
@@ -185,6 +189,11 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
             .borg(&borg, work.path(), &["check", "--verify-data", &repo_arg])
             .expect(0, &format!("borg check --verify-data at the end of {what}"));
     }
+    // Most kills must land while the run is still going, or the loop proves little.
+    assert!(
+        cut_off >= ROUNDS / 2,
+        "only {cut_off} of {ROUNDS} runs were cut off"
+    );
     let target = work.path().join("extract");
     std::fs::create_dir_all(&target).unwrap();
     world
