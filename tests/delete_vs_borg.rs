@@ -381,3 +381,26 @@ fn append_only_repositories_keep_the_data_and_compact_says_so() {
         .borg(&borg, work.path(), &["check", repo.to_str().unwrap()])
         .expect(0, "borg check");
 }
+
+#[test]
+fn delete_and_compact_work_through_a_borg_12_server() {
+    require!(Borg14, Borg12, Sshd);
+    let t = twins("repokey");
+    let server = common::borg12();
+    let server = server.to_str().unwrap();
+    let through_12 = |args: &[&str]| {
+        t.ours
+            .ours(t.work.path(), args, &[("BORG_REMOTE_PATH", server)])
+    };
+    through_12(&["delete", "--stats", &format!("{}::b2", t.url_ours), "o1"])
+        .expect(0, "our delete through a 1.2 server");
+    let ran = through_12(&["compact", "-v", &t.url_ours]).expect(0, "our compact through 1.2");
+    assert!(
+        ran.stderr.contains("compaction freed about"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(t.names(t.ours_arg()), ["b1", "o2", "b3"]);
+    t.assert_checks_clean("delete and compact through a 1.2 server");
+    t.assert_extracts("b3", 5);
+}
