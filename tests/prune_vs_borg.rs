@@ -6,7 +6,8 @@
 //! started in the same second, `.checkpoint` and `.checkpoint.N` archives, a few in the last
 //! hours and days for `--keep-within`), then both tools prune it (dry runs) with seeded random
 //! rule sets — every rule alone and in combinations, negative counts, `-a` globs — in several
-//! time zones. Also borg's verified example (`docs/borg-cli.md` §7.2) and the errors.
+//! time zones. Then a real prune of twin copies: the same archives remain, and borg's `check`
+//! passes on ours. Also borg's verified example (`docs/borg-cli.md` §7.2) and the errors.
 //! `MCB_PRUNE_SEED` replays a run; the seed is in every failure message.
 
 use crate::common;
@@ -373,6 +374,92 @@ fn random_rules_in_several_zones_select_as_borg_does() {
     ));
     for (zone, rules) in &cases {
         series.compare(rules, zone, &context);
+    }
+    series.prune_twins(&context);
+}
+
+impl Series {
+    /// Prunes for real: borg this repository, we a copy of it (in a world of its own, so the
+    /// two security dirs do not see each other's manifests). The `--list` lines agree, the same
+    /// archives remain, and borg's `check` passes on ours.
+    fn prune_twins(&self, context: &str) {
+        let twin_world = World::new("");
+        let twin = format!("{}-twin", self.repo);
+        let copied = std::process::Command::new("cp")
+            .args(["-a", &self.repo, &twin])
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let rules = [
+            "--list",
+            "-d",
+            "5",
+            "-w",
+            "3",
+            "-m",
+            "4",
+            "-y",
+            "-1",
+            "--keep-within",
+            "36H",
+        ];
+        let args = |repo: &str| {
+            let mut args = vec!["prune"];
+            args.extend(rules);
+            args.push(repo);
+            args.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let borg = common::borg14();
+        let theirs = self
+            .world
+            .borg(&borg, &self.empty, &args(&self.repo))
+            .expect(0, "borg prune");
+        let ours = twin_world
+            .ours(&self.empty, &args(&twin), &[])
+            .expect(0, "our prune");
+        let list_lines = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("Keeping ") || l.starts_with("Pruning "))
+                .map(String::from)
+                .collect()
+        };
+        let borg_lines = list_lines(&theirs.stderr);
+        assert!(
+            borg_lines
+                .iter()
+                .any(|l| l.starts_with("Pruning archive (")),
+            "{context}: the rules prune nothing:\n{}",
+            theirs.stderr
+        );
+        assert_eq!(
+            list_lines(&ours.stderr),
+            borg_lines,
+            "{context}: real prune"
+        );
+        let listing = |world: &World, repo: &str| {
+            world
+                .borg(
+                    &borg,
+                    &self.empty,
+                    &[
+                        "list",
+                        "--consider-checkpoints",
+                        "--format",
+                        "{archive} {id}{NL}",
+                        repo,
+                    ],
+                )
+                .expect(0, "borg list")
+                .stdout_text()
+        };
+        assert_eq!(
+            listing(&twin_world, &twin),
+            listing(&self.world, &self.repo),
+            "{context}: what remains"
+        );
+        twin_world
+            .borg(&borg, &self.empty, &["check", &twin])
+            .expect(0, "borg check of the repository we pruned");
     }
 }
 

@@ -1,19 +1,22 @@
 //! `mailcow-borg prune [REPO]`: borg's retention rules (`docs/borg-cli.md` §7.1–7.3), with
 //! borg's flags and borg's `--list` and `-v` lines. Which archives stay is `ops::prune`'s
-//! decision; this file turns the flags into its rules and prints its verdicts.
+//! decision; this file turns the flags into its rules, prints its verdicts and hands the pruned
+//! archives to `delete`'s deletion.
 
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::AccessArgs;
+use super::access::parse_location;
+use super::delete::{Printing, deletion, run_deleting};
 use super::human;
-use crate::format::manifest::Operation;
 use crate::format::text::with_question_marks as remove_surrogates;
+use crate::ops::open::OpenRepository;
 use crate::ops::patterns::ArchiveGlob;
 use crate::ops::placeholders::{PlaceholderValues, expand};
 use crate::ops::prune::{
-    Decision, Period, PruneError, PruneRules, RulesError, Selection, Verdict, candidates,
-    manifest_counts, python_int, select,
+    Decision, Period, PruneRules, RulesError, Selection, Verdict, candidates, manifest_counts,
+    python_int, select,
 };
 use crate::ops::system::now_micros;
 
@@ -111,110 +114,66 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
     };
     let options = args.access.to_options()?;
     // borg takes the exclusive lock for a dry run too: what it shows is what a run would do.
-    runtime()?.block_on(with_repository(
-        &location,
-        &options,
-        Operation::Delete,
-        async |repo| {
-            let selection = select(candidates(&repo.manifest, glob.as_ref())?, &rules, now);
-            if args.access.info {
-                let (archives, checkpoints) = manifest_counts(&repo.manifest);
-                let t = selection.tally();
-                say!(
-                    "Repository contains {archives} normal archives and {checkpoints} checkpoint archives."
-                );
-                say!(
-                    "Applying rules to the matching {} archives and {} checkpoints...",
-                    t.archives,
-                    t.checkpoints
-                );
-                say!(
-                    "Keeping {} archives and {} checkpoints, pruning {} archives and {} checkpoints.",
-                    t.kept_archives,
-                    t.kept_checkpoints,
-                    t.pruned_archives,
-                    t.pruned_checkpoints
-                );
-            }
-            let mut report = ListReport::new(&selection, args.list, args.dry_run);
-            if args.dry_run {
-                for _ in selection.pruned() {
-                    report.pruned();
-                }
-            } else {
-                // Here `repo.delete_archives` (ops/delete.rs) deletes `selection.pruned()`,
-                // newest first, calling `report.pruned()` as each one goes; then `--stats`.
-                return Err(PruneError::DeletionUnavailable.into());
-            }
-            report.finish();
-            Ok(Outcome::Ok)
-        },
-    ))
+    let work = async |repo: &mut OpenRepository| {
+        let selection = select(candidates(&repo.manifest, glob.as_ref())?, &rules, now);
+        if args.access.info {
+            let (archives, checkpoints) = manifest_counts(&repo.manifest);
+            let t = selection.tally();
+            say!(
+                "Repository contains {archives} normal archives and {checkpoints} checkpoint archives."
+            );
+            say!(
+                "Applying rules to the matching {} archives and {} checkpoints...",
+                t.archives,
+                t.checkpoints
+            );
+            say!(
+                "Keeping {} archives and {} checkpoints, pruning {} archives and {} checkpoints.",
+                t.kept_archives,
+                t.kept_checkpoints,
+                t.pruned_archives,
+                t.pruned_checkpoints
+            );
+        }
+        if args.list {
+            // All before the deletion, which is one transaction (delete's): borg prints each
+            // line after deleting that archive and commits every 30 minutes; what remains is
+            // the same.
+            print_list(&selection, args.dry_run);
+        }
+        let names: Vec<String> = selection
+            .pruned()
+            .map(|archive| String::from_utf8_lossy(&archive.name).into_owned())
+            .collect();
+        let show = Printing {
+            list: args.list,
+            stats: args.stats && !args.dry_run,
+            dry_run: args.dry_run,
+        };
+        deletion(repo, &names, show).await?;
+        Ok(Outcome::Ok)
+    };
+    run_deleting(&location, &options, work)
 }
 
-/// The `--list` lines, newest first: each kept archive as the walk passes it, each pruned one
-/// when it is deleted (or, in a dry run, would be) — borg's interleaving.
-struct ListReport<'s> {
-    verdicts: std::slice::Iter<'s, Verdict>,
-    shown: bool,
-    dry_run: bool,
-    pruned: usize,
-    to_prune: usize,
-}
-
-impl<'s> ListReport<'s> {
-    fn new(selection: &'s Selection, shown: bool, dry_run: bool) -> ListReport<'s> {
-        ListReport {
-            verdicts: selection.verdicts.iter(),
-            shown,
-            dry_run,
-            pruned: 0,
-            to_prune: selection.pruned().count(),
-        }
-    }
-
-    /// The next archive of [`Selection::pruned`] is gone (or would be).
-    fn pruned(&mut self) {
-        while let Some(verdict) = self.verdicts.next() {
-            if verdict.decision == Decision::Prune {
-                self.pruned += 1;
-                let message = if self.dry_run {
-                    "Would prune:".to_string()
-                } else {
-                    format!("Pruning archive ({}/{}):", self.pruned, self.to_prune)
-                };
-                self.line(&message, verdict);
-                return;
+/// borg's `--list` lines, newest first, checkpoints among the others.
+fn print_list(selection: &Selection, dry_run: bool) {
+    let to_prune = selection.pruned().count();
+    let mut pruned = 0;
+    for Verdict { archive, decision } in &selection.verdicts {
+        let message = match decision {
+            Decision::Keep { reason, number } => {
+                format!("Keeping archive (rule: {reason} #{number}):")
             }
-            self.kept(verdict);
-        }
-    }
-
-    /// The kept archives after the last pruned one.
-    fn finish(mut self) {
-        while let Some(verdict) = self.verdicts.next() {
-            self.kept(verdict);
-        }
-    }
-
-    fn kept(&self, verdict: &Verdict) {
-        match verdict.decision {
-            Decision::Keep { reason, number } => self.line(
-                &format!("Keeping archive (rule: {reason} #{number}):"),
-                verdict,
-            ),
-            Decision::KeepCheckpoint => self.line("Keeping checkpoint archive:", verdict),
-            // Announced by `pruned`; one never announced was not deleted, and is not listed.
-            Decision::Prune => {}
-        }
-    }
-
-    fn line(&self, message: &str, verdict: &Verdict) {
-        if self.shown {
-            let archive = &verdict.archive;
-            let name = remove_surrogates(&archive.name);
-            let shown = human::archive_line(&name, archive.start, &archive.id);
-            say!("{message:<44} {shown}");
-        }
+            Decision::KeepCheckpoint => "Keeping checkpoint archive:".into(),
+            Decision::Prune if dry_run => "Would prune:".into(),
+            Decision::Prune => {
+                pruned += 1;
+                format!("Pruning archive ({pruned}/{to_prune}):")
+            }
+        };
+        let name = remove_surrogates(&archive.name);
+        let shown = human::archive_line(&name, archive.start, &archive.id);
+        say!("{message:<44} {shown}");
     }
 }

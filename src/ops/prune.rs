@@ -325,18 +325,12 @@ pub enum PruneError {
         "the manifest gives archive {name:?} the start time {time:?}, which is not a time; prune decides by start times, so it stops (run borg check)"
     )]
     BadTime { name: String, time: String },
-    /// Deleting archives is `ops/delete.rs`'s, not built yet.
-    #[error(
-        "prune can only show what it would prune for now (--dry-run); deleting archives is not built yet: use borg prune"
-    )]
-    DeletionUnavailable,
 }
 
 impl PruneError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PruneError::BadTime { .. } => ErrorKind::Integrity,
-            PruneError::DeletionUnavailable => ErrorKind::BadInput,
         }
     }
 }
