@@ -26,6 +26,7 @@ mod mailcow_backup;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;
+mod prune_vs_borg;
 mod read_commands;
 mod read_faults;
 mod repository_faults;

@@ -51,7 +51,7 @@ pub struct AccessArgs {
     #[arg(long)]
     pub accept_new_host_key: bool,
     /// Also show the server's informational messages.
-    #[arg(short = 'v', long = "info")]
+    #[arg(short = 'v', long = "info", visible_alias = "verbose")]
     pub info: bool,
 }
 

@@ -18,6 +18,7 @@ use crate::ops::open::OpenError;
 use crate::ops::passphrase::PassphraseError;
 use crate::ops::patterns::PatternError;
 use crate::ops::placeholders::PlaceholderError;
+use crate::ops::prune::{PruneError, RulesError};
 use crate::ops::security::SecurityError;
 use crate::ops::stream_file::StreamFileError;
 use crate::repo::location::LocationError;
@@ -101,6 +102,8 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         InitError,
         NewPassphraseError,
         QuotaError,
+        RulesError,
+        PruneError,
     );
     if cause.is::<Interrupted>() {
         return Some(ErrorKind::Interrupted);

@@ -2,6 +2,9 @@
 //! `Sat, 2026-11-28 20:29:36`, ISO local time without a zone in JSON, `ls`-style modes,
 //! decimal size units.
 
+use crate::format::key::hex;
+use crate::ops::system::local_time;
+
 /// Broken-down local time (honouring `TZ` and `/etc/localtime`, as Python's does).
 struct LocalTime {
     tm: libc::tm,
@@ -9,13 +12,8 @@ struct LocalTime {
 }
 
 fn local(unix_micros: i64) -> LocalTime {
-    let seconds = unix_micros.div_euclid(1_000_000) as libc::time_t;
-    // SAFETY: `tm` is plain data; localtime_r fills it from the valid `seconds` and touches
-    // nothing else (it is the thread-safe variant).
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&seconds, &mut tm) };
     LocalTime {
-        tm,
+        tm: local_time(unix_micros),
         micros: unix_micros.rem_euclid(1_000_000),
     }
 }
@@ -40,6 +38,12 @@ pub fn time(unix_micros: i64) -> String {
     let t = local(unix_micros).tm;
     let weekday = WEEKDAYS[t.tm_wday.rem_euclid(7) as usize];
     format!("{weekday}, {}", date_time(&t, ' '))
+}
+
+/// borg's `format_archive`, one archive as `list` and `prune --list` show it: the name padded to
+/// 36 characters, the start in local time, the id in hex.
+pub fn archive_line(name: &str, unix_micros: i64, id: &[u8]) -> String {
+    format!("{name:<36} {} [{}]", time(unix_micros), hex(id))
 }
 
 /// `2026-11-28T20:29:36.123456` in local time.

@@ -66,11 +66,10 @@ fn manifest_time(text: &[u8]) -> i64 {
 /// An archive as borg names it in lists and messages (`format_archive`): name, local start
 /// time, id.
 pub fn archive_line(name: &[u8], entry: &ArchiveRef) -> String {
-    let time = human::time(manifest_time(&entry.time));
-    format!(
-        "{:<36} {time} [{}]",
-        remove_surrogates(name),
-        hex(&entry.id)
+    human::archive_line(
+        &remove_surrogates(name),
+        manifest_time(&entry.time),
+        &entry.id,
     )
 }
 

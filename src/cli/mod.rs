@@ -39,6 +39,7 @@ mod init;
 mod key;
 mod list;
 mod new_passphrase;
+mod prune;
 mod pyjson;
 mod restore;
 mod settings;
@@ -109,6 +110,8 @@ enum Command {
     /// Export, import or re-protect the repository key.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Delete the archives that borg's retention rules (--keep-daily, ...) do not keep.
+    Prune(prune::PruneArgs),
     /// Remove the repository's locks (only when no borg or mailcow-borg is using it).
     BreakLock(break_lock::BreakLockArgs),
     /// Low-level tools for checking compatibility with borg.
@@ -149,6 +152,7 @@ pub fn run() -> i32 {
         Command::Delete(args) => delete::run(args),
         Command::Compact(args) => compact::run(args),
         Command::Key(cmd) => key::run(cmd),
+        Command::Prune(args) => prune::run(args),
         Command::BreakLock(args) => break_lock::run(args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Benchmark(cmd) => benchmark::run(cmd).map(|()| Outcome::Ok),

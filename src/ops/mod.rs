@@ -14,6 +14,7 @@
 //! - [`chunk_index`] — the repository's chunks with their sizes and, where counted, references
 //!   (`create`'s dedup, `info`'s statistics), in [`id_map`]'s hash maps for ids;
 //! - [`stats`], [`select`] — `info`'s statistics, PATH selection;
+//! - [`prune`] — which archives borg's retention rules keep;
 //! - [`nonces`], [`placeholders`] — for writers: IV reservation, archive-name placeholders;
 //! - [`durable`] — private directories and writes that survive a power loss; [`cache_file`] —
 //!   our checksummed cache files;
@@ -42,6 +43,7 @@ pub mod owners;
 pub mod passphrase;
 pub mod patterns;
 pub mod placeholders;
+pub mod prune;
 pub mod security;
 pub mod select;
 pub mod stats;

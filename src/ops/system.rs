@@ -30,3 +30,14 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     }
     buffer
 }
+
+/// `unix_micros` as broken-down local time (honouring `TZ` and `/etc/localtime`), to the
+/// second below it: what Python's `time.localtime` gives borg for archive times.
+pub fn local_time(unix_micros: i64) -> libc::tm {
+    let seconds = unix_micros.div_euclid(1_000_000) as libc::time_t;
+    // SAFETY: `tm` is plain data; localtime_r fills it from the valid `seconds` and touches
+    // nothing else (it is the thread-safe variant).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&seconds, &mut tm) };
+    tm
+}
