@@ -16,23 +16,6 @@ use common::sshd::Sshd;
 
 const PASSPHRASE: &str = "mcb-init-test";
 
-/// Borg 1.4.5's advice after `init` of every mode but `none`, as it reaches stderr.
-const IMPORTANT: &str = "
-IMPORTANT: you will need both KEY AND PASSPHRASE to access this repo!
-
-Key storage location depends on the mode:
-- repokey modes: key is stored in the repository directory.
-- keyfile modes: key is stored in the home directory of this user.
-
-For any mode, you should:
-1. Export the borg key and store the result at a safe place:
-   borg key export           REPOSITORY encrypted-key-backup
-   borg key export --paper   REPOSITORY encrypted-key-backup.txt
-   borg key export --qr-html REPOSITORY encrypted-key-backup.html
-2. Write down the borg key passphrase and store it at safe place.
-
-";
-
 /// Real borg must not be asked anything: the security dir knows the repository as it is.
 const STRICT: [(&str, &str); 2] = [
     ("BORG_RELOCATED_REPO_ACCESS_IS_OK", "no"),
@@ -93,8 +76,18 @@ impl Setup<'_> {
         let made = self
             .ours(self.work, &["init", "-e", mode, url])
             .expect(0, &what("our init"));
-        let advice = if mode == "none" { "" } else { IMPORTANT };
-        assert_eq!(made.stderr, advice, "{}", what("init's output"));
+        // What borg 1.4.5 says when it makes a repository of this mode beside ours.
+        let beside = format!("{url}-by-borg");
+        let advice = self
+            .world
+            .borg_env(
+                &common::borg14(),
+                self.work,
+                &["init", "-e", mode, &beside],
+                &self.env(),
+            )
+            .expect(0, &what("borg init beside ours"));
+        assert_eq!(made.stderr, advice.stderr, "{}", what("init's output"));
 
         let archive = |name: &str| format!("{url}::{name}");
         self.borg(self.tree, &["create", &archive("borg"), "."])

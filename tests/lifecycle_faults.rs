@@ -1,4 +1,4 @@
-//! Deleting and compacting cut off at random points: our process or its `borg serve` killed with
+//! Deleting, pruning and compacting cut off at random points: our process or its `borg serve` killed with
 //! SIGKILL, 20 times. After each, real borg 1.4.5's `check` must find the repository clean (the
 //! manifest never names an archive whose objects are gone), and the next run must finish the
 //! job: the archives it should delete are gone, the others extract.
@@ -51,6 +51,11 @@ impl Rng {
     }
 }
 
+/// `job` (a subcommand) with its arguments.
+fn command<'a>(job: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&[job], args].concat()
+}
+
 /// A fresh copy of `from` at `to` (the previous round's removed).
 fn fresh_copy(from: &Path, to: &Path) {
     if to.exists() {
@@ -96,46 +101,56 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
     common::copy_tree(world.base.path(), &pristine_base);
     let repo = work.path().join("repo");
     let repo_arg = repo.to_str().unwrap().to_string();
-    let reset = |deleted: bool| {
+    let reset = || {
         fresh_copy(&pristine, &repo);
         fresh_copy(&pristine_base, world.base.path());
-        if deleted {
-            world
-                .ours(work.path(), &["delete", &repo_arg, "-a", "x*"], &[])
-                .expect(0, "delete before compacting");
-        }
     };
-    let delete_args = ["delete", repo_arg.as_str(), "-a", "x*"];
-    let compact_args = ["compact", "--threshold", "0", repo_arg.as_str()];
+    let run = |args: &[&str], what: &str| {
+        world.ours(work.path(), args, &[]).expect(0, what);
+    };
+    let lock_wait = ["--lock-wait", "30"];
+    let delete = [&lock_wait[..], &[repo_arg.as_str(), "-a", "x*"]].concat();
+    let prune = [
+        &lock_wait[..],
+        &[repo_arg.as_str(), "-a", "x*", "--keep-last", "1"],
+    ]
+    .concat();
+    let compact = [&lock_wait[..], &["--threshold", "0", repo_arg.as_str()]].concat();
+    // What is cut off; what runs first to completion; the archives left when it is done.
+    let jobs: [(&str, &[&str], bool, &str); 3] = [
+        ("delete", &delete, false, "k1\nk3\nk5\nk7\n"),
+        ("prune", &prune, false, "k1\nk3\nk5\nx6\nk7\n"),
+        ("compact", &compact, true, "k1\nk3\nk5\nk7\n"),
+    ];
 
-    // How long an uninterrupted run takes: the kills fall within it.
-    reset(false);
-    let started = Instant::now();
-    world
-        .ours(work.path(), &delete_args, &[])
-        .expect(0, "delete");
-    let delete_time = started.elapsed();
-    let started = Instant::now();
-    world
-        .ours(work.path(), &compact_args, &[])
-        .expect(0, "compact");
-    let compact_time = started.elapsed();
+    // How long each uninterrupted run takes: the kills fall within it.
+    let durations: Vec<_> = jobs
+        .iter()
+        .map(|(job, args, after_delete, _)| {
+            reset();
+            if *after_delete {
+                run(&command("delete", &delete), "delete before compacting");
+            }
+            let started = Instant::now();
+            run(&command(job, args), job);
+            started.elapsed()
+        })
+        .collect();
 
     let mut rng = Rng(19);
     let mut cut_off = 0;
     for round in 0..ROUNDS {
-        // Rounds alternate: delete or compact, and whether we or the server die.
-        let compacting = round % 4 >= 2;
-        let kill_server = round % 2 == 1;
-        reset(compacting);
-        let (args, span) = if compacting {
-            (&compact_args, compact_time)
-        } else {
-            (&delete_args, delete_time)
-        };
-        let delay = span.mul_f64((rng.next() % 1000) as f64 / 1000.0);
+        // Rounds go through the jobs, and alternate whether we or the server die.
+        let (job, args, after_delete, left) = jobs[round as usize % jobs.len()];
+        let kill_server = (round / jobs.len() as u64) % 2 == 1;
+        reset();
+        if after_delete {
+            run(&command("delete", &delete), "delete before compacting");
+        }
+        let delay =
+            durations[round as usize % jobs.len()].mul_f64((rng.next() % 1000) as f64 / 1000.0);
         let mut child = world
-            .ours_command(work.path(), args, &[])
+            .ours_command(work.path(), &command(job, args), &[])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -151,13 +166,12 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
             cut_off += 1;
         }
         let what = format!(
-            "round {round}: {} killed after {delay:?} of {}",
+            "round {round}: {} killed after {delay:?} of {job}",
             if kill_server {
                 "borg serve"
             } else {
                 "mailcow-borg"
             },
-            args[0]
         );
 
         // Whatever the moment, borg finds the repository consistent (a dead server's lock is
@@ -171,20 +185,15 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
             .expect(0, &format!("borg check after {what} (exit {status:?})"));
 
         // The next run finishes the job.
-        world
-            .ours(
-                work.path(),
-                &["delete", "--lock-wait", "30", &repo_arg, "-a", "x*"],
-                &[],
-            )
-            .expect(0, &format!("delete after {what}"));
-        world
-            .ours(work.path(), &compact_args, &[])
-            .expect(0, &format!("compact after {what}"));
+        run(&command(job, args), &format!("{job} after {what}"));
+        run(
+            &command("compact", &compact),
+            &format!("compact after {what}"),
+        );
         let listed = world
             .borg(&borg, work.path(), &["list", "--short", &repo_arg])
             .expect(0, "borg list");
-        assert_eq!(listed.stdout_text(), "k1\nk3\nk5\nk7\n", "{what}");
+        assert_eq!(listed.stdout_text(), left, "{what}");
         world
             .borg(&borg, work.path(), &["check", "--verify-data", &repo_arg])
             .expect(0, &format!("borg check --verify-data at the end of {what}"));
