@@ -33,9 +33,9 @@ fn children(pid: u32) -> Vec<u32> {
     found
 }
 
-fn kill(pid: u32) {
+fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    unsafe { libc::kill(pid as i32, signal) };
 }
 
 /// A small deterministic generator (the rounds must be reproducible).
@@ -149,30 +149,46 @@ fn killed_deletes_and_compactions_leave_a_clean_repository_and_the_next_run_fini
         }
         let delay =
             durations[round as usize % jobs.len()].mul_f64((rng.next() % 1000) as f64 / 1000.0);
-        let mut child = world
+        // Now and then we are asked to stop (SIGTERM) rather than killed.
+        let asked = !kill_server && round % 4 == 0;
+        let child = world
             .ours_command(work.path(), &command(job, args), &[])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
         if kill_server {
-            children(child.id()).into_iter().for_each(kill);
+            for server in children(child.id()) {
+                signal(server, libc::SIGKILL);
+            }
         } else {
-            kill(child.id());
+            signal(
+                child.id(),
+                if asked { libc::SIGTERM } else { libc::SIGKILL },
+            );
         }
-        let status = child.wait().unwrap();
+        let ended = child.wait_with_output().unwrap();
+        let status = ended.status;
         if !status.success() {
             cut_off += 1;
         }
         let what = format!(
-            "round {round}: {} killed after {delay:?} of {job}",
+            "round {round}: {} {} after {delay:?} of {job}",
             if kill_server {
                 "borg serve"
             } else {
                 "mailcow-borg"
             },
+            if asked { "stopped (SIGTERM)" } else { "killed" },
         );
+        if asked && !status.success() {
+            // borg's code for SIGTERM, and one line that says what became of the run.
+            let stderr = String::from_utf8_lossy(&ended.stderr);
+            assert_eq!(status.code(), Some(143), "{what}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+            assert!(stderr.contains("Received SIGTERM"), "{what}: {stderr}");
+        }
 
         // Whatever the moment, borg finds the repository consistent (a dead server's lock is
         // stale: borg removes it, as it does its own).

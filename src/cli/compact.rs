@@ -15,6 +15,7 @@ use clap::Args;
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime};
+use super::signals::{self, Interrupted};
 use crate::ops::open::{AccessOptions, compact};
 use crate::repo::location::Location;
 use crate::repo::transport::ServerLine;
@@ -52,7 +53,19 @@ pub fn run(args: CompactArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let options = args.access.to_options()?;
-    let compacted = runtime()?.block_on(compact_reporting(&location, options, args.threshold))?;
+    let runtime = runtime()?;
+    let compacted = runtime.block_on(async {
+        let mut stop = signals::first()?;
+        tokio::select! {
+            compacted = compact_reporting(&location, options, args.threshold) => compacted,
+            name = signals::arrived(&mut stop) => Err(Interrupted::by(
+                name,
+                "the server finishes or drops the compaction on its own; no data is lost either way",
+            ).into()),
+        }
+    });
+    runtime.shutdown_background();
+    let compacted = compacted?;
     if compacted == Compacted::AppendOnly {
         say!("{APPEND_ONLY}");
     }
