@@ -7,7 +7,7 @@
 use super::chunker::{ChunkerParams, chunk_sizes};
 use super::envelope::{ObjectId, ObjectKey};
 use super::fields::{DictWriter, Fields, InvalidObject, int};
-use super::item::Item;
+use super::item::{ChunkRef, Item, content_chunks};
 use super::msgpack::{DecodeError, StreamDecoder, Value};
 use super::tam::{self, TamContext, TamError, TamStatus};
 
@@ -174,6 +174,22 @@ impl ItemStreamDecoder {
             .into_iter()
             .map(|v| Item::from_value(v).map_err(ItemStreamError::from))
             .collect()
+    }
+
+    /// Like [`feed`](Self::feed), reading only each item's content chunks ([`content_chunks`]):
+    /// `visit` gets, per item, whether it has a `chunks` list, and the list.
+    pub fn feed_content(
+        &mut self,
+        chunk: &[u8],
+        mut visit: impl FnMut(bool, &[ChunkRef]),
+    ) -> Result<(), ItemStreamError> {
+        let mut chunks = Vec::new();
+        self.stream.feed_encoded(chunk, |encoded| {
+            chunks.clear();
+            let has_chunks = content_chunks(encoded, &mut chunks)?;
+            visit(has_chunks, &chunks);
+            Ok::<_, ItemStreamError>(())
+        })
     }
 
     /// Call after the last chunk: a stream that ends inside an item is corrupt.

@@ -71,6 +71,56 @@ impl ChunkRef {
     }
 }
 
+/// The content chunks of one item, read from its encoding without building the item — what
+/// counting references needs of every item of every archive (`delete`, `info`, the chunk cache),
+/// where building whole items cost most of the time. Appends them to `chunks` and says whether
+/// the item has a `chunks` list at all (a file with content, even empty). The entries are checked
+/// as [`Item::from_value`] checks them; the rest of the item is only walked over.
+pub fn content_chunks(encoded: &[u8], chunks: &mut Vec<ChunkRef>) -> Result<bool, InvalidObject> {
+    let invalid = |problem: String| InvalidObject {
+        object: "item",
+        problem,
+    };
+    let decode = |e: crate::format::msgpack::DecodeError| invalid(e.to_string());
+    let mut reader = crate::format::msgpack::Reader::new(encoded);
+    let entries = reader
+        .map_len()
+        .map_err(decode)?
+        .ok_or_else(|| invalid("not a map".into()))?;
+    let mut has_chunks = false;
+    for _ in 0..entries {
+        let key = reader.raw_bytes().map_err(decode)?;
+        if key != Some(b"chunks".as_slice()) {
+            reader.skip().map_err(decode)?;
+            continue;
+        }
+        let bad = || invalid("invalid entry in chunks".into());
+        let Some(n) = reader.array_len().map_err(decode)? else {
+            return Err(invalid("field chunks is not an array".into()));
+        };
+        has_chunks = true;
+        for _ in 0..n {
+            let parts = reader.array_len().map_err(decode)?.ok_or_else(bad)?;
+            // Only 3-element entries exist in 1.x; a 2-element entry (borg 2 style) has csize 0.
+            if !(2..=3).contains(&parts) {
+                return Err(bad());
+            }
+            let id = reader.raw_bytes().map_err(decode)?.ok_or_else(bad)?;
+            let size = reader.int().map_err(decode)?.ok_or_else(bad)?;
+            let csize = match parts {
+                3 => reader.int().map_err(decode)?.ok_or_else(bad)?,
+                _ => 0,
+            };
+            chunks.push(ChunkRef {
+                id: id.try_into().map_err(|_| bad())?,
+                size: u64::try_from(size).map_err(|_| bad())?,
+                csize: u64::try_from(csize).map_err(|_| bad())?,
+            });
+        }
+    }
+    Ok(has_chunks)
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Item {
     pub path: Vec<u8>,
@@ -256,6 +306,78 @@ impl Item {
 mod tests {
     use super::*;
     use crate::format::msgpack;
+
+    #[test]
+    fn content_chunks_reads_what_from_value_reads() {
+        let chunk = |n: u8| ChunkRef {
+            id: [n; 32],
+            size: 1000 + u64::from(n),
+            csize: 60_000 + u64::from(n),
+        };
+        let mut file = Item {
+            path: b"vmail/a/cur/1".to_vec(),
+            mode: Some(0o100600),
+            chunks: Some(vec![chunk(1), chunk(2)]),
+            chunks_healthy: Some(vec![chunk(9)]),
+            ..Item::default()
+        };
+        let empty = Item {
+            chunks: Some(Vec::new()),
+            ..file.clone()
+        };
+        let dir = Item {
+            path: b"vmail".to_vec(),
+            mode: Some(0o40755),
+            ..Item::default()
+        };
+        file.xattrs = Some(vec![(b"user.x".to_vec(), b"chunks".to_vec())]);
+        for item in [file, empty, dir] {
+            let encoded = item.to_value().to_bytes();
+            let mut chunks = Vec::new();
+            let has = content_chunks(&encoded, &mut chunks).unwrap();
+            assert_eq!(has, item.chunks.is_some());
+            assert_eq!(chunks, item.chunks.clone().unwrap_or_default());
+        }
+        // Entries Item::from_value refuses are refused here too.
+        for bad in [
+            Value::Array(vec![Value::Int(3)]),
+            Value::Array(vec![Value::Array(vec![
+                Value::raw(vec![1; 31]),
+                Value::Int(1),
+            ])]),
+            Value::Array(vec![Value::Array(vec![
+                Value::raw(vec![1; 32]),
+                Value::Int(-1),
+            ])]),
+            Value::Int(5),
+        ] {
+            let encoded =
+                Value::sorted_map([("path", Value::raw(b"x".to_vec())), ("chunks", bad.clone())])
+                    .to_bytes();
+            assert!(content_chunks(&encoded, &mut Vec::new()).is_err(), "{bad}");
+            assert!(
+                Item::from_value(msgpack::decode(&encoded).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+        // A cut-off item is an error, never a panic.
+        let encoded = small_file().to_value().to_bytes();
+        for end in 0..encoded.len() {
+            assert!(content_chunks(&encoded[..end], &mut Vec::new()).is_err());
+        }
+    }
+
+    fn small_file() -> Item {
+        Item {
+            path: b"f".to_vec(),
+            chunks: Some(vec![ChunkRef {
+                id: [7; 32],
+                size: 1,
+                csize: 2,
+            }]),
+            ..Item::default()
+        }
+    }
 
     #[test]
     fn borg_shaped_items_round_trip_byte_exact() {

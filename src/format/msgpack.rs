@@ -283,6 +283,69 @@ impl<'a> Reader<'a> {
         result
     }
 
+    /// The next element's header, consumed; a raw's bytes with it.
+    fn next_head(&mut self) -> Result<Head, DecodeError> {
+        let (len, head) = read_head(&self.data[self.pos..])?;
+        self.pos += len;
+        Ok(head)
+    }
+
+    /// A map's length, or `None` when the element (then skipped) is not a map.
+    pub fn map_len(&mut self) -> Result<Option<usize>, DecodeError> {
+        match self.next_head()? {
+            Head::Map(n) => Ok(Some(n)),
+            other => self.skip_rest(other, 0).map(|()| None),
+        }
+    }
+
+    /// An array's length, or `None` when the element (then skipped) is not an array.
+    pub fn array_len(&mut self) -> Result<Option<usize>, DecodeError> {
+        match self.next_head()? {
+            Head::Array(n) => Ok(Some(n)),
+            other => self.skip_rest(other, 0).map(|()| None),
+        }
+    }
+
+    /// A raw's bytes, borrowed, or `None` when the element (then skipped) is not a raw.
+    pub fn raw_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.next_head()? {
+            Head::Raw(n) => self.take(n).map(Some),
+            other => self.skip_rest(other, 0).map(|()| None),
+        }
+    }
+
+    /// An integer, or `None` when the element (then skipped) is not one.
+    pub fn int(&mut self) -> Result<Option<i128>, DecodeError> {
+        match self.next_head()? {
+            Head::Scalar(Value::Int(i)) => Ok(Some(i)),
+            other => self.skip_rest(other, 0).map(|()| None),
+        }
+    }
+
+    /// Passes over the next element without building it.
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        let head = self.next_head()?;
+        self.skip_rest(head, 0)
+    }
+
+    /// Passes over what follows the header `head`.
+    fn skip_rest(&mut self, head: Head, depth: usize) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        let elements = match head {
+            Head::Scalar(_) => 0,
+            Head::Raw(n) => return self.take(n).map(|_| ()),
+            Head::Array(n) => n,
+            Head::Map(n) => 2 * n,
+        };
+        for _ in 0..elements {
+            let head = self.next_head()?;
+            self.skip_rest(head, depth + 1)?;
+        }
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::Incomplete);
@@ -365,17 +428,43 @@ impl StreamDecoder {
 
     /// Appends `data` and returns every value that is now complete.
     pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Value>, DecodeError> {
-        self.buffer.extend_from_slice(data);
         let mut values = Vec::new();
+        // The framer found each value's end, so it decodes whole.
+        self.feed_encoded(data, |encoded| {
+            Ok::<_, DecodeError>(values.push(decode(encoded)?))
+        })?;
+        Ok(values)
+    }
+
+    /// Appends `data` and shows `each` every value that is now complete, still encoded: for a
+    /// reader that wants a few fields of each and should not pay for building the rest.
+    pub fn feed_encoded<E: From<DecodeError>>(
+        &mut self,
+        data: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.buffer.extend_from_slice(data);
         let mut start = 0;
-        while let Some(end) = self.framer.scan(&self.buffer, start)? {
-            // The framer found the value's end, so it decodes whole.
-            values.push(decode(&self.buffer[start..end])?);
-            start = end;
+        let mut result = Ok(());
+        loop {
+            match self.framer.scan(&self.buffer, start) {
+                Ok(Some(end)) => {
+                    if let Err(e) = each(&self.buffer[start..end]) {
+                        result = Err(e);
+                        break;
+                    }
+                    start = end;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
         }
         self.buffer.drain(..start);
         self.framer.shift(start);
-        Ok(values)
+        result
     }
 
     /// Bytes held back because they do not form a complete value yet — or, where the pending

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::format::archive::{ArchiveMeta, ItemStreamDecoder};
 use crate::format::envelope::{ObjectId, ObjectKey};
-use crate::format::item::{ChunkRef, Item};
+use crate::format::item::ChunkRef;
 use crate::repo::repository::SharedRepository;
 
 use super::id_map::{IdMap, IdSet};
@@ -173,12 +173,13 @@ pub enum Reference<'a> {
     /// An object the archive references: the archive object itself (first), then each of its
     /// item-metadata chunks; with its plaintext and stored sizes.
     Object { id: ObjectId, size: u64, csize: u64 },
-    /// An item; its content chunks (`item.chunks`) are the rest of the archive's references.
-    Item(&'a Item),
+    /// An item with content (a `chunks` list: a file) and its content chunks, the rest of the
+    /// archive's references. Items without are not shown.
+    File(&'a [ChunkRef]),
 }
 
-/// Reads the archive `id` — its object, its item-metadata chunks (fetched ahead) and its items,
-/// never file contents — and shows `visit` every [`Reference`] in order. `name` names the archive
+/// Reads the archive `id` — its object, its item-metadata chunks (fetched ahead) and its items'
+/// content chunk lists (nothing else of the items is built), never file contents — and shows `visit` every [`Reference`] in order. `name` names the archive
 /// in errors. Returns its metadata and its object's stored size.
 pub async fn visit_references(
     repo: &SharedRepository,
@@ -209,9 +210,11 @@ pub async fn visit_references(
             size: chunk.len() as u64,
             csize: stored as u64,
         });
-        for item in decoder.feed(&chunk)? {
-            visit(Reference::Item(&item));
-        }
+        decoder.feed_content(&chunk, |has_chunks, chunks| {
+            if has_chunks {
+                visit(Reference::File(chunks));
+            }
+        })?;
     }
     decoder.finish()?;
     Ok((meta, stored))

@@ -208,8 +208,8 @@ async fn count_references(
     let (mut original_size, mut compressed_size) = (0, 0);
     let (meta, _) = visit_references(repo, key, id, name, |reference| match reference {
         Reference::Object { id, size, csize } => objects.push((id, size, csize)),
-        Reference::Item(item) => {
-            for &ChunkRef { id, size, csize } in item.chunks.iter().flatten() {
+        Reference::File(chunks) => {
+            for &ChunkRef { id, size, csize } in chunks {
                 objects.push((id, size, csize));
                 original_size += size;
                 compressed_size += csize;

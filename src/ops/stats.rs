@@ -69,11 +69,9 @@ pub async fn gather(
         let (meta, stored) =
             visit_references(repo, key, entry.id, &name, |reference| match reference {
                 Reference::Object { id, size, csize } => index.add_reference(id, size, csize),
-                Reference::Item(item) => {
-                    if item.chunks.is_some() {
-                        computed.nfiles += 1;
-                    }
-                    for &ChunkRef { id, size, csize } in item.chunks.iter().flatten() {
+                Reference::File(chunks) => {
+                    computed.nfiles += 1;
+                    for &ChunkRef { id, size, csize } in chunks {
                         index.add_reference(id, size, csize);
                         own.add_reference(id, size, csize);
                         computed.original_size += size;

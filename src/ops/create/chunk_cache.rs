@@ -143,8 +143,8 @@ impl ChunkCache {
         let name = crate::format::key::hex(&id);
         visit_references(repo, key, id, &name, |reference| match reference {
             Reference::Object { id, size, csize } => index.learn(id, size, csize),
-            Reference::Item(item) => {
-                for chunk in item.chunks.iter().flatten() {
+            Reference::File(chunks) => {
+                for chunk in chunks {
                     index.learn(chunk.id, chunk.size, chunk.csize);
                 }
             }
