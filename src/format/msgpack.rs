@@ -431,7 +431,8 @@ impl StreamDecoder {
         let mut values = Vec::new();
         // The framer found each value's end, so it decodes whole.
         self.feed_encoded(data, |encoded| {
-            Ok::<_, DecodeError>(values.push(decode(encoded)?))
+            values.push(decode(encoded)?);
+            Ok::<_, DecodeError>(())
         })?;
         Ok(values)
     }
