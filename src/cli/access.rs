@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::config::{self, ConfigFile};
+use super::settings;
 use crate::format::manifest::Operation;
 use crate::mailcow::helper_command::RepositoryAccess;
 use crate::ops::open::{AccessOptions, OpenRepository, open};
@@ -19,21 +21,20 @@ use crate::repo::transport::ServerLine;
 
 #[derive(Args, Clone, Debug)]
 pub struct AccessArgs {
-    /// Seconds to wait for the repository lock.
-    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
-    pub lock_wait: u64,
+    /// The mailcow backup's config file: its repository (when none is given here or in
+    /// BORG_REPO), passphrase file, SSH key, known_hosts and state dir are used.
+    #[arg(long, env = "MAILCOW_BORG_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the repository lock [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
     /// Give the repository server up when it stays silent this long while an answer is
-    /// awaited (a stalled server must not hang a run).
-    #[arg(long, default_value_t = DEFAULT_SERVER_TIMEOUT, value_name = "SECONDS")]
-    pub server_timeout: u64,
-    /// borg on the repository host (for local repositories: the borg to run).
-    #[arg(
-        long,
-        env = "BORG_REMOTE_PATH",
-        default_value = DEFAULT_REMOTE_PATH,
-        value_name = "PATH"
-    )]
-    pub remote_path: String,
+    /// awaited (a stalled server must not hang a run) [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub server_timeout: Option<u64>,
+    /// borg on the repository host (for local repositories: the borg to run) [default: borg].
+    #[arg(long, env = "BORG_REMOTE_PATH", value_name = "PATH")]
+    pub remote_path: Option<String>,
     /// Read the repository passphrase from this file (first line).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
@@ -62,6 +63,9 @@ const DEFAULT_REMOTE_PATH: &str = "borg";
 /// once; only a commit of a very large repository, or an `open` that must rebuild a lost index,
 /// takes longer (and `open` gets `--lock-wait` on top).
 pub const DEFAULT_SERVER_TIMEOUT: u64 = 300;
+
+/// `--lock-wait`'s default, as borg's.
+pub const DEFAULT_LOCK_WAIT: u64 = 1;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -142,7 +146,11 @@ impl AccessArgs {
             ssh.known_hosts = file.clone();
         }
         ssh.accept_new_host_key = self.accept_new_host_key;
-        ssh.remote_path = self.remote_path.clone();
+        let remote_path = self
+            .remote_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REMOTE_PATH.into());
+        ssh.remote_path = remote_path.clone();
         if self.info {
             ssh.serve_args.push("--info".into());
         }
@@ -154,9 +162,11 @@ impl AccessArgs {
         let show_info = self.info;
         Ok(AccessOptions {
             ssh,
-            local_borg: PathBuf::from(&self.remote_path),
-            lock_wait: Duration::from_secs(self.lock_wait),
-            server_timeout: Duration::from_secs(self.server_timeout),
+            local_borg: PathBuf::from(remote_path),
+            lock_wait: Duration::from_secs(self.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT)),
+            server_timeout: Duration::from_secs(
+                self.server_timeout.unwrap_or(DEFAULT_SERVER_TIMEOUT),
+            ),
             passphrase: PassphraseSources {
                 file: self.passphrase_file.clone(),
                 env: std::env::var("BORG_PASSPHRASE").ok(),
@@ -192,9 +202,10 @@ impl From<&RepositoryAccess> for AccessArgs {
             known_hosts,
         } = access.clone();
         AccessArgs {
-            lock_wait,
-            server_timeout,
-            remote_path: remote_path.unwrap_or_else(|| DEFAULT_REMOTE_PATH.into()),
+            config: None,
+            lock_wait: Some(lock_wait),
+            server_timeout: Some(server_timeout),
+            remote_path,
             passphrase_file,
             ssh_key,
             ssh_key_passphrase_file,
@@ -227,6 +238,62 @@ fn read_first_line(path: &Path) -> anyhow::Result<String> {
 /// Set but empty is an empty passphrase, as for `BORG_PASSPHRASE`.
 pub fn new_passphrase_env() -> Option<String> {
     std::env::var("BORG_NEW_PASSPHRASE").ok()
+}
+
+impl AccessArgs {
+    /// The repository and how to reach it, for every repository command: `location` as given
+    /// (with `BORG_REPO`), these options, and borg's environment — and the mailcow config file
+    /// when `--config` names one or when no repository is given otherwise (the default file,
+    /// if it exists). The config's settings come after flags and the environment, so an admin
+    /// runs `init`, `key export`, `prune`, … with the settings `backup` uses, borg's security
+    /// and keys dirs included (under the state dir, where the helper keeps them).
+    pub fn resolve(&self, location: Option<&str>) -> anyhow::Result<(Location, AccessOptions)> {
+        let borg_repo = env("BORG_REPO");
+        let omitted = location.is_none_or(|l| l.starts_with("::"));
+        let (path, explicit) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+        };
+        if !explicit && (borg_repo.is_some() || !omitted || !path.exists()) {
+            return Ok((parse_location(location)?, self.to_options()?));
+        }
+        let file = ConfigFile::load(&path, explicit)?;
+        // The config's repository stands where BORG_REPO would (`::ARCHIVE` works with it).
+        let location = Location::parse(
+            location.unwrap_or(""),
+            borg_repo.as_deref().or(file.repository.as_deref()),
+        )?;
+        let merged = AccessArgs {
+            lock_wait: self.lock_wait.or(file.lock_wait),
+            server_timeout: self.server_timeout.or(file.server_timeout),
+            remote_path: self.remote_path.clone().or(file.remote_path),
+            passphrase_file: self.passphrase_file.clone().or(file.passphrase_file),
+            ssh_key: self.ssh_key.clone().or(file.ssh_key),
+            ssh_key_passphrase_file: self
+                .ssh_key_passphrase_file
+                .clone()
+                .or(file.ssh_key_passphrase_file),
+            known_hosts: self.known_hosts.clone().or(file.known_hosts),
+            ..self.clone()
+        };
+        let mut options = merged.to_options()?;
+        let state_dir = settings::state_dir(env_path("MAILCOW_BORG_STATE_DIR"), file.state_dir)?;
+        in_state_dir(&mut options, &state_dir);
+        if options.key_file.is_none() {
+            options.key_file = file.key_file;
+        }
+        Ok((location, options))
+    }
+}
+
+/// Points `options` at borg's security and keys dirs and our cache in a mailcow state dir,
+/// where the helper (whose `BORG_BASE_DIR` the state dir is) keeps them: what the host does
+/// with a repository of the config agrees with what backups do.
+pub fn in_state_dir(options: &mut AccessOptions, state_dir: &Path) {
+    let borg_dir = state_dir.join(".config/borg");
+    options.security_dir = borg_dir.join("security");
+    options.keys_dir = borg_dir.join("keys");
+    options.unlock_memo = Some(state_dir.join(".cache/mailcow-borg").join(UNLOCK_MEMO));
 }
 
 /// Parses a location argument, with `BORG_REPO` for the omitted parts.

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, runtime};
 use crate::ops::open::break_lock;
 
 #[derive(Args)]
@@ -15,8 +15,7 @@ pub struct BreakLockArgs {
 }
 
 pub fn run(args: BreakLockArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
-    let options = args.access.to_options()?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     runtime()?.block_on(break_lock(&location, &options))?;
     Ok(Outcome::Ok)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
+use super::access::{AccessArgs, runtime};
 use super::signals::{self, Interrupted};
 use crate::ops::open::{AccessOptions, compact};
 use crate::repo::location::Location;
@@ -48,11 +48,10 @@ pub enum Compacted {
 }
 
 pub fn run(args: CompactArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     if args.dry_run {
         return Ok(Outcome::Ok);
     }
-    let options = args.access.to_options()?;
     let runtime = runtime()?;
     let compacted = runtime.block_on(async {
         let mut stop = signals::first()?;

@@ -9,7 +9,7 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, in_state_dir, parse_location, runtime, with_repository};
 use super::backup::{BackupSettingsArgs, lock_host, options, start_what_a_dead_restore_stopped};
 use crate::docker::Engine;
 use crate::format::manifest::Operation;
@@ -141,9 +141,7 @@ async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> 
 fn repository_access(options: &HelperAccess) -> anyhow::Result<(Location, AccessOptions)> {
     let location = parse_location(Some(&options.repository))?;
     let mut access = AccessArgs::from(&options.repository_access).to_options()?;
-    let borg_dir = options.state_dir.join(".config/borg");
-    access.security_dir = borg_dir.join("security");
-    access.keys_dir = borg_dir.join("keys");
+    in_state_dir(&mut access, &options.state_dir);
     if options.key_file.is_some() {
         access.key_file = options.key_file.clone();
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, UNLOCK_MEMO, cache_base, parse_location, runtime};
+use super::access::{AccessArgs, UNLOCK_MEMO, cache_base, runtime};
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
@@ -406,7 +406,7 @@ struct Output {
 
 impl CreateSettings {
     pub fn from_args(args: CreateArgs, extras: Extras) -> anyhow::Result<CreateSettings> {
-        let location = parse_location(Some(&args.location))?;
+        let (location, mut access) = args.access.resolve(Some(&args.location))?;
         let Some(raw_name) = location.archive.clone() else {
             anyhow::bail!(
                 "{}: no archive name given (REPOSITORY::ARCHIVE)",
@@ -429,7 +429,6 @@ impl CreateSettings {
             })?),
         };
         let excludes = patterns(&args)?;
-        let mut access = args.access.to_options()?;
         let cwd = std::env::current_dir()?;
         let ttl = env("BORG_FILES_CACHE_TTL")
             .map(|t| t.parse::<u8>())

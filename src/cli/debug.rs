@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use super::pyjson::Json;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::envelope::MANIFEST_ID;
@@ -77,8 +77,7 @@ fn indented(text: &str) -> String {
 }
 
 fn dump_manifest(location: Option<String>, access: AccessArgs) -> anyhow::Result<()> {
-    let location = parse_location(location.as_deref())?;
-    let options = access.to_options()?;
+    let (location, options) = access.resolve(location.as_deref())?;
     let plaintext = runtime()?.block_on(with_repository(
         &location,
         &options,
@@ -93,11 +92,10 @@ fn dump_manifest(location: Option<String>, access: AccessArgs) -> anyhow::Result
 }
 
 fn dump_archive(location: &str, access: AccessArgs) -> anyhow::Result<()> {
-    let location = parse_location(Some(location))?;
+    let (location, options) = access.resolve(Some(location))?;
     let Some(name) = location.archive.clone() else {
         anyhow::bail!("no archive given (REPOSITORY::ARCHIVE)");
     };
-    let options = access.to_options()?;
     runtime()?.block_on(with_repository(
         &location,
         &options,

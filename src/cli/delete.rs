@@ -9,7 +9,7 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use super::human;
 use super::info::{STATS_HEADER, totals_text};
 use super::list::archive_line;
@@ -58,7 +58,7 @@ pub enum DeleteRefusal {
 }
 
 pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let explicit: Vec<String> = location
         .archive
         .iter()
@@ -72,7 +72,6 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
     if !filtered && explicit.is_empty() {
         return Err(DeleteRefusal::WholeRepository.into());
     }
-    let options = args.access.to_options()?;
     let show = Printing {
         list: args.list,
         stats: args.stats,

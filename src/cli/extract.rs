@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use crate::format::manifest::Operation;
 use crate::ops::extract::ExtractOptions;
 use crate::ops::select::PathSelection;
@@ -32,11 +32,10 @@ pub struct ExtractArgs {
 }
 
 pub fn run(args: ExtractArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(Some(&args.location))?;
+    let (location, options) = args.access.resolve(Some(&args.location))?;
     let Some(name) = location.archive.clone() else {
         anyhow::bail!("{}: no archive given (REPOSITORY::ARCHIVE)", args.location);
     };
-    let options = args.access.to_options()?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Bad patterns are reported before anything is contacted.
     PathSelection::new(&paths)?;

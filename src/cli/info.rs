@@ -6,7 +6,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use super::human;
 use super::list::{encryption_json, json_indent, repository_json};
 use super::pyjson::Json;
@@ -36,8 +36,7 @@ struct Shown {
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
-    let options = args.access.to_options()?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let work = async |repo: &mut OpenRepository| {
         let names: Vec<String> = location.archive.iter().cloned().collect();
         let mut shown = Vec::new();

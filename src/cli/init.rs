@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, new_passphrase_env, parse_location, runtime};
+use super::access::{AccessArgs, new_passphrase_env, runtime};
 use super::new_passphrase::new_passphrase;
 use crate::error::ErrorKind;
 use crate::format::key::KeyType;
@@ -105,7 +105,7 @@ For any mode, you should:
 ";
 
 pub fn run(args: InitArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let key_type = KeyType::from_mode_name(&args.encryption).expect("clap allows only modes");
     let settings = InitSettings {
         key_type,
@@ -116,7 +116,6 @@ pub fn run(args: InitArgs) -> anyhow::Result<Outcome> {
         },
         make_parent_dirs: args.make_parent_dirs,
     };
-    let options = args.access.to_options()?;
     // Asked before anything is made, so that a missing passphrase leaves nothing behind.
     let passphrase = if key_type == KeyType::Plaintext {
         String::new()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use crate::format::key_export::{
     self, PaperKeyError, paper_answer, parse_paper_id, parse_paper_line,
 };
@@ -103,8 +103,7 @@ pub fn run(command: KeyCommand) -> anyhow::Result<Outcome> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
-    let options = args.access.to_options()?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let output = runtime()?.block_on(async {
         let session = KeySession::open(&location, &options).await?;
         let id = *session.repository_id();
@@ -153,8 +152,7 @@ fn write_export(path: &Path, content: &[u8]) -> anyhow::Result<()> {
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
-    let options = args.access.to_options()?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     // Input problems are found before the repository is reached.
     let plain = match (args.paper, args.path.as_deref()) {
         (true, Some(_)) => return Err(KeyArgsError::PaperFromFile.into()),
@@ -341,8 +339,7 @@ fn read_paper_key(id: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn change(args: ChangePassphraseArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
-    let options = args.access.to_options()?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let home = runtime()?.block_on(with_repository(
         &location,
         &options,

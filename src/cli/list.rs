@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, runtime, with_repository};
 use super::human;
 use super::pyjson::Json;
 use crate::format::item::{Item, ItemKind};
@@ -36,14 +36,13 @@ pub struct ListArgs {
 }
 
 pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
-    let location = parse_location(args.location.as_deref())?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     if location.archive.is_none() && args.json_lines {
         anyhow::bail!("--json-lines is only valid for listing archive contents, use --json");
     }
     if location.archive.is_some() && args.json {
         anyhow::bail!("--json is only valid for listing archives, use --json-lines");
     }
-    let options = args.access.to_options()?;
     // Bad patterns are reported before anything is contacted.
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     PathSelection::new(&paths)?;

@@ -7,7 +7,6 @@ use clap::Args;
 
 use super::Outcome;
 use super::access::AccessArgs;
-use super::access::parse_location;
 use super::delete::{Printing, deletion, run_deleting};
 use super::human;
 use crate::format::text::with_question_marks as remove_surrogates;
@@ -103,7 +102,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
     }
     // Everything the command line can get wrong is refused before the repository is contacted.
     let rules = args.rules()?;
-    let location = parse_location(args.location.as_deref())?;
+    let (location, options) = args.access.resolve(args.location.as_deref())?;
     let now = now_micros();
     let glob = match &args.glob_archives {
         Some(text) => Some(ArchiveGlob::parse(&expand(
@@ -112,7 +111,6 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
         )?)),
         None => None,
     };
-    let options = args.access.to_options()?;
     // borg takes the exclusive lock for a dry run too: what it shows is what a run would do.
     let work = async |repo: &mut OpenRepository| {
         let selection = select(candidates(&repo.manifest, glob.as_ref())?, &rules, now);

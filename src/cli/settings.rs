@@ -74,6 +74,16 @@ pub struct Settings {
     pub access: HelperAccess,
 }
 
+/// The state dir: the one given (flag or environment), else the config's, else the default;
+/// absolute.
+pub fn state_dir(given: Option<PathBuf>, in_file: Option<PathBuf>) -> std::io::Result<PathBuf> {
+    std::path::absolute(
+        given
+            .or(in_file)
+            .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into()),
+    )
+}
+
 pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
     let (config_path, explicit) = match &args.config {
         Some(path) => (path.clone(), true),
@@ -110,19 +120,17 @@ pub fn settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
                 args.known_hosts.clone().or(file.known_hosts.take()),
             )?,
             remote_path: args.remote_path.clone().or(file.remote_path.take()),
-            lock_wait: args.lock_wait.or(file.lock_wait).unwrap_or(1),
+            lock_wait: args
+                .lock_wait
+                .or(file.lock_wait)
+                .unwrap_or(super::access::DEFAULT_LOCK_WAIT),
             server_timeout: args
                 .server_timeout
                 .or(file.server_timeout)
                 .unwrap_or(super::access::DEFAULT_SERVER_TIMEOUT),
         },
         key_file: existing_file("key_file", file.key_file.take())?,
-        state_dir: std::path::absolute(
-            args.state_dir
-                .clone()
-                .or(file.state_dir.take())
-                .unwrap_or_else(|| config::DEFAULT_STATE_DIR.into()),
-        )?,
+        state_dir: state_dir(args.state_dir.clone(), file.state_dir.take())?,
         helper_image: args.helper_image.clone().or(file.helper_image.take()),
         network: args
             .helper_network
