@@ -8,6 +8,7 @@ use std::io::Write;
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime, with_repository};
 use super::create::{self, CreateArgs, CreateSettings};
+use super::retention;
 use super::signals::{self, Interrupted};
 use crate::format::manifest::Operation;
 use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
@@ -49,7 +50,15 @@ fn backup(command: BackupCommand) -> anyhow::Result<Outcome> {
         // starts; mailcow's volumes hold no other special files.
         skip_special: true,
     };
-    CreateSettings::from_args(CreateArgs::from(command), extras)?.run()
+    let (location, access, retention, output) = (
+        command.location.clone(),
+        command.access.clone(),
+        command.retention.clone(),
+        command.output,
+    );
+    let outcome = CreateSettings::from_args(CreateArgs::from(command), extras)?.run()?;
+    retention::after_backup(&location, &access, &retention, output)?;
+    Ok(outcome)
 }
 
 fn inspect(command: InspectCommand) -> anyhow::Result<Outcome> {

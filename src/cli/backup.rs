@@ -17,8 +17,9 @@ use crate::docker::Engine;
 use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, RetentionCommand};
 use crate::mailcow::stopped;
-use crate::ops::placeholders::{PlaceholderValues, expand};
+use crate::ops::placeholders::{PlaceholderValues, expand, name_glob};
 
 /// What a backup takes besides the shared settings.
 #[derive(Args)]
@@ -82,11 +83,21 @@ pub(super) fn options(
         .clone()
         .or(file.archive_name)
         .unwrap_or_else(|| config::DEFAULT_ARCHIVE_NAME.into());
+    let retention = match file.retention {
+        Some(retention) => RetentionCommand {
+            prune_glob: Some(name_glob(&name_template, &values)?),
+            keep_within: retention.keep_within,
+            keeps: retention.keeps,
+            compact: retention.compact,
+        },
+        None => RetentionCommand::default(),
+    };
     Ok(BackupOptions {
         mailcow_dir,
         components,
         access,
         archive: expand(&name_template, &values)?,
+        retention,
         compression: args
             .compression
             .clone()
@@ -186,6 +197,15 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         let outcome = match report.exit_code {
             0 => Outcome::Ok,
             1 => Outcome::Warning,
+            EXIT_ARCHIVE_SAFE => {
+                if let Some(captured) = &report.json {
+                    print_json(captured, &report, &conf)?;
+                }
+                anyhow::bail!(
+                    "the archive {} was written and is safe; the retention after it failed (the helper's message is above): nothing more was pruned or compacted than it says",
+                    options.archive
+                );
+            }
             code => anyhow::bail!(
                 "the backup failed (the helper exited with {code}; its message is above); nothing was committed"
             ),
@@ -203,8 +223,22 @@ fn print_json(
     report: &crate::mailcow::backup::BackupReport,
     conf: &MailcowConf,
 ) -> anyhow::Result<()> {
-    let mut document: serde_json::Value = serde_json::from_slice(captured)
-        .map_err(|e| anyhow::anyhow!("the helper's JSON summary is not JSON: {e}"))?;
+    // create's document, then (with retention) one holding `prune` and `compact`.
+    let not_json =
+        |e: serde_json::Error| anyhow::anyhow!("the helper's JSON summary is not JSON: {e}");
+    let mut documents =
+        serde_json::Deserializer::from_slice(captured).into_iter::<serde_json::Value>();
+    let mut document = documents
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the helper printed no JSON summary"))?
+        .map_err(not_json)?;
+    for more in documents {
+        if let serde_json::Value::Object(members) = more.map_err(not_json)? {
+            for (key, value) in members {
+                document[key] = value;
+            }
+        }
+    }
     let volumes: serde_json::Map<String, serde_json::Value> = report
         .found
         .volumes

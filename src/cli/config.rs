@@ -12,6 +12,12 @@
 //! exclude = []                                       # borg patterns on archive paths
 //! compression = "lz4"
 //! archive_name = "{hostname}-mailcow-{now}"
+//!
+//! [retention]                                        # optional: prune after each backup
+//! keep_daily = 7
+//! keep_weekly = 4
+//! keep_monthly = 6
+//! compact = "always"                                 # or "never", or an interval: "7d"
 //! ```
 //!
 //! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
@@ -25,6 +31,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::mailcow::components::{Component, UnknownComponent};
+use crate::mailcow::retention::{CompactWhen, Keep};
+use crate::ops::prune::{Period, PruneRules, RulesError};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mailcow-borg/config.toml";
 pub const DEFAULT_MAILCOW_DIR: &str = "/opt/mailcow-dockerized";
@@ -55,6 +63,88 @@ pub struct ConfigFile {
     pub helper_network: Option<String>,
     pub helper_memory_mib: Option<u32>,
     pub helper_pids: Option<u32>,
+    #[serde(rename = "retention")]
+    retention_table: Option<RetentionTable>,
+    /// `[retention]`, checked.
+    #[serde(skip)]
+    pub retention: Option<Retention>,
+}
+
+/// `[retention]` as written: prune's rules under their borg names, and `compact`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionTable {
+    keep_within: Option<String>,
+    keep_last: Option<i64>,
+    keep_secondly: Option<i64>,
+    keep_minutely: Option<i64>,
+    keep_hourly: Option<i64>,
+    keep_daily: Option<i64>,
+    keep_weekly: Option<i64>,
+    keep_monthly: Option<i64>,
+    keep_13weekly: Option<i64>,
+    keep_3monthly: Option<i64>,
+    keep_yearly: Option<i64>,
+    compact: Option<String>,
+}
+
+/// What `backup` does after a good archive: prune the archives of its own name by these
+/// rules, then compact when due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_within: Option<String>,
+    pub keeps: Vec<Keep>,
+    pub compact: CompactWhen,
+}
+
+impl RetentionTable {
+    /// The table checked as prune checks its flags; the message names the key.
+    fn checked(self) -> Result<Retention, String> {
+        if self.keep_last.is_some() && self.keep_secondly.is_some() {
+            return Err(
+                "retention: keep_last and keep_secondly are the same rule; give one of them".into(),
+            );
+        }
+        let keeps: Vec<Keep> = [
+            (Period::Secondly, self.keep_last.or(self.keep_secondly)),
+            (Period::Minutely, self.keep_minutely),
+            (Period::Hourly, self.keep_hourly),
+            (Period::Daily, self.keep_daily),
+            (Period::Weekly, self.keep_weekly),
+            (Period::Monthly, self.keep_monthly),
+            (Period::Quarterly13Weekly, self.keep_13weekly),
+            (Period::Quarterly3Monthly, self.keep_3monthly),
+            (Period::Yearly, self.keep_yearly),
+        ]
+        .into_iter()
+        .filter_map(|(period, count)| {
+            Some(Keep {
+                period,
+                count: count?,
+            })
+        })
+        .collect();
+        PruneRules::new(
+            self.keep_within.as_deref(),
+            keeps.iter().map(|k| (k.period, k.count)),
+        )
+        .map_err(|e| match e {
+            RulesError::NoRule => "retention: no rule given: set at least one of keep_within, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly (or keep_secondly, keep_minutely, keep_13weekly, keep_3monthly)".to_string(),
+            RulesError::BothQuarterly => "retention: keep_13weekly and keep_3monthly are two strategies for the same quarters; use one of them".to_string(),
+            RulesError::Within(e) => format!("retention: keep_within: {e}"),
+        })?;
+        let compact = match &self.compact {
+            Some(text) => text
+                .parse()
+                .map_err(|e| format!("retention: compact: {e}"))?,
+            None => CompactWhen::default(),
+        };
+        Ok(Retention {
+            keep_within: self.keep_within,
+            keeps,
+            compact,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +179,14 @@ impl ConfigFile {
             path: path.display().to_string(),
             detail,
         };
-        let config: ConfigFile =
+        let mut config: ConfigFile =
             toml::from_str(text).map_err(|e| invalid(one_line_toml_error(&e, text)))?;
+        config.retention = config
+            .retention_table
+            .take()
+            .map(RetentionTable::checked)
+            .transpose()
+            .map_err(invalid)?;
         if let Some(components) = &config.components {
             for name in components {
                 name.parse::<Component>()
@@ -176,6 +272,50 @@ lock_wait = 60
             e.starts_with("c.toml: components: unknown component \"mail\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn retention_is_checked_at_load_and_names_the_key() {
+        let path = Path::new("c.toml");
+        let config =
+            ConfigFile::parse("[retention]\nkeep_last = 2\nkeep_within = \"1d\"\n", path).unwrap();
+        assert_eq!(
+            config.retention,
+            Some(Retention {
+                keep_within: Some("1d".into()),
+                keeps: vec![Keep {
+                    period: Period::Secondly,
+                    count: 2
+                }],
+                compact: CompactWhen::Always,
+            })
+        );
+        assert_eq!(ConfigFile::parse("", path).unwrap().retention, None);
+        let refused = |text: &str| ConfigFile::parse(text, path).unwrap_err().to_string();
+        let e = refused("[retention]\nkeep_dayly = 7\n");
+        assert!(
+            e.starts_with("c.toml: line 2: unknown field `keep_dayly`"),
+            "{e}"
+        );
+        let e = refused("[retention]\ncompact = \"never\"\n");
+        assert!(e.starts_with("c.toml: retention: no rule given"), "{e}");
+        let e = refused("[retention]\nkeep_13weekly = 1\nkeep_3monthly = 1\n");
+        assert!(
+            e.starts_with("c.toml: retention: keep_13weekly and keep_3monthly"),
+            "{e}"
+        );
+        let e = refused("[retention]\nkeep_within = \"3x\"\n");
+        assert!(
+            e.starts_with("c.toml: retention: keep_within: Unexpected interval"),
+            "{e}"
+        );
+        let e = refused("[retention]\nkeep_daily = 1\ncompact = \"weekly\"\n");
+        assert!(
+            e.starts_with("c.toml: retention: compact: \"weekly\" is not"),
+            "{e}"
+        );
+        let e = refused("[retention]\nkeep_last = 1\nkeep_secondly = 1\n");
+        assert!(e.contains("the same rule"), "{e}");
     }
 
     #[test]

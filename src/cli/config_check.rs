@@ -115,6 +115,21 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
         };
         writeln!(out, "helper image: {image}")?;
         writeln!(out, "archive name: {}", options.archive)?;
+        let retention = &options.retention;
+        if let Some(glob) = &retention.prune_glob {
+            let rules: Vec<String> = retention
+                .keep_within
+                .iter()
+                .map(|w| format!("within={w}"))
+                .chain(retention.keeps.iter().map(|k| k.to_string()))
+                .collect();
+            writeln!(
+                out,
+                "retention: after each backup, prune the archives matching {glob} (keep {}); compact: {}",
+                rules.join(", "),
+                retention.compact
+            )?;
+        }
         writeln!(out, "state dir: {}", options.access.state_dir.display())?;
         Ok(Outcome::Ok)
     })

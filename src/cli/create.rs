@@ -146,6 +146,8 @@ impl From<BackupCommand> for CreateArgs {
     fn from(command: BackupCommand) -> CreateArgs {
         let BackupCommand {
             require_crypt_keys: _,
+            // Done by the agent after the archive.
+            retention: _,
             comment,
             compression,
             checkpoint_interval,

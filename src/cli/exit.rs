@@ -30,7 +30,9 @@ use super::config::ConfigError;
 use super::init::QuotaError;
 use super::key::KeyArgsError;
 use super::new_passphrase::NewPassphraseError;
+use super::retention::ArchiveSafe;
 use super::signals::Interrupted;
+use crate::mailcow::helper_command::EXIT_ARCHIVE_SAFE;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_WARNING: i32 = 1;
@@ -46,6 +48,11 @@ pub fn conclude(result: anyhow::Result<Outcome>) -> i32 {
     // A reader of our output that went away (`| head`) is not an error worth reporting.
     if is_broken_pipe(&e) {
         return EXIT_OK;
+    }
+    // The helper's own code for this, which the host turns into borg's 2 and its message.
+    if e.is::<ArchiveSafe>() {
+        say!("mailcow-borg: error: {e}");
+        return EXIT_ARCHIVE_SAFE as i32;
     }
     match (kind_of(&e), e.downcast_ref::<Interrupted>()) {
         // Stopped by a signal we know: borg's 128 + N, and what the stop left.
@@ -133,7 +140,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// The error and its causes on one line: "what happened: why". A cause that the message
 /// already tells (many errors show their source in their own text) is not repeated.
-fn one_line(e: &anyhow::Error) -> String {
+pub(super) fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

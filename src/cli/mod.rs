@@ -42,6 +42,7 @@ mod new_passphrase;
 mod prune;
 mod pyjson;
 mod restore;
+mod retention;
 mod settings;
 mod signals;
 mod tty;

@@ -25,7 +25,7 @@ use super::components::{CONFIG_PATHS, Component};
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover};
 use super::frames;
-use super::helper_command::{BackupCommand, HelperCommand};
+use super::helper_command::{BackupCommand, HelperCommand, RetentionCommand};
 use super::mysql::{self, DumpError};
 use super::origin::Origin;
 use super::redis::{self, RedisError};
@@ -75,6 +75,8 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     pub checkpoint_interval: u64,
     pub output: OutputOptions,
+    /// What to prune and compact after the archive (`prune_glob` `None`: nothing).
+    pub retention: RetentionCommand,
 }
 
 /// What the helper prints.
@@ -157,6 +159,7 @@ pub fn helper_spec(
         checkpoint_interval: options.checkpoint_interval,
         excludes: options.excludes.clone(),
         output: options.output,
+        retention: options.retention.clone(),
         dump_name: has(Component::Mysql)
             .then(|| format!("{}/{}.sql", Component::Mysql.archive_dir(), conf.db_name)),
         location: options.access.archive(&options.archive),

@@ -21,6 +21,8 @@ use clap::{Args, Subcommand};
 use crate::error::ErrorKind;
 
 use super::backup::OutputOptions;
+use super::retention::{CompactWhen, Keep};
+use crate::ops::prune::{PruneRules, RulesError};
 
 /// Every helper subcommand, as `mailcow-borg agent <subcommand>` takes it.
 #[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
@@ -132,6 +134,8 @@ pub struct BackupCommand {
     pub excludes: Vec<String>,
     #[command(flatten)]
     pub output: OutputOptions,
+    #[command(flatten)]
+    pub retention: RetentionCommand,
     /// The archive path of the database dump (`-` among the paths), stored with [`DUMP_MODE`].
     #[arg(long, value_name = "NAME")]
     pub dump_name: Option<String>,
@@ -142,6 +146,39 @@ pub struct BackupCommand {
     #[command(flatten)]
     pub access: RepositoryAccess,
 }
+
+/// What `agent backup` does after the archive is committed: prune the archives of the backup's
+/// own name, then compact. Off without `--prune-glob`.
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionCommand {
+    /// Prune the archives this glob selects (made from the archive name's pattern), and their
+    /// checkpoints; no other archive is touched.
+    #[arg(long, value_name = "GLOB")]
+    pub prune_glob: Option<String>,
+    /// Keep every archive of this interval (prune's --keep-within).
+    #[arg(long, value_name = "INTERVAL")]
+    pub keep_within: Option<String>,
+    /// Keep N archives of each PERIOD (prune's period rules, e.g. daily=7); repeatable.
+    #[arg(long = "keep", value_name = "PERIOD=N")]
+    pub keeps: Vec<Keep>,
+    /// When to compact after pruning: always, never, or an interval since the last time.
+    #[arg(long, value_name = "WHEN", default_value_t)]
+    pub compact: CompactWhen,
+}
+
+impl RetentionCommand {
+    /// The rules, checked.
+    pub fn rules(&self) -> Result<PruneRules, RulesError> {
+        PruneRules::new(
+            self.keep_within.as_deref(),
+            self.keeps.iter().map(|k| (k.period, k.count)),
+        )
+    }
+}
+
+/// The exit code of a helper whose archive was committed but whose retention (prune or
+/// compact) then failed: the host says the archive is safe, and ends with borg's 2.
+pub const EXIT_ARCHIVE_SAFE: i64 = 3;
 
 /// `agent inspect`: the archive's summary as JSON on stdout.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -262,11 +299,18 @@ impl HelperCommand {
                     checkpoint_interval,
                     excludes,
                     output,
+                    retention,
                     dump_name,
                     location,
                     paths,
                     access,
                 } = &**command;
+                let RetentionCommand {
+                    prune_glob,
+                    keep_within,
+                    keeps,
+                    compact,
+                } = retention;
                 let OutputOptions {
                     stats,
                     json,
@@ -285,6 +329,12 @@ impl HelperCommand {
                 w.flag("json", json);
                 w.flag("list", list);
                 w.flag("progress", progress);
+                if prune_glob.is_some() {
+                    w.optional("prune-glob", prune_glob.as_ref());
+                    w.optional("keep-within", keep_within.as_ref());
+                    w.each("keep", keeps);
+                    w.value("compact", compact);
+                }
                 w.optional("dump-name", dump_name.as_ref());
                 w.access(access);
                 w.positional(location);
@@ -419,6 +469,24 @@ mod tests {
                 list: true,
                 progress: true,
             },
+            retention: RetentionCommand {
+                prune_glob: Some("mail-mailcow-* [*]".into()),
+                keep_within: Some("2d".into()),
+                keeps: vec![
+                    Keep {
+                        period: crate::ops::prune::Period::Daily,
+                        count: 7,
+                    },
+                    Keep {
+                        period: crate::ops::prune::Period::Quarterly13Weekly,
+                        count: -1,
+                    },
+                ],
+                compact: CompactWhen::Every {
+                    amount: 7,
+                    unit: 'd',
+                },
+            },
             dump_name: Some("mysql/my db.sql".into()),
             location: location("mailcow-{now}"),
             paths: vec!["vmail".into(), "-".into(), "--json".into(), "config".into()],
@@ -434,6 +502,7 @@ mod tests {
             comment: String::new(),
             excludes: Vec::new(),
             output: OutputOptions::default(),
+            retention: RetentionCommand::default(),
             dump_name: None,
             paths: Vec::new(),
             ..backup(bare_access())

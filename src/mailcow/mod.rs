@@ -15,6 +15,7 @@ pub mod origin;
 pub mod redis;
 pub mod restore;
 pub mod restore_plan;
+pub mod retention;
 pub mod staged_import;
 pub mod stopped;
 pub mod summary;

@@ -133,6 +133,39 @@ impl PlaceholderValues {
 
 /// Expands the placeholders in `text`.
 pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, PlaceholderError> {
+    substitute(text, values, false)
+}
+
+/// The archive glob (`-a`) that selects every name `text` expands to on this host: what varies
+/// from run to run (`{now}`, `{utcnow}`, `{unixtime}`, `{uuid4}`, `{pid}`) becomes `*`, the
+/// rest is expanded, and glob characters of the literal text are escaped (`[*]`, `[?]`, `[[]`),
+/// so `backup`'s retention touches no archive of another name.
+pub fn name_glob(text: &str, values: &PlaceholderValues) -> Result<String, PlaceholderError> {
+    substitute(text, values, true)
+}
+
+/// Whether a placeholder's value differs from one run to the next.
+fn varies(key: &str) -> bool {
+    matches!(key, "now" | "utcnow" | "unixtime" | "uuid4" | "pid")
+}
+
+fn push_literal(out: &mut String, c: char, glob: bool) {
+    match c {
+        '*' | '?' | '[' if glob => {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        }
+        _ => out.push(c),
+    }
+}
+
+/// Python's `str.format` walk over `text`: expanded, or as a glob of its expansions.
+fn substitute(
+    text: &str,
+    values: &PlaceholderValues,
+    glob: bool,
+) -> Result<String, PlaceholderError> {
     let format_error = |detail: FormatProblem| PlaceholderError::Format {
         text: text.to_string(),
         detail,
@@ -143,11 +176,11 @@ pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, Placehol
         match c {
             '{' if chars.peek() == Some(&'{') => {
                 chars.next();
-                out.push('{');
+                push_literal(&mut out, '{', glob);
             }
             '}' if chars.peek() == Some(&'}') => {
                 chars.next();
-                out.push('}');
+                push_literal(&mut out, '}', glob);
             }
             '}' => return Err(format_error(FormatProblem::SingleClosingBrace)),
             '{' => {
@@ -169,9 +202,21 @@ pub fn expand(text: &str, values: &PlaceholderValues) -> Result<String, Placehol
                         key: name.to_string(),
                         text: text.to_string(),
                     })?;
-                out.push_str(&render(value, spec).map_err(format_error)?);
+                let rendered = render(value, spec).map_err(format_error)?;
+                if !glob {
+                    out.push_str(&rendered);
+                } else if varies(name) {
+                    // One star however many fields: globs collapse runs of stars anyway.
+                    if !out.ends_with('*') || out.ends_with("[*]") {
+                        out.push('*');
+                    }
+                } else {
+                    rendered
+                        .chars()
+                        .for_each(|c| push_literal(&mut out, c, true));
+                }
             }
-            other => out.push(other),
+            other => push_literal(&mut out, other, glob),
         }
     }
     Ok(out)
@@ -275,6 +320,31 @@ mod tests {
             uuid4: "9412f359-0000-4000-8000-000000000000".into(),
             now_micros: 1_795_898_147_123_456,
         }
+    }
+
+    #[test]
+    fn a_name_pattern_becomes_the_glob_of_its_names() {
+        let v = values();
+        assert_eq!(
+            name_glob("{hostname}-mailcow-{now}", &v).unwrap(),
+            "mail-mailcow-*"
+        );
+        assert_eq!(
+            name_glob("{fqdn}*{user}?[x]-{utcnow:%Y}{now:%H}-{uuid4}.{pid}", &v).unwrap(),
+            "mail.example.org[*]root[?][[]x]-*-*.*"
+        );
+        assert_eq!(name_glob("{{now}}-{unixtime}", &v).unwrap(), "{now}-*");
+        assert!(name_glob("{nope}", &v).is_err());
+        // The glob selects what the pattern expands to, at any time, and nothing else.
+        let glob =
+            crate::ops::patterns::ArchiveGlob::parse(&name_glob("{hostname}-*-{now}", &v).unwrap());
+        let later = PlaceholderValues {
+            now_micros: v.now_micros + 86_400_000_000,
+            ..v.clone()
+        };
+        assert!(glob.matches(expand("{hostname}-*-{now}", &later).unwrap().as_bytes()));
+        assert!(!glob.matches(b"mail-x-2026-11-28T20:35:47"));
+        assert!(!glob.matches(b"other-*-2026-11-28T20:35:47"));
     }
 
     #[test]
