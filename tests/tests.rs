@@ -13,6 +13,7 @@ mod common;
 mod borg_fixtures;
 mod borg_reads_ours;
 mod chunker_vs_borg;
+mod config_fallback;
 mod create_faults;
 mod create_vs_borg;
 mod delete_vs_borg;
