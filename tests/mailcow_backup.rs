@@ -757,3 +757,106 @@ fn benchmark_backup() {
         );
     }
 }
+
+/// `[retention]`: after each good archive the backup prunes the archives of its own name (and
+/// their checkpoints), never another archive — not even one of another host's same pattern —
+/// and compacts; `--json` and `--stats` say what went; borg 1.4.5 checks the result.
+#[test]
+fn retention_prunes_only_the_backups_own_archives() {
+    require!(Borg14, Sshd, Docker, Root);
+    let mailcow = Mailcow::create(5);
+    mailcow.start();
+    mailcow.fill_database();
+    let setup = Setup::new(&mailcow);
+    let repo = setup.repo.to_str().unwrap().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim().split('.').next().unwrap().to_string();
+    let other_host = "otherhost-mailcow-2020-01-01T00:00:00".to_string();
+    let by_hand = "by-hand".to_string();
+    let checkpoint = format!("{host}-mailcow-2019-01-01T00:00:00.checkpoint");
+    let source = setup.dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("file"), "not mailcow\n").unwrap();
+    for name in [&other_host, &by_hand, &checkpoint] {
+        setup
+            .world
+            .borg(
+                &common::borg14(),
+                &source,
+                &[
+                    "create",
+                    "--timestamp",
+                    "2019-06-01T00:00:00",
+                    &format!("{repo}::{name}"),
+                    ".",
+                ],
+            )
+            .expect(0, "borg create");
+    }
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("\n[retention]\nkeep_last = 2\n");
+    std::fs::write(&setup.config, config).unwrap();
+
+    let run = |expect_pruned: &[&String]| -> (String, serde_json::Value) {
+        let ran = setup.backup(&["--json"]).expect(0, "backup with retention");
+        let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+        let name = summary["archive"]["name"].as_str().unwrap().to_string();
+        let pruned: Vec<&str> = summary["prune"]["pruned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = expect_pruned.iter().map(|n| n.as_str()).collect();
+        assert_eq!(pruned, expected, "{summary:#}");
+        assert_eq!(summary["prune"]["glob"], format!("{host}-mailcow-*"));
+        assert_eq!(summary["compact"]["ran"], true, "{summary:#}");
+        assert_eq!(summary["compact"]["append_only"], false);
+        assert_eq!(summary["mailcow"]["project"], mailcow.project.as_str());
+        (name, summary)
+    };
+    // The checkpoint of the backup's name goes at once (a complete archive is newer).
+    let (first, summary) = run(&[&checkpoint]);
+    assert_eq!(summary["prune"]["kept"], serde_json::json!([first]));
+    let (second, _) = run(&[]);
+    let (third, summary) = run(&[&first]);
+    assert_eq!(summary["prune"]["kept"], serde_json::json!([third, second]));
+    assert!(
+        summary["prune"]["deleted"]["original_size"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let ran = setup
+        .backup(&["--stats"])
+        .expect(0, "backup --stats with retention");
+    assert!(ran.stderr.contains("Archive name: "), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!(
+            "Retention of the archives matching {host}-mailcow-*: keeping 2, pruning 1."
+        )),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains(&format!("Pruned archive: {second}")),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("Deleted data:"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("Compacted the repository."),
+        "{}",
+        ran.stderr
+    );
+
+    let mut left = archives(&setup);
+    left.sort();
+    let mut expected = vec![other_host, by_hand, third];
+    expected.sort();
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(expected.iter().all(|n| left.contains(n)), "{left:?}");
+    setup.borg(&["check", &repo]).expect(0, "borg check");
+    no_helper_left(&mailcow);
+}
