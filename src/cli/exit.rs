@@ -183,6 +183,12 @@ mod tests {
         assert_eq!(conclude(Err(term.into())), 143);
         let hup = Interrupted::by("SIGHUP", "nothing was changed");
         assert_eq!(conclude(Err(hup.into())), 129);
+        let safe = ArchiveSafe {
+            archive: "a".into(),
+            step: "pruning",
+            detail: "lost".into(),
+        };
+        assert_eq!(conclude(Err(safe.into())), EXIT_ARCHIVE_SAFE as i32);
         let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         assert_eq!(conclude(Err(pipe.into())), EXIT_OK);
     }
