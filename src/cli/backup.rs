@@ -202,7 +202,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
                     print_json(captured, &report, &conf)?;
                 }
                 anyhow::bail!(
-                    "the archive {} was written and is safe; the retention after it failed (the helper's message is above): nothing more was pruned or compacted than it says",
+                    "the archive {} was written and is safe, but pruning or compacting after it failed (the line above says what)",
                     options.archive
                 );
             }
