@@ -796,6 +796,15 @@ fn retention_prunes_only_the_backups_own_archives() {
     let mut config = std::fs::read_to_string(&setup.config).unwrap();
     config.push_str("\n[retention]\nkeep_last = 2\n");
     std::fs::write(&setup.config, config).unwrap();
+    let checked = setup.check(&[]).expect(0, "config check");
+    let line = format!(
+        "retention: after each backup, prune the archives matching {host}-mailcow-* (keep_last = 2); compact = always"
+    );
+    assert!(
+        checked.stdout_text().contains(&line),
+        "{}",
+        checked.stdout_text()
+    );
 
     let run = |expect_pruned: &[&String]| -> (String, serde_json::Value) {
         let ran = setup.backup(&["--json"]).expect(0, "backup with retention");

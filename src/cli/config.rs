@@ -97,6 +97,22 @@ pub struct Retention {
     pub compact: CompactWhen,
 }
 
+/// The `[retention]` key of each period rule (`keep_secondly` is the same rule as `keep_last`,
+/// which is what admins write).
+pub fn rule_key(period: Period) -> &'static str {
+    match period {
+        Period::Secondly => "keep_last",
+        Period::Minutely => "keep_minutely",
+        Period::Hourly => "keep_hourly",
+        Period::Daily => "keep_daily",
+        Period::Weekly => "keep_weekly",
+        Period::Monthly => "keep_monthly",
+        Period::Quarterly13Weekly => "keep_13weekly",
+        Period::Quarterly3Monthly => "keep_3monthly",
+        Period::Yearly => "keep_yearly",
+    }
+}
+
 impl RetentionTable {
     /// The table checked as prune checks its flags; the message names the key.
     fn checked(self) -> Result<Retention, String> {

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use super::Outcome;
 use super::access::{AccessArgs, in_state_dir, parse_location, runtime, with_repository};
 use super::backup::{BackupSettingsArgs, lock_host, options, start_what_a_dead_restore_stopped};
+use super::config;
 use crate::docker::Engine;
 use crate::format::manifest::Operation;
 use crate::mailcow::access::HelperAccess;
@@ -120,12 +121,17 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
             let rules: Vec<String> = retention
                 .keep_within
                 .iter()
-                .map(|w| format!("within={w}"))
-                .chain(retention.keeps.iter().map(|k| k.to_string()))
+                .map(|w| format!("keep_within = {w}"))
+                .chain(
+                    retention
+                        .keeps
+                        .iter()
+                        .map(|k| format!("{} = {}", config::rule_key(k.period), k.count)),
+                )
                 .collect();
             writeln!(
                 out,
-                "retention: after each backup, prune the archives matching {glob} (keep {}); compact: {}",
+                "retention: after each backup, prune the archives matching {glob} ({}); compact = {}",
                 rules.join(", "),
                 retention.compact
             )?;
