@@ -4,7 +4,7 @@
 //! compact when due. What fails here fails after a good archive, and says so
 //! ([`ArchiveSafe`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, runtime};
@@ -177,7 +177,7 @@ fn compact_if_due(
 
 /// When this repository was last compacted (Unix seconds), from the stamp: "<seconds>
 /// <repository>". Another repository's stamp does not count.
-fn last_compaction(stamp: &PathBuf, repository: &str) -> Option<i64> {
+fn last_compaction(stamp: &Path, repository: &str) -> Option<i64> {
     let text = std::fs::read_to_string(stamp).ok()?;
     let (seconds, stamped) = text.trim_end().split_once(' ')?;
     (stamped == repository)
