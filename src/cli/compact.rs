@@ -52,11 +52,24 @@ pub fn run(args: CompactArgs) -> anyhow::Result<Outcome> {
     if args.dry_run {
         return Ok(Outcome::Ok);
     }
+    if compact_until_stopped(&location, options, args.threshold)? == Compacted::AppendOnly {
+        say!("{APPEND_ONLY}");
+    }
+    Ok(Outcome::Ok)
+}
+
+/// [`compact_reporting`] in a runtime of its own, ended at once by a stop signal (which
+/// `backup`'s helper, its container's PID 1, would otherwise not even notice).
+pub fn compact_until_stopped(
+    location: &Location,
+    options: AccessOptions,
+    threshold_percent: u8,
+) -> anyhow::Result<Compacted> {
     let runtime = runtime()?;
     let compacted = runtime.block_on(async {
         let mut stop = signals::first()?;
         tokio::select! {
-            compacted = compact_reporting(&location, options, args.threshold) => compacted,
+            compacted = compact_reporting(location, options, threshold_percent) => compacted,
             name = signals::arrived(&mut stop) => Err(Interrupted::by(
                 name,
                 "the server finishes or drops the compaction on its own; no data is lost either way",
@@ -64,11 +77,7 @@ pub fn run(args: CompactArgs) -> anyhow::Result<Outcome> {
         }
     });
     runtime.shutdown_background();
-    let compacted = compacted?;
-    if compacted == Compacted::AppendOnly {
-        say!("{APPEND_ONLY}");
-    }
-    Ok(Outcome::Ok)
+    compacted
 }
 
 /// Said when an append-only repository freed nothing.

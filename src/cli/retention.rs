@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime};
-use super::compact::{APPEND_ONLY, Compacted, compact_reporting};
+use super::access::{AccessArgs, parse_location};
+use super::compact::{APPEND_ONLY, Compacted, compact_until_stopped};
 use super::delete::{Printing, deletion, run_deleting};
 use crate::mailcow::access::HELPER_STATE;
 use crate::mailcow::backup::OutputOptions;
@@ -166,8 +166,7 @@ fn compact_if_due(
     }
     let repository = parse_location(Some(&location.repository))?;
     let options = AccessArgs::from(access).to_options()?;
-    let compacted =
-        runtime()?.block_on(compact_reporting(&repository, options, COMPACT_THRESHOLD))?;
+    let compacted = compact_until_stopped(&repository, options, COMPACT_THRESHOLD)?;
     // Unrecorded, the next backup compacts again: wasted time, nothing worse.
     if let Err(e) = std::fs::write(&stamp, format!("{now} {}\n", location.repository)) {
         say!("cannot record the compaction in {}: {e}", stamp.display());
