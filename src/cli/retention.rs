@@ -155,13 +155,7 @@ fn compact_if_due(
 ) -> anyhow::Result<Option<Compacted>> {
     let stamp = Path::new(HELPER_STATE).join(COMPACT_STAMP);
     let now = now_micros().div_euclid(1_000_000);
-    let due = match (when, when.interval_seconds()) {
-        (CompactWhen::Never, _) => false,
-        (_, Some(interval)) => last_compaction(&stamp, &location.repository)
-            .is_none_or(|last| now.saturating_sub(last) >= interval as i64),
-        _ => true,
-    };
-    if !due {
+    if !due(when, || last_compaction(&stamp, &location.repository), now) {
         return Ok(None);
     }
     let repository = parse_location(Some(&location.repository))?;
@@ -174,6 +168,17 @@ fn compact_if_due(
     Ok(Some(compacted))
 }
 
+/// Whether compacting is due at `now` (Unix seconds); `last` reads when it last ran.
+fn due(when: CompactWhen, last: impl FnOnce() -> Option<i64>, now: i64) -> bool {
+    match (when, when.interval_seconds()) {
+        (CompactWhen::Never, _) => false,
+        (_, Some(interval)) => {
+            last().is_none_or(|last| now.saturating_sub(last) >= interval as i64)
+        }
+        _ => true,
+    }
+}
+
 /// When this repository was last compacted (Unix seconds), from the stamp: "<seconds>
 /// <repository>". Another repository's stamp does not count.
 fn last_compaction(stamp: &Path, repository: &str) -> Option<i64> {
@@ -182,4 +187,32 @@ fn last_compaction(stamp: &Path, repository: &str) -> Option<i64> {
     (stamped == repository)
         .then(|| seconds.parse().ok())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_is_due_as_configured_and_per_repository() {
+        let week = CompactWhen::Every {
+            amount: 7,
+            unit: 'd',
+        };
+        let now = 1_800_000_000;
+        assert!(due(CompactWhen::Always, || Some(now), now));
+        assert!(!due(CompactWhen::Never, || None, now));
+        assert!(due(week, || None, now));
+        assert!(!due(week, || Some(now - 6 * 86_400), now));
+        assert!(due(week, || Some(now - 7 * 86_400), now));
+
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = dir.path().join(COMPACT_STAMP);
+        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), None);
+        std::fs::write(&stamp, "1700000000 ssh://h/./r\n").unwrap();
+        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), Some(1_700_000_000));
+        assert_eq!(last_compaction(&stamp, "ssh://h/./other"), None);
+        std::fs::write(&stamp, "garbage").unwrap();
+        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), None);
+    }
 }
