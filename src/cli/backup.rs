@@ -192,7 +192,14 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             other => other?,
         };
         if let Some(signal) = report.interrupted {
-            return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
+            // Stopped after the archive was committed, while pruning or compacting: the
+            // helper said so with its exit code.
+            let outcome = if report.exit_code == EXIT_ARCHIVE_SAFE {
+                "the archive was written and is safe; pruning or compacting after it was stopped (a prune is one transaction: it was rolled back whole)"
+            } else {
+                Interrupted::NOTHING_COMMITTED
+            };
+            return Err(Interrupted::by(signal, outcome).into());
         }
         let outcome = match report.exit_code {
             0 => Outcome::Ok,
