@@ -185,11 +185,11 @@ const DASHES: &str =
 /// Runs `work` on the repository opened for deleting; a stop signal ends it where it is. The
 /// deletion is one transaction, so stopping before its commit leaves the repository as it was
 /// (the server rolls back when the session ends).
-pub fn run_deleting(
+pub fn run_deleting<T>(
     location: &crate::repo::location::Location,
     options: &crate::ops::open::AccessOptions,
-    work: impl AsyncFnOnce(&mut OpenRepository) -> anyhow::Result<Outcome>,
-) -> anyhow::Result<Outcome> {
+    work: impl AsyncFnOnce(&mut OpenRepository) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         let mut stop = signals::first()?;

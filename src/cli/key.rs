@@ -373,7 +373,7 @@ fn new_passphrase(file: Option<&Path>) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         return Ok(text.lines().next().unwrap_or_default().to_string());
     }
-    if let Ok(passphrase) = std::env::var("BORG_NEW_PASSPHRASE") {
+    if let Some(passphrase) = super::access::new_passphrase_env() {
         return Ok(passphrase);
     }
     use super::new_passphrase::{NewPassphraseError, ask_twice};

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use super::Outcome;
 use super::access::{AccessArgs, parse_location};
 use super::compact::{APPEND_ONLY, Compacted, compact_until_stopped};
 use super::delete::{Printing, deletion, run_deleting};
@@ -109,7 +108,6 @@ fn prune(
     let repository = parse_location(Some(&location.repository))?;
     let options = AccessArgs::from(access).to_options()?;
     let now = now_micros();
-    let mut done = None;
     run_deleting(&repository, &options, async |repo| {
         let selection = select(candidates(&repo.manifest, Some(&glob_parsed))?, &rules, now);
         let (mut kept, mut pruned) = (Vec::new(), Vec::new());
@@ -137,14 +135,12 @@ fn prune(
             dry_run: false,
         };
         let deleted = deletion(repo, &pruned, show).await?;
-        done = Some(Pruned {
+        Ok(Pruned {
             kept,
             pruned,
             deleted,
-        });
-        Ok(Outcome::Ok)
-    })?;
-    done.ok_or_else(|| anyhow::anyhow!("pruning ended without a result"))
+        })
+    })
 }
 
 /// Compacts when `when` says it is due; what it found, or `None` when it was not due.

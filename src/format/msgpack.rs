@@ -359,9 +359,7 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
-        let (len, head) = read_head(&self.data[self.pos..])?;
-        self.pos += len;
-        Ok(match head {
+        Ok(match self.next_head()? {
             Head::Scalar(value) => value,
             Head::Raw(n) => self.raw(n)?,
             Head::Array(n) => self.array(n, depth)?,
