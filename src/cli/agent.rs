@@ -6,10 +6,10 @@
 use std::io::Write;
 
 use super::Outcome;
-use super::access::{AccessArgs, parse_location, runtime, with_repository};
+use super::access::{AccessArgs, parse_location, with_repository};
 use super::create::{self, CreateArgs, CreateSettings};
 use super::retention;
-use super::signals::{self, Interrupted};
+use super::signals;
 use crate::format::manifest::Operation;
 use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::frames::FramedReader;
@@ -143,18 +143,10 @@ fn with_archive(
         anyhow::bail!("{location}: no archive given (REPOSITORY::ARCHIVE)");
     };
     let options = AccessArgs::from(access).to_options()?;
-    let runtime = runtime()?;
-    let result = runtime.block_on(async {
-        let mut stop = signals::first()?;
-        let run = with_repository(&location_parsed, &options, Operation::Read, async |repo| {
+    signals::run_until_stopped(
+        "stopped",
+        with_repository(&location_parsed, &options, Operation::Read, async |repo| {
             work(repo, name).await
-        });
-        tokio::select! {
-            outcome = run => outcome,
-            name = signals::arrived(&mut stop) => Err(Interrupted::by(name, "stopped").into()),
-        }
-    });
-    // Not waiting for a writer thread that the signal left behind.
-    runtime.shutdown_background();
-    result
+        }),
+    )
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, runtime};
-use super::signals::{self, Interrupted};
+use super::access::AccessArgs;
+use super::signals;
 use crate::ops::open::{AccessOptions, compact};
 use crate::repo::location::Location;
 use crate::repo::transport::ServerLine;
@@ -65,19 +65,10 @@ pub fn compact_until_stopped(
     options: AccessOptions,
     threshold_percent: u8,
 ) -> anyhow::Result<Compacted> {
-    let runtime = runtime()?;
-    let compacted = runtime.block_on(async {
-        let mut stop = signals::first()?;
-        tokio::select! {
-            compacted = compact_reporting(location, options, threshold_percent) => compacted,
-            name = signals::arrived(&mut stop) => Err(Interrupted::by(
-                name,
-                "the server finishes or drops the compaction on its own; no data is lost either way",
-            ).into()),
-        }
-    });
-    runtime.shutdown_background();
-    compacted
+    signals::run_until_stopped(
+        "the server finishes or drops the compaction on its own; no data is lost either way",
+        compact_reporting(location, options, threshold_percent),
+    )
 }
 
 /// Said when an append-only repository freed nothing.

@@ -9,11 +9,11 @@
 use clap::Args;
 
 use super::Outcome;
-use super::access::{AccessArgs, runtime, with_repository};
+use super::access::{AccessArgs, with_repository};
 use super::human;
 use super::info::{STATS_HEADER, totals_text};
 use super::list::archive_line;
-use super::signals::{self, Interrupted};
+use super::signals;
 use crate::format::manifest::Operation;
 use crate::ops::delete::DeletedStats;
 use crate::ops::open::OpenRepository;
@@ -190,18 +190,8 @@ pub fn run_deleting<T>(
     options: &crate::ops::open::AccessOptions,
     work: impl AsyncFnOnce(&mut OpenRepository) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let runtime = runtime()?;
-    let result = runtime.block_on(async {
-        let mut stop = signals::first()?;
-        let run = with_repository(location, options, Operation::Delete, work);
-        tokio::select! {
-            outcome = run => outcome,
-            name = signals::arrived(&mut stop) => Err(Interrupted::by(
-                name,
-                "nothing was deleted, unless the signal came while the deletion was being committed (then all of it was): `list` shows which",
-            ).into()),
-        }
-    });
-    runtime.shutdown_background();
-    result
+    signals::run_until_stopped(
+        "nothing was deleted, unless the signal came while the deletion was being committed (then all of it was): `list` shows which",
+        with_repository(location, options, Operation::Delete, work),
+    )
 }

@@ -89,6 +89,27 @@ pub async fn arrived(seen: &mut FirstSignal) -> &'static str {
     }
 }
 
+/// Runs `work` on a runtime of its own until it ends, or until the first stop signal: then it
+/// is dropped where it is — `outcome` says what that leaves — and the command ends with borg's
+/// code for the signal. For commands whose work may simply stop: a reader, or a writer whose
+/// changes are one transaction that the server rolls back when the session ends.
+pub fn run_until_stopped<T>(
+    outcome: &'static str,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = super::access::runtime()?;
+    let result = runtime.block_on(async {
+        let mut stop = first()?;
+        tokio::select! {
+            done = work => done,
+            name = arrived(&mut stop) => Err(Interrupted::by(name, outcome).into()),
+        }
+    });
+    // Not waiting for a task or a writer thread that the signal left behind.
+    runtime.shutdown_background();
+    result
+}
+
 /// For a command that writes the repository itself (`create`): the first stop signal sets
 /// `stop`, so the run rolls back and releases the lock instead of the process dying with the
 /// repository locked. The first signal's name, once one came.
