@@ -8,7 +8,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::cli::{Ran, assert_same_tree, tricky_tree};
-use common::mailcow::{Mailcow, docker, docker_exec};
+use common::mailcow::{MailboxMail, Mailcow, docker, docker_exec};
 use common::mailcow_repo::{Setup, bench_size, median, no_helper_left, timed};
 
 /// The volumes a backup holds, by their short names and archive directories.
@@ -186,11 +186,7 @@ fn assert_same_mail_tree(expected: &Path, actual: &Path, what: &str) {
 
 /// Asserts that every mailbox reads back through dovecot as it did before (`before`, from
 /// [`Mailcow::read_every_mailbox`]), without printing the mail.
-fn same_mail(
-    before: &[(String, Vec<(String, Vec<u8>)>)],
-    after: &[(String, Vec<(String, Vec<u8>)>)],
-    what: &str,
-) {
+fn same_mail(before: &[MailboxMail], after: &[MailboxMail], what: &str) {
     assert_eq!(before.len(), after.len(), "{what}: mailboxes");
     for ((user, mails), (user_after, mails_after)) in before.iter().zip(after) {
         assert_eq!(user, user_after, "{what}");
@@ -481,6 +477,7 @@ fn mail_restored_with_its_keys_reads_back_and_without_them_is_refused() {
         std::fs::remove_file(crypt.join(key)).unwrap();
     }
     docker(&["restart", &mailcow.container("dovecot-mailcow")]);
+    mailcow.wait_for_dovecot();
     let archived_key = std::fs::read(archive.path().join("crypt/ecprivkey.pem")).unwrap();
     let fresh_key = std::fs::read(crypt.join("ecprivkey.pem")).unwrap();
     assert!(

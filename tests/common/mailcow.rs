@@ -68,6 +68,11 @@ const DELIVERED_PER_FOLDER: usize = 8;
 /// The mails delivered through dovecot into each mailbox.
 pub const DELIVERED_PER_MAILBOX: usize = DELIVERED_FOLDERS.len() * DELIVERED_PER_FOLDER;
 
+/// A mail as dovecot reads it: its folder and its bytes.
+pub type Mail = (String, Vec<u8>);
+/// The mails of one mailbox, by its user (`user@domain`).
+pub type MailboxMail = (String, Vec<Mail>);
+
 /// The images the world runs, all built by `scripts/build-test-images.sh`.
 pub const TEST_IMAGES: [&str; 3] = [DB_IMAGE, DOVECOT_IMAGE, BUSYBOX_IMAGE];
 
@@ -460,7 +465,17 @@ impl Mailcow {
             )
             .1 == b"PONG\n"
         });
+        self.wait_for_dovecot();
         self.deliver_mail();
+    }
+
+    /// Waits until dovecot-mailcow's dovecot serves (its keys are made before it starts):
+    /// until then, looking a user up finds no auth service to ask.
+    pub fn wait_for_dovecot(&self) {
+        let dovecot = self.container("dovecot-mailcow");
+        wait_until("dovecot", || {
+            docker_exec(&dovecot, &["/usr/bin/doveadm", "user", EXTRA_MAILBOX], b"").0 == 0
+        });
     }
 
     /// Delivers [`DELIVERED_PER_FOLDER`] mails into each of [`DELIVERED_FOLDERS`] of every
@@ -514,14 +529,14 @@ impl Mailcow {
 
     /// Every mail of `user` as dovecot reads it (decrypted, decompressed), with its folder,
     /// sorted; an error when dovecot cannot read one (e.g. it cannot decrypt it).
-    pub fn read_all_mail(&self, user: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    pub fn read_all_mail(&self, user: &str) -> Result<Vec<Mail>, String> {
         let mut read = self.read_mailboxes(&[user.to_string()])?;
         Ok(read.pop().map(|(_, mails)| mails).unwrap_or_default())
     }
 
     /// [`Mailcow::read_all_mail`] of every mailbox, by user; panics when dovecot cannot read a
     /// mail or a mailbox has none.
-    pub fn read_every_mailbox(&self) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
+    pub fn read_every_mailbox(&self) -> Vec<MailboxMail> {
         let read = self.read_mailboxes(&self.users).unwrap();
         for (user, mails) in &read {
             assert!(!mails.is_empty(), "{user} has no mail");
@@ -531,10 +546,7 @@ impl Mailcow {
 
     /// `doveadm fetch` of every mail of each of `users`, in one `docker exec`: per user a line
     /// with its name, then one with the mails as JSON (which escapes line ends).
-    fn read_mailboxes(
-        &self,
-        users: &[String],
-    ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, String> {
+    fn read_mailboxes(&self, users: &[String]) -> Result<Vec<MailboxMail>, String> {
         let (code, out, err) = docker_exec(
             &self.container("dovecot-mailcow"),
             &[
@@ -562,15 +574,17 @@ impl Mailcow {
                 json => serde_json::from_str(json)
                     .map_err(|e| format!("doveadm fetch for {user}: {e}"))?,
             };
-            let mut mails: Vec<(String, Vec<u8>)> = fetched
-                .into_iter()
-                .map(|mut mail| {
-                    (
-                        mail.remove("mailbox").unwrap_or_default(),
-                        mail.remove("text").unwrap_or_default().into_bytes(),
-                    )
-                })
-                .collect();
+            let mut mails = Vec::new();
+            for mut mail in fetched {
+                match (mail.remove("mailbox"), mail.remove("text")) {
+                    (Some(folder), Some(text)) => mails.push((folder, text.into_bytes())),
+                    _ => {
+                        return Err(format!(
+                            "doveadm fetch for {user}: a mail without its fields"
+                        ));
+                    }
+                }
+            }
             mails.sort();
             read.push((user.to_string(), mails));
         }
