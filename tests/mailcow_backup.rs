@@ -152,7 +152,7 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
     // encrypted.
     for user in &mailcow.users {
         assert_eq!(
-            encrypted_mail_files(&out.join("vmail"), user),
+            encrypted_mail_files(&out.join("vmail"), user).len(),
             DELIVERED_PER_MAILBOX,
             "encrypted mail files of {user} in the archive"
         );

@@ -64,7 +64,7 @@ pub const EXTRA_MAILBOX: &str = "user@example.org";
 /// The folders mail is delivered into, through dovecot, in every mailbox; and how many mails
 /// each gets.
 const DELIVERED_FOLDERS: [&str; 3] = ["INBOX", "Sent", "Archive"];
-const DELIVERED_PER_FOLDER: usize = 8;
+const DELIVERED_PER_FOLDER: usize = 4;
 /// The mails delivered through dovecot into each mailbox.
 pub const DELIVERED_PER_MAILBOX: usize = DELIVERED_FOLDERS.len() * DELIVERED_PER_FOLDER;
 
@@ -518,13 +518,24 @@ impl Mailcow {
         );
         assert_eq!(code, 0, "delivering mail through dovecot: {err}");
         let vmail = self.volume_dir("vmail-vol-1");
+        let (mut stored, mut mail) = (0, 0);
         for user in &self.users {
+            let encrypted = encrypted_mail_files(&vmail, user);
             assert_eq!(
-                encrypted_mail_files(&vmail, user),
+                encrypted.len(),
                 DELIVERED_PER_MAILBOX,
                 "mail files of {user} encrypted by dovecot's mail_crypt"
             );
+            for file in encrypted {
+                stored += std::fs::metadata(&file).unwrap().len();
+                mail += size_in_name(&file);
+            }
         }
+        // Compressed (lz4, as mailcow's zlib_save) before they were encrypted.
+        assert!(
+            stored * 2 < mail,
+            "{stored} bytes on disk for {mail} bytes of mail"
+        );
     }
 
     /// Every mail of `user` as dovecot reads it (decrypted, decompressed), with its folder,
@@ -715,20 +726,28 @@ fn mail_files(maildir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// How many of `user`'s mail files in the vmail tree `vmail` are encrypted by mail_crypt.
-pub fn encrypted_mail_files(vmail: &Path, user: &str) -> usize {
+/// `user`'s mail files in the vmail tree `vmail` that mail_crypt encrypted.
+pub fn encrypted_mail_files(vmail: &Path, user: &str) -> Vec<PathBuf> {
     mail_files(&vmail.join(home_of(user)).join("Maildir"))
-        .iter()
+        .into_iter()
         .filter(|file| std::fs::read(file).unwrap().starts_with(b"CRYPTED"))
-        .count()
+        .collect()
 }
 
-/// The `i`th mail delivered into `folder`: its size grows with `i`, up to about 100 kB.
+/// The mail's size as its maildir file name says it (`,S=<size>`): the size before dovecot
+/// compressed and encrypted it.
+fn size_in_name(file: &Path) -> u64 {
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let size = name.split(",S=").nth(1).expect("a size in the name");
+    size.split([',', ':']).next().unwrap().parse().unwrap()
+}
+
+/// The `i`th mail delivered into `folder`: its size grows with `i` (2 kB for the first, 30 kB for the fourth).
 fn seed_mail(project: &str, folder: &str, i: usize) -> String {
     let mut mail = format!(
         "From: Sender <sender@example.org>\nTo: someone@example.org\nSubject: {folder} mail {i}\nMessage-ID: <{i}.{folder}@{project}>\nDate: Tue, 1 Dec 2026 10:{i:02}:00 +0000\n\n"
     );
-    for line in 0..(i * i * 40 + 3) {
+    for line in 0..((i + 1) * (i + 1) * 40) {
         mail.push_str(&format!(
             "line {line} of mail {i} in {folder}, kept through dovecot\n"
         ));
