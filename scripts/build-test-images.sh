@@ -27,8 +27,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # debootstrap_image IMAGE PACKAGES [PATH…]: a Debian bookworm minbase with PACKAGES, imported as
-# IMAGE; the PATHs (patterns inside the root file system) are removed first, e.g. data a package's setup
-# made that the tests make themselves.
+# IMAGE; the PATHs (patterns inside the root file system) are removed first, e.g. data a
+# package's setup made that the tests make themselves.
 debootstrap_image() {
     local image="$1" packages="$2"
     shift 2
