@@ -16,8 +16,8 @@ use mailcow_borg::format::key::{EncryptedKey, KeyType, hex};
 const PASSPHRASE: &str = "mcb-check-test";
 
 /// A damaged copy's findings are the lines that name a problem; progress and timing differ.
-const FINDINGS: [&str; 9] = [
-    "chunk ",
+/// (Lines starting with "chunk " too: `--verify-data`'s.)
+const FINDINGS: [&str; 8] = [
     "New missing file chunk",
     "orphaned objects found",
     "Archive TAM authentication issue",
@@ -120,18 +120,16 @@ impl Twin {
             self.sshd.known_hosts().display()
         );
         let server = server.to_str().unwrap();
-        let with = |tool_args: &[&str]| [&["check"], args, tool_args].concat();
+        let command: Vec<&str> = [&["check"], args, &[url]].concat();
         let theirs = self.world.borg_env(
             &common::borg14(),
             self.work.path(),
-            &with(&[url]),
+            &command,
             &[("BORG_RSH", &rsh), ("BORG_REMOTE_PATH", server)],
         );
-        let ours = self.world.ours(
-            self.work.path(),
-            &with(&[url]),
-            &[("BORG_REMOTE_PATH", server)],
-        );
+        let ours = self
+            .world
+            .ours(self.work.path(), &command, &[("BORG_REMOTE_PATH", server)]);
         (theirs, ours)
     }
 }
@@ -142,7 +140,7 @@ fn findings(stderr: &str) -> Vec<String> {
     let mut lines: Vec<String> = stderr
         .lines()
         .map(|l| l.trim_start_matches("Remote: ").trim_end().to_string())
-        .filter(|l| FINDINGS.iter().any(|f| l.contains(f)))
+        .filter(|l| l.starts_with("chunk ") || FINDINGS.iter().any(|f| l.contains(f)))
         .collect();
     lines.sort();
     lines
@@ -250,18 +248,19 @@ fn damages_are_found_as_borg_finds_them(server: PathBuf) {
     // Only b1 checked: the chunk is still missing, orphans are not counted.
     let (theirs, ours) = t.both(&deleted, &["-v", "-a", "b*"], &server);
     agree(&theirs, &ours, 1, &[&missing], "deleted chunk, -a b*");
-    let (theirs, ours) = t.both_at(&format!("{}::o1", t.sshd.url(&deleted)), &[], &server);
-    agree(&theirs, &ours, 0, &[], "deleted chunk of b1, REPO::o1");
     assert!(
         ours.stderr
             .contains("Orphaned objects check skipped (needs all archives checked)."),
         "{}",
         ours.stderr
     );
+    let (theirs, ours) = t.both_at(&format!("{}::o1", t.sshd.url(&deleted)), &[], &server);
+    agree(&theirs, &ours, 0, &[], "deleted chunk of b1, REPO::o1");
 
     let orphan = t.copy("orphan");
     let extra = t.work.path().join("extra-object");
-    std::fs::write(&extra, b"an object no archive references").unwrap();
+    let content = b"an object no archive references";
+    std::fs::write(&extra, content).unwrap();
     t.world
         .borg(
             &common::borg14(),
@@ -270,6 +269,7 @@ fn damages_are_found_as_borg_finds_them(server: PathBuf) {
                 "debug",
                 "put-obj",
                 orphan.to_str().unwrap(),
+                &hex(&t.chunk_of(content)),
                 extra.to_str().unwrap(),
             ],
         )
