@@ -269,11 +269,10 @@ pub async fn check(
             referenced: referenced.clone(),
             defective: defective.clone(),
         };
-        let reading = tokio::spawn(async move {
+        tokio::spawn(async move {
             let findings = context.analyse(&name, id).await;
             (name, findings)
-        });
-        async move { reading.await }
+        })
     }))
     .buffered(ARCHIVES_IN_FLIGHT);
     let mut index = 0;
