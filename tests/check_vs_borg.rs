@@ -219,7 +219,23 @@ fn damages_are_found_as_borg_finds_them(server: PathBuf) {
         let (theirs, ours) = t.both(&clean, args, &server);
         agree(&theirs, &ours, 0, &[], &format!("clean, check {args:?}"));
     }
-    let (_, ours) = t.both(&clean, &["-v", "--verify-data"], &server);
+    // With -v, the client's own lines are borg's, line for line (the server's come as it sends
+    // them).
+    let (theirs, ours) = t.both(&clean, &["-v", "--verify-data"], &server);
+    let own = |ran: &Ran| -> Vec<String> {
+        ran.stderr
+            .lines()
+            .filter(|l| !l.starts_with("Remote: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        own(&ours),
+        own(&theirs),
+        "-v lines: {}\n{}",
+        ours.stderr,
+        theirs.stderr
+    );
     for line in [
         "Starting archive consistency check...",
         "Analyzing archive b1 (1/2)",
