@@ -1,0 +1,175 @@
+//! `mailcow-borg drill` end to end, in the mailcow stand-in world (real MariaDB and Redis,
+//! a repository served by real borg 1.4.5 over a real sshd, the real Docker engine): a good
+//! archive drills clean; a broken dump, a damaged repository object and a mailbox without its
+//! maildir are found and named; and after every drill nothing it made is left, the live
+//! volumes are byte for byte as before, and the live services still run, never restarted.
+
+use crate::common;
+
+use common::cli::{Ran, assert_same_tree};
+use common::mailcow::{Mailcow, docker, docker_exec};
+use common::mailcow_repo::{
+    SERVICES, Setup, VOLUMES, all_running, says, show, snapshot, started_at,
+};
+
+const DRILL_LABEL: &str = "org.mailcow-borg.drill";
+
+/// The stand-in's database with a mailbox row for every maildir gen_maildir.py makes (it
+/// makes all 100, mail or not), plus `extra` rows.
+fn matching_mailboxes(mailcow: &Mailcow, extra: &[&str]) {
+    let mut sql = String::from("USE mailcow; DELETE FROM mailbox;");
+    let mut rows: Vec<String> = Vec::new();
+    for d in 0..4 {
+        sql.push_str(&format!(
+            "INSERT INTO domain VALUES ('domain{d}.test', NULL);"
+        ));
+        for u in 0..25 {
+            rows.push(format!(
+                "('user{u}@domain{d}.test', 'domain{d}.test', 0, 'User')"
+            ));
+        }
+    }
+    for username in extra {
+        let domain = username.split_once('@').unwrap().1;
+        rows.push(format!("('{username}', '{domain}', 0, 'Extra')"));
+    }
+    sql.push_str(&format!("INSERT INTO mailbox VALUES {};", rows.join(",")));
+    let (code, _, err) = docker_exec(
+        &mailcow.container("mysql-mailcow"),
+        &["mariadb", "-uroot"],
+        sql.as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A started, filled stand-in whose mailbox table matches its maildirs plus `extra` rows.
+fn world(mails: u32, extra: &[&str]) -> (Mailcow, Setup) {
+    let mailcow = Mailcow::create(mails);
+    mailcow.start();
+    mailcow.fill_database();
+    matching_mailboxes(&mailcow, extra);
+    mailcow.set_redis_keys(&[("other", "value")]);
+    let redis = mailcow.container("redis-mailcow");
+    let script = format!(
+        "AUTH \"{}\"\nHSET DKIM_PRIV_KEYS domain0.test key0 domain1.test key1\n",
+        common::mailcow::REDIS_PASS.replace('"', "\\\"")
+    );
+    let (code, _, err) = docker_exec(&redis, &["redis-cli"], script.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    let setup = Setup::new(&mailcow);
+    (mailcow, setup)
+}
+
+fn backup(setup: &Setup) -> String {
+    let ran = setup.backup(&["--json"]).expect(0, "backup");
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    summary["archive"]["name"].as_str().unwrap().to_string()
+}
+
+/// What the live mailcow is before a drill, to compare after it.
+struct Live {
+    volumes: tempfile::TempDir,
+    rows: String,
+    started: Vec<String>,
+}
+
+impl Live {
+    fn of(mailcow: &Mailcow) -> Live {
+        Live {
+            volumes: snapshot(mailcow),
+            rows: Mailcow::rows(&mailcow.container("mysql-mailcow")),
+            started: SERVICES.iter().map(|s| started_at(mailcow, s)).collect(),
+        }
+    }
+
+    /// Nothing of the drill is left, and the live mailcow is as it was: every volume byte for
+    /// byte, the database's rows, every service running since the same moment.
+    fn unchanged(&self, mailcow: &Mailcow) {
+        let label = format!("label={DRILL_LABEL}={}", mailcow.project);
+        let containers = docker(&["ps", "-aq", "--filter", &label]);
+        assert!(containers.is_empty(), "drill containers left: {containers}");
+        let volumes = docker(&["volume", "ls", "-q", "--filter", &label]);
+        assert!(volumes.is_empty(), "drill volumes left: {volumes}");
+        common::mailcow_repo::no_helper_left(mailcow);
+        for (volume, name) in VOLUMES {
+            assert_same_tree(
+                &self.volumes.path().join(name),
+                &mailcow.volume_dir(volume),
+                name,
+            );
+        }
+        assert_eq!(
+            Mailcow::rows(&mailcow.container("mysql-mailcow")),
+            self.rows
+        );
+        all_running(mailcow);
+        let started: Vec<String> = SERVICES.iter().map(|s| started_at(mailcow, s)).collect();
+        assert_eq!(started, self.started, "a service was restarted");
+    }
+}
+
+fn drill(setup: &Setup, args: &[&str]) -> Ran {
+    let ran = Ran::from(setup.command(&["drill"], args).output().unwrap());
+    show(&ran, &format!("drill {}", args.join(" ")));
+    ran
+}
+
+/// The step `name` of a `--json` report.
+fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {report}"))
+}
+
+#[test]
+fn a_good_archive_drills_clean_and_the_live_mailcow_is_untouched() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(300, &[]);
+    let name = backup(&setup);
+    let live = Live::of(&mailcow);
+
+    let ran = drill(&setup, &["--json"]).expect(0, "drill");
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(report["archive"], name.as_str());
+    for step in report["steps"].as_array().unwrap() {
+        // The stand-in's dovecot-mailcow has no dovecot to read mail with.
+        let expected = if step["name"] == "mail" {
+            "skipped"
+        } else {
+            "ok"
+        };
+        assert_eq!(step["status"], expected, "{step}");
+    }
+    let files = step(&report, "files");
+    assert!(files["figures"]["items"].as_u64().unwrap() > 300, "{files}");
+    let database = step(&report, "database");
+    assert_eq!(database["figures"]["rows_mailbox"], 100);
+    assert_eq!(database["figures"]["rows_domain"], 7);
+    assert_eq!(database["figures"]["tables"], 2);
+    let mailboxes = step(&report, "mailboxes");
+    assert_eq!(mailboxes["figures"]["mailboxes"], 100);
+    assert_eq!(mailboxes["figures"]["maildirs"], 100);
+    let redis = step(&report, "redis");
+    assert_eq!(redis["figures"]["dkim_keys"], 2);
+    assert_eq!(redis["figures"]["keys"], 2);
+    live.unchanged(&mailcow);
+
+    // The text report: a line per step.
+    let ran = drill(&setup, &[name.as_str()]).expect(0, "drill as text");
+    says(
+        &ran.stdout_text(),
+        &[
+            &format!("Drill of archive {name}"),
+            "files      ok",
+            "database   ok",
+            "rows_mailbox=100",
+            "mailboxes  ok",
+            "redis      ok",
+            "dkim_keys=2",
+        ],
+    );
+    live.unchanged(&mailcow);
+}
