@@ -173,3 +173,139 @@ fn a_good_archive_drills_clean_and_the_live_mailcow_is_untouched() {
     );
     live.unchanged(&mailcow);
 }
+
+#[test]
+fn a_mailbox_row_without_its_maildir_is_a_warning_naming_it() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(50, &["ghost@domain0.test"]);
+    backup(&setup);
+    let live = Live::of(&mailcow);
+    let ran = drill(&setup, &[]).expect(1, "drill");
+    says(
+        &ran.stdout_text(),
+        &[
+            "mailboxes  warning",
+            "1 mailbox(es) of the mailbox table have no maildir in the restored vmail: ghost@domain0.test",
+            "files      ok",
+            "database   ok",
+        ],
+    );
+    live.unchanged(&mailcow);
+}
+
+/// An archive real borg made of the backup's layout, its dump cut off; then a content chunk
+/// of the repository damaged.
+#[test]
+fn a_broken_dump_or_a_damaged_repository_object_fails_the_drill_naming_it() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(300, &[]);
+    let good = backup(&setup);
+    let staging = tempfile::tempdir().unwrap();
+    for (volume, dir) in [("vmail-vol-1", "vmail"), ("crypt-vol-1", "crypt")] {
+        let to = staging.path().join(dir);
+        std::fs::create_dir(&to).unwrap();
+        common::mailcow::copy_into(&mailcow.volume_dir(volume), &to);
+    }
+    let (code, dump, err) = docker_exec(
+        &mailcow.container("mysql-mailcow"),
+        &["mariadb-dump", "-uroot", "--databases", "mailcow"],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(staging.path().join("mysql")).unwrap();
+    std::fs::write(
+        staging.path().join("mysql/mailcow.sql"),
+        &dump[..dump.len() * 3 / 5],
+    )
+    .unwrap();
+    let location = format!("{}::cut-dump", setup.repo.display());
+    setup
+        .world
+        .borg(
+            &common::borg14(),
+            staging.path(),
+            &["create", &location, "vmail", "crypt", "mysql"],
+        )
+        .expect(0, "borg create");
+    let live = Live::of(&mailcow);
+
+    let ran = drill(&setup, &["cut-dump", "--json"]).expect(2, "drill of a cut-off dump");
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let database = step(&report, "database");
+    assert_eq!(database["status"], "failed", "{database}");
+    // Cut mid-statement: the server refuses its syntax before the completeness check could.
+    says(
+        &database["messages"].to_string(),
+        &["the dump does not load", "mariadb exited with 1"],
+    );
+    assert_eq!(step(&report, "files")["status"], "ok");
+    assert_eq!(step(&report, "mailboxes")["status"], "skipped");
+    says(
+        &ran.stderr,
+        &["the drill of archive cut-dump failed: database"],
+    );
+    live.unchanged(&mailcow);
+
+    // A content chunk damaged on the repository host: the good archive's files fail.
+    damage_content(&setup);
+    let ran = drill(&setup, &[&good]).expect(2, "drill of a damaged repository");
+    says(
+        &ran.stdout_text(),
+        &[
+            "files      failed",
+            "the archive's files do not all come back complete",
+        ],
+    );
+    says(&ran.stderr, &["the restore is incomplete", "failed: files"]);
+    live.unchanged(&mailcow);
+}
+
+/// Flips bytes a third into the repository's largest segment, where the mails' content is
+/// (it was written first; the archive's metadata follows it).
+fn damage_content(setup: &Setup) {
+    let mut segments: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for dir in std::fs::read_dir(setup.repo.join("data")).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let file = file.unwrap();
+            segments.push((file.metadata().unwrap().len(), file.path()));
+        }
+    }
+    let (size, path) = segments.into_iter().max().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = (size / 3) as usize;
+    for byte in &mut bytes[at..at + 64] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn sigterm_during_a_drill_removes_its_containers_and_volumes() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(3000, &[]);
+    backup(&setup);
+    let live = Live::of(&mailcow);
+    let child = setup
+        .command(&["drill"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let label = format!("label={DRILL_LABEL}={}", mailcow.project);
+    common::mailcow::wait_until("the drill's throwaway MariaDB", || {
+        docker(&["ps", "-q", "--filter", &label]).lines().count() >= 2
+    });
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let ran = Ran::from(child.wait_with_output().unwrap());
+    show(&ran, "drill stopped by SIGTERM");
+    assert_eq!(ran.code, 143);
+    says(
+        &ran.stderr,
+        &[
+            "Received SIGTERM",
+            "the drill's scratch containers and volumes were removed",
+        ],
+    );
+    live.unchanged(&mailcow);
+}
