@@ -14,25 +14,25 @@ use common::mailcow_repo::{
 
 const DRILL_LABEL: &str = "org.mailcow-borg.drill";
 
-/// The stand-in's database with a mailbox row for every maildir gen_maildir.py makes (it
-/// makes all 100, mail or not), plus `extra` rows.
+/// The stand-in's database with a mailbox row for every mailbox of the world (each has its
+/// maildir), plus `extra` rows.
 fn matching_mailboxes(mailcow: &Mailcow, extra: &[&str]) {
     let mut sql = String::from("USE mailcow; DELETE FROM mailbox;");
-    let mut rows: Vec<String> = Vec::new();
     for d in 0..4 {
         sql.push_str(&format!(
             "INSERT INTO domain VALUES ('domain{d}.test', NULL);"
         ));
-        for u in 0..25 {
-            rows.push(format!(
-                "('user{u}@domain{d}.test', 'domain{d}.test', 0, 'User')"
-            ));
-        }
     }
-    for username in extra {
-        let domain = username.split_once('@').unwrap().1;
-        rows.push(format!("('{username}', '{domain}', 0, 'Extra')"));
-    }
+    let rows: Vec<String> = mailcow
+        .users
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .map(|username| {
+            let domain = username.split_once('@').unwrap().1;
+            format!("('{username}', '{domain}', 0, 'User')")
+        })
+        .collect();
     sql.push_str(&format!("INSERT INTO mailbox VALUES {};", rows.join(",")));
     let (code, _, err) = docker_exec(
         &mailcow.container("mysql-mailcow"),
@@ -146,12 +146,19 @@ fn a_good_archive_drills_clean_and_the_live_mailcow_is_untouched() {
     let files = step(&report, "files");
     assert!(files["figures"]["items"].as_u64().unwrap() > 300, "{files}");
     let database = step(&report, "database");
-    assert_eq!(database["figures"]["rows_mailbox"], 100);
+    let mailboxes = mailcow.users.len() as u64;
+    assert_eq!(database["figures"]["rows_mailbox"], mailboxes);
     assert_eq!(database["figures"]["rows_domain"], 7);
     assert_eq!(database["figures"]["tables"], 2);
-    let mailboxes = step(&report, "mailboxes");
-    assert_eq!(mailboxes["figures"]["mailboxes"], 100);
-    assert_eq!(mailboxes["figures"]["maildirs"], 100);
+    let mailbox_step = step(&report, "mailboxes");
+    assert_eq!(mailbox_step["figures"]["mailboxes"], mailboxes);
+    assert_eq!(mailbox_step["figures"]["maildirs"], mailboxes);
+    // Every mailbox has more than 10 mails (those delivered through dovecot, encrypted, and
+    // the generated ones): 10 of each are read.
+    let mail = step(&report, "mail");
+    assert_eq!(mail["figures"]["mailboxes"], mailboxes);
+    assert_eq!(mail["figures"]["mails_read"], 10 * mailboxes);
+    assert_eq!(mail["figures"]["mails"], 300 + 24 * mailboxes, "{mail}");
     let redis = step(&report, "redis");
     assert_eq!(redis["figures"]["dkim_keys"], 2);
     assert_eq!(redis["figures"]["keys"], 2);
@@ -165,12 +172,64 @@ fn a_good_archive_drills_clean_and_the_live_mailcow_is_untouched() {
             &format!("Drill of archive {name}"),
             "files      ok",
             "database   ok",
-            "rows_mailbox=100",
+            &format!("rows_mailbox={mailboxes}"),
             "mailboxes  ok",
             "redis      ok",
             "dkim_keys=2",
+            "mail       ok",
         ],
     );
+    live.unchanged(&mailcow);
+
+    // --all reads every mail.
+    let ran = drill(&setup, &["--all", "--json"]).expect(0, "drill --all");
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let mail = step(&report, "mail");
+    assert_eq!(mail["figures"]["mails_read"], mail["figures"]["mails"]);
+    live.unchanged(&mailcow);
+}
+
+/// The keys were lost and dovecot made a fresh pair (as mailcow's entrypoint does); a backup
+/// after that holds mail the keys it holds cannot decrypt: the mail step names it.
+#[test]
+fn mail_the_archived_keys_cannot_decrypt_fails_the_drill_naming_it() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(20, &[]);
+    let dovecot = mailcow.container("dovecot-mailcow");
+    let (code, _, err) = docker_exec(
+        &dovecot,
+        &[
+            "sh",
+            "-c",
+            "cd /mail_crypt && openssl ecparam -name prime256v1 -genkey | openssl pkey -out ecprivkey.pem && openssl pkey -in ecprivkey.pem -pubout -out ecpubkey.pem && chown 401 ecprivkey.pem ecpubkey.pem",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    backup(&setup);
+    let live = Live::of(&mailcow);
+    let ran = drill(&setup, &["--json"]).expect(2, "drill with the wrong keys");
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let mail = step(&report, "mail");
+    assert_eq!(mail["status"], "failed", "{mail}");
+    let message = mail["messages"].to_string();
+    says(
+        &message,
+        &[
+            "dovecot cannot read",
+            "with the restored mail_crypt keys",
+            "INBOX: ",
+        ],
+    );
+    // Named by mailbox and file: one of the world's mailboxes and a maildir file name.
+    assert!(
+        mailcow
+            .users
+            .iter()
+            .any(|u| message.contains(&format!("{u} INBOX: "))),
+        "{message}"
+    );
+    says(&ran.stderr, &["failed: mail"]);
     live.unchanged(&mailcow);
 }
 

@@ -984,8 +984,9 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
     async fn read_mail(&self, id: &str, step: &mut Step) -> Result<(), String> {
         let users: Vec<String> = self.maildirs(id).await?.into_iter().collect();
         step.figure("mailboxes", users.len() as u64);
-        // user, folder, uid, file (its base name: dovecot's guid of a maildir mail).
-        let mut mails: BTreeMap<(String, String), Vec<(u32, String)>> = BTreeMap::new();
+        // Each user's mails: folder, uid, file (its base name: dovecot's guid of a maildir
+        // mail).
+        let mut mails: BTreeMap<String, Vec<(String, u32, String)>> = BTreeMap::new();
         let listed = self.doveadm(id, LIST_MAILS, &users).await?;
         for line in listed.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
@@ -996,20 +997,27 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
                 // The header line.
                 continue;
             };
-            mails
-                .entry((user.to_string(), folder.to_string()))
-                .or_default()
-                .push((uid, guid.to_string()));
+            mails.entry(user.to_string()).or_default().push((
+                folder.to_string(),
+                uid,
+                guid.to_string(),
+            ));
         }
         let total: usize = mails.values().map(Vec::len).sum();
         step.figure("mails", total as u64);
         let mut arguments = Vec::new();
         let mut read = 0usize;
-        for ((user, folder), uids) in &mails {
-            let chosen = sample(uids.len(), self.request.sample);
+        for (user, listed) in &mails {
+            let chosen = sample(listed.len(), self.request.sample);
             read += chosen.len();
-            let set: Vec<String> = chosen.iter().map(|&i| uids[i].0.to_string()).collect();
-            arguments.extend([user.clone(), folder.clone(), set.join(",")]);
+            let mut by_folder: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for i in chosen {
+                let (folder, uid, _) = &listed[i];
+                by_folder.entry(folder).or_default().push(uid.to_string());
+            }
+            for (folder, uids) in by_folder {
+                arguments.extend([user.clone(), folder.to_string(), uids.join(",")]);
+            }
         }
         let output = self.doveadm(id, READ_MAILS, &arguments).await?;
         let mut unreadable = BTreeSet::new();
@@ -1021,11 +1029,11 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
                     let file = failed_uid(detail)
                         .and_then(|uid| {
                             mails
-                                .get(&(user.to_string(), folder.to_string()))?
+                                .get(user)?
                                 .iter()
-                                .find(|(u, _)| *u == uid)
+                                .find(|(f, u, _)| f == folder && *u == uid)
                         })
-                        .map_or_else(|| detail.to_string(), |(_, guid)| guid.clone());
+                        .map_or_else(|| detail.to_string(), |(_, _, guid)| guid.clone());
                     unreadable.insert(format!("{user} {folder}: {file}"));
                 }
                 ["failed", user, folder, detail] => failures.push(format!(
