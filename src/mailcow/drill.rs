@@ -85,18 +85,23 @@ const NO_DOVECOT: i64 = 127;
 /// The dovecot container's command: our configuration (its first argument) written, dovecot
 /// in the foreground.
 const DOVECOT_START: &str = r#"command -v dovecot >/dev/null || exit 127
-mkdir -p /tmp/mcb-drill && printf '%s' "$1" > /tmp/mcb-drill/dovecot.conf || exit 1
+mkdir -p /tmp/mcb-drill/index && chown 5000:5000 /tmp/mcb-drill/index || exit 1
+printf '%s' "$1" > /tmp/mcb-drill/dovecot.conf || exit 1
 exec dovecot -F -c /tmp/mcb-drill/dovecot.conf"#;
-/// Lists every mail of the users given: `user folder uid guid` a line.
+/// Lists every mail of the users given: `user folder uid guid` a line. doveadm may say an
+/// error and still exit 0: any error fails the listing.
 const LIST_MAILS: &str = r#"c=$0
+d=/tmp/mcb-drill
 for u; do
-  doveadm -c "$c" -f tab fetch -u "$u" "mailbox uid guid" all | while IFS= read -r line; do
-    printf '%s\t%s\n' "$u" "$line"
-  done
+  doveadm -c "$c" -f tab fetch -u "$u" "mailbox uid guid" all >"$d/list" 2>"$d/list.err" || { cat "$d/list.err" >&2; exit 1; }
+  while IFS= read -r line; do
+    case $line in *Error:*) printf '%s\n' "$line" >&2; exit 1;; esac
+  done < "$d/list.err"
+  while IFS= read -r line; do printf '%s\t%s\n' "$u" "$line"; done < "$d/list"
 done"#;
 /// Reads the text of the mails given as (user, folder, uid set) triples, into nothing: a
 /// mail that cannot be read (decrypted, decompressed) is an `unreadable` line with dovecot's
-/// error, any other failure of a fetch a `failed` line.
+/// error; any other error of a fetch a `failed` line.
 const READ_MAILS: &str = r#"c=$0
 e=/tmp/mcb-drill/fetch.err
 while [ $# -ge 3 ]; do
@@ -106,10 +111,12 @@ while [ $# -ge 3 ]; do
   while IFS= read -r line; do
     case $line in
       *"fetch(text) failed for box="*) printf 'unreadable\t%s\t%s\t%s\n' "$1" "$2" "$line"; found=1;;
+      *UID=*) ;;
+      *Error:*) printf 'failed\t%s\t%s\t%s\n' "$1" "$2" "$line"; found=1;;
     esac
   done < "$e"
   if [ $rc -ne 0 ] && [ -z "$found" ]; then
-    printf 'failed\t%s\t%s\t%s\n' "$1" "$2" "$(tail -n 1 "$e")"
+    printf 'failed\t%s\t%s\t%s\n' "$1" "$2" "doveadm exited with $rc"
   fi
   shift 3
 done"#;
