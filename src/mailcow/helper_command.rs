@@ -21,7 +21,8 @@ use clap::{Args, Subcommand};
 use crate::error::ErrorKind;
 
 use super::backup::OutputOptions;
-use super::retention::{CompactWhen, Keep};
+use super::retention::Keep;
+use super::schedule::When;
 use crate::ops::prune::{PruneRules, RulesError};
 
 /// Every helper subcommand, as `mailcow-borg agent <subcommand>` takes it.
@@ -163,7 +164,7 @@ pub struct RetentionCommand {
     pub keeps: Vec<Keep>,
     /// When to compact after pruning: always, never, or an interval since the last time.
     #[arg(long, value_name = "WHEN", default_value_t)]
-    pub compact: CompactWhen,
+    pub compact: When,
 }
 
 impl RetentionCommand {
@@ -482,7 +483,7 @@ mod tests {
                         count: -1,
                     },
                 ],
-                compact: CompactWhen::Every {
+                compact: When::Every {
                     amount: 7,
                     unit: 'd',
                 },

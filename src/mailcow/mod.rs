@@ -16,6 +16,7 @@ pub mod redis;
 pub mod restore;
 pub mod restore_plan;
 pub mod retention;
+pub mod schedule;
 pub mod staged_import;
 pub mod stopped;
 pub mod summary;
