@@ -23,6 +23,7 @@ use crate::error::ErrorKind;
 use super::backup::OutputOptions;
 use super::retention::Keep;
 use super::schedule::When;
+use crate::ops::id_slice::IdSlice;
 use crate::ops::prune::{PruneRules, RulesError};
 
 /// Every helper subcommand, as `mailcow-borg agent <subcommand>` takes it.
@@ -36,6 +37,9 @@ pub enum HelperCommand {
     Restore(Box<RestoreCommand>),
     /// Write one file's content (the database dump) to stdout.
     Stream(Box<StreamCommand>),
+    /// The checks `backup`'s `[check]` table found due; each stamped in the state dir if it
+    /// passes.
+    Check(Box<CheckCommand>),
 }
 
 /// The subcommand of our binary that runs a [`HelperCommand`].
@@ -219,6 +223,24 @@ pub struct StreamCommand {
     pub access: RepositoryAccess,
 }
 
+/// `agent check`: the repository checks due after a backup.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct CheckCommand {
+    /// The server's check of its segments (`check --repository-only`).
+    #[arg(long)]
+    pub segments: bool,
+    /// Every archive's consistency (`check --archives-only`).
+    #[arg(long)]
+    pub archives: bool,
+    /// Verify the data of the objects whose ids are in this slice (`START+LEN`).
+    #[arg(long, value_name = "SLICE")]
+    pub verify_data: Option<IdSlice>,
+    /// The repository, as borg writes it.
+    pub repository: String,
+    #[command(flatten)]
+    pub access: RepositoryAccess,
+}
+
 /// A command line being written: options as `--name=value`, so that a value that starts with a
 /// dash stays a value; positionals after `--` for the same reason.
 #[derive(Default)]
@@ -378,6 +400,21 @@ impl HelperCommand {
                 w.positional(location);
                 w.positional(path);
                 "stream"
+            }
+            HelperCommand::Check(command) => {
+                let CheckCommand {
+                    segments,
+                    archives,
+                    verify_data,
+                    repository,
+                    access,
+                } = &**command;
+                w.flag("segments", *segments);
+                w.flag("archives", *archives);
+                w.optional("verify-data", verify_data.as_ref());
+                w.access(access);
+                w.positional(repository);
+                "check"
             }
         };
         w.finish(subcommand)
@@ -552,6 +589,20 @@ mod tests {
         round_trip(HelperCommand::Stream(Box::new(StreamCommand {
             location: location("x"),
             path: "--".into(),
+            access: bare_access(),
+        })));
+        round_trip(HelperCommand::Check(Box::new(CheckCommand {
+            segments: true,
+            archives: false,
+            verify_data: Some(IdSlice::share(123, 5)),
+            repository: "ssh://u@h:23/./repo".into(),
+            access: full_access(),
+        })));
+        round_trip(HelperCommand::Check(Box::new(CheckCommand {
+            segments: false,
+            archives: true,
+            verify_data: None,
+            repository: "-repo".into(),
             access: bare_access(),
         })));
     }

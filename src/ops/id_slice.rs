@@ -15,6 +15,17 @@ pub struct IdSlice {
 
 const SPACE: u64 = 1 << 32;
 
+/// An id slice's text is not `START+LEN`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an id slice START+LEN (START below 2^32, LEN from 1 to 2^32)")]
+pub struct IdSliceError(pub String);
+
+impl IdSliceError {
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BadInput
+    }
+}
+
 impl IdSlice {
     /// Every id.
     pub const ALL: IdSlice = IdSlice {
@@ -49,6 +60,28 @@ impl IdSlice {
     /// The share of the id space, in percent (for messages).
     pub fn percent(self) -> f64 {
         self.len as f64 * 100.0 / SPACE as f64
+    }
+}
+
+/// `START+LEN`, in decimal: the form the host hands the helper.
+impl std::fmt::Display for IdSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}+{}", self.start, self.len)
+    }
+}
+
+impl std::str::FromStr for IdSlice {
+    type Err = IdSliceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let refused = || IdSliceError(text.to_string());
+        let (start, len) = text.split_once('+').ok_or_else(refused)?;
+        let start = start.parse().map_err(|_| refused())?;
+        let len: u64 = len.parse().map_err(|_| refused())?;
+        if !(1..=SPACE).contains(&len) {
+            return Err(refused());
+        }
+        Ok(IdSlice { start, len })
     }
 }
 
@@ -91,5 +124,15 @@ mod tests {
             slice = IdSlice::share(slice.end(), 3);
         }
         assert!(covered.iter().all(|c| *c));
+    }
+
+    #[test]
+    fn the_text_form_round_trips_and_refuses_nonsense() {
+        for slice in [IdSlice::ALL, IdSlice::share(0xdead_beef, 5)] {
+            assert_eq!(slice.to_string().parse::<IdSlice>(), Ok(slice));
+        }
+        for bad in ["", "1", "1+0", "1+4294967297", "4294967296+1", "-1+5", "a+b"] {
+            assert!(bad.parse::<IdSlice>().is_err(), "{bad}");
+        }
     }
 }
