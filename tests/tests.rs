@@ -12,6 +12,7 @@ mod common;
 
 mod borg_fixtures;
 mod borg_reads_ours;
+mod check_vs_borg;
 mod chunker_vs_borg;
 mod config_fallback;
 mod create_faults;

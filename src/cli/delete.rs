@@ -79,7 +79,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
     };
     let work = async |repo: &mut OpenRepository| {
         let names = if filtered {
-            chosen(repo, &args)
+            chosen_archives(repo, args.glob_archives.as_deref(), args.first, args.last)
         } else {
             explicit.clone()
         };
@@ -122,17 +122,22 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
 
 /// `-a`, `--first`, `--last` over the manifest's archives, oldest first, checkpoints included
 /// (borg's `list_considering` with `consider_checkpoints`).
-fn chosen(repo: &OpenRepository, args: &DeleteArgs) -> Vec<String> {
-    let glob = args.glob_archives.as_deref().map(ArchiveGlob::parse);
+pub fn chosen_archives(
+    repo: &OpenRepository,
+    glob: Option<&str>,
+    first: Option<usize>,
+    last: Option<usize>,
+) -> Vec<String> {
+    let glob = glob.map(ArchiveGlob::parse);
     let mut names: Vec<String> = repo
         .archives_by_time()
         .into_iter()
         .filter(|(name, _)| glob.as_ref().is_none_or(|g| g.matches(name)))
         .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
         .collect();
-    if let Some(first) = args.first {
+    if let Some(first) = first {
         names.truncate(first);
-    } else if let Some(last) = args.last {
+    } else if let Some(last) = last {
         names.drain(..names.len().saturating_sub(last));
     }
     names

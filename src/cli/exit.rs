@@ -26,6 +26,7 @@ use crate::repo::repository::RepoError;
 use crate::repo::ssh::SshError;
 
 use super::Outcome;
+use super::check::CheckRefusal;
 use super::config::ConfigError;
 use super::init::QuotaError;
 use super::key::KeyArgsError;
@@ -122,6 +123,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<UnknownComponent>()
         || cause.is::<ImportError>()
         || cause.is::<KeyArgsError>()
+        || cause.is::<CheckRefusal>()
     {
         return Some(ErrorKind::BadInput);
     }

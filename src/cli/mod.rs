@@ -25,6 +25,7 @@ mod agent;
 mod backup;
 mod benchmark;
 mod break_lock;
+mod check;
 mod compact;
 mod config;
 mod config_check;
@@ -108,6 +109,8 @@ enum Command {
     Delete(delete::DeleteArgs),
     /// Free the space of deleted archives (the repository server does the work).
     Compact(compact::CompactArgs),
+    /// Check the repository and its archives, as `borg check` does (without repairing).
+    Check(Box<check::CheckArgs>),
     /// Export, import or re-protect the repository key.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -152,6 +155,7 @@ pub fn run() -> i32 {
         Command::Extract(args) => extract::run(args),
         Command::Delete(args) => delete::run(args),
         Command::Compact(args) => compact::run(args),
+        Command::Check(args) => check::run(*args),
         Command::Key(cmd) => key::run(cmd),
         Command::Prune(args) => prune::run(args),
         Command::BreakLock(args) => break_lock::run(args),

@@ -177,17 +177,18 @@ impl ItemStreamDecoder {
     }
 
     /// Like [`feed`](Self::feed), reading only each item's content chunks ([`content_chunks`]):
-    /// `visit` gets, per item, whether it has a `chunks` list, and the list.
+    /// `visit` gets, per item, whether it has a `chunks` list, the list, and the item's
+    /// encoding (to build the whole item only where one is needed).
     pub fn feed_content(
         &mut self,
         chunk: &[u8],
-        mut visit: impl FnMut(bool, &[ChunkRef]),
+        mut visit: impl FnMut(bool, &[ChunkRef], &[u8]),
     ) -> Result<(), ItemStreamError> {
         let mut chunks = Vec::new();
         self.stream.feed_encoded(chunk, |encoded| {
             chunks.clear();
             let has_chunks = content_chunks(encoded, &mut chunks)?;
-            visit(has_chunks, &chunks);
+            visit(has_chunks, &chunks, encoded);
             Ok::<_, ItemStreamError>(())
         })
     }

@@ -210,7 +210,7 @@ pub async fn visit_references(
             size: chunk.len() as u64,
             csize: stored as u64,
         });
-        decoder.feed_content(&chunk, |has_chunks, chunks| {
+        decoder.feed_content(&chunk, |has_chunks, chunks, _| {
             if has_chunks {
                 visit(Reference::File(chunks));
             }

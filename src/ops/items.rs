@@ -118,6 +118,25 @@ pub async fn load_archive(
     })
 }
 
+/// How many ids one `list` request asks for: 3.2 MB of answer, few round trips.
+const LIST_BATCH: usize = 100_000;
+
+/// Every object id in the repository, in the server's listing order (page by page).
+pub async fn list_objects(repo: &SharedRepository) -> Result<Vec<ObjectId>, ReadError> {
+    let mut ids = Vec::new();
+    loop {
+        let batch = repo
+            .list(LIST_BATCH, ids.last())
+            .await
+            .map_err(ReadError::List)?;
+        let done = batch.len() < LIST_BATCH;
+        ids.extend(batch);
+        if done {
+            return Ok(ids);
+        }
+    }
+}
+
 /// Fetches and opens one object.
 pub async fn fetch(
     repo: SharedRepository,
@@ -179,6 +198,25 @@ pub fn fetch_ahead(
     key: Arc<ObjectKey>,
     ids: Vec<ObjectId>,
 ) -> mpsc::Receiver<Result<(Vec<u8>, usize), ReadError>> {
+    fetch_ahead_until(repo, key, ids, true)
+}
+
+/// [`fetch_ahead`] that goes on after a failed object, each failure in its place (`check`
+/// reports every damaged one).
+pub fn fetch_ahead_tolerant(
+    repo: SharedRepository,
+    key: Arc<ObjectKey>,
+    ids: Vec<ObjectId>,
+) -> mpsc::Receiver<Result<(Vec<u8>, usize), ReadError>> {
+    fetch_ahead_until(repo, key, ids, false)
+}
+
+fn fetch_ahead_until(
+    repo: SharedRepository,
+    key: Arc<ObjectKey>,
+    ids: Vec<ObjectId>,
+    stop_at_error: bool,
+) -> mpsc::Receiver<Result<(Vec<u8>, usize), ReadError>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut ahead = VecDeque::new();
@@ -196,7 +234,7 @@ pub fn fetch_ahead(
                 return;
             };
             let fetched = join(task).await;
-            let failed = fetched.is_err();
+            let failed = fetched.is_err() && stop_at_error;
             if tx.send(fetched).await.is_err() || failed {
                 return;
             }

@@ -24,6 +24,7 @@
 
 pub mod acl;
 pub mod cache_file;
+pub mod check;
 pub mod chunk_index;
 pub mod create;
 pub mod delete;

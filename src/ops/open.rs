@@ -24,6 +24,7 @@ use crate::repo::serve::{ServeRepository, Started, negotiate};
 use crate::repo::ssh::{self, SshError, SshOptions};
 use crate::repo::transport::{Connection, ServerLog, SessionEnd};
 
+use super::check::{self, CheckOptions, CheckSummary, Finding};
 use super::create::{CreateError, CreateOptions, CreateReport, Progress, StartedWalk, create};
 use super::delete::{self, DeleteError, DeletePlan, Executed};
 use super::extract::{ExtractError, ExtractOptions, ExtractStats, extract};
@@ -251,6 +252,19 @@ impl OpenRepository {
         Ok((executed, note))
     }
 
+    /// Checks the archives (and with `verify_data` every object), reporting each finding; see
+    /// [`super::check`]. `manifest_trusted`: whether the manifest verified on opening
+    /// ([`open_for_check`] says).
+    pub async fn check(
+        &self,
+        manifest_trusted: bool,
+        options: &CheckOptions,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<CheckSummary, ReadError> {
+        let manifest = manifest_trusted.then_some(&self.manifest);
+        check::check(&self.repo, &self.key, manifest, options, report).await
+    }
+
     /// Closes the session, releasing the lock.
     pub async fn close(self) -> Result<(), OpenError> {
         drop(self.repo);
@@ -339,6 +353,38 @@ pub async fn open(
     options: &AccessOptions,
     operation: Operation,
 ) -> Result<OpenRepository, OpenError> {
+    let (repo, manifest_damage) = open_as(location, options, operation, Purpose::Use).await?;
+    // Only a check gets past a manifest that does not verify.
+    debug_assert!(manifest_damage.is_none());
+    Ok(repo)
+}
+
+/// Opens for `check`, as borg's check does: with the exclusive lock (the server's own check
+/// needs it, and nobody may write while the archives are compared with the object list), and
+/// reporting a manifest that cannot be decrypted or authenticated instead of refusing it. The
+/// repository then comes with an empty manifest and the reason it is not trusted.
+pub async fn open_for_check(
+    location: &Location,
+    options: &AccessOptions,
+) -> Result<(OpenRepository, Option<OpenError>), OpenError> {
+    open_as(location, options, Operation::Check, Purpose::Check).await
+}
+
+/// What a repository is opened for, beyond the manifest's feature flags.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Reading or writing archives: the manifest must verify.
+    Use,
+    /// Checking: the exclusive lock, and a damaged manifest is a finding, not a failure.
+    Check,
+}
+
+async fn open_as(
+    location: &Location,
+    options: &AccessOptions,
+    operation: Operation,
+    purpose: Purpose,
+) -> Result<(OpenRepository, Option<OpenError>), OpenError> {
     let ahead = UnlockAhead::start(
         options.unlock_memo.as_deref(),
         &location.canonical(),
@@ -346,7 +392,7 @@ pub async fn open(
     );
     let connection = connect(location, options).await?;
     let rpc = connection.rpc.clone();
-    match open_over(rpc, location, options, operation, ahead).await {
+    match open_over(rpc, location, options, operation, purpose, ahead).await {
         Ok(Opened {
             repo,
             key,
@@ -355,18 +401,22 @@ pub async fn open(
             key_file,
             manifest_nonce,
             server_version,
-        }) => Ok(OpenRepository {
-            connection,
-            repo,
-            key,
-            manifest,
-            manifest_id,
-            key_file,
-            manifest_nonce,
-            server_version,
-            security_base: options.security_dir.clone(),
-            location: location.canonical(),
-        }),
+            manifest_damage,
+        }) => Ok((
+            OpenRepository {
+                connection,
+                repo,
+                key,
+                manifest,
+                manifest_id,
+                key_file,
+                manifest_nonce,
+                server_version,
+                security_base: options.security_dir.clone(),
+                location: location.canonical(),
+            },
+            manifest_damage,
+        )),
         Err(e) => {
             // Leave no lock behind: a refused repository is closed as cleanly as a used one.
             let _ = connection.close().await;
@@ -384,6 +434,8 @@ struct Opened {
     key_file: Option<PathBuf>,
     manifest_nonce: Option<u64>,
     server_version: (i128, i128, i128),
+    /// Why the manifest is not trusted ([`Purpose::Check`] only; `manifest` is then empty).
+    manifest_damage: Option<OpenError>,
 }
 
 async fn open_over(
@@ -391,13 +443,14 @@ async fn open_over(
     location: &Location,
     options: &AccessOptions,
     operation: Operation,
+    purpose: Purpose,
     ahead: UnlockAhead,
 ) -> Result<Opened, OpenError> {
     let path = repository_path(location);
     // Writers take the exclusive lock up front, as borg does, rather than upgrading later.
-    let base = match operation {
-        Operation::Write | Operation::Delete => OpenOptions::write(),
-        Operation::Read | Operation::Check => OpenOptions::read(),
+    let base = match (operation, purpose) {
+        (Operation::Write | Operation::Delete, _) | (_, Purpose::Check) => OpenOptions::write(),
+        (Operation::Read | Operation::Check, Purpose::Use) => OpenOptions::read(),
     };
     let open_options = OpenOptions {
         lock_wait: options.lock_wait,
@@ -419,10 +472,29 @@ async fn open_over(
     let key_type = KeyType::identify(&manifest_object).map_err(OpenError::Key)?;
     let (key, key_file) = unlock_key(repo.id(), key_type, config_key, options, ahead).await?;
     let key = Arc::new(key);
-    let plaintext = key
+    let verified = key
         .open(&MANIFEST_ID, &manifest_object, None)
-        .map_err(OpenError::Manifest)?;
-    let manifest = Manifest::unpack(&key, &plaintext)?;
+        .map_err(OpenError::Manifest)
+        .and_then(|plaintext| {
+            let manifest = Manifest::unpack(&key, &plaintext)?;
+            Ok((manifest, plaintext))
+        });
+    let (manifest, plaintext) = match verified {
+        Ok(verified) => verified,
+        Err(damage) if purpose == Purpose::Check => {
+            return Ok(Opened {
+                manifest_nonce: crate::format::nonce::manifest_nonce(&key, &manifest_object),
+                manifest_id: MANIFEST_ID,
+                manifest: Manifest::new(key.key_type().is_encrypted(), Vec::new()),
+                repo,
+                key,
+                key_file,
+                server_version,
+                manifest_damage: Some(damage),
+            });
+        }
+        Err(refused) => return Err(refused),
+    };
     manifest.check_features(operation)?;
 
     SecurityDir::new(&options.security_dir, repo.id()).check_and_remember(
@@ -441,6 +513,7 @@ async fn open_over(
         manifest,
         key_file,
         server_version,
+        manifest_damage: None,
     })
 }
 

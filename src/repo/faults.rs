@@ -23,6 +23,7 @@ pub enum Method {
     LoadKey,
     BreakLock,
     SaveKey,
+    Check,
 }
 
 /// When to fail. Counts start at 1 and include the failing call.
@@ -152,6 +153,10 @@ impl Repository for FaultyRepository {
 
     fn commit_compacting(&self, threshold: f64) -> RepoFuture<'_, ()> {
         self.guarded(Method::Commit, move |r| r.commit_compacting(threshold))
+    }
+
+    fn check(&self, max_duration: Option<u64>) -> RepoFuture<'_, bool> {
+        self.guarded(Method::Check, move |r| r.check(max_duration))
     }
 
     fn rollback(&self) -> RepoFuture<'_, ()> {

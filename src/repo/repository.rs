@@ -74,6 +74,15 @@ pub trait Repository: Send + Sync {
     /// repository, and the server says nothing meanwhile.
     fn commit_compacting(&self, threshold: f64) -> RepoFuture<'_, ()>;
 
+    /// The repository's own consistency check, run where the segment files are (borg's
+    /// `Repository.check` without repair): every segment entry's CRC and header, then — in a full
+    /// check — an index rebuilt from the segments compared with the committed one. Needs the
+    /// exclusive lock. `max_duration` (seconds) makes it a partial check that stops after that
+    /// long and resumes where it stopped the next time (no index comparison then). Returns
+    /// whether no problem was found; what was found is reported in the server's log. Slow on a
+    /// large repository, and answered only when done.
+    fn check(&self, max_duration: Option<u64>) -> RepoFuture<'_, bool>;
+
     /// Drops everything put or deleted since the last commit.
     fn rollback(&self) -> RepoFuture<'_, ()>;
 

@@ -23,6 +23,10 @@ const MIN_SERVER_VERSION: (i128, i128, i128) = (1, 2, 0);
 /// nothing until it is done.
 const COMPACTION_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
+/// How long a repository check may go without a word from the server on top of the usual
+/// silence limit: the server reads every segment file before it answers.
+const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl From<RpcError> for RepoError {
     fn from(e: RpcError) -> Self {
         match e {
@@ -272,6 +276,30 @@ impl Repository for ServeRepository {
                 )
                 .await?;
             Ok(())
+        })
+    }
+
+    fn check(&self, max_duration: Option<u64>) -> RepoFuture<'_, bool> {
+        Box::pin(async move {
+            let answer = self
+                .rpc
+                .call_with_grace(
+                    "check",
+                    vec![
+                        ("repair", Value::Bool(false)),
+                        ("save_space", Value::Bool(false)),
+                        ("max_duration", Value::Int(max_duration.unwrap_or(0).into())),
+                    ],
+                    // A partial check ends after `max_duration`; give it that plus the usual.
+                    max_duration.map_or(CHECK_GRACE, std::time::Duration::from_secs),
+                )
+                .await?;
+            match answer {
+                Value::Bool(clean) => Ok(clean),
+                other => {
+                    Err(RpcError::Protocol(format!("check returned {}", other.brief())).into())
+                }
+            }
         })
     }
 

@@ -338,6 +338,13 @@ fn parse_config(config: &str) -> ([u8; 32], Option<String>) {
 /// server hands the damaged object out as if it were sound and only the client's MAC check can
 /// notice (as after a bit flip in RAM or a malicious server).
 pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
+    flip_object_byte(repo_dir, id, true);
+}
+
+/// Flips a byte in the middle of the stored data of object `id`; with `fix_crc` the segment
+/// entry's CRC is made to match (only the MAC can tell), without it the server's own checks
+/// notice.
+pub fn flip_object_byte(repo_dir: &Path, id: &ObjectId, fix_crc: bool) {
     for path in segment_files(&repo_dir.join("data")) {
         let mut bytes = std::fs::read(&path).expect("segment");
         let found = segment::entries(&bytes)
@@ -349,8 +356,10 @@ pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
         if let Some((pos, size)) = found {
             let middle = pos + segment::ID_HEADER_SIZE + (size - segment::ID_HEADER_SIZE) / 2;
             bytes[middle] ^= 0x40;
-            let crc = crc32fast::hash(&bytes[pos + 4..pos + size]);
-            bytes[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            if fix_crc {
+                let crc = crc32fast::hash(&bytes[pos + 4..pos + size]);
+                bytes[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            }
             std::fs::write(&path, bytes).expect("write segment");
             return;
         }
@@ -359,7 +368,7 @@ pub fn corrupt_object(repo_dir: &Path, id: &ObjectId) {
 }
 
 /// A repository's segment files (`data/<n // 1000>/<n>`), in the order of their numbers.
-fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
+pub fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for dir in std::fs::read_dir(data_dir).expect("data dir") {
         for seg in std::fs::read_dir(dir.expect("entry").path()).expect("segment dir") {

@@ -37,10 +37,9 @@ use crate::repo::repository::SharedRepository;
 use crate::ops::cache_file;
 use crate::ops::chunk_index::{ChunkIndex, Reference, Sizes, visit_references};
 use crate::ops::id_map::IdSet;
-use crate::ops::items::ReadError;
+use crate::ops::items::{ReadError, list_objects};
 
 const MAGIC: &[u8; 16] = b"mailcow-borg-ci1";
-const LIST_BATCH: usize = 100_000;
 
 #[derive(Default)]
 pub struct ChunkCache {
@@ -101,20 +100,7 @@ impl ChunkCache {
             return Ok(None);
         }
         let mut report = SyncReport::default();
-        let mut present = IdSet::default();
-        let mut marker = None;
-        loop {
-            let batch = repo
-                .list(LIST_BATCH, marker.as_ref())
-                .await
-                .map_err(ReadError::List)?;
-            let done = batch.len() < LIST_BATCH;
-            marker = batch.last().copied();
-            present.extend(batch);
-            if done {
-                break;
-            }
-        }
+        let present: IdSet<ObjectId> = list_objects(repo).await?.into_iter().collect();
         report.listed = present.len();
         self.index.match_listing(&present);
         let current: IdSet<ObjectId> = manifest.archives.iter().map(|(_, a)| a.id).collect();
