@@ -4,8 +4,9 @@
 # `borg serve`, in one run, one after the other (the check takes the exclusive lock):
 #   1. `check --verify-data` (timed): every object fetched, authenticated, decompressed;
 #   2. `check` (timed): the repository's own check on the server, then the archives.
-# Prints wall time, client CPU time and peak memory per step and tool, and the ratios ours /
-# borg, the median of ROUNDS rounds. Not a test: compare the ratios, not the absolute numbers.
+# Prints wall time, client CPU time, the server's CPU time (`borg serve`, measured through a
+# wrapper as BORG_REMOTE_PATH) and peak memory per step and tool, and the ratios ours / borg,
+# the median of ROUNDS rounds. Not a test: compare the ratios, not the absolute numbers.
 #
 #   scripts/bench-check.sh [MAILS] [ROUNDS]   (defaults: 20000 mails, 3 rounds)
 #
@@ -27,13 +28,24 @@ size="$(du -sh "$work/maildir" | cut -f1)"
 
 tools=("ours=$ours" "borg=$borg14")
 
-# One timed command: prints "seconds max_rss_kib cpu_seconds". A check that finds problems
-# (rc 1) would make the comparison meaningless: any rc but 0 ends the run.
+# The server, timed: every `borg serve` of the run appends its CPU seconds.
+cat > "$work/serve-timed" <<EOF
+#!/bin/sh
+exec /usr/bin/time -a -f '%U %S' -o "$work/server-time" "$borg14" "\$@"
+EOF
+chmod +x "$work/serve-timed"
+
+# One timed command: prints "seconds max_rss_kib cpu_seconds server_cpu_seconds". A check that
+# finds problems (rc 1) would make the comparison meaningless: any rc but 0 ends the run.
 timed() {
-    /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" \
-        || { cat "$work/stderr" >&2; exit 1; }
+    : > "$work/server-time"
+    BORG_REMOTE_PATH="$work/serve-timed" /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" \
+        >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
     read -r wall rss user sys < "$work/time"
-    echo "$wall $rss $(python3 -c "print($user + $sys)")"
+    # The server's record is written as it exits, which may trail the client's exit.
+    sleep 1
+    server="$(awk '{s += $1 + $2} END {print s + 0}' "$work/server-time")"
+    echo "$wall $rss $(python3 -c "print($user + $sys)") $server"
 }
 
 url="ssh://$login@127.0.0.1:$port$work/repo"
@@ -56,17 +68,18 @@ import statistics, sys
 results, mails, size, rounds, login, objects = sys.argv[1:]
 runs = {}
 for line in open(results):
-    step, who, seconds, rss, cpu = line.split()
-    runs.setdefault(step, {}).setdefault(who, []).append((float(seconds), int(rss), float(cpu)))
+    step, who, seconds, rss, cpu, server = line.split()
+    runs.setdefault(step, {}).setdefault(who, []).append(
+        (float(seconds), int(rss), float(cpu), float(server)))
 print(f"check of one archive of {mails} mails ({size}, {objects} objects), repokey-blake2, "
       f"over ssh (loopback, login {login}); median of {rounds} rounds")
-print("| step | tool | wall s | client CPU s | peak RSS MiB | wall / borg | RSS / borg |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| step | tool | wall s | client CPU s | server CPU s | peak RSS MiB | wall / borg | RSS / borg |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 median = lambda runs, i: statistics.median(r[i] for r in runs)
 for step, by_tool in runs.items():
     borg_wall, borg_rss = median(by_tool['borg'], 0), median(by_tool['borg'], 1)
     for who, r in by_tool.items():
-        wall, rss, cpu = median(r, 0), median(r, 1), median(r, 2)
-        print(f"| {step} | {who} | {wall:.2f} | {cpu:.2f} | {rss / 1024:.0f} | "
+        wall, rss, cpu, server = median(r, 0), median(r, 1), median(r, 2), median(r, 3)
+        print(f"| {step} | {who} | {wall:.2f} | {cpu:.2f} | {server:.2f} | {rss / 1024:.0f} | "
               f"{wall / borg_wall:.2f} | {rss / borg_rss:.2f} |")
 PY

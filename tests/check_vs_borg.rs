@@ -28,6 +28,30 @@ const FINDINGS: [&str; 8] = [
     "Finished cryptographic data integrity verification",
 ];
 
+/// Rewrites archive `argv[2]` of the repository at `argv[1]` without its TAM, with borg's own
+/// modules (as an archive from before borg 1.0.9 looks, or a forged one): the archive object
+/// re-encrypted without the `tam` key and the manifest pointed at it.
+const WITHOUT_TAM: &str = r#"
+import sys
+from borg.logger import setup_logging
+setup_logging()
+from borg.repository import Repository
+from borg.helpers import Manifest, msgpack
+path, name = sys.argv[1], sys.argv[2]
+with Repository(path, exclusive=True) as repository:
+    manifest, key = Manifest.load(repository, (Manifest.Operation.CHECK,))
+    info = manifest.archives[name]
+    archive = msgpack.unpackb(key.decrypt(info.id, repository.get(info.id)))
+    for tam in ('tam', b'tam'):
+        archive.pop(tam, None)
+    data = msgpack.packb(archive)
+    new_id = key.id_hash(data)
+    repository.put(new_id, key.encrypt(data))
+    manifest.archives[name] = (new_id, info.ts)
+    manifest.write()
+    repository.commit(compact=False)
+"#;
+
 struct Twin {
     sshd: Sshd,
     world: World,
@@ -195,7 +219,23 @@ fn damages_are_found_as_borg_finds_them(server: PathBuf) {
         let (theirs, ours) = t.both(&clean, args, &server);
         agree(&theirs, &ours, 0, &[], &format!("clean, check {args:?}"));
     }
-    let (_, ours) = t.both(&clean, &["-v", "--verify-data"], &server);
+    // With -v, the client's own lines are borg's, line for line (the server's come as it sends
+    // them).
+    let (theirs, ours) = t.both(&clean, &["-v", "--verify-data"], &server);
+    let own = |ran: &Ran| -> Vec<String> {
+        ran.stderr
+            .lines()
+            .filter(|l| !l.starts_with("Remote: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        own(&ours),
+        own(&theirs),
+        "-v lines: {}\n{}",
+        ours.stderr,
+        theirs.stderr
+    );
     for line in [
         "Starting archive consistency check...",
         "Analyzing archive b1 (1/2)",
@@ -290,6 +330,30 @@ fn damages_are_found_as_borg_finds_them(server: PathBuf) {
     agree(&theirs, &ours, 1, &["1 orphaned objects found!"], "orphan");
     let (theirs, ours) = t.both(&orphan, &["--last", "1"], &server);
     agree(&theirs, &ours, 0, &[], "orphan, --last 1");
+
+    let untrusted = t.copy("untrusted");
+    t.world
+        .borg_command(
+            &common::borg14_python(),
+            t.work.path(),
+            &["-c", WITHOUT_TAM, untrusted.to_str().unwrap(), "o1"],
+            &[],
+        )
+        .output()
+        .map(Ran::from)
+        .unwrap()
+        .expect(0, "rewriting o1 without its TAM with borg's code");
+    let (theirs, ours) = t.both(&untrusted, &[], &server);
+    agree(
+        &theirs,
+        &ours,
+        1,
+        &[
+            "Archive TAM authentication issue for archive o1: Archive 'o1' is unauthenticated, but it is required for this repository.",
+            "This archive would be *removed* / *deleted* when using --repair!",
+        ],
+        "archive without TAM",
+    );
 
     let truncated = t.copy("truncated");
     let segments = common::segment_files(&truncated.join("data"));

@@ -10,7 +10,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use common::cli::{Ran, assert_same_tree, tricky_tree};
-use common::mailcow::{DB_IMAGE, Mailcow, docker, docker_exec, wait_until};
+use common::mailcow::{
+    DB_IMAGE, DELIVERED_PER_MAILBOX, Mailcow, docker, docker_exec, encrypted_mail_files, wait_until,
+};
 use common::mailcow_repo::{PASSPHRASE, Setup, bench_size, median, no_helper_left, timed};
 
 /// A fresh MariaDB (empty datadir) in a throwaway container.
@@ -145,6 +147,15 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
         ("redis", "redis-vol-1"),
     ] {
         assert_same_tree(&mailcow.volume_dir(volume), &out.join(component), component);
+    }
+    // The mail dovecot encrypted is archived as it is on disk (the trees are the same):
+    // encrypted.
+    for user in &mailcow.users {
+        assert_eq!(
+            encrypted_mail_files(&out.join("vmail"), user).len(),
+            DELIVERED_PER_MAILBOX,
+            "encrypted mail files of {user} in the archive"
+        );
     }
     // Postfix's queue, without its fifo (postfix makes it again when it starts).
     let postfix = mailcow.volume_dir("postfix-vol-1");

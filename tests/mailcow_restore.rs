@@ -7,8 +7,8 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli::{Ran, assert_same_tree};
-use common::mailcow::{Mailcow, docker, docker_exec};
+use common::cli::{Ran, assert_same_tree, tricky_tree};
+use common::mailcow::{MailboxMail, Mailcow, docker, docker_exec};
 use common::mailcow_repo::{Setup, bench_size, median, no_helper_left, timed};
 
 /// The volumes a backup holds, by their short names and archive directories.
@@ -154,6 +154,53 @@ fn show(ran: &Ran, what: &str) {
     );
 }
 
+/// What dovecot writes of its own in vmail and its index once a restore has run
+/// `doveadm force-resync` and `quota recalc`: it takes locks in every folder (the directories'
+/// mtimes change), rewrites each folder's UID list and appends to its index transaction logs.
+/// Everything else — every mail file's bytes, every owner and mode, every name — must be as
+/// archived (and the mail must read back: [`same_mail`]).
+const DOVECOT_WRITES: [&str; 6] = [
+    "--no-dir-mtime",
+    "*",
+    "--ignore",
+    "*dovecot-uidlist",
+    "--ignore",
+    "*dovecot*.log",
+];
+
+/// [`assert_same_tree`] of a restored vmail (or part of it) or vmail index, but for
+/// [`DOVECOT_WRITES`].
+fn assert_same_mail_tree(expected: &Path, actual: &Path, what: &str) {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["diff".as_ref()];
+    args.extend(DOVECOT_WRITES.iter().map(|a| std::ffi::OsStr::new(*a)));
+    args.extend([expected.as_os_str(), actual.as_os_str()]);
+    let diff = tricky_tree(&args);
+    assert_eq!(
+        diff.code,
+        0,
+        "{what}: the trees differ\n{}{}",
+        diff.stdout_text(),
+        diff.stderr
+    );
+}
+
+/// Asserts that every mailbox reads back through dovecot as it did before (`before`, from
+/// [`Mailcow::read_every_mailbox`]), without printing the mail.
+fn same_mail(before: &[MailboxMail], after: &[MailboxMail], what: &str) {
+    assert_eq!(before.len(), after.len(), "{what}: mailboxes");
+    for ((user, mails), (user_after, mails_after)) in before.iter().zip(after) {
+        assert_eq!(user, user_after, "{what}");
+        assert_eq!(mails.len(), mails_after.len(), "{what}: mails of {user}");
+        for (i, (mail, mail_after)) in mails.iter().zip(mails_after).enumerate() {
+            assert!(
+                mail == mail_after,
+                "{what}: mail {i} of {user} (in {}) reads back differently",
+                mail.0
+            );
+        }
+    }
+}
+
 #[test]
 fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     require!(Borg14, Sshd, Docker, Root);
@@ -161,6 +208,7 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
     let schema = Mailcow::schema(&mailcow.container("mysql-mailcow"));
     let archive = extracted(&setup, &name);
+    let mail = mailcow.read_every_mailbox();
 
     // Destroy: every volume emptied (a stray file left in vmail), the database dropped, Redis
     // flushed.
@@ -227,13 +275,23 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     assert_eq!(ran.code, 0);
     no_helper_left(&mailcow);
     for (volume, dir) in VOLUMES {
-        assert_same_tree(
+        let compare = match volume {
+            "vmail-vol-1" | "vmail-index-vol-1" => assert_same_mail_tree,
+            _ => assert_same_tree,
+        };
+        compare(
             &archive.path().join(dir),
             &mailcow.volume_dir(volume),
             volume,
         );
     }
     all_running(&mailcow);
+    // The proof that the mail is there again: dovecot reads (decrypts) every mail as before.
+    same_mail(
+        &mail,
+        &mailcow.read_every_mailbox(),
+        "after the full restore",
+    );
     assert_eq!(Mailcow::rows(&mailcow.container("mysql-mailcow")), rows);
     // Views (one built on the other), trigger, event, function and foreign key came back too,
     // and the staged restore left no database of its own behind.
@@ -286,6 +344,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     let domain = relative.parent().unwrap().to_str().unwrap();
     let user = relative.file_name().unwrap().to_str().unwrap();
     let mailbox = format!("{user}@{domain}");
+    let mail = mailcow.read_all_mail(&mailbox).unwrap();
 
     // After the backup: the target mailbox loses its mail and gains a file; another mailbox
     // gets new mail, which must survive.
@@ -315,10 +374,14 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
     show(&ran, "mailbox restore");
     assert_eq!(ran.code, 0);
-    assert_same_tree(
+    assert_same_mail_tree(
         &archive.path().join("vmail").join(relative),
         target,
         "the mailbox",
+    );
+    assert!(
+        mailcow.read_all_mail(&mailbox).unwrap() == mail,
+        "{mailbox} reads back differently through dovecot"
     );
     assert_eq!(
         std::fs::read_to_string(other.join("delivered-after-backup")).unwrap(),
@@ -353,7 +416,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
     show(&ran, "mailbox of a vanished domain");
     assert_eq!(ran.code, 0);
-    assert_same_tree(
+    assert_same_mail_tree(
         &archive.path().join("vmail").join(relative),
         last,
         "the mailbox",
@@ -398,6 +461,68 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     assert_eq!(std::fs::read(&kept[0]).unwrap(), changed);
 }
 
+/// The refusal to restore mail without its keys is what keeps it readable. The keys are lost
+/// and dovecot-mailcow makes a fresh pair as it starts (as mailcow's does): dovecot cannot read
+/// the archived mail with it, a restore of vmail alone is refused and changes nothing, and a
+/// restore that brings the archive's keys too makes every mail readable again.
+#[test]
+fn mail_restored_with_its_keys_reads_back_and_without_them_is_refused() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup, name) = backed_up(20);
+    let archive = extracted(&setup, &name);
+    let mail = mailcow.read_every_mailbox();
+
+    let crypt = mailcow.volume_dir("crypt-vol-1");
+    for key in ["ecprivkey.pem", "ecpubkey.pem"] {
+        std::fs::remove_file(crypt.join(key)).unwrap();
+    }
+    docker(&["restart", &mailcow.container("dovecot-mailcow")]);
+    mailcow.wait_for_dovecot();
+    let archived_key = std::fs::read(archive.path().join("crypt/ecprivkey.pem")).unwrap();
+    let fresh_key = std::fs::read(crypt.join("ecprivkey.pem")).unwrap();
+    assert!(
+        fresh_key.starts_with(b"-----BEGIN PRIVATE KEY-----") && fresh_key != archived_key,
+        "dovecot-mailcow made no fresh key pair"
+    );
+    // The mail files are still the archived ones; with the fresh pair they cannot be read.
+    assert_same_mail_tree(
+        &archive.path().join("vmail"),
+        &mailcow.volume_dir("vmail-vol-1"),
+        "vmail",
+    );
+    let unreadable = mailcow
+        .read_all_mail(&mailcow.users[0])
+        .expect_err("mail read with other keys");
+    assert!(
+        unreadable.contains("Private key not available"),
+        "{unreadable}"
+    );
+
+    let before = snapshot(&mailcow);
+    let refused = setup.restore(&["--component", "vmail", "--yes"]);
+    show(&refused, "vmail restore with other keys");
+    assert_eq!(refused.code, 2);
+    says(
+        &refused.stderr,
+        &["other mail_crypt keys", "--component crypt"],
+    );
+    assert_same_tree(
+        before.path(),
+        snapshot(&mailcow).path(),
+        "volumes after the refusal",
+    );
+
+    let ran = setup.restore(&["--component", "vmail", "--component", "crypt", "--yes"]);
+    show(&ran, "restore with the keys");
+    assert_eq!(ran.code, 0);
+    assert_same_tree(&archive.path().join("crypt"), &crypt, "crypt");
+    same_mail(
+        &mail,
+        &mailcow.read_every_mailbox(),
+        "after the restore with the keys",
+    );
+}
+
 /// An import that fails midway (here: a dump line longer than the server now accepts) leaves
 /// the database exactly as it was — rows written after the backup included — and no staging
 /// database behind; the files restored alongside stay restored.
@@ -440,7 +565,7 @@ fn a_database_import_that_fails_midway_leaves_the_database_as_it_was() {
     assert!(rows.contains("after-backup.example"), "{rows}");
     assert_eq!(Mailcow::rows(&mysql), rows);
     assert_eq!(Mailcow::schema(&mysql), schema);
-    assert_same_tree(
+    assert_same_mail_tree(
         &archive.path().join("vmail"),
         &mailcow.volume_dir("vmail-vol-1"),
         "vmail",
@@ -611,7 +736,7 @@ fn interrupted_restore(signal: libc::c_int, name: &str, code: i32) {
     setup
         .restore(&["--component", "vmail", "--yes"])
         .expect(0, "the next restore");
-    assert_same_tree(
+    assert_same_mail_tree(
         &archive.path().join("vmail"),
         &mailcow.volume_dir("vmail-vol-1"),
         "vmail",
@@ -661,7 +786,7 @@ fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
         ran.stdout_text()
             .contains("not written by mailcow-borg backup")
     );
-    assert_same_tree(
+    assert_same_mail_tree(
         &staging.path().join("vmail"),
         &mailcow.volume_dir("vmail-vol-1"),
         "vmail",

@@ -41,7 +41,7 @@
 //! A file a past `--repair` patched (`chunks_healthy`) is checked by its current chunk list.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
 
@@ -59,7 +59,7 @@ use super::items::{ReadError, fetch_ahead_tolerant, list_objects};
 /// How many objects `--verify-data` has in flight (fetched, being opened): enough to keep the
 /// server's pipeline (100 requests) and every core busy; the memory held is at most this many
 /// objects.
-pub const VERIFY_WINDOW: usize = 128;
+const VERIFY_WINDOW: usize = 128;
 
 /// How many archives are read at once.
 const ARCHIVES_IN_FLIGHT: usize = 4;
@@ -269,11 +269,10 @@ pub async fn check(
             referenced: referenced.clone(),
             defective: defective.clone(),
         };
-        let reading = tokio::spawn(async move {
+        tokio::spawn(async move {
             let findings = context.analyse(&name, id).await;
             (name, findings)
-        });
-        async move { reading.await }
+        })
     }))
     .buffered(ARCHIVES_IN_FLIGHT);
     let mut index = 0;
@@ -324,7 +323,7 @@ async fn verify_objects(
     ids: &[ObjectId],
     tell: &mut impl FnMut(Finding),
 ) -> (u64, IdSet<ObjectId>) {
-    let verified = AtomicU64::new(0);
+    let mut verified = 0;
     let mut damaged = IdSet::default();
     let mut results = futures_util::stream::iter(ids.iter().map(|&id| {
         let repo = repo.clone();
@@ -343,7 +342,7 @@ async fn verify_objects(
     }))
     .buffer_unordered(VERIFY_WINDOW);
     while let Some((id, opened)) = results.next().await {
-        verified.fetch_add(1, Ordering::Relaxed);
+        verified += 1;
         let failure = opened.unwrap_or_else(|e| {
             Some(Finding::ObjectUnreadable {
                 id,
@@ -358,7 +357,7 @@ async fn verify_objects(
             tell(finding);
         }
     }
-    (verified.into_inner(), damaged)
+    (verified, damaged)
 }
 
 /// What reading one archive needs, shared by the archives read at once.

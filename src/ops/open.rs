@@ -362,7 +362,8 @@ pub async fn open(
 /// Opens for `check`, as borg's check does: with the exclusive lock (the server's own check
 /// needs it, and nobody may write while the archives are compared with the object list), and
 /// reporting a manifest that cannot be decrypted or authenticated instead of refusing it. The
-/// repository then comes with an empty manifest and the reason it is not trusted.
+/// repository then comes with an empty manifest and the reason it is not trusted. The security
+/// dir is left alone (see `open_over`).
 pub async fn open_for_check(
     location: &Location,
     options: &AccessOptions,
@@ -497,14 +498,19 @@ async fn open_over(
     };
     manifest.check_features(operation)?;
 
-    SecurityDir::new(&options.security_dir, repo.id()).check_and_remember(
-        &Observed {
-            key_type,
-            location: &location.canonical(),
-            manifest_timestamp: &String::from_utf8_lossy(&manifest.timestamp),
-        },
-        options.consent,
-    )?;
+    // A check neither consults nor updates the security dir, as borg's does not: it writes and
+    // restores nothing, and must be able to look at a copy or an older state of a repository
+    // (which the replay check would refuse) to say what is wrong with it.
+    if purpose == Purpose::Use {
+        SecurityDir::new(&options.security_dir, repo.id()).check_and_remember(
+            &Observed {
+                key_type,
+                location: &location.canonical(),
+                manifest_timestamp: &String::from_utf8_lossy(&manifest.timestamp),
+            },
+            options.consent,
+        )?;
+    }
     Ok(Opened {
         manifest_nonce: crate::format::nonce::manifest_nonce(&key, &manifest_object),
         manifest_id: key.id_hash(&plaintext),

@@ -8,8 +8,13 @@
 //! - **real MariaDB** (mysql-mailcow) with a `mailcow` database, user, tables and rows, and
 //!   **real Redis** (redis-mailcow) with a password and automatic saves off (so only a `SAVE`
 //!   puts fresh keys on disk);
-//! - busybox stand-ins for dovecot, postfix, rspamd, sogo and the watchdog, holding their
-//!   volumes; dovecot's `doveadm` only records its calls (in `/doveadm.log`);
+//! - **real dovecot** (dovecot-mailcow) with mail_crypt, configured where it matters for the
+//!   files on disk as mailcow configures it ([`dovecot_config`]): every test mailbox holds mail
+//!   delivered through it, so encrypted with the world's own EC key pair, made in the crypt
+//!   volume at the container's start as mailcow's entrypoint makes it; `doveadm` records its
+//!   calls (in `/doveadm.log`) and runs the real one, and [`Mailcow::read_all_mail`] reads mail
+//!   back through dovecot, the proof that it can still be decrypted;
+//! - busybox stand-ins for postfix, rspamd, sogo and the watchdog, holding their volumes;
 //! - a mailcow directory with `mailcow.conf`, an override file, `data/conf` and certificates.
 //!
 //! Everything is removed when the world is dropped. The docker CLI is the test's tool here;
@@ -27,6 +32,49 @@ const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done";
 
 /// Debian's busybox-static alone.
 pub const BUSYBOX_IMAGE: &str = "mcb-test/busybox:bookworm-1";
+
+/// Debian bookworm with real dovecot (2.3: mail_crypt, zlib with lz4, quota), openssl and
+/// busybox; no configuration of its own ([`dovecot_config`] is the test's). Its real `doveadm`
+/// is `/usr/bin/doveadm`.
+pub const DOVECOT_IMAGE: &str = "mcb-test/dovecot:bookworm-1";
+
+/// dovecot-mailcow's command, what mailcow's entrypoint does that matters here: a fresh
+/// prime256v1 key pair when either key is missing or empty (owned by 401, mailcow's dovecot
+/// user), vmail's and the index's trees given to vmail (5000) when their top is not vmail's,
+/// then dovecot in the foreground (it ends at once on `docker stop`).
+const DOVECOT_START: &str = "\
+    if [ ! -s /mail_crypt/ecprivkey.pem ] || [ ! -s /mail_crypt/ecpubkey.pem ]; then \
+        openssl ecparam -name prime256v1 -genkey | openssl pkey -out /mail_crypt/ecprivkey.pem && \
+        openssl pkey -in /mail_crypt/ecprivkey.pem -pubout -out /mail_crypt/ecpubkey.pem || exit 1; \
+    fi; \
+    chown 401 /mail_crypt/ecprivkey.pem /mail_crypt/ecpubkey.pem && \
+    for dir in /var/vmail /var/vmail_index; do \
+        [ \"$(stat -c %u $dir)\" = 5000 ] || chown -R 5000:5000 $dir || exit 1; \
+    done && \
+    exec dovecot -F";
+
+/// Records each call in `/doveadm.log` (the tests assert on what the restore ran), then runs
+/// the real doveadm. It comes first in the PATH Docker gives an image without one.
+const DOVEADM_RECORDER: &str =
+    "#!/bin/sh\necho \"$*\" >> /doveadm.log\nexec /usr/bin/doveadm \"$@\"\n";
+
+/// The mailbox that is not in the generated maildir (the database's and sogo's user).
+pub const EXTRA_MAILBOX: &str = "user@example.org";
+
+/// The folders mail is delivered into, through dovecot, in every mailbox; and how many mails
+/// each gets.
+const DELIVERED_FOLDERS: [&str; 3] = ["INBOX", "Sent", "Archive"];
+const DELIVERED_PER_FOLDER: usize = 4;
+/// The mails delivered through dovecot into each mailbox.
+pub const DELIVERED_PER_MAILBOX: usize = DELIVERED_FOLDERS.len() * DELIVERED_PER_FOLDER;
+
+/// A mail as dovecot reads it: its folder and its bytes.
+pub type Mail = (String, Vec<u8>);
+/// The mails of one mailbox, by its user (`user@domain`).
+pub type MailboxMail = (String, Vec<Mail>);
+
+/// The images the world runs, all built by `scripts/build-test-images.sh`.
+pub const TEST_IMAGES: [&str; 3] = [DB_IMAGE, DOVECOT_IMAGE, BUSYBOX_IMAGE];
 
 /// Passwords with characters that need quoting in an option file, SQL and redis-cli.
 pub const DB_PASS: &str = "db-pass \"with\" #hash\\backslash";
@@ -69,7 +117,7 @@ pub fn docker_exec(container: &str, cmd: &[&str], stdin: &[u8]) -> (i32, Vec<u8>
 }
 
 fn require_images() {
-    for image in [DB_IMAGE, BUSYBOX_IMAGE] {
+    for image in TEST_IMAGES {
         let ok = Command::new("docker")
             .args(["image", "inspect", image])
             .stdout(Stdio::null())
@@ -100,6 +148,73 @@ pub struct Mailcow {
     pub dir: tempfile::TempDir,
     /// The maildir written into vmail-vol-1, as generated.
     pub maildir: PathBuf,
+    /// Every mailbox dovecot knows (`user@domain`): the generated maildir's and
+    /// [`EXTRA_MAILBOX`].
+    pub users: Vec<String>,
+}
+
+/// dovecot's configuration for the mailboxes `users`, as (path in the container, content):
+/// mailcow's layout (`data/conf/dovecot/dovecot.conf` and the user query of its entrypoint)
+/// where it decides what is on disk — homes `/var/vmail/<domain>/<user>`, mail in `Maildir`
+/// below (MAILDIR_SUB), the index in `/var/vmail_index/<user>`, owner vmail (5000), the plugins
+/// quota, zlib (lz4) and mail_crypt with the global key pair in `/mail_crypt` — and a
+/// passwd-file as the user database instead of mailcow's SQL, so that `doveadm -A` iterates
+/// them. Quota counts (`count`) instead of mailcow's SQL dict; no protocol is served.
+pub fn dovecot_config(users: &[String]) -> Vec<(&'static str, String)> {
+    let conf = "\
+protocols =
+ssl = no
+log_path = /dev/stderr
+mail_home = /var/vmail/%d/%n
+mail_location = maildir:~/Maildir:INDEX=/var/vmail_index/%u
+mail_uid = 5000
+mail_gid = 5000
+first_valid_uid = 5000
+maildir_very_dirty_syncs = yes
+mail_plugins = quota zlib mail_crypt
+passdb {
+  driver = passwd-file
+  args = /etc/dovecot/users
+}
+userdb {
+  driver = passwd-file
+  args = /etc/dovecot/users
+}
+plugin {
+  quota = count:User quota
+  quota_rule = *:storage=1G
+  quota_vsizes = yes
+  mail_crypt_global_private_key = </mail_crypt/ecprivkey.pem
+  mail_crypt_global_public_key = </mail_crypt/ecpubkey.pem
+  mail_crypt_save_version = 2
+  zlib_save = lz4
+}
+";
+    // No password: nobody logs in, doveadm only looks users up.
+    let passwd: String = users
+        .iter()
+        .map(|user| format!("{user}::5000:5000::::\n"))
+        .collect();
+    vec![
+        ("/etc/dovecot/dovecot.conf", conf.to_string()),
+        ("/etc/dovecot/users", passwd),
+    ]
+}
+
+/// Copies `files` (path, content, mode) into the container `container` (created or running).
+pub fn put_files(container: &str, files: &[(&str, &str, u32)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let staging = tempfile::tempdir().unwrap();
+    for (i, (path, content, mode)) in files.iter().enumerate() {
+        let local = staging.path().join(i.to_string());
+        std::fs::write(&local, content).unwrap();
+        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(*mode)).unwrap();
+        docker(&[
+            "cp",
+            local.to_str().unwrap(),
+            &format!("{container}:{path}"),
+        ]);
+    }
 }
 
 /// mailcow's services in the stand-in, with (volume, destination) mounts.
@@ -147,6 +262,7 @@ impl Mailcow {
             project,
             dir: tempfile::tempdir().unwrap(),
             maildir: PathBuf::new(),
+            users: Vec::new(),
         };
         for (_, mounts) in SERVICES {
             for (volume, _) in mounts {
@@ -241,27 +357,22 @@ impl Mailcow {
         let vmail = self.volume_dir("vmail-vol-1");
         copy_into(&generated, &vmail);
         chown_private(&vmail, 5000);
+        // Dovecot's users: the generated mailboxes (<domain>/<user>) and one more.
+        for domain in std::fs::read_dir(&generated).unwrap() {
+            let domain = domain.unwrap();
+            for user in std::fs::read_dir(domain.path()).unwrap() {
+                self.users.push(format!(
+                    "{}@{}",
+                    user.unwrap().file_name().to_str().unwrap(),
+                    domain.file_name().to_str().unwrap()
+                ));
+            }
+        }
+        self.users.push(EXTRA_MAILBOX.to_string());
+        self.users.sort();
         self.maildir = generated;
-        // Keys, as dovecot makes them (the content does not matter here, only that it is there).
-        let crypt = self.volume_dir("crypt-vol-1");
-        std::fs::write(
-            crypt.join("ecprivkey.pem"),
-            "-----BEGIN PRIVATE KEY-----\nabc\n",
-        )
-        .unwrap();
-        std::fs::write(
-            crypt.join("ecpubkey.pem"),
-            "-----BEGIN PUBLIC KEY-----\ndef\n",
-        )
-        .unwrap();
-        chown_private(&crypt, 401);
-        let index = self.volume_dir("vmail-index-vol-1");
-        std::fs::create_dir_all(index.join("user@example.org")).unwrap();
-        std::fs::write(
-            index.join("user@example.org/dovecot.index"),
-            vec![7u8; 4096],
-        )
-        .unwrap();
+        // The crypt volume stays empty: dovecot-mailcow makes the keys when it starts, and the
+        // index volume is dovecot's to fill.
         let rspamd = self.volume_dir("rspamd-vol-1");
         std::fs::write(rspamd.join("rspamd.history"), "history").unwrap();
         let postfix = self.volume_dir("postfix-vol-1");
@@ -281,8 +392,7 @@ impl Mailcow {
     pub fn start(&self) {
         for (service, mounts) in SERVICES {
             let mut args: Vec<String> = vec![
-                "run".into(),
-                "-d".into(),
+                "create".into(),
                 "--name".into(),
                 self.container(service),
                 "--label".into(),
@@ -323,22 +433,24 @@ impl Mailcow {
                     ]
                     .map(String::from),
                 ),
-                // Its doveadm records how it was called, in /doveadm.log.
-                "dovecot-mailcow" => args.extend(
-                    [
-                        BUSYBOX_IMAGE,
-                        "sh",
-                        "-c",
-                        &format!(
-                            "printf '#!/bin/sh\\necho \"$*\" >> /doveadm.log\\n' > /bin/doveadm && chmod 755 /bin/doveadm && {IDLE}"
-                        ),
-                    ]
-                    .map(String::from),
-                ),
+                "dovecot-mailcow" => {
+                    args.extend([DOVECOT_IMAGE, "sh", "-c", DOVECOT_START].map(String::from))
+                }
                 _ => args.extend([BUSYBOX_IMAGE, "sh", "-c", IDLE].map(String::from)),
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             docker(&args);
+            let container = self.container(service);
+            if service == "dovecot-mailcow" {
+                let config = dovecot_config(&self.users);
+                let mut files: Vec<(&str, &str, u32)> = config
+                    .iter()
+                    .map(|(path, content)| (*path, content.as_str(), 0o644))
+                    .collect();
+                files.push(("/usr/local/bin/doveadm", DOVEADM_RECORDER, 0o755));
+                put_files(&container, &files);
+            }
+            docker(&["start", &container]);
         }
         let mysql = self.container("mysql-mailcow");
         wait_until("mariadbd", || {
@@ -353,6 +465,148 @@ impl Mailcow {
             )
             .1 == b"PONG\n"
         });
+        self.wait_for_dovecot();
+        self.deliver_mail();
+    }
+
+    /// Waits until dovecot-mailcow's dovecot serves (its keys are made before it starts):
+    /// until then, looking a user up finds no auth service to ask.
+    pub fn wait_for_dovecot(&self) {
+        let dovecot = self.container("dovecot-mailcow");
+        wait_until("dovecot", || {
+            docker_exec(&dovecot, &["/usr/bin/doveadm", "user", EXTRA_MAILBOX], b"").0 == 0
+        });
+    }
+
+    /// Delivers [`DELIVERED_PER_FOLDER`] mails into each of [`DELIVERED_FOLDERS`] of every
+    /// mailbox through dovecot (`doveadm import` from a plain maildir), so they are stored
+    /// compressed and encrypted; asserts that they are, on disk.
+    fn deliver_mail(&self) {
+        let dovecot = self.container("dovecot-mailcow");
+        let seed = tempfile::tempdir().unwrap();
+        for folder in DELIVERED_FOLDERS {
+            let cur = match folder {
+                "INBOX" => seed.path().join("cur"),
+                _ => seed.path().join(format!(".{folder}/cur")),
+            };
+            std::fs::create_dir_all(&cur).unwrap();
+            for i in 0..DELIVERED_PER_FOLDER {
+                std::fs::write(
+                    cur.join(format!("{i}.seed:2,S")),
+                    seed_mail(&self.project, folder, i),
+                )
+                .unwrap();
+            }
+        }
+        docker(&[
+            "cp",
+            seed.path().to_str().unwrap(),
+            &format!("{dovecot}:/tmp/seed"),
+        ]);
+        let users = self.users.join("\n") + "\n";
+        let (code, _, err) = docker_exec(
+            &dovecot,
+            &[
+                "sh",
+                "-c",
+                "chown -R 5000:5000 /tmp/seed && \
+                 while read -r user; do \
+                     /usr/bin/doveadm import -u \"$user\" maildir:/tmp/seed:INDEX=MEMORY '' all || exit 1; \
+                 done && rm -rf /tmp/seed",
+            ],
+            users.as_bytes(),
+        );
+        assert_eq!(code, 0, "delivering mail through dovecot: {err}");
+        let vmail = self.volume_dir("vmail-vol-1");
+        let (mut stored, mut mail) = (0, 0);
+        for user in &self.users {
+            let encrypted = encrypted_mail_files(&vmail, user);
+            assert_eq!(
+                encrypted.len(),
+                DELIVERED_PER_MAILBOX,
+                "mail files of {user} encrypted by dovecot's mail_crypt"
+            );
+            for file in encrypted {
+                stored += std::fs::metadata(&file).unwrap().len();
+                mail += size_in_name(&file);
+            }
+        }
+        // Compressed (lz4, as mailcow's zlib_save) before they were encrypted.
+        assert!(
+            stored * 2 < mail,
+            "{stored} bytes on disk for {mail} bytes of mail"
+        );
+    }
+
+    /// Every mail of `user` as dovecot reads it (decrypted, decompressed), with its folder,
+    /// sorted; an error when dovecot cannot read one (e.g. it cannot decrypt it).
+    pub fn read_all_mail(&self, user: &str) -> Result<Vec<Mail>, String> {
+        let mut read = self.read_mailboxes(&[user.to_string()])?;
+        Ok(read.pop().map(|(_, mails)| mails).unwrap_or_default())
+    }
+
+    /// [`Mailcow::read_all_mail`] of every mailbox, by user; panics when dovecot cannot read a
+    /// mail or a mailbox has none.
+    pub fn read_every_mailbox(&self) -> Vec<MailboxMail> {
+        let read = self.read_mailboxes(&self.users).unwrap();
+        for (user, mails) in &read {
+            assert!(!mails.is_empty(), "{user} has no mail");
+        }
+        read
+    }
+
+    /// `doveadm fetch` of every mail of each of `users`, in one `docker exec`: per user a line
+    /// with its name, then one with the mails as JSON (which escapes line ends).
+    fn read_mailboxes(&self, users: &[String]) -> Result<Vec<MailboxMail>, String> {
+        let (code, out, err) = docker_exec(
+            &self.container("dovecot-mailcow"),
+            &[
+                "sh",
+                "-c",
+                "while read -r user; do \
+                     echo \"$user\"; \
+                     /usr/bin/doveadm -f json fetch -u \"$user\" 'mailbox text' all || exit 1; \
+                     echo; \
+                 done",
+            ],
+            (users.join("\n") + "\n").as_bytes(),
+        );
+        if code != 0 || err.contains("Error") {
+            return Err(format!("doveadm fetch: exit code {code}: {err}"));
+        }
+        let out = String::from_utf8(out).map_err(|e| format!("doveadm fetch: {e}"))?;
+        let mut lines = out.lines();
+        let mut read = Vec::new();
+        while let Some(user) = lines.next() {
+            let json = lines.next().ok_or("doveadm fetch: output cut short")?;
+            // Nothing at all when the mailbox has no mail.
+            let fetched: Vec<std::collections::BTreeMap<String, String>> = match json {
+                "" => Vec::new(),
+                json => serde_json::from_str(json)
+                    .map_err(|e| format!("doveadm fetch for {user}: {e}"))?,
+            };
+            let mut mails = Vec::new();
+            for mut mail in fetched {
+                match (mail.remove("mailbox"), mail.remove("text")) {
+                    (Some(folder), Some(text)) => mails.push((folder, text.into_bytes())),
+                    _ => {
+                        return Err(format!(
+                            "doveadm fetch for {user}: a mail without its fields"
+                        ));
+                    }
+                }
+            }
+            mails.sort();
+            read.push((user.to_string(), mails));
+        }
+        if read.len() != users.len() {
+            return Err(format!(
+                "doveadm fetch: {} of {} users read",
+                read.len(),
+                users.len()
+            ));
+        }
+        Ok(read)
     }
 
     /// The database mailcow would have: user, tables with a foreign key, rows (utf8mb4 and a
@@ -443,6 +697,62 @@ impl Mailcow {
             String::from_utf8_lossy(&out)
         );
     }
+}
+
+/// A mailbox's home below vmail: `<domain>/<user>`.
+pub fn home_of(user: &str) -> PathBuf {
+    let (local, domain) = user.split_once('@').expect("user@domain");
+    Path::new(domain).join(local)
+}
+
+/// The mail files of a maildir: those in any folder's `cur` and `new`.
+fn mail_files(maildir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut folders = vec![maildir.to_path_buf()];
+    for entry in std::fs::read_dir(maildir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && path.file_name().unwrap().to_string_lossy().starts_with('.') {
+            folders.push(path);
+        }
+    }
+    for folder in folders {
+        for sub in ["cur", "new"] {
+            let Ok(entries) = std::fs::read_dir(folder.join(sub)) else {
+                continue;
+            };
+            files.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    files
+}
+
+/// `user`'s mail files in the vmail tree `vmail` that mail_crypt encrypted.
+pub fn encrypted_mail_files(vmail: &Path, user: &str) -> Vec<PathBuf> {
+    mail_files(&vmail.join(home_of(user)).join("Maildir"))
+        .into_iter()
+        .filter(|file| std::fs::read(file).unwrap().starts_with(b"CRYPTED"))
+        .collect()
+}
+
+/// The mail's size as its maildir file name says it (`,S=<size>`): the size before dovecot
+/// compressed and encrypted it.
+fn size_in_name(file: &Path) -> u64 {
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let size = name.split(",S=").nth(1).expect("a size in the name");
+    size.split([',', ':']).next().unwrap().parse().unwrap()
+}
+
+/// The `i`th mail delivered into `folder`: its size grows with `i` (2 kB for the first, 30 kB for the fourth).
+fn seed_mail(project: &str, folder: &str, i: usize) -> String {
+    let mut mail = format!(
+        "From: Sender <sender@example.org>\nTo: someone@example.org\nSubject: {folder} mail {i}\nMessage-ID: <{i}.{folder}@{project}>\nDate: Tue, 1 Dec 2026 10:{i:02}:00 +0000\n\n"
+    );
+    for line in 0..((i + 1) * (i + 1) * 40) {
+        mail.push_str(&format!(
+            "line {line} of mail {i} in {folder}, kept through dovecot\n"
+        ));
+    }
+    mail
 }
 
 /// Copies `from`'s contents into `to` (cp -a).

@@ -154,8 +154,7 @@ fn docker() -> Result<(), String> {
             .collect();
         return Err(format!("no Docker engine reachable: {}", reason.trim()));
     }
-    let images = [super::mailcow::DB_IMAGE, super::mailcow::BUSYBOX_IMAGE];
-    let missing: Vec<&str> = images
+    let missing: Vec<&str> = super::mailcow::TEST_IMAGES
         .into_iter()
         .filter(|image| {
             run(&["image", "inspect", "--format", "{{.Id}}", image])

@@ -26,6 +26,10 @@ $MCB_BORG14 and Debian's /usr/bin/python3).
                            `*` also matches `/`). Repeatable. Does not affect hardlink labels.
         --no-xattr PATTERN leave out xattrs whose name matches PATTERN (fnmatch), e.g.
                            'security.capability' or 'system.posix_acl_*'. Repeatable.
+        --no-dir-mtime PATTERN
+                           leave out the mtime of directories whose relative path matches
+                           PATTERN (as --ignore), e.g. where a program keeps lock files.
+                           Repeatable.
         --holes            add the data extents of regular files (SEEK_DATA/SEEK_HOLE), to check
                            that sparse files stay sparse. Depends on the filesystem's block size
                            and allocation, so only compare trees on the same filesystem type.
@@ -509,7 +513,7 @@ def data_extents(path, size):
     return ",".join(out) if out else "none"
 
 
-def snapshot_lines(top, ignore=(), no_xattr=(), holes=False):
+def snapshot_lines(top, ignore=(), no_xattr=(), no_dir_mtime=(), holes=False):
     top = os.fsencode(top)
     if not os.path.isdir(top):
         raise RuntimeError("%r is not a directory" % os.fsdecode(top))
@@ -527,7 +531,10 @@ def snapshot_lines(top, ignore=(), no_xattr=(), holes=False):
         mode = st.st_mode
         kind = kind_of(mode)
         parts = ['"%s"' % esc(rel), kind, "mode=%04o" % stat.S_IMODE(mode),
-                 "uid=%d" % st.st_uid, "gid=%d" % st.st_gid, "mtime_ns=%d" % st.st_mtime_ns]
+                 "uid=%d" % st.st_uid, "gid=%d" % st.st_gid]
+        if not (kind == "dir" and
+                any(fnmatch.fnmatchcase(os.fsdecode(rel), pat) for pat in no_dir_mtime)):
+            parts.append("mtime_ns=%d" % st.st_mtime_ns)
         if kind == "file":
             parts.append("size=%d" % st.st_size)
             parts.append("sha256=%s" % sha256_file(path))
@@ -556,26 +563,26 @@ def snapshot_lines(top, ignore=(), no_xattr=(), holes=False):
 
 
 def parse_opts(args):
-    ignore, no_xattr, holes, rest = [], [], False, []
+    patterns = {"--ignore": [], "--no-xattr": [], "--no-dir-mtime": []}
+    holes, rest = False, []
     it = iter(args)
     for a in it:
-        if a in ("--ignore", "--no-xattr"):
-            try:
-                v = next(it)
-            except StopIteration:
-                raise Usage("%s needs a PATTERN" % a)
-            (ignore if a == "--ignore" else no_xattr).append(v)
-        elif a.startswith("--ignore="):
-            ignore.append(a.split("=", 1)[1])
-        elif a.startswith("--no-xattr="):
-            no_xattr.append(a.split("=", 1)[1])
+        name, eq, value = a.partition("=")
+        if name in patterns:
+            if not eq:
+                try:
+                    value = next(it)
+                except StopIteration:
+                    raise Usage("%s needs a PATTERN" % a)
+            patterns[name].append(value)
         elif a == "--holes":
             holes = True
         elif a.startswith("--") and a != "--":
             raise Usage("unknown option %s" % a)
         else:
             rest.append(a)
-    return dict(ignore=ignore, no_xattr=no_xattr, holes=holes), rest
+    return dict(ignore=patterns["--ignore"], no_xattr=patterns["--no-xattr"],
+                no_dir_mtime=patterns["--no-dir-mtime"], holes=holes), rest
 
 
 def write_out(text):
@@ -586,7 +593,7 @@ def write_out(text):
 def cmd_snapshot(args):
     opts, rest = parse_opts(args)
     if len(rest) != 1:
-        raise Usage("snapshot [--ignore PATTERN]... [--no-xattr PATTERN]... [--holes] DIR")
+        raise Usage("snapshot [--ignore PATTERN]... [--no-xattr PATTERN]... [--no-dir-mtime PATTERN]... [--holes] DIR")
     lines = snapshot_lines(rest[0], **opts)
     write_out("".join(line + "\n" for line in lines))
     return 0
@@ -595,7 +602,7 @@ def cmd_snapshot(args):
 def cmd_diff(args):
     opts, rest = parse_opts(args)
     if len(rest) != 2:
-        raise Usage("diff [--ignore PATTERN]... [--no-xattr PATTERN]... [--holes] A B")
+        raise Usage("diff [--ignore PATTERN]... [--no-xattr PATTERN]... [--no-dir-mtime PATTERN]... [--holes] A B")
     a = snapshot_lines(rest[0], **opts)
     b = snapshot_lines(rest[1], **opts)
     if a == b:
