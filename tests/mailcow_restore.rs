@@ -9,41 +9,10 @@ use std::path::{Path, PathBuf};
 
 use common::cli::{Ran, assert_same_tree, tricky_tree};
 use common::mailcow::{MailboxMail, Mailcow, docker, docker_exec};
-use common::mailcow_repo::{Setup, bench_size, median, no_helper_left, timed};
-
-/// The volumes a backup holds, by their short names and archive directories.
-const VOLUMES: [(&str, &str); 7] = [
-    ("vmail-vol-1", "vmail"),
-    ("crypt-vol-1", "crypt"),
-    ("vmail-index-vol-1", "vmail-index"),
-    ("redis-vol-1", "redis"),
-    ("rspamd-vol-1", "rspamd"),
-    ("postfix-vol-1", "postfix"),
-    ("sogo-userdata-backup-vol-1", "sogo"),
-];
-
-const SERVICES: [&str; 7] = [
-    "watchdog-mailcow",
-    "dovecot-mailcow",
-    "postfix-mailcow",
-    "rspamd-mailcow",
-    "sogo-mailcow",
-    "redis-mailcow",
-    "mysql-mailcow",
-];
-
-/// A backup of a freshly filled mailcow; its archive's name.
-fn backed_up(mails: u32) -> (Mailcow, Setup, String) {
-    let mailcow = Mailcow::create(mails);
-    mailcow.start();
-    mailcow.fill_database();
-    mailcow.set_redis_keys(&[("DKIM_PRIV_KEYS", "dkim-private"), ("other", "value")]);
-    let setup = Setup::new(&mailcow);
-    let ran = setup.backup(&["--json"]).expect(0, "backup");
-    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
-    let name = summary["archive"]["name"].as_str().unwrap().to_string();
-    (mailcow, setup, name)
-}
+use common::mailcow_repo::{
+    Setup, VOLUMES, all_running, backed_up, bench_size, median, no_helper_left, running, says,
+    show, snapshot, started_at, timed,
+};
 
 /// What real borg extracts of the archive.
 fn extracted(setup: &Setup, name: &str) -> tempfile::TempDir {
@@ -54,41 +23,6 @@ fn extracted(setup: &Setup, name: &str) -> tempfile::TempDir {
         .borg(&common::borg14(), dir.path(), &["extract", &location])
         .expect(0, "borg extract");
     dir
-}
-
-/// A copy of every volume (cp -a), by archive directory.
-fn snapshot(mailcow: &Mailcow) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (volume, name) in VOLUMES {
-        let copy = dir.path().join(name);
-        std::fs::create_dir(&copy).unwrap();
-        common::mailcow::copy_into(&mailcow.volume_dir(volume), &copy);
-    }
-    dir
-}
-
-fn running(mailcow: &Mailcow, service: &str) -> bool {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Running}}",
-        &mailcow.container(service),
-    ]) == "true"
-}
-
-fn started_at(mailcow: &Mailcow, service: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{.State.StartedAt}}",
-        &mailcow.container(service),
-    ])
-}
-
-fn all_running(mailcow: &Mailcow) {
-    for service in SERVICES {
-        assert!(running(mailcow, service), "{service} does not run");
-    }
 }
 
 fn doveadm_calls(mailcow: &Mailcow) -> String {
@@ -136,22 +70,6 @@ fn empty_dir(dir: &Path) {
             std::fs::remove_file(&path).unwrap();
         }
     }
-}
-
-/// Asserts that `text` holds each of `expected`.
-fn says(text: &str, expected: &[&str]) {
-    for expected in expected {
-        assert!(text.contains(expected), "should say {expected:?}:\n{text}");
-    }
-}
-
-fn show(ran: &Ran, what: &str) {
-    eprintln!(
-        "--- {what}: exit {}\n{}{}",
-        ran.code,
-        ran.stdout_text(),
-        ran.stderr
-    );
 }
 
 /// What dovecot writes of its own in vmail and its index once a restore has run

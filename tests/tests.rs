@@ -25,6 +25,7 @@ mod item_stream_vs_borg;
 mod key;
 mod lifecycle_faults;
 mod mailcow_backup;
+mod mailcow_drill;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;

@@ -6,6 +6,7 @@ use crate::error::ErrorKind;
 use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
+use crate::mailcow::drill::DrillError;
 use crate::mailcow::restore::RestoreError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
@@ -107,6 +108,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         FilesCacheModeError,
         BackupError,
         RestoreError,
+        DrillError,
         InitError,
         NewPassphraseError,
         QuotaError,

@@ -32,6 +32,7 @@ mod config_check;
 mod create;
 mod debug;
 mod delete;
+mod drill;
 mod exit;
 mod extract;
 mod human;
@@ -92,6 +93,9 @@ enum Command {
     Backup(Box<backup::BackupArgs>),
     /// Restore this host's mailcow from an archive that `backup` wrote.
     Restore(Box<restore::RestoreArgs>),
+    /// Prove an archive restores into a usable mailcow: restored into scratch volumes and
+    /// checked in throwaway containers, never touching the live one.
+    Drill(Box<drill::DrillArgs>),
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -147,6 +151,7 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Backup(args) => backup::run(*args),
         Command::Restore(args) => restore::run(*args),
+        Command::Drill(args) => drill::run(*args),
         Command::Config(cmd) => config_check::run(cmd),
         Command::Init(args) => init::run(*args),
         Command::Create(args) => create::run(*args),

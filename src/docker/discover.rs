@@ -20,6 +20,9 @@ pub struct Container {
     pub name: String,
     pub service: String,
     pub running: bool,
+    /// The image it was made from, by id: what a throwaway container of the same service is
+    /// made from (a tag may have moved on since).
+    pub image: String,
     pub mounts: Vec<Mount>,
 }
 
@@ -80,6 +83,7 @@ impl Engine {
                         .to_string(),
                     service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
                     running: summary.state.is_some_and(|s| s.to_string() == "running"),
+                    image: summary.image_id.or(summary.image).unwrap_or_default(),
                     mounts: summary
                         .mounts
                         .unwrap_or_default()

@@ -101,41 +101,44 @@ pub struct Helper {
     output: Option<OutputStream>,
 }
 
+impl HelperMount {
+    /// The engine's form of the mount.
+    pub(super) fn to_mount(&self) -> Mount {
+        match self {
+            HelperMount::Volume {
+                name,
+                target,
+                read_only,
+            } => Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(name.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                // Never copy anything of the image into the volume.
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            HelperMount::Bind {
+                source,
+                target,
+                read_only,
+            } => Mount {
+                typ: Some(MountType::BIND),
+                source: Some(source.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 impl HelperSpec {
     fn body(&self) -> ContainerCreateBody {
-        let mounts = self
-            .mounts
-            .iter()
-            .map(|m| match m {
-                HelperMount::Volume {
-                    name,
-                    target,
-                    read_only,
-                } => Mount {
-                    typ: Some(MountType::VOLUME),
-                    source: Some(name.clone()),
-                    target: Some(target.clone()),
-                    read_only: Some(*read_only),
-                    // Never copy anything of the image into the volume.
-                    volume_options: Some(MountVolumeOptions {
-                        no_copy: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                HelperMount::Bind {
-                    source,
-                    target,
-                    read_only,
-                } => Mount {
-                    typ: Some(MountType::BIND),
-                    source: Some(source.clone()),
-                    target: Some(target.clone()),
-                    read_only: Some(*read_only),
-                    ..Default::default()
-                },
-            })
-            .collect();
+        let mounts = self.mounts.iter().map(HelperMount::to_mount).collect();
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(self.args.clone()),
@@ -239,18 +242,19 @@ impl Engine {
     }
 }
 
-async fn remove(engine: &Engine, id: &str) -> Result<(), DockerError> {
+/// Removes a container, running or not; one that is gone already is fine.
+pub(super) async fn remove(engine: &Engine, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptions {
         force: true,
+        // With the anonymous volumes an image's VOLUME lines made (a throwaway container of
+        // mailcow's database or Redis image gets some).
+        v: true,
         ..Default::default()
     };
     match engine.api.remove_container(id, Some(options)).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(DockerError::api(
-            format!("removing helper container {id}"),
-            e,
-        )),
+        Err(e) => Err(DockerError::api(format!("removing container {id}"), e)),
     }
 }
 

@@ -8,7 +8,9 @@
 //! - [`image`]: the helper image, made from our own executable, never pulled;
 //! - [`lifecycle`]: stopping and starting the project's containers;
 //! - [`helper`]: one helper container's life: create, attach, start, relay, wait, remove —
-//!   removed also when the run is interrupted.
+//!   removed also when the run is interrupted;
+//! - [`scratch`]: scratch volumes and throwaway containers without network (the restore
+//!   drill's), found and removed by their label.
 //!
 //! Nothing here knows about mailcow or borg.
 
@@ -18,6 +20,7 @@ pub mod exec;
 pub mod helper;
 pub mod image;
 pub mod lifecycle;
+pub mod scratch;
 
 pub use engine::{DockerError, Engine};
 

@@ -8,6 +8,7 @@ pub mod components;
 pub mod conf;
 pub mod crypt_keys;
 pub mod discover;
+pub mod drill;
 pub mod frames;
 pub mod helper_command;
 pub mod mysql;

@@ -166,7 +166,7 @@ impl Prepared {
 /// Runs a helper to its end: stdin closed, output relayed as `stdout` says, passed a stop
 /// signal if one comes (then given [`ROLLBACK_GRACE`]), always removed. Returns its exit code,
 /// what [`StdoutTo::Capture`] kept, and the signal that stopped it.
-async fn run_helper(
+pub(super) async fn run_helper(
     engine: &Engine,
     spec: &HelperSpec,
     stdout: StdoutTo,
@@ -192,6 +192,61 @@ async fn run_helper(
     Ok((code, captured, interrupted))
 }
 
+/// What an inspecting helper looks at, besides the repository.
+pub struct Inspection<'a> {
+    /// The archive's name, or `latest`.
+    pub archive: &'a str,
+    /// Archive paths to look for (mailboxes, domains).
+    pub subtrees: Vec<String>,
+    /// The target's crypt volume, whose keys the archive's are compared with.
+    pub crypt_volume: Option<String>,
+    /// Labels for the helper besides the project's.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Runs a helper (`agent inspect`) that reads the archive's summary. Changes nothing.
+pub async fn read_summary(
+    engine: &Engine,
+    access: &HelperAccess,
+    project: &str,
+    image: &str,
+    inspection: Inspection<'_>,
+    stop: &mut Stop,
+) -> Result<ArchiveSummary, RestoreError> {
+    let Inspection {
+        archive,
+        subtrees,
+        crypt_volume,
+        labels,
+    } = inspection;
+    let command = InspectCommand {
+        subtrees,
+        target_crypt: crypt_volume.is_some().then(|| TARGET_CRYPT.into()),
+        location: access.archive(archive),
+        access: access.in_helper(),
+    };
+    let mut spec = access.helper_spec(image, project, &HelperCommand::Inspect(Box::new(command)));
+    spec.working_dir = "/".into();
+    spec.labels.extend(labels);
+    if let Some(volume) = crypt_volume {
+        spec.mounts.push(HelperMount::Volume {
+            name: volume,
+            target: TARGET_CRYPT.into(),
+            read_only: true,
+        });
+        // The keys are dovecot's (uid 401), readable by it alone.
+        spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
+    }
+    let (code, captured, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
+    if let Some(signal) = interrupted {
+        return Err(RestoreError::Stopped(signal));
+    }
+    if code != 0 {
+        return Err(RestoreError::Inspect(code));
+    }
+    serde_json::from_slice(&captured).map_err(|e| RestoreError::Summary(e.to_string()))
+}
+
 /// Reads the archive, makes the plan, finds what it needs and checks the database login.
 /// Changes nothing.
 pub async fn prepare(
@@ -213,40 +268,24 @@ pub async fn prepare(
         .ok()
         .and_then(|found| found.volumes.get(&Component::Crypt).cloned());
     options.access.ensure_state_dir()?;
-
-    let command = InspectCommand {
-        subtrees: subtrees(request)?
-            .into_iter()
-            .map(|(path, _)| path)
-            .collect(),
-        target_crypt: crypt_volume.is_some().then(|| TARGET_CRYPT.into()),
-        location: options.access.archive(&request.archive),
-        access: options.access.in_helper(),
-    };
-    let mut spec = options.access.helper_spec(
-        &image,
+    let subtrees = subtrees(request)?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    let summary = read_summary(
+        engine,
+        &options.access,
         &conf.project,
-        &HelperCommand::Inspect(Box::new(command)),
-    );
-    spec.working_dir = "/".into();
-    if let Some(volume) = crypt_volume {
-        spec.mounts.push(HelperMount::Volume {
-            name: volume,
-            target: TARGET_CRYPT.into(),
-            read_only: true,
-        });
-        // The keys are dovecot's (uid 401), readable by it alone.
-        spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
-    }
-    let (code, captured, interrupted) = run_helper(engine, &spec, StdoutTo::Capture, stop).await?;
-    if let Some(signal) = interrupted {
-        return Err(RestoreError::Stopped(signal));
-    }
-    if code != 0 {
-        return Err(RestoreError::Inspect(code));
-    }
-    let summary: ArchiveSummary =
-        serde_json::from_slice(&captured).map_err(|e| RestoreError::Summary(e.to_string()))?;
+        &image,
+        Inspection {
+            archive: &request.archive,
+            subtrees,
+            crypt_volume,
+            labels: Vec::new(),
+        },
+        stop,
+    )
+    .await?;
 
     let plan = make_plan(request, &summary, conf, std::env::consts::ARCH)?;
     let mut needed: Vec<Component> = plan
@@ -480,6 +519,103 @@ pub async fn execute(
     report
 }
 
+/// Where a dump is read from: the archive, through a helper (`agent stream`).
+pub struct DumpSource<'a> {
+    pub access: &'a HelperAccess,
+    pub project: &'a str,
+    /// The helper image.
+    pub image: &'a str,
+    pub archive: &'a str,
+    /// Labels for the helper besides the project's.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A helper streams the dump out of the archive into a staging database of the server in
+/// `tools`, which replaces the dump's database only once it is complete ([`staged_import`]).
+/// Returns the warnings of an import that worked.
+pub async fn import_dump(
+    engine: &Engine,
+    source: &DumpSource<'_>,
+    conf: &MailcowConf,
+    dump: &SqlDump,
+    tools: Tools<'_>,
+    mut stop: Stop,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<String>, DatabaseStepError> {
+    let staging = Staging::new(&dump.database).map_err(DatabaseStepError::Setup)?;
+    say(&format!(
+        "restoring database {} from {} into {} (staged in {})",
+        dump.database, dump.path, tools.container.name, staging.staging
+    ));
+    let (import, input) = mysql::start_import(
+        engine,
+        tools.container,
+        tools.client,
+        Login::root(conf),
+        &[],
+    )
+    .await
+    .map_err(DatabaseStepError::Client)?;
+    let command = StreamCommand {
+        location: source.access.archive(source.archive),
+        path: dump.path.clone(),
+        access: source.access.in_helper(),
+    };
+    let mut spec = source.access.helper_spec(
+        source.image,
+        source.project,
+        &HelperCommand::Stream(Box::new(command)),
+    );
+    spec.working_dir = "/".into();
+    spec.labels.extend(source.labels.iter().cloned());
+    let (to_rewriter, from_helper) = tokio::io::duplex(256 * 1024);
+    let (streamed, finished, rewritten) = tokio::join!(
+        run_helper(
+            engine,
+            &spec,
+            StdoutTo::Pipe(Box::pin(to_rewriter)),
+            &mut stop
+        ),
+        import.finish(),
+        staged_import::rewrite_into(from_helper, input, staging.rewriter()),
+    );
+    let failure = match (streamed, finished) {
+        (Err(e), _) => Some(ImportFailure::Helper(e)),
+        (Ok((_, _, Some(signal))), _) => Some(ImportFailure::Interrupted(signal)),
+        (_, Err(e)) => Some(ImportFailure::Docker(e)),
+        (_, Ok(finished)) if finished.exit_code != 0 => Some(ImportFailure::Client {
+            client: tools.client.to_string(),
+            code: finished.exit_code,
+            last: finished.last_error_line(),
+        }),
+        (Ok((code, _, None)), _) if code != 0 => Some(ImportFailure::Reading(code)),
+        _ => None,
+    };
+    let rewritten = rewritten.map_err(ImportFailure::Staging);
+    let swapped = match failure.map_or(rewritten, Err) {
+        Ok(rewritten) => {
+            say("swapping the restored database in");
+            staged_import::swap(engine, tools, conf, &staging, &rewritten)
+                .await
+                .map_err(ImportFailure::Staging)
+        }
+        Err(failure) => Err(failure),
+    };
+    match swapped {
+        Ok(warnings) => {
+            say("database restored");
+            Ok(warnings)
+        }
+        Err(failure) => Err(DatabaseStepError::Import {
+            failure,
+            database: dump.database.clone(),
+            left: staged_import::discard(engine, tools, conf, &staging)
+                .await
+                .err(),
+        }),
+    }
+}
+
 /// One execution's fixed parts, shared by its steps.
 #[derive(Clone, Copy)]
 struct Run<'a> {
@@ -555,14 +691,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The database step: a helper streams the dump out of the archive into a staging
-    /// database, which replaces `DBNAME` only once it is complete ([`staged_import`]). Returns
-    /// the warnings of a restore that worked.
+    /// The database step: [`import_dump`] into the running mysql-mailcow.
     async fn database(
         &self,
         dump: &SqlDump,
         tools: Tools<'_>,
-        mut stop: Stop,
+        stop: Stop,
     ) -> Result<Vec<String>, DatabaseStepError> {
         let Run {
             engine,
@@ -571,77 +705,14 @@ impl<'a> Run<'a> {
             prepared,
             say,
         } = *self;
-        let staging = Staging::new(&dump.database).map_err(DatabaseStepError::Setup)?;
-        say(&format!(
-            "restoring database {} from {} into {} (staged in {})",
-            dump.database, dump.path, tools.container.name, staging.staging
-        ));
-        let (import, input) = mysql::start_import(
-            engine,
-            tools.container,
-            tools.client,
-            Login::root(conf),
-            &[],
-        )
-        .await
-        .map_err(DatabaseStepError::Client)?;
-        let command = StreamCommand {
-            location: options.access.archive(&prepared.plan.archive),
-            path: dump.path.clone(),
-            access: options.access.in_helper(),
+        let source = DumpSource {
+            access: &options.access,
+            project: &conf.project,
+            image: &prepared.image,
+            archive: &prepared.plan.archive,
+            labels: Vec::new(),
         };
-        let mut spec = options.access.helper_spec(
-            &prepared.image,
-            &conf.project,
-            &HelperCommand::Stream(Box::new(command)),
-        );
-        spec.working_dir = "/".into();
-        let (to_rewriter, from_helper) = tokio::io::duplex(256 * 1024);
-        let (streamed, finished, rewritten) = tokio::join!(
-            run_helper(
-                engine,
-                &spec,
-                StdoutTo::Pipe(Box::pin(to_rewriter)),
-                &mut stop
-            ),
-            import.finish(),
-            staged_import::rewrite_into(from_helper, input, staging.rewriter()),
-        );
-        let failure = match (streamed, finished) {
-            (Err(e), _) => Some(ImportFailure::Helper(e)),
-            (Ok((_, _, Some(signal))), _) => Some(ImportFailure::Interrupted(signal)),
-            (_, Err(e)) => Some(ImportFailure::Docker(e)),
-            (_, Ok(finished)) if finished.exit_code != 0 => Some(ImportFailure::Client {
-                client: tools.client.to_string(),
-                code: finished.exit_code,
-                last: finished.last_error_line(),
-            }),
-            (Ok((code, _, None)), _) if code != 0 => Some(ImportFailure::Reading(code)),
-            _ => None,
-        };
-        let rewritten = rewritten.map_err(ImportFailure::Staging);
-        let swapped = match failure.map_or(rewritten, Err) {
-            Ok(rewritten) => {
-                say("swapping the restored database in");
-                staged_import::swap(engine, tools, conf, &staging, &rewritten)
-                    .await
-                    .map_err(ImportFailure::Staging)
-            }
-            Err(failure) => Err(failure),
-        };
-        match swapped {
-            Ok(warnings) => {
-                say("database restored");
-                Ok(warnings)
-            }
-            Err(failure) => Err(DatabaseStepError::Import {
-                failure,
-                database: dump.database.clone(),
-                left: staged_import::discard(engine, tools, conf, &staging)
-                    .await
-                    .err(),
-            }),
-        }
+        import_dump(engine, &source, conf, dump, tools, stop, say).await
     }
 
     /// `doveadm force-resync` and `quota recalc` for the restored users, in the running

@@ -156,7 +156,7 @@ impl StagingError {
 }
 
 /// `name` as a MariaDB identifier: in backquotes, a backquote doubled.
-fn quoted(name: &str) -> String {
+pub(super) fn quoted(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
@@ -527,7 +527,7 @@ struct Objects {
 
 /// A hex string from the server, decoded: every name comes hex-encoded, so that no name can
 /// break the tab-separated lines.
-fn unhex(hex: &str) -> Option<String> {
+pub(super) fn unhex(hex: &str) -> Option<String> {
     if !hex.len().is_multiple_of(2) {
         return None;
     }
@@ -539,7 +539,7 @@ fn unhex(hex: &str) -> Option<String> {
 }
 
 /// An SQL string literal.
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 

@@ -171,6 +171,7 @@ mod tests {
             name: name.into(),
             service: String::new(),
             running: true,
+            image: String::new(),
             mounts: Vec::new(),
         };
         let (dovecot, watchdog) = (container("a1", "dovecot"), container("b2", "watchdog"));

@@ -123,3 +123,88 @@ pub fn bench_size() -> (u32, usize) {
         setting("MCB_BENCH_ROUNDS", 3),
     )
 }
+
+/// The volumes a backup holds, by their short names and archive directories.
+pub const VOLUMES: [(&str, &str); 7] = [
+    ("vmail-vol-1", "vmail"),
+    ("crypt-vol-1", "crypt"),
+    ("vmail-index-vol-1", "vmail-index"),
+    ("redis-vol-1", "redis"),
+    ("rspamd-vol-1", "rspamd"),
+    ("postfix-vol-1", "postfix"),
+    ("sogo-userdata-backup-vol-1", "sogo"),
+];
+
+pub const SERVICES: [&str; 7] = [
+    "watchdog-mailcow",
+    "dovecot-mailcow",
+    "postfix-mailcow",
+    "rspamd-mailcow",
+    "sogo-mailcow",
+    "redis-mailcow",
+    "mysql-mailcow",
+];
+
+/// A backup of a freshly filled mailcow; its archive's name.
+pub fn backed_up(mails: u32) -> (Mailcow, Setup, String) {
+    let mailcow = Mailcow::create(mails);
+    mailcow.start();
+    mailcow.fill_database();
+    mailcow.set_redis_keys(&[("DKIM_PRIV_KEYS", "dkim-private"), ("other", "value")]);
+    let setup = Setup::new(&mailcow);
+    let ran = setup.backup(&["--json"]).expect(0, "backup");
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let name = summary["archive"]["name"].as_str().unwrap().to_string();
+    (mailcow, setup, name)
+}
+
+/// A copy of every volume (cp -a), by archive directory.
+pub fn snapshot(mailcow: &Mailcow) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (volume, name) in VOLUMES {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        super::mailcow::copy_into(&mailcow.volume_dir(volume), &copy);
+    }
+    dir
+}
+
+pub fn running(mailcow: &Mailcow, service: &str) -> bool {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &mailcow.container(service),
+    ]) == "true"
+}
+
+pub fn started_at(mailcow: &Mailcow, service: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.State.StartedAt}}",
+        &mailcow.container(service),
+    ])
+}
+
+pub fn all_running(mailcow: &Mailcow) {
+    for service in SERVICES {
+        assert!(running(mailcow, service), "{service} does not run");
+    }
+}
+
+/// Asserts that `text` holds each of `expected`.
+pub fn says(text: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(text.contains(expected), "should say {expected:?}:\n{text}");
+    }
+}
+
+pub fn show(ran: &Ran, what: &str) {
+    eprintln!(
+        "--- {what}: exit {}\n{}{}",
+        ran.code,
+        ran.stdout_text(),
+        ran.stderr
+    );
+}

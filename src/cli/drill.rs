@@ -1,0 +1,136 @@
+//! `mailcow-borg drill [ARCHIVE|latest]`: restore an archive into scratch volumes and prove it
+//! usable in throwaway containers (`mailcow::drill`); the live mailcow is not touched. A line
+//! per step, or one JSON object; exit 0 when every step is ok, 1 with warnings, 2 when a step
+//! failed.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::runtime;
+use super::backup::host_lock;
+use super::settings::{Settings, SettingsArgs, settings};
+use super::signals::{self, Interrupted};
+use crate::docker::Engine;
+use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::drill::{DrillError, DrillReport, DrillRequest, Sample, Status, drill};
+use crate::mailcow::restore::RestoreOptions;
+
+/// What a stopped drill leaves.
+const STOPPED: &str = "the drill's scratch containers and volumes were removed";
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// The archive: its name, or `latest` (the newest, not a checkpoint).
+    #[arg(default_value = "latest")]
+    archive: String,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// How many mails of each mailbox dovecot reads (spread over the mailbox).
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "all")]
+    sample: u32,
+    /// Read every mail of every mailbox.
+    #[arg(long)]
+    all: bool,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DrillArgs) -> anyhow::Result<Outcome> {
+    let Settings {
+        mailcow_dir,
+        access,
+        ..
+    } = settings(&args.settings)?;
+    let request = DrillRequest {
+        archive: args.archive.clone(),
+        sample: if args.all {
+            Sample::All
+        } else {
+            Sample::PerMailbox(args.sample)
+        },
+    };
+    let options = RestoreOptions {
+        mailcow_dir,
+        access,
+    };
+    // One run at a time: it also keeps another run from taking the drill's leftovers for its
+    // own, or its own for leftovers.
+    let _lock = host_lock(&options.access)?;
+    let conf = MailcowConf::load(&options.mailcow_dir)?;
+    let report = runtime()?.block_on(async {
+        let (stop_tx, stop) = tokio::sync::watch::channel(None);
+        signals::pass_on(
+            stop_tx,
+            "stopping; the drill's scratch containers and volumes are removed",
+        )?;
+        let engine = Engine::connect().await?;
+        let started = std::time::Instant::now();
+        let say = |line: &str| {
+            say!(
+                "mailcow-borg: [{:>5.1} s] {line}",
+                started.elapsed().as_secs_f64()
+            )
+        };
+        match drill(&engine, &options, &conf, &request, stop, &say).await {
+            Err(DrillError::Stopped(signal)) => Err(Interrupted::by(signal, STOPPED).into()),
+            other => other.map_err(anyhow::Error::from),
+        }
+    })?;
+    print(&report, args.json)?;
+    match report.status() {
+        Status::Ok | Status::Skipped => Ok(Outcome::Ok),
+        Status::Warning => Ok(Outcome::Warning),
+        Status::Failed => {
+            let failed: Vec<&str> = report
+                .steps
+                .iter()
+                .filter(|s| s.status == Status::Failed)
+                .map(|s| s.name.as_str())
+                .collect();
+            anyhow::bail!(
+                "the drill of archive {} failed: {} (see above)",
+                report.archive,
+                failed.join(", ")
+            )
+        }
+    }
+}
+
+/// The report on stdout: a line per step (its figures and time) and its messages below it, or
+/// one JSON object.
+fn print(report: &DrillReport, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Drill of archive {} ({:.1} s): {}",
+        report.archive,
+        report.seconds,
+        report.status().name()
+    )?;
+    for step in &report.steps {
+        let figures: Vec<String> = step
+            .figures
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        writeln!(
+            out,
+            "  {:<10} {:<8} {:>7.1} s  {}",
+            step.name,
+            step.status.name(),
+            step.seconds,
+            figures.join(" ")
+        )?;
+        for message in &step.messages {
+            writeln!(out, "             {message}")?;
+        }
+    }
+    Ok(())
+}
