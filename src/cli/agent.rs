@@ -13,8 +13,8 @@ use super::create::{self, CreateArgs, CreateSettings};
 use super::retention;
 use super::signals;
 use crate::format::manifest::Operation;
-use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::access::HELPER_STATE;
+use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::frames::FramedReader;
 use crate::mailcow::helper_command::{
     ArchiveLocation, BackupCommand, CheckCommand, HelperCommand, InspectCommand, RepositoryAccess,
@@ -175,7 +175,10 @@ fn check(command: CheckCommand) -> anyhow::Result<Outcome> {
         for (kind, value) in done {
             if let Err(e) = stamps.set(kind, &repository, value) {
                 // Unrecorded, the check runs again after the next backup: time, nothing worse.
-                say!("cannot record the check in {}: {e}", stamps.path().display());
+                say!(
+                    "cannot record the check in {}: {e}",
+                    stamps.path().display()
+                );
             }
         }
     }

@@ -21,8 +21,8 @@ use crate::format::envelope::EnvelopeError;
 use crate::format::key::hex;
 use crate::format::manifest::ManifestError;
 use crate::format::tam::TamError;
-use crate::ops::id_slice::IdSlice;
 use crate::ops::check::{ArchiveSelection, ArchiveTamProblem, CheckOptions, Finding};
+use crate::ops::id_slice::IdSlice;
 use crate::ops::items::ReadError;
 use crate::ops::open::{AccessOptions, OpenError, open_for_check};
 use crate::repo::location::Location;
@@ -174,7 +174,9 @@ pub async fn check(
             None if plan.verify_data.is_none() => return Ok(Outcome::Ok),
             None => ArchiveSelection::None,
             Some(choice) => match choice {
-                ArchiveChoice { name: Some(name), .. } => ArchiveSelection::Some(vec![name.clone()]),
+                ArchiveChoice {
+                    name: Some(name), ..
+                } => ArchiveSelection::Some(vec![name.clone()]),
                 ArchiveChoice {
                     glob: None,
                     first: None,

@@ -18,6 +18,7 @@ pub mod restore;
 pub mod restore_plan;
 pub mod retention;
 pub mod schedule;
+pub mod scheduled;
 pub mod staged_import;
 pub mod stopped;
 pub mod summary;

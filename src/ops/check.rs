@@ -234,7 +234,11 @@ pub async fn check(
         let ids = if slice.is_all() {
             &listed
         } else {
-            sliced = listed.iter().copied().filter(|id| slice.contains(id)).collect();
+            sliced = listed
+                .iter()
+                .copied()
+                .filter(|id| slice.contains(id))
+                .collect();
             &sliced
         };
         let (verified, damaged) = verify_objects(repo, key, ids, &mut tell).await;

@@ -131,7 +131,15 @@ mod tests {
         for slice in [IdSlice::ALL, IdSlice::share(0xdead_beef, 5)] {
             assert_eq!(slice.to_string().parse::<IdSlice>(), Ok(slice));
         }
-        for bad in ["", "1", "1+0", "1+4294967297", "4294967296+1", "-1+5", "a+b"] {
+        for bad in [
+            "",
+            "1",
+            "1+0",
+            "1+4294967297",
+            "4294967296+1",
+            "-1+5",
+            "a+b",
+        ] {
             assert!(bad.parse::<IdSlice>().is_err(), "{bad}");
         }
     }
