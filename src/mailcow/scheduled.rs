@@ -51,9 +51,8 @@ pub async fn run_due(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Scheduled, ScheduledError> {
     let access = &options.access;
-    let mut stamps = Stamps::load(&access.state_dir);
     let now = crate::ops::system::now_micros().div_euclid(1_000_000);
-    let due = schedule.due(&stamps, &access.repository, now);
+    let due = schedule.due(&Stamps::load(&access.state_dir), &access.repository, now);
     let mut scheduled = Scheduled {
         due: due.clone(),
         ..Scheduled::default()
@@ -84,6 +83,8 @@ pub async fn run_due(
             sample: Sample::PerMailbox(schedule.drill_sample),
         };
         let report = drill(engine, options, conf, &request, stop, say).await?;
+        // Loaded afresh: the check helper has stamped its own since.
+        let mut stamps = Stamps::load(&access.state_dir);
         if report.status() != Status::Failed
             && let Err(e) = stamps.set(Stamped::Drill, &access.repository, now)
         {
