@@ -85,11 +85,7 @@ impl Live {
     /// Nothing of the drill is left, and the live mailcow is as it was: every volume byte for
     /// byte, the database's rows, every service running since the same moment.
     fn unchanged(&self, mailcow: &Mailcow) {
-        let label = format!("label={DRILL_LABEL}={}", mailcow.project);
-        let containers = docker(&["ps", "-aq", "--filter", &label]);
-        assert!(containers.is_empty(), "drill containers left: {containers}");
-        let volumes = docker(&["volume", "ls", "-q", "--filter", &label]);
-        assert!(volumes.is_empty(), "drill volumes left: {volumes}");
+        no_drill_left(mailcow);
         common::mailcow_repo::no_helper_left(mailcow);
         for (volume, name) in VOLUMES {
             assert_same_tree(
@@ -361,4 +357,110 @@ fn sigterm_during_a_drill_removes_its_containers_and_volumes() {
         ],
     );
     live.unchanged(&mailcow);
+}
+
+/// `[check]` with every kind due daily and half of the data per backup.
+fn schedule_checks(setup: &Setup, repository: &str) {
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str(&format!(
+        "[check]\nrepository = \"{repository}\"\narchives = \"1d\"\ndata = \"50%\"\ndrill = \"1d\"\ndrill_sample = 2\n"
+    ));
+    std::fs::write(&setup.config, config).unwrap();
+}
+
+/// The state dir's stamps, as `kind value` per line.
+fn stamps(setup: &Setup) -> Vec<String> {
+    std::fs::read_to_string(setup.dir.path().join("state/schedule-stamps"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn backup_runs_the_checks_and_the_drill_that_are_due_and_says_when_one_finds_problems() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup) = world(300, &[]);
+    schedule_checks(&setup, "1d");
+
+    // First backup: everything is due.
+    let ran = setup.backup(&["--json"]).expect(0, "first backup");
+    show(&ran, "first backup");
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let scheduled = &summary["scheduled"];
+    assert_eq!(
+        scheduled["check"]["checked"], "segments, archives, 50% of the data",
+        "{summary}"
+    );
+    assert_eq!(scheduled["check"]["exit_code"], 0, "{summary}");
+    assert_eq!(scheduled["drill"]["archive"], summary["archive"]["name"]);
+    assert_eq!(
+        step(&scheduled["drill"], "mail")["status"],
+        "ok",
+        "{summary}"
+    );
+    let after_first = stamps(&setup);
+    for kind in ["check-repository", "check-archives", "drill"] {
+        assert!(
+            after_first
+                .iter()
+                .any(|s| s.starts_with(&format!("{kind} "))),
+            "{kind} not stamped: {after_first:?}"
+        );
+    }
+    assert!(
+        after_first.contains(&"check-data-cursor 2147483648".to_string()),
+        "{after_first:?}"
+    );
+    no_drill_left(&mailcow);
+
+    // Second backup: only the next half of the data is due.
+    let ran = setup.backup(&[]).expect(0, "second backup");
+    show(&ran, "second backup");
+    says(&ran.stderr, &["checking the repository: 50% of the data"]);
+    assert!(
+        !ran.stdout_text().contains("Drill of archive"),
+        "a drill ran again"
+    );
+    assert!(
+        stamps(&setup).contains(&"check-data-cursor 0".to_string()),
+        "{:?}",
+        stamps(&setup)
+    );
+
+    // A damaged segment: the repository check after the third backup finds it; the backup
+    // says its archive is safe, and exits 2.
+    damage_content(&setup);
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config = config.replace(
+        "repository = \"1d\"\narchives",
+        "repository = \"always\"\narchives",
+    );
+    std::fs::write(&setup.config, config).unwrap();
+    let ran = setup.backup(&[]).expect(2, "third backup");
+    show(&ran, "third backup");
+    says(
+        &ran.stderr,
+        &[
+            "was written and is safe, but the scheduled check (segments, 50% of the data) found problems",
+            "borg check --repair",
+        ],
+    );
+    let listed = setup.borg(&["list", "--short", setup.repo.to_str().unwrap()]);
+    assert_eq!(
+        listed.stdout_text().lines().count(),
+        3,
+        "{}",
+        listed.stdout_text()
+    );
+    no_drill_left(&mailcow);
+}
+
+/// Nothing labelled as the drill's is left, container or volume.
+fn no_drill_left(mailcow: &Mailcow) {
+    let label = format!("label={DRILL_LABEL}={}", mailcow.project);
+    let containers = docker(&["ps", "-aq", "--filter", &label]);
+    assert!(containers.is_empty(), "drill containers left: {containers}");
+    let volumes = docker(&["volume", "ls", "-q", "--filter", &label]);
+    assert!(volumes.is_empty(), "drill volumes left: {volumes}");
 }

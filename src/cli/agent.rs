@@ -4,22 +4,27 @@
 //! is the typed contract of `mailcow::helper_command`; each subcommand has one handler here.
 
 use std::io::Write;
+use std::path::Path;
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, with_repository};
+use super::check::{self, ArchiveChoice, CheckPlan};
 use super::create::{self, CreateArgs, CreateSettings};
 use super::retention;
 use super::signals;
 use crate::format::manifest::Operation;
+use crate::mailcow::access::HELPER_STATE;
 use crate::mailcow::crypt_keys::{self, CRYPT_KEYS, KeyFile};
 use crate::mailcow::frames::FramedReader;
 use crate::mailcow::helper_command::{
-    ArchiveLocation, BackupCommand, HelperCommand, InspectCommand, RepositoryAccess,
+    ArchiveLocation, BackupCommand, CheckCommand, HelperCommand, InspectCommand, RepositoryAccess,
     RestoreCommand, StreamCommand,
 };
+use crate::mailcow::schedule::{Stamped, Stamps};
 use crate::mailcow::summary::summarize;
 use crate::ops::extract::ExtractOptions;
 use crate::ops::open::OpenRepository;
+use crate::ops::system::now_micros;
 
 /// Runs one helper subcommand: one handler each.
 pub fn run(command: HelperCommand) -> anyhow::Result<Outcome> {
@@ -28,6 +33,7 @@ pub fn run(command: HelperCommand) -> anyhow::Result<Outcome> {
         HelperCommand::Inspect(command) => inspect(*command),
         HelperCommand::Restore(command) => restore(*command),
         HelperCommand::Stream(command) => stream(*command),
+        HelperCommand::Check(command) => check(*command),
     }
 }
 
@@ -125,6 +131,58 @@ fn stream(command: StreamCommand) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         },
     )
+}
+
+/// The checks the host found due; each is stamped in the state dir when the whole run is clean
+/// (a run that found problems runs all of them again after the next backup).
+fn check(command: CheckCommand) -> anyhow::Result<Outcome> {
+    let CheckCommand {
+        segments,
+        archives,
+        verify_data,
+        repository,
+        access,
+    } = command;
+    let location = parse_location(Some(&repository))?;
+    let options = AccessArgs::from(&access).to_options()?;
+    let plan = CheckPlan {
+        segments,
+        max_duration: None,
+        archives: archives.then(ArchiveChoice::default),
+        verify_data,
+        verbose: false,
+    };
+    let outcome = signals::run_until_stopped(
+        "the check only reads; nothing was changed",
+        check::check(&location, options, &plan),
+    )?;
+    if outcome == Outcome::Ok {
+        let now = now_micros().div_euclid(1_000_000);
+        let mut stamps = Stamps::load(Path::new(HELPER_STATE));
+        let mut done = Vec::new();
+        if segments {
+            done.push((Stamped::RepositoryCheck, now));
+        }
+        if archives {
+            done.push((Stamped::ArchivesCheck, now));
+        }
+        if let Some(slice) = verify_data {
+            if slice.is_all() {
+                done.push((Stamped::DataCheck, now));
+            }
+            done.push((Stamped::DataCursor, i64::from(slice.end())));
+        }
+        for (kind, value) in done {
+            if let Err(e) = stamps.set(kind, &repository, value) {
+                // Unrecorded, the check runs again after the next backup: time, nothing worse.
+                say!(
+                    "cannot record the check in {}: {e}",
+                    stamps.path().display()
+                );
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// Opens the repository of `location` for reading, runs `work` with it and the archive name,

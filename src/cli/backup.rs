@@ -17,7 +17,11 @@ use crate::docker::Engine;
 use crate::mailcow::access::HelperAccess;
 use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
 use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::drill::{DrillError, DrillReport, Status};
 use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, RetentionCommand};
+use crate::mailcow::restore::RestoreOptions;
+use crate::mailcow::schedule::CheckSchedule;
+use crate::mailcow::scheduled::{Scheduled, ScheduledError, run_due, what_is_checked};
 use crate::mailcow::stopped;
 use crate::ops::placeholders::{PlaceholderValues, expand, name_glob};
 
@@ -98,6 +102,7 @@ pub(super) fn options(
         access,
         archive: expand(&name_template, &values)?,
         retention,
+        check: file.check,
         compression: args
             .compression
             .clone()
@@ -185,6 +190,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         )?;
         let engine = Engine::connect().await?;
         start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
+        let stop_after = stop.clone();
         let report = match backup(&engine, &options, &conf, stop).await {
             Err(BackupError::Stopped(signal)) => {
                 return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
@@ -206,7 +212,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             1 => Outcome::Warning,
             EXIT_ARCHIVE_SAFE => {
                 if let Some(captured) = &report.json {
-                    print_json(captured, &report, &conf)?;
+                    print_json(captured, &report, &conf, None)?;
                 }
                 anyhow::bail!(
                     "the archive {} was written and is safe, but pruning or compacting after it failed (the line above says what)",
@@ -217,11 +223,98 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
                 "the backup failed (the helper exited with {code}; its message is above); nothing was committed"
             ),
         };
+        let scheduled = match &options.check {
+            Some(schedule) => Some(run_scheduled(&engine, &options, &conf, schedule, stop_after).await?),
+            None => None,
+        };
         if let Some(captured) = &report.json {
-            print_json(captured, &report, &conf)?;
+            print_json(captured, &report, &conf, scheduled.as_ref())?;
         }
-        Ok(outcome)
+        match &scheduled {
+            Some(scheduled) => scheduled_outcome(scheduled, outcome, &options.archive),
+            None => Ok(outcome),
+        }
     })
+}
+
+/// Runs the checks and drill `[check]` finds due after the archive; a stop signal ends the
+/// command with a line that says the archive is safe.
+async fn run_scheduled(
+    engine: &Engine,
+    options: &BackupOptions,
+    conf: &MailcowConf,
+    schedule: &CheckSchedule,
+    stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+) -> anyhow::Result<Scheduled> {
+    let restore_options = RestoreOptions {
+        mailcow_dir: options.mailcow_dir.clone(),
+        access: options.access.clone(),
+    };
+    let quiet = options.output.json;
+    let say = |line: &str| {
+        if !quiet {
+            say!("mailcow-borg: {line}");
+        }
+    };
+    match run_due(
+        engine,
+        &restore_options,
+        conf,
+        schedule,
+        &options.archive,
+        stop,
+        &say,
+    )
+    .await
+    {
+        Ok(scheduled) => {
+            if let (Some(report), false) = (&scheduled.drill, quiet) {
+                super::drill::print(report, false)?;
+            }
+            Ok(scheduled)
+        }
+        Err(ScheduledError::Stopped(signal))
+        | Err(ScheduledError::Drill(DrillError::Stopped(signal))) => Err(Interrupted::by(
+            signal,
+            "the archive was written and is safe; the checks after it were stopped",
+        )
+        .into()),
+        Err(e) => Err(anyhow::anyhow!(
+            "the archive {} was written and is safe, but the scheduled checks after it could not run: {e}",
+            options.archive
+        )),
+    }
+}
+
+/// The backup's outcome once the scheduled checks ran: a check that found problems, or a
+/// drill that failed, is an error that says which and what to do.
+fn scheduled_outcome(
+    scheduled: &Scheduled,
+    outcome: Outcome,
+    archive: &str,
+) -> anyhow::Result<Outcome> {
+    match scheduled.check_exit {
+        None | Some(0) => {}
+        Some(1) => anyhow::bail!(
+            "the archive {archive} was written and is safe, but the scheduled check ({}) found problems in the repository (listed above): run `mailcow-borg check -v` to see them again, and `borg check --repair` to repair",
+            what_is_checked(&scheduled.due)
+        ),
+        Some(code) => anyhow::bail!(
+            "the archive {archive} was written and is safe, but the scheduled check ({}) failed (exit {code}; the line above says why); it runs again after the next backup",
+            what_is_checked(&scheduled.due)
+        ),
+    }
+    match scheduled.drill.as_ref().map(DrillReport::status) {
+        Some(Status::Failed) => {
+            let report = scheduled.drill.as_ref().expect("a status was read from it");
+            anyhow::bail!(
+                "the archive {archive} was written and is safe, but the scheduled restore drill of it failed: {} (see above); run `mailcow-borg drill {archive}` to see it again",
+                report.failed_steps().join(", ")
+            )
+        }
+        Some(Status::Warning) => Ok(Outcome::Warning),
+        _ => Ok(outcome),
+    }
 }
 
 /// The helper's `create --json` document, with what the host found added as `mailcow`.
@@ -229,6 +322,7 @@ fn print_json(
     captured: &[u8],
     report: &crate::mailcow::backup::BackupReport,
     conf: &MailcowConf,
+    scheduled: Option<&Scheduled>,
 ) -> anyhow::Result<()> {
     // create's document, then (with retention) one holding `prune` and `compact`.
     let not_json =
@@ -258,6 +352,15 @@ fn print_json(
         "helper_image": report.helper_image,
         "helper_image_made": report.image_made,
     });
+    if let Some(scheduled) = scheduled {
+        document["scheduled"] = serde_json::json!({
+            "check": scheduled.check_exit.map(|code| serde_json::json!({
+                "checked": what_is_checked(&scheduled.due),
+                "exit_code": code,
+            })),
+            "drill": scheduled.drill,
+        });
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
     Ok(())

@@ -22,6 +22,7 @@ use crate::format::key::hex;
 use crate::format::manifest::ManifestError;
 use crate::format::tam::TamError;
 use crate::ops::check::{ArchiveSelection, ArchiveTamProblem, CheckOptions, Finding};
+use crate::ops::id_slice::IdSlice;
 use crate::ops::items::ReadError;
 use crate::ops::open::{AccessOptions, OpenError, open_for_check};
 use crate::repo::location::Location;
@@ -79,6 +80,29 @@ pub enum CheckRefusal {
 /// How the server's last line of its check begins ("Finished full repository check, …").
 const SERVER_CHECK_DONE: &str = "Finished ";
 
+/// What one check does, settled from `check`'s flags or from `backup`'s schedule
+/// (`agent check`).
+pub struct CheckPlan {
+    /// The server's check of its segments and index, and how long it may take.
+    pub segments: bool,
+    pub max_duration: Option<u64>,
+    /// The archive check, of these archives; `None`: no archive is checked.
+    pub archives: Option<ArchiveChoice>,
+    /// Verify the data of the objects in this slice of the id space.
+    pub verify_data: Option<IdSlice>,
+    /// Progress lines (`-v`).
+    pub verbose: bool,
+}
+
+/// Which archives the archive check reads: all, unless an archive is named or filtered.
+#[derive(Default)]
+pub struct ArchiveChoice {
+    pub name: Option<String>,
+    pub glob: Option<String>,
+    pub first: Option<usize>,
+    pub last: Option<usize>,
+}
+
 pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     if args.repair {
         return Err(CheckRefusal::Repair.into());
@@ -91,19 +115,32 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         return Err(CheckRefusal::MaxDurationNeedsRepositoryOnly.into());
     }
     let (location, options) = args.access.resolve(args.location.as_deref())?;
-    let verbose = args.access.info;
+    let plan = CheckPlan {
+        segments: !args.archives_only,
+        max_duration: args.max_duration,
+        archives: (!args.repository_only).then(|| ArchiveChoice {
+            name: location.archive.clone(),
+            glob: args.glob_archives,
+            first: args.first,
+            last: args.last,
+        }),
+        verify_data: args.verify_data.then_some(IdSlice::ALL),
+        verbose: args.access.info,
+    };
     signals::run_until_stopped(
         "the check only reads; nothing was changed",
-        check(&location, options, &args, verbose),
+        check(&location, options, &plan),
     )
 }
 
-async fn check(
+/// Runs `plan` on the repository at `location`, printing what it finds as borg does: 0 clean,
+/// 1 problems found.
+pub async fn check(
     location: &Location,
     mut options: AccessOptions,
-    args: &CheckArgs,
-    verbose: bool,
+    plan: &CheckPlan,
 ) -> anyhow::Result<Outcome> {
+    let verbose = plan.verbose;
     // The server's check reports through its log at INFO and up; its last line says it is done,
     // and our own lines wait for it (the log comes on another stream than the answer).
     let server_done = Arc::new(AtomicBool::new(false));
@@ -121,8 +158,8 @@ async fn check(
     }
     let (repo, manifest_damage) = open_for_check(location, &options).await?;
     let outcome: anyhow::Result<Outcome> = async {
-        if !args.archives_only {
-            let clean = repo.repo.check(args.max_duration).await?;
+        if plan.segments {
+            let clean = repo.repo.check(plan.max_duration).await?;
             for _ in 0..40 {
                 if server_done.load(Ordering::Relaxed) {
                     break;
@@ -133,36 +170,52 @@ async fn check(
                 return Ok(Outcome::Warning);
             }
         }
-        if args.repository_only {
-            return Ok(Outcome::Ok);
-        }
-        let selection = if let Some(name) = &location.archive {
-            ArchiveSelection::Some(vec![name.clone()])
-        } else if args.glob_archives.is_some() || args.first.is_some() || args.last.is_some() {
-            let names =
-                chosen_archives(&repo, args.glob_archives.as_deref(), args.first, args.last);
-            selection_warnings(args, names.len());
-            ArchiveSelection::Some(names)
-        } else {
-            ArchiveSelection::All
+        let selection = match &plan.archives {
+            None if plan.verify_data.is_none() => return Ok(Outcome::Ok),
+            None => ArchiveSelection::None,
+            Some(choice) => match choice {
+                ArchiveChoice {
+                    name: Some(name), ..
+                } => ArchiveSelection::Some(vec![name.clone()]),
+                ArchiveChoice {
+                    glob: None,
+                    first: None,
+                    last: None,
+                    ..
+                } => ArchiveSelection::All,
+                ArchiveChoice {
+                    glob, first, last, ..
+                } => {
+                    let names = chosen_archives(&repo, glob.as_deref(), *first, *last);
+                    selection_warnings(choice, names.len());
+                    ArchiveSelection::Some(names)
+                }
+            },
         };
+        let archives_checked = selection != ArchiveSelection::None;
         let check_options = CheckOptions {
-            verify_data: args.verify_data,
+            verify_data: plan.verify_data,
             archives: selection,
         };
-        say_info(verbose, "Starting archive consistency check...");
+        if archives_checked {
+            say_info(verbose, "Starting archive consistency check...");
+        }
         let mut report = |finding: Finding| show(&finding, manifest_damage.as_ref(), verbose);
         let summary = repo
             .check(manifest_damage.is_none(), &check_options, &mut report)
             .await?;
         if summary.problems > 0 {
-            say!("Archive consistency check complete, problems found.");
+            if archives_checked {
+                say!("Archive consistency check complete, problems found.");
+            }
             Ok(Outcome::Warning)
         } else {
-            say_info(
-                verbose,
-                "Archive consistency check complete, no problems found.",
-            );
+            if archives_checked {
+                say_info(
+                    verbose,
+                    "Archive consistency check complete, no problems found.",
+                );
+            }
             Ok(Outcome::Ok)
         }
     }
@@ -174,8 +227,8 @@ async fn check(
 }
 
 /// borg's warnings when `-a`, `--first` or `--last` found fewer archives than asked.
-fn selection_warnings(args: &CheckArgs, found: usize) {
-    if let Some(glob) = &args.glob_archives
+fn selection_warnings(args: &ArchiveChoice, found: usize) {
+    if let Some(glob) = &args.glob
         && found == 0
     {
         say!("--glob-archives {glob} does not match any archives");

@@ -18,6 +18,13 @@
 //! keep_weekly = 4
 //! keep_monthly = 6
 //! compact = "always"                                 # or "never", or an interval: "7d"
+//!
+//! [check]                                            # optional: checks after each backup
+//! repository = "7d"                                  # always, never, or an interval
+//! archives = "7d"
+//! data = "5%"                                        # a share of the objects per backup, or an interval
+//! drill = "30d"
+//! drill_sample = 10                                  # mails read per mailbox by the drill
 //! ```
 //!
 //! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
@@ -31,7 +38,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::mailcow::components::{Component, UnknownComponent};
-use crate::mailcow::retention::{CompactWhen, Keep};
+use crate::mailcow::retention::Keep;
+use crate::mailcow::schedule::{CheckSchedule, DataCheck, When};
 use crate::ops::prune::{Period, PruneRules, RulesError};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mailcow-borg/config.toml";
@@ -68,6 +76,50 @@ pub struct ConfigFile {
     /// `[retention]`, checked.
     #[serde(skip)]
     pub retention: Option<Retention>,
+    #[serde(rename = "check")]
+    check_table: Option<CheckTable>,
+    /// `[check]`, checked.
+    #[serde(skip)]
+    pub check: Option<CheckSchedule>,
+}
+
+/// `[check]` as written: how often each check runs after a backup.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckTable {
+    repository: Option<String>,
+    archives: Option<String>,
+    data: Option<String>,
+    drill: Option<String>,
+    drill_sample: Option<u32>,
+}
+
+/// Mails read per mailbox by a scheduled drill unless `drill_sample` says otherwise.
+pub const DEFAULT_DRILL_SAMPLE: u32 = 10;
+
+impl CheckTable {
+    /// The table checked; a key left out is never run. The message names the key.
+    fn checked(self) -> Result<CheckSchedule, String> {
+        fn when(key: &str, text: Option<String>) -> Result<When, String> {
+            text.map_or(Ok(When::Never), |t| {
+                t.parse().map_err(|e| format!("check: {key}: {e}"))
+            })
+        }
+        let data = match self.data {
+            Some(text) => text.parse().map_err(|e| format!("check: data: {e}"))?,
+            None => DataCheck::Whole(When::Never),
+        };
+        if self.drill_sample == Some(0) {
+            return Err("check: drill_sample: 0 reads no mail; give at least 1".into());
+        }
+        Ok(CheckSchedule {
+            repository: when("repository", self.repository)?,
+            archives: when("archives", self.archives)?,
+            data,
+            drill: when("drill", self.drill)?,
+            drill_sample: self.drill_sample.unwrap_or(DEFAULT_DRILL_SAMPLE),
+        })
+    }
 }
 
 /// `[retention]` as written: prune's rules under their borg names, and `compact`.
@@ -94,7 +146,7 @@ struct RetentionTable {
 pub struct Retention {
     pub keep_within: Option<String>,
     pub keeps: Vec<Keep>,
-    pub compact: CompactWhen,
+    pub compact: When,
 }
 
 /// The `[retention]` key of each period rule (`keep_secondly` is the same rule as `keep_last`,
@@ -153,7 +205,7 @@ impl RetentionTable {
             Some(text) => text
                 .parse()
                 .map_err(|e| format!("retention: compact: {e}"))?,
-            None => CompactWhen::default(),
+            None => When::default(),
         };
         Ok(Retention {
             keep_within: self.keep_within,
@@ -201,6 +253,12 @@ impl ConfigFile {
             .retention_table
             .take()
             .map(RetentionTable::checked)
+            .transpose()
+            .map_err(invalid)?;
+        config.check = config
+            .check_table
+            .take()
+            .map(CheckTable::checked)
             .transpose()
             .map_err(invalid)?;
         if let Some(components) = &config.components {
@@ -303,7 +361,7 @@ lock_wait = 60
                     period: Period::Secondly,
                     count: 2
                 }],
-                compact: CompactWhen::Always,
+                compact: When::Always,
             })
         );
         assert_eq!(ConfigFile::parse("", path).unwrap().retention, None);
@@ -332,6 +390,45 @@ lock_wait = 60
         );
         let e = refused("[retention]\nkeep_last = 1\nkeep_secondly = 1\n");
         assert!(e.contains("the same rule"), "{e}");
+    }
+
+    #[test]
+    fn check_is_checked_at_load_and_names_the_key() {
+        let path = Path::new("c.toml");
+        let config = ConfigFile::parse(
+            "[check]\nrepository = \"7d\"\ndata = \"5%\"\ndrill = \"30d\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(
+            config.check,
+            Some(CheckSchedule {
+                repository: When::Every {
+                    amount: 7,
+                    unit: 'd'
+                },
+                archives: When::Never,
+                data: DataCheck::Share(5),
+                drill: When::Every {
+                    amount: 30,
+                    unit: 'd'
+                },
+                drill_sample: DEFAULT_DRILL_SAMPLE,
+            })
+        );
+        assert_eq!(ConfigFile::parse("", path).unwrap().check, None);
+        let refused = |text: &str| ConfigFile::parse(text, path).unwrap_err().to_string();
+        let e = refused("[check]\ndata = \"150%\"\n");
+        assert!(e.starts_with("c.toml: check: data: \"150%\" is not"), "{e}");
+        let e = refused("[check]\ndrill = \"monthly\"\n");
+        assert!(
+            e.starts_with("c.toml: check: drill: \"monthly\" is not"),
+            "{e}"
+        );
+        let e = refused("[check]\ndrill_sample = 0\n");
+        assert!(e.contains("drill_sample"), "{e}");
+        let e = refused("[check]\nverify = \"always\"\n");
+        assert!(e.contains("verify"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,13 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
                 retention.compact
             )?;
         }
+        if let Some(check) = &options.check {
+            writeln!(
+                out,
+                "checks after a backup: repository = {}, archives = {}, data = {}, drill = {} ({} mails per mailbox)",
+                check.repository, check.archives, check.data, check.drill, check.drill_sample
+            )?;
+        }
         writeln!(out, "state dir: {}", options.access.state_dir.display())?;
         Ok(Outcome::Ok)
     })

@@ -84,16 +84,10 @@ pub fn run(args: DrillArgs) -> anyhow::Result<Outcome> {
         Status::Ok | Status::Skipped => Ok(Outcome::Ok),
         Status::Warning => Ok(Outcome::Warning),
         Status::Failed => {
-            let failed: Vec<&str> = report
-                .steps
-                .iter()
-                .filter(|s| s.status == Status::Failed)
-                .map(|s| s.name.as_str())
-                .collect();
             anyhow::bail!(
                 "the drill of archive {} failed: {} (see above)",
                 report.archive,
-                failed.join(", ")
+                report.failed_steps().join(", ")
             )
         }
     }
@@ -101,7 +95,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<Outcome> {
 
 /// The report on stdout: a line per step (its figures and time) and its messages below it, or
 /// one JSON object.
-fn print(report: &DrillReport, json: bool) -> anyhow::Result<()> {
+pub(super) fn print(report: &DrillReport, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(report)?)?;

@@ -12,7 +12,7 @@ use super::delete::{Printing, deletion, run_deleting};
 use crate::mailcow::access::HELPER_STATE;
 use crate::mailcow::backup::OutputOptions;
 use crate::mailcow::helper_command::{ArchiveLocation, RepositoryAccess, RetentionCommand};
-use crate::mailcow::retention::CompactWhen;
+use crate::mailcow::schedule::{Stamped, Stamps, When};
 use crate::ops::delete::DeletedStats;
 use crate::ops::patterns::ArchiveGlob;
 use crate::ops::prune::{Decision, candidates, select};
@@ -26,9 +26,6 @@ pub struct ArchiveSafe {
     pub step: &'static str,
     pub detail: String,
 }
-
-/// Where the helper remembers its last compaction (in the state dir, which outlives it).
-const COMPACT_STAMP: &str = "last-compact";
 
 /// borg compact's default threshold, in percent.
 const COMPACT_THRESHOLD: u8 = 10;
@@ -147,68 +144,23 @@ fn prune(
 fn compact_if_due(
     location: &ArchiveLocation,
     access: &RepositoryAccess,
-    when: CompactWhen,
+    when: When,
 ) -> anyhow::Result<Option<Compacted>> {
-    let stamp = Path::new(HELPER_STATE).join(COMPACT_STAMP);
+    // The state dir outlives the helper.
+    let mut stamps = Stamps::load(Path::new(HELPER_STATE));
     let now = now_micros().div_euclid(1_000_000);
-    if !due(when, || last_compaction(&stamp, &location.repository), now) {
+    if !when.is_due(stamps.get(Stamped::Compact, &location.repository), now) {
         return Ok(None);
     }
     let repository = parse_location(Some(&location.repository))?;
     let options = AccessArgs::from(access).to_options()?;
     let compacted = compact_until_stopped(&repository, options, COMPACT_THRESHOLD)?;
     // Unrecorded, the next backup compacts again: wasted time, nothing worse.
-    if let Err(e) = std::fs::write(&stamp, format!("{now} {}\n", location.repository)) {
-        say!("cannot record the compaction in {}: {e}", stamp.display());
+    if let Err(e) = stamps.set(Stamped::Compact, &location.repository, now) {
+        say!(
+            "cannot record the compaction in {}: {e}",
+            stamps.path().display()
+        );
     }
     Ok(Some(compacted))
-}
-
-/// Whether compacting is due at `now` (Unix seconds); `last` reads when it last ran.
-fn due(when: CompactWhen, last: impl FnOnce() -> Option<i64>, now: i64) -> bool {
-    match (when, when.interval_seconds()) {
-        (CompactWhen::Never, _) => false,
-        (_, Some(interval)) => {
-            last().is_none_or(|last| now.saturating_sub(last) >= interval as i64)
-        }
-        _ => true,
-    }
-}
-
-/// When this repository was last compacted (Unix seconds), from the stamp: "<seconds>
-/// <repository>". Another repository's stamp does not count.
-fn last_compaction(stamp: &Path, repository: &str) -> Option<i64> {
-    let text = std::fs::read_to_string(stamp).ok()?;
-    let (seconds, stamped) = text.trim_end().split_once(' ')?;
-    (stamped == repository)
-        .then(|| seconds.parse().ok())
-        .flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compacting_is_due_as_configured_and_per_repository() {
-        let week = CompactWhen::Every {
-            amount: 7,
-            unit: 'd',
-        };
-        let now = 1_800_000_000;
-        assert!(due(CompactWhen::Always, || Some(now), now));
-        assert!(!due(CompactWhen::Never, || None, now));
-        assert!(due(week, || None, now));
-        assert!(!due(week, || Some(now - 6 * 86_400), now));
-        assert!(due(week, || Some(now - 7 * 86_400), now));
-
-        let dir = tempfile::tempdir().unwrap();
-        let stamp = dir.path().join(COMPACT_STAMP);
-        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), None);
-        std::fs::write(&stamp, "1700000000 ssh://h/./r\n").unwrap();
-        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), Some(1_700_000_000));
-        assert_eq!(last_compaction(&stamp, "ssh://h/./other"), None);
-        std::fs::write(&stamp, "garbage").unwrap();
-        assert_eq!(last_compaction(&stamp, "ssh://h/./r"), None);
-    }
 }

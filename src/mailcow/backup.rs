@@ -29,6 +29,7 @@ use super::helper_command::{BackupCommand, HelperCommand, RetentionCommand};
 use super::mysql::{self, DumpError};
 use super::origin::Origin;
 use super::redis::{self, RedisError};
+use super::schedule::CheckSchedule;
 
 /// How long an interrupted helper gets to roll back before it is killed.
 pub const ROLLBACK_GRACE: Duration = Duration::from_secs(60);
@@ -77,6 +78,9 @@ pub struct BackupOptions {
     pub output: OutputOptions,
     /// What to prune and compact after the archive (`prune_glob` `None`: nothing).
     pub retention: RetentionCommand,
+    /// The checks and drill to run after a good archive when due (the CLI runs them, through
+    /// [`super::scheduled`]).
+    pub check: Option<CheckSchedule>,
 }
 
 /// What the helper prints.

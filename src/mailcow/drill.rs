@@ -249,6 +249,15 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The names of the steps that failed.
+    pub fn failed_steps(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| s.status == Status::Failed)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
     /// The worst step's status; skipped steps count as ok.
     pub fn status(&self) -> Status {
         self.steps

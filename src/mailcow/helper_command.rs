@@ -21,7 +21,9 @@ use clap::{Args, Subcommand};
 use crate::error::ErrorKind;
 
 use super::backup::OutputOptions;
-use super::retention::{CompactWhen, Keep};
+use super::retention::Keep;
+use super::schedule::When;
+use crate::ops::id_slice::IdSlice;
 use crate::ops::prune::{PruneRules, RulesError};
 
 /// Every helper subcommand, as `mailcow-borg agent <subcommand>` takes it.
@@ -35,6 +37,9 @@ pub enum HelperCommand {
     Restore(Box<RestoreCommand>),
     /// Write one file's content (the database dump) to stdout.
     Stream(Box<StreamCommand>),
+    /// The checks `backup`'s `[check]` table found due; each stamped in the state dir if it
+    /// passes.
+    Check(Box<CheckCommand>),
 }
 
 /// The subcommand of our binary that runs a [`HelperCommand`].
@@ -163,7 +168,7 @@ pub struct RetentionCommand {
     pub keeps: Vec<Keep>,
     /// When to compact after pruning: always, never, or an interval since the last time.
     #[arg(long, value_name = "WHEN", default_value_t)]
-    pub compact: CompactWhen,
+    pub compact: When,
 }
 
 impl RetentionCommand {
@@ -214,6 +219,24 @@ pub struct StreamCommand {
     pub location: ArchiveLocation,
     /// The archive path of a regular file.
     pub path: String,
+    #[command(flatten)]
+    pub access: RepositoryAccess,
+}
+
+/// `agent check`: the repository checks due after a backup.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct CheckCommand {
+    /// The server's check of its segments (`check --repository-only`).
+    #[arg(long)]
+    pub segments: bool,
+    /// Every archive's consistency (`check --archives-only`).
+    #[arg(long)]
+    pub archives: bool,
+    /// Verify the data of the objects whose ids are in this slice (`START+LEN`).
+    #[arg(long, value_name = "SLICE")]
+    pub verify_data: Option<IdSlice>,
+    /// The repository, as borg writes it.
+    pub repository: String,
     #[command(flatten)]
     pub access: RepositoryAccess,
 }
@@ -378,6 +401,21 @@ impl HelperCommand {
                 w.positional(path);
                 "stream"
             }
+            HelperCommand::Check(command) => {
+                let CheckCommand {
+                    segments,
+                    archives,
+                    verify_data,
+                    repository,
+                    access,
+                } = &**command;
+                w.flag("segments", *segments);
+                w.flag("archives", *archives);
+                w.optional("verify-data", verify_data.as_ref());
+                w.access(access);
+                w.positional(repository);
+                "check"
+            }
         };
         w.finish(subcommand)
     }
@@ -482,7 +520,7 @@ mod tests {
                         count: -1,
                     },
                 ],
-                compact: CompactWhen::Every {
+                compact: When::Every {
                     amount: 7,
                     unit: 'd',
                 },
@@ -551,6 +589,20 @@ mod tests {
         round_trip(HelperCommand::Stream(Box::new(StreamCommand {
             location: location("x"),
             path: "--".into(),
+            access: bare_access(),
+        })));
+        round_trip(HelperCommand::Check(Box::new(CheckCommand {
+            segments: true,
+            archives: false,
+            verify_data: Some(IdSlice::share(123, 5)),
+            repository: "ssh://u@h:23/./repo".into(),
+            access: full_access(),
+        })));
+        round_trip(HelperCommand::Check(Box::new(CheckCommand {
+            segments: false,
+            archives: true,
+            verify_data: None,
+            repository: "-repo".into(),
             access: bare_access(),
         })));
     }

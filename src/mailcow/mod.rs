@@ -17,6 +17,8 @@ pub mod redis;
 pub mod restore;
 pub mod restore_plan;
 pub mod retention;
+pub mod schedule;
+pub mod scheduled;
 pub mod staged_import;
 pub mod stopped;
 pub mod summary;

@@ -54,6 +54,7 @@ use crate::format::tam::TamStatus;
 use crate::repo::repository::{RepoError, SharedRepository};
 
 use super::id_map::{IdMap, IdSet};
+use super::id_slice::IdSlice;
 use super::items::{ReadError, fetch_ahead_tolerant, list_objects};
 
 /// How many objects `--verify-data` has in flight (fetched, being opened): enough to keep the
@@ -71,11 +72,15 @@ pub enum ArchiveSelection {
     All,
     /// These, by name, in this order (the CLI's `REPO::ARCH`, `-a`, `--first`, `--last`).
     Some(Vec<String>),
+    /// None: only the objects' data is verified (a scheduled share of it after a backup).
+    None,
 }
 
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
-    pub verify_data: bool,
+    /// Verify the data of the objects whose ids are in this slice (all of them for
+    /// `--verify-data`).
+    pub verify_data: Option<IdSlice>,
     pub archives: ArchiveSelection,
 }
 
@@ -223,9 +228,20 @@ pub async fn check(
         });
     }
     let mut defective = IdSet::default();
-    if options.verify_data {
+    if let Some(slice) = options.verify_data {
         tell(Finding::VerifyStarted);
-        let (verified, damaged) = verify_objects(repo, key, &listed, &mut tell).await;
+        let sliced: Vec<ObjectId>;
+        let ids = if slice.is_all() {
+            &listed
+        } else {
+            sliced = listed
+                .iter()
+                .copied()
+                .filter(|id| slice.contains(id))
+                .collect();
+            &sliced
+        };
+        let (verified, damaged) = verify_objects(repo, key, ids, &mut tell).await;
         tell(Finding::VerifyFinished {
             verified,
             errors: damaged.len() as u64,
@@ -253,6 +269,12 @@ pub async fn check(
     let (names, check_all) = match &options.archives {
         ArchiveSelection::All => (by_time, true),
         ArchiveSelection::Some(names) => (names.clone(), false),
+        ArchiveSelection::None => {
+            return Ok(CheckSummary {
+                problems,
+                ..summary
+            });
+        }
     };
     let mut wanted = Vec::new();
     for name in names {

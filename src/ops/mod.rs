@@ -33,6 +33,7 @@ pub mod durable;
 pub mod extract;
 pub mod fs_write;
 pub mod id_map;
+pub mod id_slice;
 pub mod init;
 pub mod items;
 pub mod key_files;
