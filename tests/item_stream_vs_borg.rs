@@ -32,7 +32,10 @@ fn borgs_multi_chunk_item_stream_is_reproduced_exactly() {
     require!(Borg14);
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("mail");
-    for d in 0..40 {
+    // 10,000 items of about 200 bytes: an item stream of some 2 MB, more than borg's item
+    // chunker can put into two chunks (at most 512 KiB each), whatever the files' times make
+    // of its cut points.
+    for d in 0..100 {
         let folder = tree.join(format!("domain{}.test/user{d}/Maildir/cur", d % 7));
         std::fs::create_dir_all(&folder).unwrap();
         for f in 0..100 {
@@ -79,8 +82,8 @@ fn borgs_multi_chunk_item_stream_is_reproduced_exactly() {
         );
     }
     decoder.finish().unwrap();
-    // mail/, 7 domains, 40 × (user, Maildir, cur), 4000 files.
-    assert_eq!(items.len(), 1 + 7 + 40 * 3 + 4000);
+    // mail/, 7 domains, 100 × (user, Maildir, cur), 10,000 files.
+    assert_eq!(items.len(), 1 + 7 + 100 * 3 + 10_000);
 
     let mut writer = ItemStreamWriter::new(key.chunk_seed());
     let mut ids = Vec::new();
