@@ -138,7 +138,6 @@ impl HelperMount {
 
 impl HelperSpec {
     fn body(&self) -> ContainerCreateBody {
-        let mounts = self.mounts.iter().map(HelperMount::to_mount).collect();
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(self.args.clone()),
@@ -159,20 +158,34 @@ impl HelperSpec {
                     .collect(),
             ),
             host_config: Some(HostConfig {
-                mounts: Some(mounts),
-                network_mode: Some(self.network.clone()),
                 readonly_rootfs: Some(true),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                cap_drop: Some(vec!["ALL".into()]),
-                cap_add: Some(self.capabilities.clone()),
-                memory: Some(i64::from(self.limits.memory_mib) << 20),
-                memory_swap: Some(i64::from(self.limits.memory_mib) << 20),
-                pids_limit: Some(i64::from(self.limits.pids)),
-                auto_remove: Some(false),
-                ..Default::default()
+                ..confined(&self.mounts, &self.network, &self.capabilities, self.limits)
             }),
             ..Default::default()
         }
+    }
+}
+
+/// The confinement every container we start shares, helper or throwaway: no privilege gained
+/// by exec, every capability dropped but `capabilities`, memory (with swap) and processes
+/// limited, and kept after it ends so that its exit code and log can be read.
+pub(super) fn confined(
+    mounts: &[HelperMount],
+    network: &str,
+    capabilities: &[String],
+    limits: HelperLimits,
+) -> HostConfig {
+    HostConfig {
+        mounts: Some(mounts.iter().map(HelperMount::to_mount).collect()),
+        network_mode: Some(network.to_string()),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(capabilities.to_vec()),
+        memory: Some(i64::from(limits.memory_mib) << 20),
+        memory_swap: Some(i64::from(limits.memory_mib) << 20),
+        pids_limit: Some(i64::from(limits.pids)),
+        auto_remove: Some(false),
+        ..Default::default()
     }
 }
 

@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::models::{ContainerCreateBody, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveVolumeOptions,
 };
 use futures_util::StreamExt;
 
 use super::engine::{DockerError, Engine, is_not_found};
-use super::helper::{HelperLimits, HelperMount, remove};
+use super::helper::{HelperLimits, HelperMount, confined, remove};
 
 /// The most of a throwaway container's log kept for a message.
 const LOG_KEPT: usize = 16 * 1024;
@@ -57,18 +57,12 @@ impl ThrowawaySpec {
             env: Some(Vec::new()),
             tty: Some(false),
             labels: Some(self.labels.iter().cloned().collect()),
-            host_config: Some(HostConfig {
-                mounts: Some(self.mounts.iter().map(HelperMount::to_mount).collect()),
-                network_mode: Some("none".into()),
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                cap_drop: Some(vec!["ALL".into()]),
-                cap_add: Some(self.capabilities.clone()),
-                memory: Some(i64::from(self.limits.memory_mib) << 20),
-                memory_swap: Some(i64::from(self.limits.memory_mib) << 20),
-                pids_limit: Some(i64::from(self.limits.pids)),
-                auto_remove: Some(false),
-                ..Default::default()
-            }),
+            host_config: Some(confined(
+                &self.mounts,
+                "none",
+                &self.capabilities,
+                self.limits,
+            )),
             ..Default::default()
         }
     }
