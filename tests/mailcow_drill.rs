@@ -253,33 +253,9 @@ fn a_broken_dump_or_a_damaged_repository_object_fails_the_drill_naming_it() {
     require!(Borg14, Sshd, Docker, Root);
     let (mailcow, setup) = world(300, &[]);
     let good = backup(&setup);
-    let staging = tempfile::tempdir().unwrap();
-    for (volume, dir) in [("vmail-vol-1", "vmail"), ("crypt-vol-1", "crypt")] {
-        let to = staging.path().join(dir);
-        std::fs::create_dir(&to).unwrap();
-        common::mailcow::copy_into(&mailcow.volume_dir(volume), &to);
-    }
-    let (code, dump, err) = docker_exec(
-        &mailcow.container("mysql-mailcow"),
-        &["mariadb-dump", "-uroot", "--databases", "mailcow"],
-        b"",
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::create_dir(staging.path().join("mysql")).unwrap();
-    std::fs::write(
-        staging.path().join("mysql/mailcow.sql"),
-        &dump[..dump.len() * 3 / 5],
-    )
-    .unwrap();
-    let location = format!("{}::cut-dump", setup.repo.display());
-    setup
-        .world
-        .borg(
-            &common::borg14(),
-            staging.path(),
-            &["create", &location, "vmail", "crypt", "mysql"],
-        )
-        .expect(0, "borg create");
+    setup.borg_made_archive(&mailcow, "cut-dump", |dump| {
+        dump[..dump.len() * 3 / 5].to_vec()
+    });
     let live = Live::of(&mailcow);
 
     let ran = drill(&setup, &["cut-dump", "--json"]).expect(2, "drill of a cut-off dump");

@@ -669,29 +669,7 @@ fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
     mailcow.fill_database();
     let setup = Setup::new(&mailcow);
     // The layout by hand: the volumes' contents and a dump, as `borg create` of a directory.
-    let staging = tempfile::tempdir().unwrap();
-    for (volume, dir) in [("vmail-vol-1", "vmail"), ("crypt-vol-1", "crypt")] {
-        let to = staging.path().join(dir);
-        std::fs::create_dir(&to).unwrap();
-        common::mailcow::copy_into(&mailcow.volume_dir(volume), &to);
-    }
-    let (code, dump, err) = docker_exec(
-        &mailcow.container("mysql-mailcow"),
-        &["mariadb-dump", "-uroot", "--databases", "mailcow"],
-        b"",
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::create_dir(staging.path().join("mysql")).unwrap();
-    std::fs::write(staging.path().join("mysql/mailcow.sql"), dump).unwrap();
-    let location = format!("{}::by-borg", setup.repo.display());
-    setup
-        .world
-        .borg(
-            &common::borg14(),
-            staging.path(),
-            &["create", &location, "vmail", "crypt", "mysql"],
-        )
-        .expect(0, "borg create");
+    let staging = setup.borg_made_archive(&mailcow, "by-borg", |dump| dump);
     let rows = Mailcow::rows(&mailcow.container("mysql-mailcow"));
     empty_dir(&mailcow.volume_dir("vmail-vol-1"));
     sql(&mailcow, "DROP DATABASE mailcow;");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::cli::{Ran, World};
-use super::mailcow::{Mailcow, docker};
+use super::mailcow::{Mailcow, docker, docker_exec};
 use super::sshd::Sshd;
 
 pub const PASSPHRASE: &str = "mcb-mailcow-test";
@@ -87,6 +87,40 @@ impl Setup {
 
     pub fn borg(&self, args: &[&str]) -> Ran {
         self.world.borg(&super::borg14(), self.dir.path(), args)
+    }
+
+    /// An archive `name` that real borg makes of the backup's layout by hand: vmail and crypt
+    /// as they are in `mailcow`'s volumes, and its database's dump as `dump` makes it. Returns
+    /// the directory it was made of (`vmail/`, `crypt/`, `mysql/mailcow.sql`).
+    pub fn borg_made_archive(
+        &self,
+        mailcow: &Mailcow,
+        name: &str,
+        dump: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) -> tempfile::TempDir {
+        let staging = tempfile::tempdir().unwrap();
+        for (volume, dir) in [("vmail-vol-1", "vmail"), ("crypt-vol-1", "crypt")] {
+            let to = staging.path().join(dir);
+            std::fs::create_dir(&to).unwrap();
+            super::mailcow::copy_into(&mailcow.volume_dir(volume), &to);
+        }
+        let (code, dumped, err) = docker_exec(
+            &mailcow.container("mysql-mailcow"),
+            &["mariadb-dump", "-uroot", "--databases", "mailcow"],
+            b"",
+        );
+        assert_eq!(code, 0, "{err}");
+        std::fs::create_dir(staging.path().join("mysql")).unwrap();
+        std::fs::write(staging.path().join("mysql/mailcow.sql"), dump(dumped)).unwrap();
+        let location = format!("{}::{name}", self.repo.display());
+        self.world
+            .borg(
+                &super::borg14(),
+                staging.path(),
+                &["create", &location, "vmail", "crypt", "mysql"],
+            )
+            .expect(0, "borg create");
+        staging
     }
 }
 
