@@ -41,8 +41,12 @@ pub const DOVECOT_IMAGE: &str = "mcb-test/dovecot:bookworm-1";
 /// dovecot-mailcow's command, what mailcow's entrypoint does that matters here: a fresh
 /// prime256v1 key pair when either key is missing or empty (owned by 401, mailcow's dovecot
 /// user), vmail's and the index's trees given to vmail (5000) when their top is not vmail's,
-/// then dovecot in the foreground (it ends at once on `docker stop`).
+/// then dovecot in the foreground (it ends at once on `docker stop`) — without the pid file of
+/// its last run, which a dovecot killed before it could remove it leaves behind and which makes
+/// the next one refuse to start (`Dovecot is already running with PID 1`; docker images of
+/// dovecot, mailcow's included, remove it the same way).
 const DOVECOT_START: &str = "\
+    rm -f /run/dovecot/master.pid; \
     if [ ! -s /mail_crypt/ecprivkey.pem ] || [ ! -s /mail_crypt/ecpubkey.pem ]; then \
         openssl ecparam -name prime256v1 -genkey | openssl pkey -out /mail_crypt/ecprivkey.pem && \
         openssl pkey -in /mail_crypt/ecprivkey.pem -pubout -out /mail_crypt/ecpubkey.pem || exit 1; \

@@ -223,7 +223,18 @@ pub fn started_at(mailcow: &Mailcow, service: &str) -> String {
 
 pub fn all_running(mailcow: &Mailcow) {
     for service in SERVICES {
-        assert!(running(mailcow, service), "{service} does not run");
+        if !running(mailcow, service) {
+            // Why it stopped is in its last lines of output (dovecot logs to stderr).
+            let logs = std::process::Command::new("docker")
+                .args(["logs", "--tail", "20", &mailcow.container(service)])
+                .output()
+                .expect("docker CLI");
+            panic!(
+                "{service} does not run; its last output:\n{}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
     }
 }
 
