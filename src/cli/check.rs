@@ -15,7 +15,7 @@ use clap::Args;
 
 use super::Outcome;
 use super::access::AccessArgs;
-use super::delete::chosen_archives;
+use super::archive_filter::ArchiveFilter;
 use super::signals;
 use crate::format::envelope::EnvelopeError;
 use crate::format::key::hex;
@@ -49,15 +49,8 @@ pub struct CheckArgs {
     /// (with --repository-only).
     #[arg(long, value_name = "SECONDS")]
     max_duration: Option<u64>,
-    /// Only archives whose names match this shell pattern (`*`, `?`, `[...]`).
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// The first N archives, oldest first.
-    #[arg(long, value_name = "N", conflicts_with = "last")]
-    first: Option<usize>,
-    /// The last N archives.
-    #[arg(long, value_name = "N")]
-    last: Option<usize>,
+    #[command(flatten)]
+    filter: ArchiveFilter,
     #[command(flatten)]
     access: AccessArgs,
 }
@@ -98,17 +91,14 @@ pub struct CheckPlan {
 #[derive(Default)]
 pub struct ArchiveChoice {
     pub name: Option<String>,
-    pub glob: Option<String>,
-    pub first: Option<usize>,
-    pub last: Option<usize>,
+    pub filter: ArchiveFilter,
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     if args.repair {
         return Err(CheckRefusal::Repair.into());
     }
-    let filtered = args.glob_archives.is_some() || args.first.is_some() || args.last.is_some();
-    if args.repository_only && (args.verify_data || filtered) {
+    if args.repository_only && (args.verify_data || args.filter.is_set()) {
         return Err(CheckRefusal::RepositoryOnlyContradicts.into());
     }
     if args.max_duration.is_some_and(|s| s > 0) && !args.repository_only {
@@ -120,9 +110,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         max_duration: args.max_duration,
         archives: (!args.repository_only).then(|| ArchiveChoice {
             name: location.archive.clone(),
-            glob: args.glob_archives,
-            first: args.first,
-            last: args.last,
+            filter: args.filter,
         }),
         verify_data: args.verify_data.then_some(IdSlice::ALL),
         verbose: args.access.info,
@@ -173,24 +161,15 @@ pub async fn check(
         let selection = match &plan.archives {
             None if plan.verify_data.is_none() => return Ok(Outcome::Ok),
             None => ArchiveSelection::None,
-            Some(choice) => match choice {
-                ArchiveChoice {
-                    name: Some(name), ..
-                } => ArchiveSelection::Some(vec![name.clone()]),
-                ArchiveChoice {
-                    glob: None,
-                    first: None,
-                    last: None,
-                    ..
-                } => ArchiveSelection::All,
-                ArchiveChoice {
-                    glob, first, last, ..
-                } => {
-                    let names = chosen_archives(&repo, glob.as_deref(), *first, *last);
-                    selection_warnings(choice, names.len());
-                    ArchiveSelection::Some(names)
-                }
-            },
+            Some(ArchiveChoice {
+                name: Some(name), ..
+            }) => ArchiveSelection::Some(vec![name.clone()]),
+            Some(ArchiveChoice { filter, .. }) if !filter.is_set() => ArchiveSelection::All,
+            Some(ArchiveChoice { filter, .. }) => {
+                let names = filter.chosen(&repo);
+                selection_warnings(filter, names.len());
+                ArchiveSelection::Some(names)
+            }
         };
         let archives_checked = selection != ArchiveSelection::None;
         let check_options = CheckOptions {
@@ -227,7 +206,7 @@ pub async fn check(
 }
 
 /// borg's warnings when `-a`, `--first` or `--last` found fewer archives than asked.
-fn selection_warnings(args: &ArchiveChoice, found: usize) {
+fn selection_warnings(args: &ArchiveFilter, found: usize) {
     if let Some(glob) = &args.glob
         && found == 0
     {

@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::Outcome;
 use super::access::{AccessArgs, with_repository};
+use super::archive_filter::ArchiveFilter;
 use super::human;
 use super::info::{STATS_HEADER, totals_text};
 use super::list::archive_line;
@@ -17,7 +18,6 @@ use super::signals;
 use crate::format::manifest::Operation;
 use crate::ops::delete::DeletedStats;
 use crate::ops::open::OpenRepository;
-use crate::ops::patterns::ArchiveGlob;
 
 #[derive(Args)]
 pub struct DeleteArgs {
@@ -25,15 +25,8 @@ pub struct DeleteArgs {
     location: Option<String>,
     /// More archives to delete.
     archives: Vec<String>,
-    /// Only archives whose names match this shell pattern (`*`, `?`, `[...]`).
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// The first N archives, oldest first.
-    #[arg(long, value_name = "N", conflicts_with = "last")]
-    first: Option<usize>,
-    /// The last N archives.
-    #[arg(long, value_name = "N")]
-    last: Option<usize>,
+    #[command(flatten)]
+    filter: ArchiveFilter,
     /// Show what would be deleted; change nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -65,7 +58,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
         .chain(&args.archives)
         .cloned()
         .collect();
-    let filtered = args.glob_archives.is_some() || args.first.is_some() || args.last.is_some();
+    let filtered = args.filter.is_set();
     if filtered && !explicit.is_empty() {
         return Err(DeleteRefusal::Mixed.into());
     }
@@ -79,7 +72,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
     };
     let work = async |repo: &mut OpenRepository| {
         let names = if filtered {
-            chosen_archives(repo, args.glob_archives.as_deref(), args.first, args.last)
+            args.filter.chosen(repo)
         } else {
             explicit.clone()
         };
@@ -118,29 +111,6 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<Outcome> {
         })
     };
     run_deleting(&location, &options, work)
-}
-
-/// `-a`, `--first`, `--last` over the manifest's archives, oldest first, checkpoints included
-/// (borg's `list_considering` with `consider_checkpoints`).
-pub fn chosen_archives(
-    repo: &OpenRepository,
-    glob: Option<&str>,
-    first: Option<usize>,
-    last: Option<usize>,
-) -> Vec<String> {
-    let glob = glob.map(ArchiveGlob::parse);
-    let mut names: Vec<String> = repo
-        .archives_by_time()
-        .into_iter()
-        .filter(|(name, _)| glob.as_ref().is_none_or(|g| g.matches(name)))
-        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
-        .collect();
-    if let Some(first) = first {
-        names.truncate(first);
-    } else if let Some(last) = last {
-        names.drain(..names.len().saturating_sub(last));
-    }
-    names
 }
 
 /// What a deleting command prints.

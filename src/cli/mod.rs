@@ -22,6 +22,7 @@ macro_rules! say_part {
 
 mod access;
 mod agent;
+mod archive_filter;
 mod backup;
 mod benchmark;
 mod break_lock;
