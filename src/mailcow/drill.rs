@@ -1168,9 +1168,11 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
             );
             return step.end();
         }
+        // HLEN of a key that is not a hash is an error line (WRONGTYPE) and more: only its
+        // first answer line is read, and only for a hash.
         let answers = cli("DBSIZE\nTYPE DKIM_PRIV_KEYS\nHLEN DKIM_PRIV_KEYS\n").await;
         match answers.as_deref() {
-            Some([keys, kind, length]) => {
+            Some([keys, kind, length, ..]) => {
                 if let Ok(keys) = keys.parse() {
                     step.figure("keys", keys);
                 }
