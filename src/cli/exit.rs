@@ -6,8 +6,8 @@ use crate::error::ErrorKind;
 use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
-use crate::mailcow::drill::DrillError;
 use crate::mailcow::restore::RestoreError;
+use crate::mailcow::throwaway::ScratchError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
@@ -108,7 +108,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         FilesCacheModeError,
         BackupError,
         RestoreError,
-        DrillError,
+        ScratchError,
         InitError,
         NewPassphraseError,
         QuotaError,
