@@ -6,6 +6,7 @@ use crate::error::ErrorKind;
 use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
+use crate::mailcow::export::ExportError;
 use crate::mailcow::restore::RestoreError;
 use crate::mailcow::throwaway::ScratchError;
 use crate::ops::create::CreateError;
@@ -29,6 +30,7 @@ use crate::repo::ssh::SshError;
 use super::Outcome;
 use super::check::CheckRefusal;
 use super::config::ConfigError;
+use super::export::UnknownFormat;
 use super::init::QuotaError;
 use super::key::KeyArgsError;
 use super::new_passphrase::NewPassphraseError;
@@ -109,6 +111,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         BackupError,
         RestoreError,
         ScratchError,
+        ExportError,
         InitError,
         NewPassphraseError,
         QuotaError,
@@ -126,6 +129,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<ImportError>()
         || cause.is::<KeyArgsError>()
         || cause.is::<CheckRefusal>()
+        || cause.is::<UnknownFormat>()
     {
         return Some(ErrorKind::BadInput);
     }
