@@ -2,7 +2,7 @@
 //! mail_crypt and compressed, a repository served by real borg 1.4.5 over a real sshd, the
 //! real Docker engine): a mailbox exported as mbox parses with Python's `mailbox` module and
 //! holds every message dovecot reads from the live mailbox; exported as a maildir it opens in
-//! a fresh dovecot that has no keys; the live volumes are byte for byte as before, nothing of
+//! a fresh dovecot that has no keys; `--folder` and `--since` export what they select; the live volumes are byte for byte as before, nothing of
 //! the export is left in Docker, and bad input is refused with one line, writing nothing.
 
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::common;
 
 use common::cli::{Ran, assert_same_tree};
-use common::mailcow::{DOVECOT_IMAGE, Mail, Mailcow, docker, docker_exec};
+use common::mailcow::{DOVECOT_IMAGE, Mail, Mailcow, docker, docker_exec, home_of};
 use common::mailcow_repo::{
     SERVICES, Setup, VOLUMES, no_helper_left, says, show, snapshot, started_at,
 };
@@ -131,6 +131,16 @@ while [ ! -S /tmp/run/auth-userdb ]; do sleep 0.2; done
     mails
 }
 
+/// The mail file names of a maildir's INBOX (or of the folder `dir` is).
+fn inbox_files(dir: &Path) -> Vec<String> {
+    ["cur", "new"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+        .flatten()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
 fn modes(path: &Path, dirs: &mut Vec<u32>, files: &mut Vec<u32>) {
     let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
     if path.is_dir() {
@@ -162,10 +172,17 @@ fn nothing_left(mailcow: &Mailcow) {
 #[test]
 fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing() {
     require!(Borg14, Sshd, Docker, Root);
-    let mailcow = Mailcow::create(40);
+    let mailcow = Mailcow::create(150);
     mailcow.start();
     mailcow.fill_database();
-    let user = mailcow.users[0].clone();
+    // The mailbox with the most generated mail in INBOX: their names date from 2023, the mail
+    // delivered through dovecot is from today, so --since has mail on both sides.
+    let user = mailcow
+        .users
+        .iter()
+        .max_by_key(|u| inbox_files(&mailcow.maildir.join(home_of(u)).join("Maildir")).len())
+        .unwrap()
+        .clone();
     let dovecot = mailcow.container("dovecot-mailcow");
     let (code, _, err) = docker_exec(
         &dovecot,
@@ -188,6 +205,15 @@ fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing(
     assert_eq!(code, 0, "{err}");
     let live_mail = mailcow.read_all_mail(&user).unwrap();
     assert!(live_mail.iter().any(|(folder, _)| folder == "Tricky"));
+    let live_maildir = mailcow
+        .volume_dir("vmail-vol-1")
+        .join(home_of(&user))
+        .join("Maildir");
+    let since_2026 = inbox_files(&live_maildir)
+        .into_iter()
+        .chain(inbox_files(&live_maildir.join(".Tricky")))
+        .filter(|name| name.split('.').next().unwrap().parse::<i64>().unwrap() >= 1_767_225_600)
+        .count();
     let setup = Setup::new(&mailcow);
     setup.backup(&[]).expect(0, "backup");
     let volumes = snapshot(&mailcow);
@@ -281,6 +307,43 @@ fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing(
         live_mail.len()
     );
 
+    // --folder and --since: INBOX and Tricky, only the mail delivered since 2026.
+    let filtered = out_path("filtered.mbox");
+    export(
+        &setup,
+        &[
+            "--mailbox",
+            &user,
+            "--folder",
+            "INBOX",
+            "--folder",
+            "Tricky",
+            "--since",
+            "2026-01-01",
+            "--format",
+            "mbox",
+            "-o",
+            &filtered,
+        ],
+    )
+    .expect(0, "export of two folders since 2026");
+    let in_folders: Vec<Vec<u8>> = live_mail
+        .iter()
+        .filter(|(folder, _)| folder == "INBOX" || folder == "Tricky")
+        .map(|(_, m)| normalised(m))
+        .collect();
+    let parsed_filtered = python_mbox(Path::new(&filtered));
+    assert_eq!(parsed_filtered.len(), since_2026);
+    assert!(
+        // The mail delivered into INBOX and the tricky one, but not the generated mail.
+        since_2026 > 1 && since_2026 < in_folders.len(),
+        "{since_2026} of {} mails: the filter must keep some and leave out some",
+        in_folders.len()
+    );
+    for (_, mail) in &parsed_filtered {
+        assert!(in_folders.contains(&normalised(&unquoted(mail))));
+    }
+
     // Bad input: one line, exit 2, nothing written.
     let before: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
     let refused = |args: &[&str], says_what: &str| {
@@ -312,6 +375,32 @@ fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing(
     refused(
         &["--mailbox", "nobody", "--format", "mbox", "-o", &fresh],
         "is not a mailbox",
+    );
+    refused(
+        &[
+            "--mailbox",
+            &user,
+            "--folder",
+            "NoSuch",
+            "--format",
+            "mbox",
+            "-o",
+            &fresh,
+        ],
+        "holds no folder \"NoSuch\"",
+    );
+    refused(
+        &[
+            "--mailbox",
+            &user,
+            "--since",
+            "yesterday",
+            "--format",
+            "mbox",
+            "-o",
+            &fresh,
+        ],
+        "date \"yesterday\" is neither",
     );
     refused(
         &["--mailbox", &user, "--format", "pst", "-o", &fresh],

@@ -38,6 +38,7 @@ use crate::error::ErrorKind;
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::crypt_keys::CRYPT_KEYS;
+use super::maildir_names::{INBOX, NameError, delivery_time, folder_dir, folder_name};
 use super::mbox;
 use super::restore::RestoreOptions;
 use super::restore_plan::{PlanError, mailbox_path};
@@ -63,6 +64,13 @@ while IFS= read -r line; do
   case $line in *Error:*|*Fatal:*) printf '%s\n' "$line" >&2; exit 1;; esac
 done < "$e"
 [ $rc -eq 0 ] || { tail -n 1 "$e" >&2; echo "doveadm backup exited with $rc" >&2; exit 1; }"#;
+/// Lists the maildir `$1`, NUL-separated: its folders' directories (`./.Name`), then its
+/// mail files (`./cur/…`, `./.Name/new/…`).
+const LIST_MAILDIR: &str = r#"cd "$1" || exit 1
+find . -mindepth 1 -maxdepth 1 -type d -name '.?*' -print0 || exit 1
+find . -mindepth 2 -maxdepth 3 -type f \( -path './cur/*' -o -path './new/*' -o -path './.*/cur/*' -o -path './.*/new/*' \) -print0"#;
+/// Removes the paths on stdin (NUL-separated, relative) from the maildir `$0`.
+const REMOVE: &str = r#"cd "$0" && xargs -0 -r rm -rf --"#;
 
 /// What the mailbox is written as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +99,34 @@ pub struct ExportRequest {
     pub archive: String,
     pub format: Format,
     pub output: PathBuf,
+    pub selection: Selection,
     /// Check everything, write nothing.
     pub dry_run: bool,
+}
+
+/// Which of the mailbox's mail is exported; the default is all of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// IMAP folder names (`INBOX`, `Projects/2025`); none: every folder.
+    pub folders: Vec<String>,
+    /// Only mail delivered at or after this time (seconds since the epoch)…
+    pub since: Option<i64>,
+    /// …and before this one: the time in the mail file's name (`maildir_names`).
+    pub before: Option<i64>,
+}
+
+impl Selection {
+    fn is_all(&self) -> bool {
+        *self == Selection::default()
+    }
+
+    /// Whether a mail delivered at `time` (`None`: its name does not say) is in the window.
+    fn in_window(&self, time: Option<i64>) -> bool {
+        if self.since.is_none() && self.before.is_none() {
+            return true;
+        }
+        time.is_some_and(|t| self.since.is_none_or(|s| t >= s) && self.before.is_none_or(|b| t < b))
+    }
 }
 
 /// What was exported (or would be, in a dry run).
@@ -105,7 +139,7 @@ pub struct ExportReport {
     /// Messages written, and their bytes.
     pub messages: u64,
     pub bytes: u64,
-    /// The folders they are in (maildir++ names; `INBOX` for the top).
+    /// The folders they are in, by IMAP name.
     pub folders: BTreeSet<String>,
     /// Things that did not fully work but did not fail the export.
     pub warnings: Vec<String>,
@@ -117,6 +151,16 @@ pub enum ExportError {
     Scratch(#[from] ScratchError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("archive {archive} holds no folder {folder:?} of {mailbox}")]
+    UnknownFolder {
+        archive: String,
+        mailbox: String,
+        folder: String,
+    },
+    #[error("--since must be before --before")]
+    EmptyWindow,
     #[error("{0} exists: export never writes over anything; give a path that does not exist")]
     Exists(PathBuf),
     #[error("{0}: no such directory to write the export into")]
@@ -132,7 +176,7 @@ pub enum ExportError {
     NoDovecotImage,
     #[error("the dovecot-mailcow image has no dovecot")]
     NoDovecot,
-    #[error("the throwaway dovecot did not start: {0}")]
+    #[error("the throwaway dovecot {0}")]
     Dovecot(String),
     #[error(
         "the restore helper exited with {0} (its message is above): the mailbox does not come back complete from the archive"
@@ -152,9 +196,12 @@ impl ExportError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ExportError::Scratch(e) => e.kind(),
-            ExportError::Plan(_) | ExportError::Exists(_) | ExportError::NoDirectory(_) => {
-                ErrorKind::BadInput
-            }
+            ExportError::Plan(_)
+            | ExportError::Name(_)
+            | ExportError::UnknownFolder { .. }
+            | ExportError::EmptyWindow
+            | ExportError::Exists(_)
+            | ExportError::NoDirectory(_) => ErrorKind::BadInput,
             ExportError::Files(_) => ErrorKind::Repository,
             ExportError::Unreadable { .. } | ExportError::Unexpected(_) => ErrorKind::Integrity,
             ExportError::Output { .. }
@@ -165,10 +212,19 @@ impl ExportError {
     }
 }
 
-/// Checks what can be checked before anything runs: the mailbox's form, and that `output` is
-/// free and its directory there. Returns the mailbox's archive path.
+/// Checks what can be checked before anything runs: the mailbox's form, the folders' names,
+/// the dates' order, and that `output` is free and its directory there. Returns the mailbox's
+/// archive path.
 pub fn check_request(request: &ExportRequest) -> Result<String, ExportError> {
     let (subtree, _) = mailbox_path(&request.mailbox)?;
+    for folder in &request.selection.folders {
+        folder_dir(folder)?;
+    }
+    if let (Some(since), Some(before)) = (request.selection.since, request.selection.before)
+        && since >= before
+    {
+        return Err(ExportError::EmptyWindow);
+    }
     if request.output.symlink_metadata().is_ok() {
         return Err(ExportError::Exists(request.output.clone()));
     }
@@ -198,11 +254,27 @@ pub async fn export(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<ExportReport, ExportError> {
     let subtree = check_request(request)?;
+    // The folders' directories, to find them in the archive's summary (at this mailcow's
+    // MAILDIR_SUB; the archive's is known only from the summary).
+    let folder_paths: Vec<(String, String)> = request
+        .selection
+        .folders
+        .iter()
+        .filter_map(|folder| {
+            let dir = folder_dir(folder).ok()?;
+            (!dir.is_empty()).then(|| {
+                let path = format!("{}/{dir}", maildir_of(&subtree, &conf.maildir_sub));
+                (folder.clone(), path)
+            })
+        })
+        .collect();
     let purpose = Purpose {
         label: EXPORT_LABEL,
         name: "export",
         archive: &request.archive,
-        subtrees: vec![subtree.clone()],
+        subtrees: std::iter::once(subtree.clone())
+            .chain(folder_paths.iter().map(|(_, path)| path.clone()))
+            .collect(),
     };
     in_scratch(
         engine,
@@ -218,6 +290,18 @@ pub async fn export(
                     what: subtree.clone(),
                 }
             })?;
+            let unknown = |folder: &str| ExportError::UnknownFolder {
+                archive: summary.name.clone(),
+                mailbox: request.mailbox.clone(),
+                folder: folder.to_string(),
+            };
+            if scratch.maildir_sub() == conf.maildir_sub
+                && let Some((folder, _)) = folder_paths
+                    .iter()
+                    .find(|(_, path)| !summary.subtrees.contains_key(path))
+            {
+                return Err(unknown(folder));
+            }
             let image = scratch
                 .image_of("dovecot-mailcow")
                 .ok_or(ExportError::NoDovecotImage)?;
@@ -268,8 +352,30 @@ pub async fn export(
                 .await
                 .map_err(|e| match e {
                     DovecotError::NoDovecot => ExportError::NoDovecot,
-                    DovecotError::Failed(e) => ExportError::Dovecot(e),
+                    DovecotError::Failed(e) => ExportError::Dovecot(format!("did not start: {e}")),
                 })?;
+            if !request.selection.is_all() {
+                let maildir = format!(
+                    "{RESTORED}/{}",
+                    maildir_of(&subtree, scratch.maildir_sub())
+                );
+                let listed = doveadm(scratch.engine, &id, LIST_MAILDIR, std::slice::from_ref(&maildir))
+                    .await
+                    .map_err(|e| ExportError::Dovecot(format!("could not list the mailbox: {e}")))?;
+                let removed = unselected(listed.as_bytes(), &request.selection)
+                    .map_err(|folder| unknown(&folder))?;
+                let (_, finished) = scratch
+                    .engine
+                    .exec_capture(&id, &["sh", "-c", REMOVE, &maildir], &removed.join(&0u8))
+                    .await
+                    .map_err(ScratchError::from)?;
+                if finished.exit_code != 0 {
+                    return Err(ExportError::Dovecot(format!(
+                        "could not leave out the mail not selected: {}",
+                        finished.last_error_line()
+                    )));
+                }
+            }
             let plain = format!("{RESTORED}/{PLAIN}");
             doveadm(
                 scratch.engine,
@@ -299,6 +405,63 @@ pub async fn export(
     .await
 }
 
+/// The maildir of the mailbox at the archive path `mailbox`.
+fn maildir_of(mailbox: &str, maildir_sub: &str) -> String {
+    if maildir_sub.is_empty() {
+        mailbox.to_string()
+    } else {
+        format!("{mailbox}/{maildir_sub}")
+    }
+}
+
+/// What of the restored maildir [`LIST_MAILDIR`] listed (`listing`) is not selected: the
+/// directories of folders not asked for, the mail files of INBOX when it is not, and the mail
+/// files of asked-for folders delivered outside the window. A folder asked for that is not
+/// there is returned as the error.
+fn unselected(listing: &[u8], selection: &Selection) -> Result<Vec<Vec<u8>>, String> {
+    let mut folders = vec![String::new()];
+    let mut mails: Vec<(&[u8], String, &[u8])> = Vec::new();
+    for path in listing.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        match components[..] {
+            [b".", dir] => folders.push(String::from_utf8_lossy(dir).into_owned()),
+            [b".", b"cur" | b"new", name] => mails.push((path, String::new(), name)),
+            [b".", dir, b"cur" | b"new", name] => {
+                mails.push((path, String::from_utf8_lossy(dir).into_owned(), name))
+            }
+            // Nothing else is listed.
+            _ => {}
+        }
+    }
+    let wanted: Vec<String> = if selection.folders.is_empty() {
+        folders.clone()
+    } else {
+        let mut wanted = Vec::new();
+        for folder in &selection.folders {
+            let dir = folder_dir(folder).map_err(|_| folder.clone())?;
+            if !folders.contains(&dir) {
+                return Err(folder.clone());
+            }
+            wanted.push(dir);
+        }
+        wanted
+    };
+    let mut removed: Vec<Vec<u8>> = folders
+        .iter()
+        .filter(|dir| !dir.is_empty() && !wanted.contains(dir))
+        .map(|dir| format!("./{dir}").into_bytes())
+        .collect();
+    for (path, dir, name) in mails {
+        let time = delivery_time(&String::from_utf8_lossy(name));
+        let kept = wanted.contains(&dir) && selection.in_window(time);
+        // A folder not asked for goes as a whole, but INBOX is the maildir itself.
+        if !kept && (dir.is_empty() || wanted.contains(&dir)) {
+            removed.push(path.to_vec());
+        }
+    }
+    Ok(removed)
+}
+
 /// Where a tar entry of the plain copy belongs: its path below the copy's top, checked
 /// component by component (nothing may lead out of the output), and the folder of a mail.
 #[derive(Debug, PartialEq, Eq)]
@@ -326,9 +489,10 @@ fn place(path: &[u8]) -> Result<Option<Placed>, ExportError> {
         return Err(unexpected());
     }
     let mail_of = match components[..] {
-        [b"cur" | b"new", _] => Some("INBOX".to_string()),
+        [b"cur" | b"new", _] => Some(INBOX.to_string()),
         [folder, b"cur" | b"new", _] if folder.starts_with(b".") => {
-            Some(String::from_utf8_lossy(&folder[1..]).into_owned())
+            let dir = String::from_utf8_lossy(folder);
+            Some(folder_name(&dir).unwrap_or_else(|| dir.into_owned()))
         }
         _ => None,
     };
@@ -507,7 +671,7 @@ mod tests {
             placed("plain/.Projects.2025/new/1.M2"),
             Ok(Some(Placed {
                 relative: ".Projects.2025/new/1.M2".into(),
-                mail_of: Some("Projects.2025".into())
+                mail_of: Some("Projects/2025".into())
             }))
         );
         assert_eq!(
@@ -527,6 +691,63 @@ mod tests {
     }
 
     #[test]
+    fn what_is_not_selected_is_left_out_by_folder_and_delivery_time() {
+        let listing = b"./.Sent\0./.Projects.2025\0./cur/1700000000.M1P1.h:2,S\0./new/1800000000.M2P2.h\0./.Sent/cur/1700000500.M3P3.h:2,\0./.Projects.2025/cur/1800000000.M4P4.h:2,S\0./.Projects.2025/cur/no-time\0";
+        let removed = |selection: Selection| -> Result<Vec<String>, String> {
+            unselected(listing, &selection).map(|removed| {
+                removed
+                    .iter()
+                    .map(|p| String::from_utf8(p.clone()).unwrap())
+                    .collect()
+            })
+        };
+        let folders = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(removed(Selection::default()), Ok(vec![]));
+        assert_eq!(
+            removed(Selection {
+                folders: folders(&["Projects/2025"]),
+                ..Selection::default()
+            }),
+            Ok(vec![
+                "./.Sent".into(),
+                "./cur/1700000000.M1P1.h:2,S".into(),
+                "./new/1800000000.M2P2.h".into()
+            ])
+        );
+        assert_eq!(
+            removed(Selection {
+                folders: folders(&["inbox", "Sent"]),
+                since: Some(1_700_000_100),
+                before: None,
+            }),
+            Ok(vec![
+                "./.Projects.2025".into(),
+                "./cur/1700000000.M1P1.h:2,S".into()
+            ])
+        );
+        // A name without a time is outside every window.
+        assert_eq!(
+            removed(Selection {
+                folders: Vec::new(),
+                since: None,
+                before: Some(1_800_000_000),
+            }),
+            Ok(vec![
+                "./new/1800000000.M2P2.h".into(),
+                "./.Projects.2025/cur/1800000000.M4P4.h:2,S".into(),
+                "./.Projects.2025/cur/no-time".into()
+            ])
+        );
+        assert_eq!(
+            removed(Selection {
+                folders: folders(&["Sent", "Trash"]),
+                ..Selection::default()
+            }),
+            Err("Trash".into())
+        );
+    }
+
+    #[test]
     fn an_existing_output_or_a_missing_directory_is_refused_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
         let request = |output: PathBuf, mailbox: &str| ExportRequest {
@@ -534,6 +755,7 @@ mod tests {
             archive: "latest".into(),
             format: Format::Mbox,
             output,
+            selection: Selection::default(),
             dry_run: false,
         };
         let free = dir.path().join("out.mbox");
@@ -553,6 +775,19 @@ mod tests {
         assert!(matches!(
             check_request(&request(dir.path().join("x"), "no-domain")),
             Err(ExportError::Plan(PlanError::BadMailbox(_)))
+        ));
+        let mut bad_folder = request(dir.path().join("x"), "u@example.org");
+        bad_folder.selection.folders = vec!["Projects//2025".into()];
+        assert!(matches!(
+            check_request(&bad_folder),
+            Err(ExportError::Name(NameError::EmptyLevel(_)))
+        ));
+        let mut empty_window = request(dir.path().join("x"), "u@example.org");
+        empty_window.selection.since = Some(2);
+        empty_window.selection.before = Some(2);
+        assert!(matches!(
+            check_request(&empty_window),
+            Err(ExportError::EmptyWindow)
         ));
     }
 
