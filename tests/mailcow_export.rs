@@ -472,3 +472,100 @@ fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing(
     let now: Vec<String> = SERVICES.iter().map(|s| started_at(&mailcow, s)).collect();
     assert_eq!(now, started, "a service was restarted");
 }
+
+/// Not a test: `scripts/bench-export.sh` runs it (release build) and it prints figures. The
+/// export of one mailbox that holds a quarter of the archive's mail (domain0.test's generated
+/// mail, all moved into user0's folders before the backup) as mbox and as maildir — the whole
+/// command: reading the archive's summary, the helper's restore into the scratch volume, the
+/// throwaway dovecot's plain copy, the copy out and the write — against `borg extract
+/// REPO::ARCHIVE vmail/domain0.test/user0` into an empty directory, which neither decrypts
+/// nor writes anything a person can open; both over the same loopback sshd and `borg serve`
+/// 1.4.5, alternating, in one run, each into a fresh file system of its own.
+#[test]
+#[ignore]
+fn benchmark_export() {
+    require!(Borg14, Sshd, Docker, Root);
+    use crate::mailcow_restore::FreshFs;
+    use common::mailcow_repo::{bench_size, median, timed};
+    let (mails, rounds) = bench_size();
+    let mailcow = Mailcow::create(mails);
+    let domain = mailcow.volume_dir("vmail-vol-1").join("domain0.test");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd \"$0\" && for u in user*; do [ \"$u\" = user0 ] && continue; \
+             (cd \"$u/Maildir\" && find . -path ./tmp -prune -o -type f -print | while read -r f; do \
+                 mkdir -p \"../../user0/Maildir/$(dirname \"$f\")\" && mv \"$f\" \"../../user0/Maildir/$f\"; done) || exit 1; \
+             done; chown -R 5000:5000 user0",
+        )
+        .arg(&domain)
+        .status()
+        .unwrap();
+    assert!(status.success(), "moving domain0.test's mail into user0");
+    mailcow.start();
+    mailcow.fill_database();
+    let user = "user0@domain0.test";
+    let maildir = domain.join("user0/Maildir");
+    let in_mailbox: usize = std::fs::read_dir(&maildir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .chain([maildir.clone()])
+        .map(|folder| inbox_files(&folder).len())
+        .sum();
+    let setup = Setup::new(&mailcow);
+    let ran = setup.backup(&["--json"]).expect(0, "backup");
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let name = summary["archive"]["name"].as_str().unwrap().to_string();
+    let url = format!("{}::{name}", setup.sshd.url(&setup.repo));
+    let (mut borg, mut mbox, mut maildir) = (vec![], vec![], vec![]);
+    let mut steps = String::new();
+    for _ in 0..rounds {
+        let into = tempfile::tempdir().unwrap();
+        let _fresh = FreshFs::at(into.path());
+        borg.push(
+            timed(|| {
+                setup
+                    .borg_over_ssh(into.path(), &["extract", &url, "vmail/domain0.test/user0"])
+                    .expect(0, "borg extract")
+            })
+            .0,
+        );
+        for (format, times) in [("mbox", &mut mbox), ("maildir", &mut maildir)] {
+            let into = tempfile::tempdir().unwrap();
+            let _fresh = FreshFs::at(into.path());
+            let output = into.path().join("export");
+            let args = [
+                "--mailbox",
+                user,
+                &name,
+                "--format",
+                format,
+                "-o",
+                output.to_str().unwrap(),
+            ];
+            let (seconds, ran) = timed(|| {
+                Ran::from(setup.command(&["export"], &args).output().unwrap()).expect(0, "export")
+            });
+            times.push(seconds);
+            steps = ran.stderr;
+        }
+    }
+    let (borg, mbox, maildir) = (median(borg), median(mbox), median(maildir));
+    println!(
+        "\n### one mailbox of {in_mailbox} mails in an archive of {mails} (plus the delivered ones), {rounds} rounds (median)\n"
+    );
+    println!("| command | seconds | / borg extract |\n|---|---:|---:|");
+    println!(
+        "| `borg extract REPO::ARCHIVE vmail/domain0.test/user0` (host, empty directory) | {borg:.2} | 1.00 |"
+    );
+    println!(
+        "| **`export --format mbox`** (whole command) | {mbox:.2} | **{:.2}** |",
+        mbox / borg
+    );
+    println!(
+        "| **`export --format maildir`** (whole command) | {maildir:.2} | **{:.2}** |",
+        maildir / borg
+    );
+    println!("\nThe last export's steps:\n\n```\n{steps}```");
+}
