@@ -282,127 +282,149 @@ pub async fn export(
         conf,
         purpose,
         stop,
-        async |scratch: &Scratch<'_>, mut stop| {
-            let summary = &scratch.summary;
-            let archived = *summary.subtrees.get(&subtree).ok_or_else(|| {
-                PlanError::SubtreeNotInArchive {
-                    archive: summary.name.clone(),
-                    what: subtree.clone(),
-                }
-            })?;
-            let unknown = |folder: &str| ExportError::UnknownFolder {
-                archive: summary.name.clone(),
-                mailbox: request.mailbox.clone(),
-                folder: folder.to_string(),
-            };
-            if scratch.maildir_sub() == conf.maildir_sub
-                && let Some((folder, _)) = folder_paths
-                    .iter()
-                    .find(|(_, path)| !summary.subtrees.contains_key(path))
-            {
-                return Err(unknown(folder));
-            }
-            let image = scratch
-                .image_of("dovecot-mailcow")
-                .ok_or(ExportError::NoDovecotImage)?;
-            let mut report = ExportReport {
-                archive: summary.name.clone(),
-                archived,
-                ..ExportReport::default()
-            };
-            if request.dry_run {
-                return Ok(report);
-            }
-            let keys = summary.crypt_keys.in_archive;
-            let mut paths = vec![subtree.clone()];
-            if keys {
-                let crypt = Component::Crypt.archive_dir();
-                paths.extend(CRYPT_KEYS.map(|key| format!("{crypt}/{key}")));
-            } else {
-                report.warnings.push(
-                    "the archive holds no mail_crypt keys: mail dovecot stored encrypted cannot be read".into(),
-                );
-            }
-            let volume = scratch.volume_name("files");
-            scratch
-                .engine
-                .create_volume(&volume, &scratch.labels)
-                .await
-                .map_err(ScratchError::from)?;
-            say(&format!(
-                "restoring {} of archive {} into scratch volume {volume}",
-                paths.join(", "),
-                summary.name
-            ));
-            match scratch
-                .restore_into(paths, &volume, &mut stop)
-                .await
-                .map_err(ScratchError::from)?
-            {
-                (_, Some(signal)) => return Err(ScratchError::Stopped(signal).into()),
-                (0, None) => {}
-                (1, None) => report
-                    .warnings
-                    .push("some of the mailbox's files could not be restored (listed above)".into()),
-                (code, None) => return Err(ExportError::Files(code)),
-            }
-            say("copying the mail plain with dovecot in a throwaway container without network");
-            let id = scratch
-                .start_dovecot(image, &volume, keys)
-                .await
-                .map_err(|e| match e {
-                    DovecotError::NoDovecot => ExportError::NoDovecot,
-                    DovecotError::Failed(e) => ExportError::Dovecot(format!("did not start: {e}")),
-                })?;
-            if !request.selection.is_all() {
-                let maildir = format!(
-                    "{RESTORED}/{}",
-                    maildir_of(&subtree, scratch.maildir_sub())
-                );
-                let listed = doveadm(scratch.engine, &id, LIST_MAILDIR, std::slice::from_ref(&maildir))
-                    .await
-                    .map_err(|e| ExportError::Dovecot(format!("could not list the mailbox: {e}")))?;
-                let removed = unselected(listed.as_bytes(), &request.selection)
-                    .map_err(|folder| unknown(&folder))?;
-                let (_, finished) = scratch
-                    .engine
-                    .exec_capture(&id, &["sh", "-c", REMOVE, &maildir], &removed.join(&0u8))
-                    .await
-                    .map_err(ScratchError::from)?;
-                if finished.exit_code != 0 {
-                    return Err(ExportError::Dovecot(format!(
-                        "could not leave out the mail not selected: {}",
-                        finished.last_error_line()
-                    )));
-                }
-            }
-            let plain = format!("{RESTORED}/{PLAIN}");
-            doveadm(
-                scratch.engine,
-                &id,
-                COPY_PLAIN,
-                &[request.mailbox.clone(), plain.clone()],
-            )
-            .await
-            .map_err(|detail| ExportError::Unreadable {
-                mailbox: request.mailbox.clone(),
-                keys: if keys {
-                    " with the archive's mail_crypt keys"
-                } else {
-                    " (the archive holds no mail_crypt keys)"
-                },
-                detail,
-            })?;
-            say(&format!(
-                "writing {} as {}",
-                request.output.display(),
-                request.format.name()
-            ));
-            write_output(scratch, &id, &plain, request, &mut report).await?;
-            Ok(report)
+        async |scratch: &Scratch<'_>, stop| {
+            export_in(scratch, request, &subtree, &folder_paths, stop, say).await
         },
     )
     .await
+}
+
+/// The export, in the scratch run: `subtree` is the mailbox's archive path, `folder_paths`
+/// the asked-for folders' (by IMAP name) at this mailcow's MAILDIR_SUB.
+async fn export_in(
+    scratch: &Scratch<'_>,
+    request: &ExportRequest,
+    subtree: &str,
+    folder_paths: &[(String, String)],
+    mut stop: Stop,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<ExportReport, ExportError> {
+    let conf = scratch.conf;
+    let summary = &scratch.summary;
+    let archived =
+        *summary
+            .subtrees
+            .get(subtree)
+            .ok_or_else(|| PlanError::SubtreeNotInArchive {
+                archive: summary.name.clone(),
+                what: subtree.to_string(),
+            })?;
+    let unknown = |folder: &str| ExportError::UnknownFolder {
+        archive: summary.name.clone(),
+        mailbox: request.mailbox.clone(),
+        folder: folder.to_string(),
+    };
+    if scratch.maildir_sub() == conf.maildir_sub
+        && let Some((folder, _)) = folder_paths
+            .iter()
+            .find(|(_, path)| !summary.subtrees.contains_key(path))
+    {
+        return Err(unknown(folder));
+    }
+    let image = scratch
+        .image_of("dovecot-mailcow")
+        .ok_or(ExportError::NoDovecotImage)?;
+    let mut report = ExportReport {
+        archive: summary.name.clone(),
+        archived,
+        ..ExportReport::default()
+    };
+    if request.dry_run {
+        return Ok(report);
+    }
+    let keys = summary.crypt_keys.in_archive;
+    let mut paths = vec![subtree.to_string()];
+    if keys {
+        let crypt = Component::Crypt.archive_dir();
+        paths.extend(CRYPT_KEYS.map(|key| format!("{crypt}/{key}")));
+    } else {
+        report.warnings.push(
+            concat!(
+                "the archive holds no mail_crypt keys: ",
+                "mail dovecot stored encrypted cannot be read"
+            )
+            .into(),
+        );
+    }
+    let volume = scratch.volume_name("files");
+    scratch
+        .engine
+        .create_volume(&volume, &scratch.labels)
+        .await
+        .map_err(ScratchError::from)?;
+    say(&format!(
+        "restoring {} of archive {} into scratch volume {volume}",
+        paths.join(", "),
+        summary.name
+    ));
+    match scratch
+        .restore_into(paths, &volume, &mut stop)
+        .await
+        .map_err(ScratchError::from)?
+    {
+        (_, Some(signal)) => return Err(ScratchError::Stopped(signal).into()),
+        (0, None) => {}
+        (1, None) => report
+            .warnings
+            .push("some of the mailbox's files could not be restored (listed above)".into()),
+        (code, None) => return Err(ExportError::Files(code)),
+    }
+    say("copying the mail plain with dovecot in a throwaway container without network");
+    let id = scratch
+        .start_dovecot(image, &volume, keys)
+        .await
+        .map_err(|e| match e {
+            DovecotError::NoDovecot => ExportError::NoDovecot,
+            DovecotError::Failed(e) => ExportError::Dovecot(format!("did not start: {e}")),
+        })?;
+    if !request.selection.is_all() {
+        let maildir = format!("{RESTORED}/{}", maildir_of(subtree, scratch.maildir_sub()));
+        let listed = doveadm(
+            scratch.engine,
+            &id,
+            LIST_MAILDIR,
+            std::slice::from_ref(&maildir),
+        )
+        .await
+        .map_err(|e| ExportError::Dovecot(format!("could not list the mailbox: {e}")))?;
+        let removed =
+            unselected(listed.as_bytes(), &request.selection).map_err(|folder| unknown(&folder))?;
+        let (_, finished) = scratch
+            .engine
+            .exec_capture(&id, &["sh", "-c", REMOVE, &maildir], &removed.join(&0u8))
+            .await
+            .map_err(ScratchError::from)?;
+        if finished.exit_code != 0 {
+            return Err(ExportError::Dovecot(format!(
+                "could not leave out the mail not selected: {}",
+                finished.last_error_line()
+            )));
+        }
+    }
+    let plain = format!("{RESTORED}/{PLAIN}");
+    doveadm(
+        scratch.engine,
+        &id,
+        COPY_PLAIN,
+        &[request.mailbox.clone(), plain.clone()],
+    )
+    .await
+    .map_err(|detail| ExportError::Unreadable {
+        mailbox: request.mailbox.clone(),
+        keys: if keys {
+            " with the archive's mail_crypt keys"
+        } else {
+            " (the archive holds no mail_crypt keys)"
+        },
+        detail,
+    })?;
+    say(&format!(
+        "writing {} as {}",
+        request.output.display(),
+        request.format.name()
+    ));
+    write_output(scratch, &id, &plain, request, &mut report).await?;
+    Ok(report)
 }
 
 /// The maildir of the mailbox at the archive path `mailbox`.
