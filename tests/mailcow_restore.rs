@@ -699,13 +699,13 @@ fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
 /// A fresh ext4 file system (a loop-mounted image) at a directory, for as long as it lives:
 /// on a long-used file system, creating inodes costs more and more, which would blur the
 /// comparison (see the extract benchmark in BENCHMARKS.md).
-struct FreshFs {
+pub(crate) struct FreshFs {
     at: PathBuf,
     _image: tempfile::TempDir,
 }
 
 impl FreshFs {
-    fn at(dir: &Path) -> FreshFs {
+    pub(crate) fn at(dir: &Path) -> FreshFs {
         let image_dir = tempfile::tempdir().unwrap();
         let image = image_dir.path().join("fs.img");
         std::fs::File::create(&image)
@@ -773,33 +773,13 @@ fn benchmark_restore() {
             empty_dir(&mailcow.volume_dir(volume));
         }
     };
-    let ssh = setup.world.base.path().join("borg-ssh");
-    std::fs::write(
-        &ssh,
-        format!(
-            "#!/bin/sh\nexec ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n",
-            setup.sshd.path("id_ed25519").display(),
-            setup.sshd.known_hosts().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let extract_with = |tool: &str| {
         let into = tempfile::tempdir().unwrap();
         let _fresh = FreshFs::at(into.path());
         let mut args: Vec<&str> = vec!["extract", &url];
         args.extend(&dirs);
         let ran = if tool == "borg" {
-            let mut command = std::process::Command::new(common::borg14());
-            command
-                .current_dir(into.path())
-                .env("BORG_RSH", &ssh)
-                .env("BORG_BASE_DIR", setup.world.base.path())
-                .env("BORG_PASSPHRASE", common::mailcow_repo::PASSPHRASE)
-                .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
-                .env("BORG_REMOTE_PATH", common::borg14())
-                .args(&args);
-            Ran::from(command.output().unwrap())
+            setup.borg_over_ssh(into.path(), &args)
         } else {
             let world =
                 common::cli::World::new(common::mailcow_repo::PASSPHRASE).with_ssh(&setup.sshd);

@@ -6,8 +6,9 @@ use crate::error::ErrorKind;
 use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
-use crate::mailcow::drill::DrillError;
+use crate::mailcow::export::ExportError;
 use crate::mailcow::restore::RestoreError;
+use crate::mailcow::throwaway::ScratchError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
@@ -29,6 +30,7 @@ use crate::repo::ssh::SshError;
 use super::Outcome;
 use super::check::CheckRefusal;
 use super::config::ConfigError;
+use super::export::UnknownFormat;
 use super::init::QuotaError;
 use super::key::KeyArgsError;
 use super::new_passphrase::NewPassphraseError;
@@ -108,7 +110,8 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         FilesCacheModeError,
         BackupError,
         RestoreError,
-        DrillError,
+        ScratchError,
+        ExportError,
         InitError,
         NewPassphraseError,
         QuotaError,
@@ -126,6 +129,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<ImportError>()
         || cause.is::<KeyArgsError>()
         || cause.is::<CheckRefusal>()
+        || cause.is::<UnknownFormat>()
     {
         return Some(ErrorKind::BadInput);
     }

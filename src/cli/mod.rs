@@ -35,6 +35,7 @@ mod debug;
 mod delete;
 mod drill;
 mod exit;
+mod export;
 mod extract;
 mod human;
 mod info;
@@ -97,6 +98,9 @@ enum Command {
     /// Prove an archive restores into a usable mailcow: restored into scratch volumes and
     /// checked in throwaway containers, never touching the live one.
     Drill(Box<drill::DrillArgs>),
+    /// Write one mailbox of an archive, decrypted, as an mbox file or a maildir tree anyone
+    /// can open, never touching the live one.
+    Export(Box<export::ExportArgs>),
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -153,6 +157,7 @@ pub fn run() -> i32 {
         Command::Backup(args) => backup::run(*args),
         Command::Restore(args) => restore::run(*args),
         Command::Drill(args) => drill::run(*args),
+        Command::Export(args) => export::run(*args),
         Command::Config(cmd) => config_check::run(cmd),
         Command::Init(args) => init::run(*args),
         Command::Create(args) => create::run(*args),

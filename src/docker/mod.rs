@@ -10,7 +10,8 @@
 //! - [`helper`]: one helper container's life: create, attach, start, relay, wait, remove —
 //!   removed also when the run is interrupted;
 //! - [`scratch`]: scratch volumes and throwaway containers without network (the restore
-//!   drill's), found and removed by their label.
+//!   drill's), found and removed by their label;
+//! - [`tar_stream`]: files copied out of a container, read from the engine's tar stream.
 //!
 //! Nothing here knows about mailcow or borg.
 
@@ -21,6 +22,7 @@ pub mod helper;
 pub mod image;
 pub mod lifecycle;
 pub mod scratch;
+pub mod tar_stream;
 
 pub use engine::{DockerError, Engine};
 

@@ -42,56 +42,36 @@
 //!   `dump.rdb` from the scratch volume, read-only, and never saves (`--save ""`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::docker::Engine;
 use crate::docker::discover::Container;
-use crate::docker::helper::{HelperMount, StdoutTo};
-use crate::docker::scratch::{ContainerState, ThrowawaySpec};
-use crate::docker::{DockerError, Engine};
-use crate::error::ErrorKind;
+use crate::docker::helper::HelperMount;
+use crate::docker::scratch::ThrowawaySpec;
 
-use super::access::{HELPER_ROOT, HelperError, WRITE_ANY_FILE, clear_stale_helpers};
-use super::backup::wait_for_stop;
 use super::components::Component;
 use super::conf::MailcowConf;
-use super::helper_command::{HelperCommand, RestoreCommand};
 use super::mysql::{self, Login};
-use super::restore::{
-    DatabaseStepError, DumpSource, ImportFailure, Inspection, RestoreError, RestoreOptions,
-    import_dump, read_summary, run_helper,
-};
+use super::restore::{DatabaseStepError, DumpSource, ImportFailure, RestoreOptions, import_dump};
 use super::staged_import::{Tools, literal, quoted, unhex};
 use super::summary::{ArchiveSummary, SqlDump};
+use super::throwaway::{
+    DovecotError, Purpose, RESTORED, Scratch, ScratchError, Stop, doveadm, in_scratch, wait_ready,
+};
 
 /// The label of everything a drill makes: its scratch volumes, throwaway containers and
 /// helpers; the value is the project.
 pub const DRILL_LABEL: &str = "org.mailcow-borg.drill";
 
-/// Where the throwaway containers see the restored files (the scratch volume, as the helper
-/// wrote it: one directory per component).
-const RESTORED: &str = "/drill";
-/// How long a throwaway server may take to be ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The tables whose rows are counted, when they are there; the first two must be.
 const COUNTED_TABLES: [&str; 4] = ["domain", "mailbox", "alias", "sogo_folder_info"];
 /// The most names a message lists.
 const NAMES_SHOWN: usize = 20;
 
-/// Where our dovecot configuration is, and dovecot's runtime directory.
-const DOVECOT_CONF: &str = "/tmp/mcb-drill/dovecot.conf";
-const DOVECOT_RUN: &str = "/tmp/mcb-drill/run";
-/// The exit code of the dovecot container when the image has no dovecot.
-const NO_DOVECOT: i64 = 127;
-/// The dovecot container's command: our configuration (its first argument) written, dovecot
-/// in the foreground.
-const DOVECOT_START: &str = r#"command -v dovecot >/dev/null || exit 127
-mkdir -p /tmp/mcb-drill/index && chown 5000:5000 /tmp/mcb-drill/index || exit 1
-printf '%s' "$1" > /tmp/mcb-drill/dovecot.conf || exit 1
-exec dovecot -F -c /tmp/mcb-drill/dovecot.conf"#;
 /// Lists every mail of the users given: `user folder uid guid` a line. doveadm may say an
 /// error and still exit 0: any error fails the listing.
 const LIST_MAILS: &str = r#"c=$0
-d=/tmp/mcb-drill
+d=/tmp/mcb-dovecot
 for u; do
   doveadm -c "$c" -f tab fetch -u "$u" "mailbox uid guid" all >"$d/list" 2>"$d/list.err" || { cat "$d/list.err" >&2; exit 1; }
   while IFS= read -r line; do
@@ -103,7 +83,7 @@ done"#;
 /// mail that cannot be read (decrypted, decompressed) is an `unreadable` line with dovecot's
 /// error; any other error of a fetch a `failed` line.
 const READ_MAILS: &str = r#"c=$0
-e=/tmp/mcb-drill/fetch.err
+e=/tmp/mcb-dovecot/fetch.err
 while [ $# -ge 3 ]; do
   doveadm -c "$c" fetch -u "$1" text mailbox "$2" uid "$3" >/dev/null 2>"$e"
   rc=$?
@@ -120,49 +100,6 @@ while [ $# -ge 3 ]; do
   fi
   shift 3
 done"#;
-
-/// Our dovecot configuration: mailcow's layout (`/var/vmail/<domain>/<user>/<MAILDIR_SUB>`,
-/// here below [`RESTORED`]), mail owned by vmail (5000), lz4 and mail_crypt with the restored
-/// global key pair as mailcow configures them (`data/conf/dovecot/dovecot.conf`); indexes and
-/// control files in the container's own `/tmp`, not in the restored index; a static user
-/// database that takes any user (doveadm asks only for those found), no protocol served.
-fn dovecot_config(maildir_sub: &str, keys: bool) -> String {
-    let vmail = format!("{RESTORED}/{}", Component::Vmail.archive_dir());
-    let crypt = format!("{RESTORED}/{}", Component::Crypt.archive_dir());
-    let keys = if keys {
-        format!(
-            "  mail_crypt_global_private_key = <{crypt}/ecprivkey.pem\n  mail_crypt_global_public_key = <{crypt}/ecpubkey.pem\n"
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "protocols =
-ssl = no
-base_dir = {DOVECOT_RUN}
-state_dir = /tmp/mcb-drill/state
-log_path = /dev/stderr
-mail_home = {vmail}/%d/%n
-mail_location = maildir:~/{maildir_sub}:INDEX=/tmp/mcb-drill/index/%u:CONTROL=/tmp/mcb-drill/index/%u:VOLATILEDIR=/tmp/mcb-drill/index/%u
-mail_uid = 5000
-mail_gid = 5000
-first_valid_uid = 5000
-mail_plugins = zlib mail_crypt
-passdb {{
-  driver = static
-  args = nopassword=y
-}}
-userdb {{
-  driver = static
-  args = uid=5000 gid=5000 home={vmail}/%d/%n allow_all_users=yes
-}}
-plugin {{
-{keys}  mail_crypt_save_version = 2
-  zlib_save = lz4
-}}
-"
-    )
-}
 
 /// The uid in dovecot's `fetch(text) failed for box=… uid=N: …`.
 fn failed_uid(detail: &str) -> Option<u32> {
@@ -269,113 +206,51 @@ impl DrillReport {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DrillError {
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    #[error(transparent)]
-    Helper(#[from] HelperError),
-    #[error(transparent)]
-    Inspect(RestoreError),
-    #[error("the drill is stopped by {0}")]
-    Stopped(&'static str),
-    #[error(
-        "the drill's scratch containers and volumes could not all be removed ({0}); remove them: docker rm -f $(docker ps -aq --filter label={DRILL_LABEL}); docker volume rm $(docker volume ls -q --filter label={DRILL_LABEL})"
-    )]
-    Cleanup(DockerError),
-}
-
-impl DrillError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            DrillError::Stopped(_) => ErrorKind::Interrupted,
-            DrillError::Inspect(e) => e.kind(),
-            DrillError::Docker(_) | DrillError::Helper(_) | DrillError::Cleanup(_) => {
-                ErrorKind::Environment
-            }
-        }
-    }
-}
-
-/// Yields the signal (`SIGINT`, `SIGTERM`) that asks the drill to stop.
-type Stop = tokio::sync::watch::Receiver<Option<&'static str>>;
+/// Why a drill could not run: its scratch run failed.
+pub type DrillError = ScratchError;
 
 /// Drills `request`'s archive; `say` gets a line for each step. Everything it made is removed
-/// before it returns, whatever happened; a stop signal ends it with [`DrillError::Stopped`].
+/// before it returns, whatever happened; a stop signal ends it with [`ScratchError::Stopped`].
 pub async fn drill(
     engine: &Engine,
     options: &RestoreOptions,
     conf: &MailcowConf,
     request: &DrillRequest,
-    mut stop: Stop,
+    stop: Stop,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<DrillReport, DrillError> {
     let started = Instant::now();
-    let label = format!("{DRILL_LABEL}={}", conf.project);
-    // What a killed drill left, first: its helpers too, which clear_stale_helpers would find
-    // still running.
-    engine.remove_labelled(&label).await?;
-    let image = async { Ok::<_, DrillError>(options.access.image(engine).await?) };
-    let stale = async { Ok::<_, DrillError>(clear_stale_helpers(engine, &conf.project).await?) };
-    let containers = async { Ok::<_, DrillError>(engine.project_containers(&conf.project).await?) };
-    let ((image, _), _, containers) = tokio::try_join!(image, stale, containers)?;
-    options.access.ensure_state_dir()?;
-
-    let steps_stop = stop.clone();
-    let run = async {
-        let labels = vec![(DRILL_LABEL.to_string(), conf.project.clone())];
-        let inspection = Inspection {
-            archive: &request.archive,
-            subtrees: Vec::new(),
-            crypt_volume: None,
-            labels: labels.clone(),
-        };
-        let mut inspect_stop = steps_stop.clone();
-        let summary = read_summary(
-            engine,
-            &options.access,
-            &conf.project,
-            &image,
-            inspection,
-            &mut inspect_stop,
-        )
-        .await
-        .map_err(|e| match e {
-            RestoreError::Stopped(signal) => DrillError::Stopped(signal),
-            e => DrillError::Inspect(e),
-        })?;
-        say(&format!("drilling archive {}", summary.name));
-        let stamp = crate::ops::system::now_micros();
-        let volume = |what: &str| {
-            format!(
-                "{}-mcb-drill-{}-{stamp}-{what}",
-                conf.project,
-                std::process::id()
-            )
-        };
-        let run = Run {
-            engine,
-            options,
-            conf,
-            request,
-            summary: &summary,
-            image: &image,
-            containers: &containers,
-            labels,
-            files_volume: volume("files"),
-            database_volume: volume("db"),
-            say,
-        };
-        let steps = run.steps(steps_stop.clone()).await?;
-        Ok::<_, DrillError>((summary.name.clone(), steps))
+    let purpose = Purpose {
+        label: DRILL_LABEL,
+        name: "drill",
+        archive: &request.archive,
+        subtrees: Vec::new(),
     };
-    let result = tokio::select! {
-        done = run => done,
-        signal = wait_for_stop(&mut stop) => Err(DrillError::Stopped(signal)),
-    };
-    let cleaned = engine.remove_labelled(&label).await;
-    let (archive, steps) = result?;
-    cleaned.map_err(DrillError::Cleanup)?;
+    let (archive, steps) = in_scratch(
+        engine,
+        options,
+        conf,
+        purpose,
+        stop,
+        async |scratch: &Scratch<'_>, stop| {
+            say(&format!("drilling archive {}", scratch.summary.name));
+            let run = Run {
+                scratch,
+                engine,
+                options,
+                conf,
+                request,
+                summary: &scratch.summary,
+                labels: scratch.labels.clone(),
+                files_volume: scratch.volume_name("files"),
+                database_volume: scratch.volume_name("db"),
+                say,
+            };
+            let steps = run.steps(stop).await?;
+            Ok::<_, DrillError>((scratch.summary.name.clone(), steps))
+        },
+    )
+    .await?;
     Ok(DrillReport {
         archive,
         steps,
@@ -385,15 +260,12 @@ pub async fn drill(
 
 /// One drill's fixed parts, shared by its steps.
 struct Run<'a> {
+    scratch: &'a Scratch<'a>,
     engine: &'a Engine,
     options: &'a RestoreOptions,
     conf: &'a MailcowConf,
     request: &'a DrillRequest,
     summary: &'a ArchiveSummary,
-    /// The helper image.
-    image: &'a str,
-    /// The project's containers: where the images of the throwaway ones come from.
-    containers: &'a [Container],
     /// The drill's label, on everything it makes.
     labels: Vec<(String, String)>,
     files_volume: String,
@@ -491,14 +363,6 @@ impl Run<'_> {
         Ok(steps)
     }
 
-    /// The image of the project's container of `service`.
-    fn image_of(&self, service: &str) -> Option<&str> {
-        self.containers
-            .iter()
-            .find(|c| c.service == service && !c.image.is_empty())
-            .map(|c| c.image.as_str())
-    }
-
     /// The files step: every file component into the scratch volume, by the restore's helper.
     async fn files(&self, mut stop: Stop) -> StepReport {
         let mut step = Step::new("files");
@@ -521,36 +385,21 @@ impl Run<'_> {
         let restored = paths.iter().map(|p| self.summary.components[p]);
         step.figure("items", restored.clone().map(|t| t.items).sum());
         step.figure("bytes", restored.map(|t| t.bytes).sum());
-        let command = RestoreCommand {
-            // A fresh volume has nothing to remove.
-            mirrors: Vec::new(),
-            location: self.options.access.archive(&self.summary.name),
-            paths,
-            access: self.options.access.in_helper(),
-        };
-        let mut spec = self.options.access.helper_spec(
-            self.image,
-            &self.conf.project,
-            &HelperCommand::Restore(Box::new(command)),
-        );
-        spec.capabilities = WRITE_ANY_FILE.map(String::from).to_vec();
-        spec.labels.extend(self.labels.iter().cloned());
-        spec.mounts.push(HelperMount::Volume {
-            name: self.files_volume.clone(),
-            target: HELPER_ROOT.into(),
-            read_only: false,
-        });
-        match run_helper(self.engine, &spec, StdoutTo::Relay, &mut stop).await {
-            Ok((0, _, None)) => {}
-            Ok((1, _, None)) => step.note(
+        match self
+            .scratch
+            .restore_into(paths, &self.files_volume, &mut stop)
+            .await
+        {
+            Ok((0, None)) => {}
+            Ok((1, None)) => step.note(
                 Status::Warning,
                 "some items could not be restored (listed above)",
             ),
-            Ok((code, _, None)) => step.note(
+            Ok((code, None)) => step.note(
                 Status::Failed,
                 format!("the restore helper exited with {code} (its message is above): the archive's files do not all come back complete"),
             ),
-            Ok((_, _, Some(signal))) => step.note(Status::Failed, format!("stopped by {signal}")),
+            Ok((_, Some(signal))) => step.note(Status::Failed, format!("stopped by {signal}")),
             Err(e) => step.note(Status::Failed, e.to_string()),
         }
         step.end()
@@ -569,7 +418,7 @@ impl Run<'_> {
                 None,
             );
         };
-        let Some(image) = self.image_of("mysql-mailcow") else {
+        let Some(image) = self.scratch.image_of("mysql-mailcow") else {
             return (
                 Step::skipped(
                     "database",
@@ -653,7 +502,7 @@ exec "$server" --user=mysql --datadir=/var/lib/mysql --skip-networking --socket=
         let dump_tool = mysql::dump_tool(self.engine, &container)
             .await
             .map_err(|e| e.to_string())?;
-        self.wait_ready(&container.id, "MariaDB", async || {
+        wait_ready(self.engine, &container.id, "MariaDB", async || {
             let login = Login::root(self.conf);
             matches!(mysql::query(self.engine, &container, client, login, "SELECT 1").await,
                 Ok((_, finished)) if finished.exit_code == 0)
@@ -685,7 +534,7 @@ exec "$server" --user=mysql --datadir=/var/lib/mysql --skip-networking --socket=
         let source = DumpSource {
             access: &self.options.access,
             project: &self.conf.project,
-            image: self.image,
+            image: &self.scratch.image,
             archive: &self.summary.name,
             labels: self.labels.clone(),
         };
@@ -714,36 +563,6 @@ exec "$server" --user=mysql --datadir=/var/lib/mysql --skip-networking --socket=
             },
             warnings,
         ))
-    }
-
-    /// Polls `ready` until it holds, while the container `id` runs, for [`READY_TIMEOUT`].
-    async fn wait_ready(
-        &self,
-        id: &str,
-        what: &str,
-        ready: impl AsyncFn() -> bool,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if ready().await {
-                return Ok(());
-            }
-            if let Ok(ContainerState::Exited(code)) = self.engine.container_state(id).await {
-                let log = self.engine.log_tail(id, 5).await.unwrap_or_default();
-                let last = log.lines().rev().map(str::trim).find(|l| !l.is_empty());
-                return Err(format!(
-                    "the throwaway {what} ended with exit code {code}: {}",
-                    last.unwrap_or("(no message)")
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the throwaway {what} was not ready after {} s",
-                    READY_TIMEOUT.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 
     /// One query in the throwaway MariaDB; its lines.
@@ -918,7 +737,7 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
         if !self.summary.components.contains_key(vmail) {
             return Step::skipped("mail", "the archive holds no vmail");
         }
-        let Some(image) = self.image_of("dovecot-mailcow") else {
+        let Some(image) = self.scratch.image_of("dovecot-mailcow") else {
             return Step::skipped(
                 "mail",
                 "no dovecot-mailcow container to take the image from",
@@ -931,64 +750,23 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
                 "the archive holds no mail_crypt keys: encrypted mail cannot be read",
             );
         }
-        let maildir_sub = self
-            .summary
-            .origin
-            .as_ref()
-            .map_or(self.conf.maildir_sub.as_str(), |o| o.maildir_sub.as_str());
-        let config = dovecot_config(maildir_sub, keys);
         (self.say)(
             "reading the restored mail with dovecot in a throwaway container without network",
         );
-        let spec = ThrowawaySpec {
-            image: image.into(),
-            command: ["sh", "-c", DOVECOT_START, "sh", &config]
-                .map(String::from)
-                .to_vec(),
-            // Read-write: dovecot may move a mail from new/ to cur/ and write its uid list
-            // into the maildirs; they are the scratch copy's.
-            mounts: vec![HelperMount::Volume {
-                name: self.files_volume.clone(),
-                target: RESTORED.into(),
-                read_only: false,
-            }],
-            // Root reading the keys (dovecot's, uid 401), dovecot's processes under its own
-            // users and the mail's (5000).
-            capabilities: [
-                "CHOWN",
-                "DAC_OVERRIDE",
-                "FOWNER",
-                "SETUID",
-                "SETGID",
-                "KILL",
-                "SYS_CHROOT",
-            ]
-            .map(String::from)
-            .to_vec(),
-            labels: self.labels.clone(),
-            limits: self.options.access.limits,
-        };
-        let id = match self.engine.start_throwaway(&spec).await {
+        let id = match self
+            .scratch
+            .start_dovecot(image, &self.files_volume, keys)
+            .await
+        {
             Ok(id) => id,
-            Err(e) => {
-                step.note(Status::Failed, e.to_string());
+            Err(DovecotError::NoDovecot) => {
+                return Step::skipped("mail", "the dovecot-mailcow image has no dovecot");
+            }
+            Err(DovecotError::Failed(e)) => {
+                step.note(Status::Failed, e);
                 return step.end();
             }
         };
-        let socket = format!("{DOVECOT_RUN}/auth-userdb");
-        let ready = self
-            .wait_ready(&id, "dovecot", async || {
-                matches!(self.engine.exec_capture(&id, &["test", "-S", &socket], b"").await,
-                    Ok((_, finished)) if finished.exit_code == 0)
-            })
-            .await;
-        if let Err(e) = ready {
-            if let Ok(ContainerState::Exited(NO_DOVECOT)) = self.engine.container_state(&id).await {
-                return Step::skipped("mail", "the dovecot-mailcow image has no dovecot");
-            }
-            step.note(Status::Failed, e);
-            return step.end();
-        }
         if let Err(e) = self.read_mail(&id, &mut step).await {
             step.note(Status::Failed, e);
         }
@@ -1003,7 +781,7 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
         // Each user's mails: folder, uid, file (its base name: dovecot's guid of a maildir
         // mail).
         let mut mails: BTreeMap<String, Vec<(String, u32, String)>> = BTreeMap::new();
-        let listed = self.doveadm(id, LIST_MAILS, &users).await?;
+        let listed = doveadm(self.engine, id, LIST_MAILS, &users).await?;
         for line in listed.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
             let [user, folder, uid, guid] = fields[..] else {
@@ -1035,7 +813,7 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
                 arguments.extend([user.clone(), folder.to_string(), uids.join(",")]);
             }
         }
-        let output = self.doveadm(id, READ_MAILS, &arguments).await?;
+        let output = doveadm(self.engine, id, READ_MAILS, &arguments).await?;
         let mut unreadable = BTreeSet::new();
         let mut failures = Vec::new();
         for line in output.lines() {
@@ -1074,28 +852,6 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
         Ok(())
     }
 
-    /// Runs `script` (with `arguments`) in the dovecot container; its stdout.
-    async fn doveadm(
-        &self,
-        id: &str,
-        script: &str,
-        arguments: &[String],
-    ) -> Result<String, String> {
-        let command: Vec<&str> = ["sh", "-c", script, DOVECOT_CONF]
-            .into_iter()
-            .chain(arguments.iter().map(String::as_str))
-            .collect();
-        let (output, finished) = self
-            .engine
-            .exec_capture(id, &command, b"")
-            .await
-            .map_err(|e| e.to_string())?;
-        if finished.exit_code != 0 {
-            return Err(format!("doveadm: {}", finished.last_error_line()));
-        }
-        Ok(String::from_utf8_lossy(&output).into_owned())
-    }
-
     /// The redis step: the restored `dump.rdb` loaded by a throwaway Redis, its DKIM keys.
     async fn redis(&self) -> StepReport {
         let mut step = Step::new("redis");
@@ -1103,7 +859,7 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
         if !self.summary.components.contains_key(redis) {
             return Step::skipped("redis", "the archive holds no redis");
         }
-        let Some(image) = self.image_of("redis-mailcow") else {
+        let Some(image) = self.scratch.image_of("redis-mailcow") else {
             return Step::skipped("redis", "no redis-mailcow container to take the image from");
         };
         (self.say)("loading the restored dump.rdb in a throwaway Redis without network");
@@ -1156,11 +912,10 @@ for d in */*/; do [ -d "$d" ] && printf '%s\0' "$d"; done; exit 0"#;
                     .collect()
             })
         };
-        let ready = self
-            .wait_ready(&id, "Redis", async || {
-                cli("PING\n").await.is_some_and(|r| r == ["PONG"])
-            })
-            .await;
+        let ready = wait_ready(self.engine, &id, "Redis", async || {
+            cli("PING\n").await.is_some_and(|r| r == ["PONG"])
+        })
+        .await;
         if let Err(e) = ready {
             step.note(
                 Status::Failed,
@@ -1218,16 +973,6 @@ mod tests {
         let line = "doveadm(u1@example.org): Error: fetch(text) failed for box=My uid=7 box uid=12: Mailbox x: UID=12: read() failed";
         assert_eq!(failed_uid(line), Some(12));
         assert_eq!(failed_uid("no uid here"), None);
-    }
-
-    #[test]
-    fn the_keys_are_configured_only_when_the_archive_has_them() {
-        let with = dovecot_config("Maildir", true);
-        assert!(with.contains("mail_crypt_global_private_key = </drill/crypt/ecprivkey.pem"));
-        assert!(with.contains("mail_location = maildir:~/Maildir:INDEX=/tmp/"));
-        let without = dovecot_config("", false);
-        assert!(!without.contains("mail_crypt_global_private_key"));
-        assert!(without.contains("maildir:~/:INDEX"));
     }
 
     #[test]

@@ -9,8 +9,11 @@ pub mod conf;
 pub mod crypt_keys;
 pub mod discover;
 pub mod drill;
+pub mod export;
 pub mod frames;
 pub mod helper_command;
+pub mod maildir_names;
+pub mod mbox;
 pub mod mysql;
 pub mod origin;
 pub mod redis;
@@ -22,6 +25,7 @@ pub mod scheduled;
 pub mod staged_import;
 pub mod stopped;
 pub mod summary;
+pub mod throwaway;
 
 /// `text` in double quotes, with `"`, `\\`, newline and carriage return escaped by a backslash:
 /// the quoting that both `redis-cli` (its commands on stdin) and MySQL option files read.

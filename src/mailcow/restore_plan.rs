@@ -157,7 +157,9 @@ const FILE_ORDER: [Component; 8] = [
     Component::Config,
 ];
 
-fn mailbox_path(mailbox: &str) -> Result<(String, String), PlanError> {
+/// A mailbox's archive path (`vmail/<domain>/<user>`) and its `doveadm -u` name, or why
+/// `mailbox` is not one.
+pub fn mailbox_path(mailbox: &str) -> Result<(String, String), PlanError> {
     let bad = || PlanError::BadMailbox(mailbox.to_string());
     let (user, domain) = mailbox.split_once('@').ok_or_else(bad)?;
     if !is_name(user) || !is_name(domain) {

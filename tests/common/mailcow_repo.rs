@@ -89,6 +89,33 @@ impl Setup {
         self.world.borg(&super::borg14(), self.dir.path(), args)
     }
 
+    /// Real borg 1.4.5 run in `cwd` with `args`, reaching the repository over the test's sshd
+    /// with OpenSSH, as an admin runs it (for benchmarks against `borg extract`).
+    pub fn borg_over_ssh(&self, cwd: &std::path::Path, args: &[&str]) -> Ran {
+        let ssh = self.world.base.path().join("borg-ssh");
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\nexec ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n",
+                self.sshd.path("id_ed25519").display(),
+                self.sshd.known_hosts().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut command = std::process::Command::new(super::borg14());
+        command
+            .current_dir(cwd)
+            .env("BORG_RSH", &ssh)
+            .env("BORG_BASE_DIR", self.world.base.path())
+            .env("BORG_PASSPHRASE", PASSPHRASE)
+            .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_REMOTE_PATH", super::borg14())
+            .args(args);
+        Ran::from(command.output().unwrap())
+    }
+
     /// An archive `name` that real borg makes of the backup's layout by hand: vmail and crypt
     /// as they are in `mailcow`'s volumes, and its database's dump as `dump` makes it. Returns
     /// the directory it was made of (`vmail/`, `crypt/`, `mysql/mailcow.sql`).

@@ -1,0 +1,160 @@
+//! `mailcow-borg export --mailbox USER@DOMAIN [ARCHIVE|latest] --format mbox|maildir -o PATH`:
+//! one mailbox of an archive, decrypted, as an mbox file or a maildir tree
+//! (`mailcow::export`); the live mailcow is not touched. `--dry-run` checks and says what
+//! would be exported.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Outcome;
+use super::access::runtime;
+use super::backup::host_lock;
+use super::human;
+use super::settings::{Settings, SettingsArgs, settings};
+use super::signals::{self, Interrupted};
+use crate::docker::Engine;
+use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::export::{
+    ExportError, ExportReport, ExportRequest, Format, Selection, check_request, export,
+};
+use crate::mailcow::maildir_names::parse_date;
+use crate::mailcow::restore::RestoreOptions;
+use crate::mailcow::throwaway::ScratchError;
+
+/// What a stopped export leaves.
+const STOPPED: &str =
+    "nothing was written; the export's scratch containers and volumes were removed";
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The archive: its name, or `latest` (the newest, not a checkpoint).
+    #[arg(default_value = "latest")]
+    archive: String,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// The mailbox to export.
+    #[arg(long, value_name = "USER@DOMAIN")]
+    mailbox: String,
+    /// mbox (one file, every folder's messages) or maildir (a maildir++ tree).
+    #[arg(long, value_name = "FORMAT")]
+    format: String,
+    /// Where to write it; it must not exist.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: PathBuf,
+    /// Only this folder, by its IMAP name (`INBOX`, `Projects/2025`); repeatable.
+    #[arg(long = "folder", value_name = "NAME")]
+    folders: Vec<String>,
+    /// Only mail delivered on or after DATE (YYYY-MM-DD, UTC midnight, or RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Only mail delivered before DATE (YYYY-MM-DD, UTC midnight, or RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    before: Option<String>,
+    /// Check the mailbox and the path, say what would be exported, write nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+/// Why the format given is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("--format {0:?} is not one export writes: give mbox or maildir")]
+pub struct UnknownFormat(String);
+
+fn format(name: &str) -> Result<Format, UnknownFormat> {
+    match name {
+        "mbox" => Ok(Format::Mbox),
+        "maildir" => Ok(Format::Maildir),
+        other => Err(UnknownFormat(other.to_string())),
+    }
+}
+
+/// A `--since`/`--before` date as seconds since the epoch.
+fn date(text: Option<&str>) -> Result<Option<i64>, ExportError> {
+    Ok(text.map(parse_date).transpose()?)
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
+    let request = ExportRequest {
+        mailbox: args.mailbox.clone(),
+        archive: args.archive.clone(),
+        format: format(&args.format)?,
+        output: args.output.clone(),
+        selection: Selection {
+            folders: args.folders.clone(),
+            since: date(args.since.as_deref())?,
+            before: date(args.before.as_deref())?,
+        },
+        dry_run: args.dry_run,
+    };
+    // Refused before the settings are even read.
+    check_request(&request)?;
+    let Settings {
+        mailcow_dir,
+        access,
+        ..
+    } = settings(&args.settings)?;
+    let options = RestoreOptions {
+        mailcow_dir,
+        access,
+    };
+    // One run at a time: it also keeps another run from taking the export's leftovers for
+    // its own, or its own for leftovers.
+    let _lock = host_lock(&options.access)?;
+    let conf = MailcowConf::load(&options.mailcow_dir)?;
+    let report = runtime()?.block_on(async {
+        let (stop_tx, stop) = tokio::sync::watch::channel(None);
+        signals::pass_on(
+            stop_tx,
+            "stopping; the export's scratch containers and volumes are removed",
+        )?;
+        let engine = Engine::connect().await?;
+        let started = std::time::Instant::now();
+        let say = |line: &str| {
+            say!(
+                "mailcow-borg: [{:>5.1} s] {line}",
+                started.elapsed().as_secs_f64()
+            )
+        };
+        match export(&engine, &options, &conf, &request, stop, &say).await {
+            Err(ExportError::Scratch(ScratchError::Stopped(signal))) => {
+                Err(Interrupted::by(signal, STOPPED).into())
+            }
+            other => other.map_err(anyhow::Error::from),
+        }
+    })?;
+    finish(&request, &report);
+    Ok(Outcome::after_warnings(
+        &report
+            .warnings
+            .iter()
+            .map(|w| format!("mailcow-borg: warning: {w}"))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The last line: what was (or would be) written.
+fn finish(request: &ExportRequest, report: &ExportReport) {
+    if request.dry_run {
+        say!(
+            "dry run: would export {} from archive {} ({} files, {} in the archive) as {} to {}; nothing was written",
+            request.mailbox,
+            report.archive,
+            report.archived.items,
+            human::size(report.archived.bytes as i128),
+            request.format.name(),
+            request.output.display()
+        );
+        return;
+    }
+    say!(
+        "mailcow-borg: exported {} messages ({}) in {} folders of {} from archive {} as {} to {}",
+        report.messages,
+        human::size(report.bytes as i128),
+        report.folders.len(),
+        request.mailbox,
+        report.archive,
+        request.format.name(),
+        request.output.display()
+    );
+}
