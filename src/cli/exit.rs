@@ -7,6 +7,7 @@ use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::drill::DrillError;
+use crate::mailcow::maildir_names::NameError;
 use crate::mailcow::restore::RestoreError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
@@ -126,6 +127,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<ImportError>()
         || cause.is::<KeyArgsError>()
         || cause.is::<CheckRefusal>()
+        || cause.is::<NameError>()
     {
         return Some(ErrorKind::BadInput);
     }

@@ -55,6 +55,7 @@ use super::backup::wait_for_stop;
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::helper_command::{HelperCommand, RestoreCommand};
+use super::mail_merge::MailSelection;
 use super::mysql::{self, Login};
 use super::restore::{
     DatabaseStepError, DumpSource, ImportFailure, Inspection, RestoreError, RestoreOptions,
@@ -328,6 +329,7 @@ pub async fn drill(
             archive: &request.archive,
             subtrees: Vec::new(),
             crypt_volume: None,
+            live_mail: None,
             labels: labels.clone(),
         };
         let mut inspect_stop = steps_stop.clone();
@@ -524,6 +526,8 @@ impl Run<'_> {
         let command = RestoreCommand {
             // A fresh volume has nothing to remove.
             mirrors: Vec::new(),
+            merge: false,
+            mail: MailSelection::default(),
             location: self.options.access.archive(&self.summary.name),
             paths,
             access: self.options.access.in_helper(),

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod drill;
 pub mod frames;
 pub mod helper_command;
+pub mod mail_merge;
 pub mod maildir_names;
 pub mod mysql;
 pub mod origin;
