@@ -26,6 +26,7 @@ mod key;
 mod lifecycle_faults;
 mod mailcow_backup;
 mod mailcow_drill;
+mod mailcow_merge;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;
