@@ -439,6 +439,7 @@ fn write(
                 let allowed = writer.enter(&target);
                 match (item.kind(), allowed) {
                     (ItemKind::Regular, _) => {
+                        let staging = staging.filter(|_| allowed.is_some());
                         let written_at = writer.write_path(&target, staging.as_deref());
                         let destination = allowed.map(|known| (written_at.as_path(), known));
                         let written =
@@ -465,6 +466,10 @@ fn write(
                             }
                             made => {
                                 if writer.warn_on(&target, "mkdir", made) {
+                                    // Its owner and mode at once, not only when it is left: a
+                                    // restore cut off inside must not leave a root-owned
+                                    // directory that a later one keeps as it is.
+                                    writer.restore_attrs(Target::Path(&target), &target, &item);
                                     writer.known_dirs.insert(target.clone());
                                     writer.open_dirs.push((target, item));
                                 }
@@ -610,8 +615,9 @@ impl Writer<'_> {
     }
 
     /// Where the content of a file for `target` is written: `target` itself, or a temporary
-    /// name when files replace their predecessors atomically — in `staging` if that directory
-    /// exists, else beside `target`.
+    /// name when files replace their predecessors atomically — in `staging`, made like
+    /// `target`'s directory if the archive has not brought it yet (a maildir's `tmp/` comes
+    /// after `cur/` and `new/`), else beside `target` when it cannot be made.
     fn write_path(&mut self, target: &Path, staging: Option<&Path>) -> PathBuf {
         if !self.options.replace_atomically {
             return target.to_path_buf();
@@ -619,7 +625,7 @@ impl Writer<'_> {
         self.parts += 1;
         let name = format!(".mailcow-borg-part-{}-{}", std::process::id(), self.parts);
         match staging {
-            Some(dir) if self.known_dirs.contains(dir) || dir.is_dir() => {
+            Some(dir) if self.known_dirs.contains(dir) || make_like(dir, target).is_ok() => {
                 self.known_dirs.insert(dir.to_path_buf());
                 dir.join(name)
             }
@@ -702,6 +708,18 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// The directory `dir`, if it is not there, with the owner and mode of `target`'s directory.
+fn make_like(dir: &Path, target: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let model = std::fs::metadata(target.parent().unwrap_or(Path::new(".")))?;
+    std::fs::create_dir(dir)?;
+    std::os::unix::fs::chown(dir, Some(model.uid()), Some(model.gid()))?;
+    std::fs::set_permissions(dir, model.permissions())
 }
 
 /// Writes one regular file from its chunks, which follow on `rx`, to `target` (with whether
