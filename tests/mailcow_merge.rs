@@ -440,21 +440,10 @@ fn a_merge_brings_back_what_was_lost_and_keeps_what_is_new() {
     all_running(&mailcow);
 }
 
-/// Not a test: `scripts/bench-merge.sh` runs it (release build) and it prints figures. The
-/// issue's case: one mailbox holds a quarter of the archive's mails (`MCB_BENCH_MAILS`, 20,000
-/// in the script); after the backup it lost a folder and received a week of new mail; the
-/// whole merge command (reading the archive's summary and the live mailbox, the helper, the
-/// resync) against `borg extract REPO::ARCHIVE vmail/<domain>/<user>` into an empty directory
-/// (on a fresh file system), which does none of the merging. Alternating, in one run; before
-/// each merge the folder is deleted again through dovecot.
-#[test]
-#[ignore]
-fn benchmark_merge() {
-    require!(Borg14, Sshd, Docker, Root);
-    let (mails, rounds) = bench_size();
-    let in_mailbox = mails / 4;
-    let mailcow = Mailcow::create(mails - in_mailbox);
-    // The mailbox's share: generated like the rest, all moved into one mailbox's folders.
+/// A mailcow of `elsewhere` generated mails spread over its mailboxes and `in_mailbox` more
+/// (generated alike, in the same folders) in [`EXTRA_MAILBOX`], backed up; the archive's name.
+fn with_a_big_mailbox(elsewhere: u32, in_mailbox: u32) -> (Mailcow, Setup, String) {
+    let mailcow = Mailcow::create(elsewhere);
     let generated = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("python3")
         .arg(common::repo_root().join("tests/oracle/gen_maildir.py"))
@@ -463,10 +452,9 @@ fn benchmark_merge() {
         .status()
         .unwrap();
     assert!(status.success());
-    let user = EXTRA_MAILBOX;
     let maildir = mailcow
         .volume_dir("vmail-vol-1")
-        .join(common::mailcow::home_of(user))
+        .join(common::mailcow::home_of(EXTRA_MAILBOX))
         .join("Maildir");
     let moved = std::process::Command::new("sh")
         .arg("-c")
@@ -486,6 +474,96 @@ fn benchmark_merge() {
     let ran = setup.backup(&["--json"]).expect(0, "backup");
     let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
     let name = summary["archive"]["name"].as_str().unwrap().to_string();
+    (mailcow, setup, name)
+}
+
+/// The number of messages dovecot counts in a folder.
+fn count(mailcow: &Mailcow, user: &str, folder: &str) -> usize {
+    let status = doveadm(
+        mailcow,
+        &["mailbox", "status", "-u", user, "messages", folder],
+    );
+    // `<folder> messages=<n>`
+    let (_, n) = status.trim().rsplit_once("messages=").unwrap();
+    n.parse().unwrap()
+}
+
+/// SIGKILL of a merge midway — of the command and of the helper that writes — leaves no
+/// half-written message: what is in the folder's `cur` is each an archived file, whole (a cut
+/// one is in `tmp/`, which dovecot ignores and cleans); the next merge completes, every
+/// message once, and every service runs again.
+#[test]
+fn a_killed_merge_leaves_whole_messages_and_the_next_one_completes() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mailcow, setup, _) = with_a_big_mailbox(40, 8000);
+    let user = EXTRA_MAILBOX;
+    let folder = mailcow
+        .volume_dir("vmail-vol-1")
+        .join(common::mailcow::home_of(user))
+        .join("Maildir/.Archive/cur");
+    let saved = tempfile::tempdir().unwrap();
+    common::mailcow::copy_into(&folder, saved.path());
+    let archived = count(&mailcow, user, "Archive");
+    assert!(archived > 1000, "{archived} mails in Archive");
+    doveadm(
+        &mailcow,
+        &["mailbox", "delete", "-s", "-u", user, "Archive"],
+    );
+
+    let mut merge = setup
+        .command(&["restore"], &["--mailbox", user, "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::mailcow::wait_until("the merge writing", || {
+        std::fs::read_dir(&folder).is_ok_and(|d| d.count() > 0)
+    });
+    let label = format!("label=org.mailcow-borg.project={}", mailcow.project);
+    for helper in common::mailcow::docker(&["ps", "-q", "--filter", &label]).split_whitespace() {
+        let _ = std::process::Command::new("docker")
+            .args(["kill", "-s", "KILL", helper])
+            .output();
+    }
+    merge.kill().unwrap();
+    merge.wait().unwrap();
+    let written: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    eprintln!("killed with {} of {archived} mails in place", written.len());
+    for file in &written {
+        let name = file.file_name().unwrap();
+        assert!(
+            std::fs::read(file).unwrap() == std::fs::read(saved.path().join(name)).unwrap(),
+            "{} is not the archived file",
+            file.display()
+        );
+    }
+
+    let ran = setup.restore(&["--mailbox", user, "--yes"]);
+    show(&ran, "the merge after the killed one");
+    assert_eq!(ran.code, 0);
+    assert_eq!(count(&mailcow, user, "Archive"), archived);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), archived);
+    all_running(&mailcow);
+}
+
+/// Not a test: `scripts/bench-merge.sh` runs it (release build) and it prints figures. The
+/// issue's case: one mailbox holds a quarter of the archive's mails (`MCB_BENCH_MAILS`, 20,000
+/// in the script); after the backup it lost a folder and received a week of new mail; the
+/// whole merge command (reading the archive's summary and the live mailbox, the helper, the
+/// resync) against `borg extract REPO::ARCHIVE vmail/<domain>/<user>` into an empty directory
+/// (on a fresh file system), which does none of the merging. Alternating, in one run; before
+/// each merge the folder is deleted again through dovecot.
+#[test]
+#[ignore]
+fn benchmark_merge() {
+    require!(Borg14, Sshd, Docker, Root);
+    let (mails, rounds) = bench_size();
+    let in_mailbox = mails / 4;
+    let (mailcow, setup, name) = with_a_big_mailbox(mails - in_mailbox, in_mailbox);
+    let user = EXTRA_MAILBOX;
     let archived = messages(&mailcow, user).len();
     // A week of new mail.
     let (code, _, err) = docker_exec(
