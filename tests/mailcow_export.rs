@@ -485,7 +485,7 @@ fn a_mailbox_exports_decrypted_as_mbox_and_maildir_and_bad_input_writes_nothing(
 #[ignore]
 fn benchmark_export() {
     require!(Borg14, Sshd, Docker, Root);
-    use crate::mailcow_restore::FreshFs;
+    use crate::common::mailcow_repo::FreshFs;
     use common::mailcow_repo::{bench_size, median, timed};
     let (mails, rounds) = bench_size();
     let mailcow = Mailcow::create(mails);

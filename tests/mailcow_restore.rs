@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use common::cli::{Ran, assert_same_tree, tricky_tree};
 use common::mailcow::{MailboxMail, Mailcow, docker, docker_exec};
 use common::mailcow_repo::{
-    Setup, VOLUMES, all_running, backed_up, bench_size, median, no_helper_left, running, says,
-    show, snapshot, started_at, timed,
+    FreshFs, Setup, VOLUMES, all_running, backed_up, bench_size, median, no_helper_left, running,
+    says, show, snapshot, started_at, timed,
 };
 
 /// What real borg extracts of the archive.
@@ -275,7 +275,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     let key = mailcow.volume_dir("crypt-vol-1").join("ecprivkey.pem");
     let original_key = std::fs::read(&key).unwrap();
     std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nother\n").unwrap();
-    let refused = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    let refused = setup.restore(&["--mailbox", &mailbox, "--mirror", "--yes"]);
     show(&refused, "restore with other keys");
     assert_eq!(refused.code, 2);
     assert!(
@@ -289,7 +289,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     );
     std::fs::write(&key, &original_key).unwrap();
 
-    let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    let ran = setup.restore(&["--mailbox", &mailbox, "--mirror", "--yes"]);
     show(&ran, "mailbox restore");
     assert_eq!(ran.code, 0);
     assert_same_mail_tree(
@@ -331,7 +331,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
         relative.file_name().unwrap().to_str().unwrap(),
         relative.parent().unwrap().to_str().unwrap()
     );
-    let ran = setup.restore(&["--mailbox", &mailbox, "--yes"]);
+    let ran = setup.restore(&["--mailbox", &mailbox, "--mirror", "--yes"]);
     show(&ran, "mailbox of a vanished domain");
     assert_eq!(ran.code, 0);
     assert_same_mail_tree(
@@ -694,59 +694,6 @@ fn an_archive_real_borg_made_of_the_same_layout_restores_too() {
         &mailcow.volume_dir("crypt-vol-1"),
         "crypt",
     );
-}
-
-/// A fresh ext4 file system (a loop-mounted image) at a directory, for as long as it lives:
-/// on a long-used file system, creating inodes costs more and more, which would blur the
-/// comparison (see the extract benchmark in BENCHMARKS.md).
-pub(crate) struct FreshFs {
-    at: PathBuf,
-    _image: tempfile::TempDir,
-}
-
-impl FreshFs {
-    pub(crate) fn at(dir: &Path) -> FreshFs {
-        let image_dir = tempfile::tempdir().unwrap();
-        let image = image_dir.path().join("fs.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(4 << 30)
-            .unwrap();
-        let run = |program: &str, args: &[&std::ffi::OsStr]| {
-            let status = std::process::Command::new(program)
-                .args(args)
-                .status()
-                .unwrap();
-            assert!(status.success(), "{program} {args:?}");
-        };
-        run(
-            "mkfs.ext4",
-            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
-        );
-        run(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "loop".as_ref(),
-                image.as_os_str(),
-                dir.as_os_str(),
-            ],
-        );
-        FreshFs {
-            at: dir.to_path_buf(),
-            _image: image_dir,
-        }
-    }
-}
-
-impl Drop for FreshFs {
-    fn drop(&mut self) {
-        // Lazily: a restarted container may still hold it.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.at)
-            .status();
-    }
 }
 
 /// Not a test: `scripts/bench-restore.sh` runs it (release build) and it prints figures. The

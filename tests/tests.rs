@@ -27,6 +27,7 @@ mod lifecycle_faults;
 mod mailcow_backup;
 mod mailcow_drill;
 mod mailcow_export;
+mod mailcow_merge;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Outcome;
 use super::access::{AccessArgs, parse_location, with_repository};
@@ -20,6 +21,7 @@ use crate::mailcow::helper_command::{
     ArchiveLocation, BackupCommand, CheckCommand, HelperCommand, InspectCommand, RepositoryAccess,
     RestoreCommand, StreamCommand,
 };
+use crate::mailcow::mail_merge::{MailCount, MaildirMerge};
 use crate::mailcow::schedule::{Stamped, Stamps};
 use crate::mailcow::summary::summarize;
 use crate::ops::extract::ExtractOptions;
@@ -71,11 +73,16 @@ fn inspect(command: InspectCommand) -> anyhow::Result<Outcome> {
     let InspectCommand {
         subtrees,
         target_crypt,
+        live_mail,
+        mail,
         location,
         access,
     } = command;
+    let count = live_mail
+        .map(|root| MaildirMerge::new(root, mail).map(MailCount::new))
+        .transpose()?;
     with_archive(&location, &access, async move |repo, name| {
-        let summary = summarize(repo, &name, &subtrees, target_crypt.as_deref()).await?;
+        let summary = summarize(repo, &name, &subtrees, target_crypt.as_deref(), count).await?;
         let json = serde_json::to_string(&summary)?;
         writeln!(std::io::stdout().lock(), "{json}")?;
         Ok(Outcome::Ok)
@@ -99,6 +106,15 @@ fn restore(command: RestoreCommand) -> anyhow::Result<Outcome> {
         // Mail volumes hold no privileged programs.
         no_set_id_files: true,
         mirror: command.mirrors.iter().map(|m| cwd.join(m)).collect(),
+        keep_existing: command.merge,
+        placer: if command.merge {
+            Some(Arc::new(MaildirMerge::new(
+                cwd.clone(),
+                command.mail.clone(),
+            )?))
+        } else {
+            None
+        },
         ..Default::default()
     };
     with_archive(
@@ -108,12 +124,21 @@ fn restore(command: RestoreCommand) -> anyhow::Result<Outcome> {
             let archive = repo.authenticated_archive(&name).await?;
             let stats = repo.extract(&archive, &options).await?;
             let outcome = Outcome::after_warnings(&stats.warnings);
-            say!(
-                "restored {} items ({} bytes); removed {} entries the archive does not hold",
-                stats.items,
-                stats.bytes,
-                stats.removed
-            );
+            if command.merge {
+                say!(
+                    "restored {} items ({} bytes); kept {} that were there",
+                    stats.items,
+                    stats.bytes,
+                    stats.kept
+                );
+            } else {
+                say!(
+                    "restored {} items ({} bytes); removed {} entries the archive does not hold",
+                    stats.items,
+                    stats.bytes,
+                    stats.removed
+                );
+            }
             Ok(outcome)
         },
     )

@@ -7,6 +7,7 @@ use crate::format::key_export::ImportError;
 use crate::mailcow::backup::BackupError;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::export::ExportError;
+use crate::mailcow::maildir_names::NameError;
 use crate::mailcow::restore::RestoreError;
 use crate::mailcow::throwaway::ScratchError;
 use crate::ops::create::CreateError;
@@ -130,6 +131,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         || cause.is::<KeyArgsError>()
         || cause.is::<CheckRefusal>()
         || cause.is::<UnknownFormat>()
+        || cause.is::<NameError>()
     {
         return Some(ErrorKind::BadInput);
     }

@@ -16,10 +16,13 @@ use super::signals::{self, Interrupted};
 use crate::docker::Engine;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::conf::MailcowConf;
+use crate::mailcow::maildir_names::parse_date;
 use crate::mailcow::restore::{
     Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare,
 };
-use crate::mailcow::restore_plan::{ConfigTarget, Force, RestoreRequest, Resync, Scope};
+use crate::mailcow::restore_plan::{
+    ConfigTarget, Force, MailMode, MailRequest, RestoreRequest, Resync, Scope,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Check {
@@ -40,12 +43,38 @@ pub struct RestoreArgs {
     /// postfix, mysql, sogo, config. Default: everything the archive holds.
     #[arg(long = "component", value_name = "NAME")]
     components: Vec<String>,
-    /// Restore only this mailbox's mail (repeatable); dovecot keeps running.
+    /// Restore only this mailbox's mail (repeatable): merged into the live mailbox, nothing
+    /// live removed or changed; dovecot keeps running.
     #[arg(long = "mailbox", value_name = "USER@DOMAIN")]
     mailboxes: Vec<String>,
-    /// Restore only this domain's mail (repeatable); dovecot keeps running.
+    /// Restore only this domain's mail (repeatable), merged like --mailbox.
     #[arg(long = "domain", value_name = "DOMAIN")]
     domains: Vec<String>,
+    /// Make the mailboxes and domains equal to the archive instead of merging: mail that
+    /// arrived since the archive is REMOVED.
+    #[arg(long)]
+    mirror: bool,
+    /// Only this folder, by its IMAP name (repeatable): INBOX, Projects/2025.
+    #[arg(long = "folder", value_name = "NAME")]
+    folders: Vec<String>,
+    /// Only mail delivered at or after DATE: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Only mail delivered before DATE: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    #[arg(long, value_name = "DATE")]
+    before: Option<String>,
+    /// Put the selected mail into a new folder (default: "Restored <archive date>"),
+    /// subscribed; every existing folder stays as it is.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    into_folder: Option<String>,
+    /// Restore the --mailbox's mail into this other mailbox (into a new folder, see
+    /// --into-folder, unless --keep-folders); it must exist, and the archive's mail_crypt keys
+    /// must be this mailcow's.
+    #[arg(long, value_name = "USER@DOMAIN")]
+    to: Option<String>,
+    /// With --to: into the folders of the same names, not into a new one.
+    #[arg(long)]
+    keep_folders: bool,
     /// Print the plan and change nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -87,6 +116,22 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
         force: Force {
             crypt_keys: args.force.contains(&Check::CryptKeys),
             maildir_sub: args.force.contains(&Check::MaildirSub),
+        },
+        mail: MailRequest {
+            mode: if args.mirror {
+                MailMode::Mirror
+            } else {
+                MailMode::Merge
+            },
+            folders: args.folders.clone(),
+            since: args.since.as_deref().map(parse_date).transpose()?,
+            before: args.before.as_deref().map(parse_date).transpose()?,
+            into_folder: args
+                .into_folder
+                .clone()
+                .map(|name| Some(name).filter(|n| !n.is_empty())),
+            to: args.to.clone(),
+            keep_folders: args.keep_folders,
         },
         config: if args.config_in_place {
             ConfigTarget::InPlace
@@ -234,13 +279,19 @@ fn print_plan(
                 prepared.found.volumes[&component]
             ),
             (Scope::Subtrees(paths), component) => format!(
-                "{} in volume {}: made equal to the archive ({amount}); the rest of the volume is not touched",
+                "{} in volume {}: made equal to the archive ({amount}); mail that is not in the archive is REMOVED; the rest of the volume is not touched",
+                paths.join(", "),
+                prepared.found.volumes[&component]
+            ),
+            (Scope::Merge(paths), component) => format!(
+                "{} in volume {}: merged (from {amount}); nothing live is removed or changed",
                 paths.join(", "),
                 prepared.found.volumes[&component]
             ),
         };
         writeln!(out, "  {:<11} {line}", step.component.name())?;
     }
+    print_mail(&mut out, plan)?;
     if let (Some(dump), Some(mysql)) = (&plan.database, &prepared.found.mysql) {
         writeln!(
             out,
@@ -269,6 +320,76 @@ fn print_plan(
     }
     for warning in &plan.warnings {
         writeln!(out, "  warning     {warning}")?;
+    }
+    Ok(())
+}
+
+/// The mail lines of the plan: per folder, what a merge brings back (and where to) or what a
+/// mirror removes.
+fn print_mail(
+    out: &mut impl Write,
+    plan: &crate::mailcow::restore_plan::Plan,
+) -> anyhow::Result<()> {
+    let mut any = false;
+    for folder in &plan.mail {
+        let line = match &plan.merge {
+            Some(merge) => {
+                let comes_back = if merge.selection.into_folder.is_some() {
+                    folder.archived
+                } else {
+                    folder.back
+                };
+                if comes_back == 0 {
+                    continue;
+                }
+                let to = merge
+                    .selection
+                    .to
+                    .as_deref()
+                    .map(crate::mailcow::mail_merge::mailbox_name);
+                match (&merge.selection.into_folder, to) {
+                    (Some(into), to) => format!(
+                        "{} {}: {} messages into {}{into:?} (a new folder)",
+                        folder.mailbox,
+                        folder.folder,
+                        folder.archived,
+                        to.map(|t| format!("{t} ")).unwrap_or_default()
+                    ),
+                    (None, to) => format!(
+                        "{} {}: {} of {} messages come back{}{}",
+                        folder.mailbox,
+                        folder.folder,
+                        folder.back,
+                        folder.archived,
+                        to.map(|t| format!(" into {t}")).unwrap_or_default(),
+                        if folder.live {
+                            ""
+                        } else {
+                            " (the folder is made again and subscribed)"
+                        }
+                    ),
+                }
+            }
+            None => {
+                if folder.removed == 0 {
+                    continue;
+                }
+                format!(
+                    "{} {}: {} live messages the archive does not hold are REMOVED",
+                    folder.mailbox, folder.folder, folder.removed
+                )
+            }
+        };
+        any = true;
+        writeln!(out, "  {:<11} {line}", "mail")?;
+    }
+    if !any && plan.files.iter().any(|f| f.scope != Scope::Whole) {
+        let nothing = if plan.merge.is_some() {
+            "no message comes back: the live mailboxes hold every selected one"
+        } else {
+            "no live message is removed"
+        };
+        writeln!(out, "  {:<11} {nothing}", "mail")?;
     }
     Ok(())
 }

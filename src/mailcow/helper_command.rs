@@ -21,6 +21,7 @@ use clap::{Args, Subcommand};
 use crate::error::ErrorKind;
 
 use super::backup::OutputOptions;
+use super::mail_merge::MailSelection;
 use super::retention::Keep;
 use super::schedule::When;
 use crate::ops::id_slice::IdSlice;
@@ -194,6 +195,12 @@ pub struct InspectCommand {
     /// The target's crypt volume, to compare the mail_crypt keys with.
     #[arg(long, value_name = "DIR")]
     pub target_crypt: Option<PathBuf>,
+    /// Where the target's vmail volume is mounted (as `vmail` below this directory): count,
+    /// per folder of the subtrees, the mail a merge brings back and a mirror removes.
+    #[arg(long, value_name = "DIR")]
+    pub live_mail: Option<PathBuf>,
+    #[command(flatten)]
+    pub mail: MailSelection,
     /// The archive; its name may be `latest`.
     pub location: ArchiveLocation,
     #[command(flatten)]
@@ -206,6 +213,12 @@ pub struct RestoreCommand {
     /// Make this directory (relative to the working directory) equal to the archive.
     #[arg(long = "mirror", value_name = "DIR")]
     pub mirrors: Vec<String>,
+    /// Merge the paths' mail into the live maildirs (`mail_merge`): nothing that exists is
+    /// changed.
+    #[arg(long)]
+    pub merge: bool,
+    #[command(flatten)]
+    pub mail: MailSelection,
     pub location: ArchiveLocation,
     /// Archive paths to extract.
     pub paths: Vec<String>,
@@ -299,6 +312,23 @@ impl ArgsWriter {
         }
     }
 
+    fn mail(&mut self, mail: &MailSelection) {
+        let MailSelection {
+            maildir_sub,
+            folders,
+            since,
+            before,
+            into_folder,
+            to,
+        } = mail;
+        self.value("maildir-sub", maildir_sub);
+        self.each("folder", folders);
+        self.optional("since", since.as_ref());
+        self.optional("before", before.as_ref());
+        self.optional("into-folder", into_folder.as_ref());
+        self.optional("to", to.as_ref());
+    }
+
     fn finish(self, subcommand: &str) -> Vec<String> {
         let mut args = vec![AGENT.to_string(), subcommand.to_string()];
         args.extend(self.options);
@@ -368,11 +398,15 @@ impl HelperCommand {
                 let InspectCommand {
                     subtrees,
                     target_crypt,
+                    live_mail,
+                    mail,
                     location,
                     access,
                 } = &**command;
                 w.each("subtree", subtrees);
                 w.optional("target-crypt", target_crypt.as_ref().map(|d| d.display()));
+                w.optional("live-mail", live_mail.as_ref().map(|d| d.display()));
+                w.mail(mail);
                 w.access(access);
                 w.positional(location);
                 "inspect"
@@ -380,11 +414,15 @@ impl HelperCommand {
             HelperCommand::Restore(command) => {
                 let RestoreCommand {
                     mirrors,
+                    merge,
+                    mail,
                     location,
                     paths,
                     access,
                 } = &**command;
                 w.each("mirror", mirrors);
+                w.flag("merge", *merge);
+                w.mail(mail);
                 w.access(access);
                 w.positional(location);
                 paths.iter().for_each(|p| w.positional(p));
@@ -547,17 +585,32 @@ mod tests {
         })));
     }
 
+    fn full_mail() -> MailSelection {
+        MailSelection {
+            maildir_sub: "-Mail dir".into(),
+            folders: vec!["INBOX".into(), "-x/Entwürfe".into(), "a=b".into()],
+            since: Some(-5),
+            before: Some(1_796_601_600),
+            into_folder: Some("Restored 2026-12-07".into()),
+            to: Some("vmail/example.net/v".into()),
+        }
+    }
+
     #[test]
     fn inspect_round_trips() {
         round_trip(HelperCommand::Inspect(Box::new(InspectCommand {
             subtrees: vec!["vmail/example.org/a b".into(), "-v".into()],
             target_crypt: Some("/target/crypt".into()),
+            live_mail: Some("/target".into()),
+            mail: full_mail(),
             location: location("latest"),
             access: full_access(),
         })));
         round_trip(HelperCommand::Inspect(Box::new(InspectCommand {
             subtrees: Vec::new(),
             target_crypt: None,
+            live_mail: None,
+            mail: MailSelection::default(),
             location: location(""),
             access: bare_access(),
         })));
@@ -567,12 +620,16 @@ mod tests {
     fn restore_round_trips() {
         round_trip(HelperCommand::Restore(Box::new(RestoreCommand {
             mirrors: vec!["vmail/example.org/user".into(), "--crypt".into()],
+            merge: true,
+            mail: full_mail(),
             location: location("a::b c"),
             paths: vec!["crypt".into(), "-".into(), "vmail/ä ö".into()],
             access: full_access(),
         })));
         round_trip(HelperCommand::Restore(Box::new(RestoreCommand {
             mirrors: Vec::new(),
+            merge: false,
+            mail: MailSelection::default(),
             location: location("-archive"),
             paths: Vec::new(),
             access: bare_access(),

@@ -35,9 +35,11 @@ use super::components::Component;
 use super::conf::MailcowConf;
 use super::discover::{DiscoverError, Found, discover_among};
 use super::helper_command::{HelperCommand, InspectCommand, RestoreCommand, StreamCommand};
+use super::mail_merge::MailSelection;
 use super::mysql::{self, DumpError, Login};
 use super::restore_plan::{
-    ConfigTarget, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG, make_plan, subtrees,
+    ConfigTarget, MailPlan, Plan, PlanError, RestoreRequest, Resync, Scope, WATCHDOG,
+    mail_selection, make_plan, subtrees,
 };
 use super::staged_import::{self, Staging, StagingError, Tools};
 use super::stopped::RecoveryError;
@@ -48,6 +50,8 @@ type Stop = tokio::sync::watch::Receiver<Option<&'static str>>;
 
 /// Where the inspecting helper sees the target's crypt volume.
 const TARGET_CRYPT: &str = "/target/crypt";
+/// Where it sees the target's vmail volume: as `vmail` below this.
+const TARGET_ROOT: &str = "/target";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -200,6 +204,9 @@ pub struct Inspection<'a> {
     pub subtrees: Vec<String>,
     /// The target's crypt volume, whose keys the archive's are compared with.
     pub crypt_volume: Option<String>,
+    /// The target's vmail volume and the mail selection, to count the subtrees' mail against
+    /// the live mail.
+    pub live_mail: Option<(String, MailSelection)>,
     /// Labels for the helper besides the project's.
     pub labels: Vec<(String, String)>,
 }
@@ -217,17 +224,30 @@ pub async fn read_summary(
         archive,
         subtrees,
         crypt_volume,
+        live_mail,
         labels,
     } = inspection;
+    let (vmail_volume, mail) = live_mail.unzip();
     let command = InspectCommand {
         subtrees,
         target_crypt: crypt_volume.is_some().then(|| TARGET_CRYPT.into()),
+        live_mail: vmail_volume.is_some().then(|| TARGET_ROOT.into()),
+        mail: mail.unwrap_or_default(),
         location: access.archive(archive),
         access: access.in_helper(),
     };
     let mut spec = access.helper_spec(image, project, &HelperCommand::Inspect(Box::new(command)));
     spec.working_dir = "/".into();
     spec.labels.extend(labels);
+    if let Some(volume) = vmail_volume {
+        spec.mounts.push(HelperMount::Volume {
+            name: volume,
+            target: format!("{TARGET_ROOT}/{}", Component::Vmail.archive_dir()),
+            read_only: true,
+        });
+        // Maildirs are vmail's (uid 5000), private to it.
+        spec.capabilities = READ_ANY_FILE.map(String::from).to_vec();
+    }
     if let Some(volume) = crypt_volume {
         spec.mounts.push(HelperMount::Volume {
             name: volume,
@@ -268,10 +288,22 @@ pub async fn prepare(
         .ok()
         .and_then(|found| found.volumes.get(&Component::Crypt).cloned());
     options.access.ensure_state_dir()?;
-    let subtrees = subtrees(request)?
+    let subtrees: Vec<String> = subtrees(request)?
         .into_iter()
         .map(|(path, _)| path)
         .collect();
+    // The live mail of the subtrees, to plan the merge (or count what a mirror removes).
+    let selection = mail_selection(request, conf)?;
+    let live_mail = if subtrees.is_empty() {
+        None
+    } else {
+        discover_among(engine, conf, &containers, &[Component::Vmail])
+            .await?
+            .volumes
+            .get(&Component::Vmail)
+            .cloned()
+            .map(|volume| (volume, selection))
+    };
     let summary = read_summary(
         engine,
         &options.access,
@@ -281,6 +313,7 @@ pub async fn prepare(
             archive: &request.archive,
             subtrees,
             crypt_volume,
+            live_mail,
             labels: Vec::new(),
         },
         stop,
@@ -514,7 +547,8 @@ pub async fn execute(
     if report.failed.is_none()
         && let Some(resync) = &plan.resync
     {
-        run.resync_mail(resync, &mut report.warnings).await;
+        run.resync_mail(resync, plan.merge.as_ref(), &mut report.warnings)
+            .await;
     }
     report
 }
@@ -715,9 +749,15 @@ impl<'a> Run<'a> {
         import_dump(engine, &source, conf, dump, tools, stop, say).await
     }
 
-    /// `doveadm force-resync` and `quota recalc` for the restored users, in the running
-    /// dovecot-mailcow. Dovecot was just started, so each command is tried a few times.
-    async fn resync_mail(&self, resync: &Resync, warnings: &mut Vec<String>) {
+    /// `doveadm force-resync` and `quota recalc` for the restored users, then, after a merge,
+    /// `mailbox subscribe` for each folder it subscribes, in the running dovecot-mailcow.
+    /// Dovecot may just have been started, so each command is tried a few times.
+    async fn resync_mail(
+        &self,
+        resync: &Resync,
+        merge: Option<&MailPlan>,
+        warnings: &mut Vec<String>,
+    ) {
         let Run {
             engine,
             prepared,
@@ -730,8 +770,18 @@ impl<'a> Run<'a> {
         };
         let mut commands: Vec<Vec<&str>> = Vec::new();
         for user in &users {
-            commands.push([&["doveadm", "force-resync"][..], user, &["*"]].concat());
+            let resync = [&["doveadm", "force-resync"][..], user, &["*"]].concat();
+            // Merged messages reappear under names dovecot saw expunged: dovecot 2.3 gives the
+            // first of a folder a new UID and the others only at its next sync (checked with
+            // the test image's dovecot).
+            if merge.is_some() {
+                commands.push(resync.clone());
+            }
+            commands.push(resync);
             commands.push([&["doveadm", "quota", "recalc"][..], user].concat());
+        }
+        for (user, folder) in merge.map(|m| &m.subscribe[..]).unwrap_or_default() {
+            commands.push(vec!["doveadm", "mailbox", "subscribe", "-u", user, folder]);
         }
         let dovecot = prepared
             .containers
@@ -740,7 +790,13 @@ impl<'a> Run<'a> {
         for command in commands {
             let shown = command
                 .iter()
-                .map(|w| if *w == "*" { "'*'" } else { w })
+                .map(|w| {
+                    if w.contains(['*', ' ']) {
+                        format!("'{w}'")
+                    } else {
+                        w.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ");
             let Some(dovecot) = dovecot else {
@@ -789,7 +845,7 @@ fn names(containers: &[&Container]) -> String {
 fn describe_step(step: &super::restore_plan::FileStep) -> String {
     match &step.scope {
         Scope::Whole => step.component.name().to_string(),
-        Scope::Subtrees(paths) => paths.join(", "),
+        Scope::Subtrees(paths) | Scope::Merge(paths) => paths.join(", "),
     }
 }
 
@@ -855,15 +911,26 @@ fn files_spec(
             target,
             read_only: false,
         });
-        let restored = match &step.scope {
-            Scope::Whole => vec![dir.to_string()],
-            Scope::Subtrees(subtrees) => subtrees.clone(),
-        };
-        mirrors.extend(restored.iter().cloned());
-        paths.extend(restored);
+        match &step.scope {
+            Scope::Whole => {
+                mirrors.push(dir.to_string());
+                paths.push(dir.to_string());
+            }
+            Scope::Subtrees(subtrees) => {
+                mirrors.extend(subtrees.iter().cloned());
+                paths.extend(subtrees.iter().cloned());
+            }
+            Scope::Merge(subtrees) => paths.extend(subtrees.iter().cloned()),
+        }
     }
     let command = RestoreCommand {
         mirrors,
+        merge: plan.merge.is_some(),
+        mail: plan
+            .merge
+            .as_ref()
+            .map(|m| m.selection.clone())
+            .unwrap_or_default(),
         location: options.access.archive(&plan.archive),
         paths,
         access: options.access.in_helper(),

@@ -11,12 +11,18 @@
 //!   warning, as mailcow's own restore does.
 //!
 //! The first two can be forced; the plan is pure, so each rule has a unit test.
+//!
+//! Mail of `--mailbox`/`--domain` is merged by default ([`super::mail_merge`]: nothing live is
+//! removed or changed) and mirrored (made equal to the archive) with `--mirror`; the plan says,
+//! per folder, how many messages come back or how many live ones are removed.
 
 use std::path::PathBuf;
 
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::crypt_keys;
+use super::mail_merge::{FolderMail, MailSelection};
+use super::maildir_names::{self, NameError};
 use super::summary::{ArchiveSummary, SqlDump, Tally};
 
 /// Checks the user may override.
@@ -50,6 +56,55 @@ pub struct RestoreRequest {
     pub domains: Vec<String>,
     pub force: Force,
     pub config: ConfigTarget,
+    pub mail: MailRequest,
+}
+
+/// How the mail of `--mailbox`/`--domain` is restored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MailMode {
+    /// Messages the live mailbox lacks come back; nothing live is removed or changed.
+    #[default]
+    Merge,
+    /// The subtrees are made equal to the archive.
+    Mirror,
+}
+
+/// What of the mailboxes' mail a merge takes, and where to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailRequest {
+    pub mode: MailMode,
+    /// IMAP names.
+    pub folders: Vec<String>,
+    /// Seconds since the epoch: delivered at or after.
+    pub since: Option<i64>,
+    /// Delivered before.
+    pub before: Option<i64>,
+    /// `--into-folder [NAME]`: `Some(None)` is the default name.
+    pub into_folder: Option<Option<String>>,
+    /// `--to USER@DOMAIN`.
+    pub to: Option<String>,
+    /// With `--to`: into the folders of the same names, not into a new one.
+    pub keep_folders: bool,
+}
+
+impl MailRequest {
+    /// Whether anything but a plain merge or mirror of whole mailboxes was asked.
+    fn narrows(&self) -> bool {
+        !self.folders.is_empty()
+            || self.since.is_some()
+            || self.before.is_some()
+            || self.into_folder.is_some()
+            || self.to.is_some()
+            || self.keep_folders
+    }
+}
+
+/// The folder `--into-folder` makes when it is given no name.
+pub fn default_into_folder(archive_time: &str) -> String {
+    format!(
+        "Restored {}",
+        archive_time.get(..10).unwrap_or(archive_time)
+    )
 }
 
 /// What of a component is restored.
@@ -59,6 +114,17 @@ pub enum Scope {
     Whole,
     /// Only these archive paths (`vmail/<domain>[/<user>]`), each made equal to the archive.
     Subtrees(Vec<String>),
+    /// The mail of these archive paths merged into the live mailboxes ([`MailPlan`]).
+    Merge(Vec<String>),
+}
+
+/// What a merge does: the selection the helper applies, and what it comes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailPlan {
+    pub selection: MailSelection,
+    /// `user@domain` and IMAP name of each folder to subscribe after the files (the
+    /// `--into-folder`, or a folder that is not live and gets mail back).
+    pub subscribe: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +154,10 @@ pub struct Plan {
     pub stop: Vec<&'static str>,
     pub resync: Option<Resync>,
     pub config: ConfigTarget,
+    /// When the mail of mailboxes or domains is merged.
+    pub merge: Option<MailPlan>,
+    /// Per folder: what comes back (merge) or is removed (mirror).
+    pub mail: Vec<FolderMail>,
     /// Components left out, with why.
     pub skipped: Vec<String>,
     /// Checks that could not be made or were forced.
@@ -130,6 +200,45 @@ pub enum PlanError {
         "archive {0} holds nothing this mailcow restore knows (no vmail, crypt, mysql, …): was it written by mailcow-borg backup?"
     )]
     Nothing(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("--{0} selects mail of --mailbox or --domain: give one")]
+    NeedsMailboxes(&'static str),
+    #[error(
+        "--mirror makes whole mailboxes equal to the archive; --{0} is for the merge (leave out --mirror)"
+    )]
+    MirrorNarrowed(&'static str),
+    #[error(
+        "--mailbox and --domain merge mail into the live mailboxes; restore --component in a run of its own (or add --mirror)"
+    )]
+    MergeWithComponents,
+    #[error("--to takes the mail of one --mailbox (no --domain)")]
+    ToNeedsOneMailbox,
+    #[error("--keep-folders goes with --to")]
+    KeepFoldersWithoutTo,
+    #[error("--to {0}: no such mailbox in this mailcow (create it first)")]
+    NoTarget(String),
+    #[error(
+        "--to {0}: refusing, the archive's mail_crypt keys are not this mailcow's (or cannot be compared), so the mail could not be read in another mailbox"
+    )]
+    ToOtherKeys(String),
+    #[error(
+        "refusing to merge: the archive's mail is encrypted with other mail_crypt keys than this mailcow's, so dovecot could not read it beside the live mail; add --force crypt-keys to merge anyway"
+    )]
+    MergeOtherKeys,
+    #[error("--since must be before --before")]
+    EmptyWindow,
+    #[error("folder {folder:?} is not in {mailboxes} in archive {archive} (it holds: {holds})")]
+    UnknownFolder {
+        folder: String,
+        mailboxes: String,
+        archive: String,
+        holds: String,
+    },
+    #[error(
+        "--into-folder {folder:?}: {mailbox} has that folder already; name a new one (--into-folder NAME)"
+    )]
+    IntoExisting { folder: String, mailbox: String },
 }
 
 /// The services a component's files are written with stopped.
@@ -194,6 +303,183 @@ pub fn subtrees(request: &RestoreRequest) -> Result<Vec<(String, String)>, PlanE
     Ok(subtrees)
 }
 
+/// The first mail option given that narrows a merge, as the command line names it.
+fn narrowing_option(mail: &MailRequest) -> Option<&'static str> {
+    [
+        (!mail.folders.is_empty(), "folder"),
+        (mail.since.is_some(), "since"),
+        (mail.before.is_some(), "before"),
+        (mail.into_folder.is_some(), "into-folder"),
+        (mail.to.is_some(), "to"),
+        (mail.keep_folders, "keep-folders"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+/// Checks the mail options that need no archive, and makes the selection the inspecting
+/// helper counts with (without `--into-folder`, whose default name is the archive's date).
+pub fn mail_selection(
+    request: &RestoreRequest,
+    conf: &MailcowConf,
+) -> Result<MailSelection, PlanError> {
+    let mail = &request.mail;
+    debug_assert!(mail.narrows() == narrowing_option(mail).is_some());
+    let asks_mailboxes = !request.mailboxes.is_empty() || !request.domains.is_empty();
+    if let Some(option) = narrowing_option(mail) {
+        if !asks_mailboxes {
+            return Err(PlanError::NeedsMailboxes(option));
+        }
+        if mail.mode == MailMode::Mirror {
+            return Err(PlanError::MirrorNarrowed(option));
+        }
+    }
+    if mail.mode == MailMode::Merge
+        && asks_mailboxes
+        && !request.components.is_empty()
+        && !request.components.contains(&Component::Vmail)
+    {
+        return Err(PlanError::MergeWithComponents);
+    }
+    if mail.keep_folders && mail.to.is_none() {
+        return Err(PlanError::KeepFoldersWithoutTo);
+    }
+    let to = match &mail.to {
+        Some(_) if request.mailboxes.len() != 1 || !request.domains.is_empty() => {
+            return Err(PlanError::ToNeedsOneMailbox);
+        }
+        Some(to) => Some(mailbox_path(to)?.0),
+        None => None,
+    };
+    if let (Some(since), Some(before)) = (mail.since, mail.before)
+        && since >= before
+    {
+        return Err(PlanError::EmptyWindow);
+    }
+    for folder in mail.folders.iter().chain(mail.into_folder.iter().flatten()) {
+        maildir_names::folder_dir(folder)?;
+    }
+    Ok(MailSelection {
+        maildir_sub: conf.maildir_sub.clone(),
+        folders: mail.folders.clone(),
+        since: mail.since,
+        before: mail.before,
+        into_folder: None,
+        to,
+    })
+}
+
+/// The merge's plan: the checks that need the archive's summary (folders it holds, the
+/// `--to` mailbox and `--into-folder` live), the folder that takes the mail, and the folders
+/// to subscribe.
+fn merge_plan(
+    request: &RestoreRequest,
+    summary: &ArchiveSummary,
+    conf: &MailcowConf,
+) -> Result<MailPlan, PlanError> {
+    let mail = &request.mail;
+    let mut selection = mail_selection(request, conf)?;
+    let in_request = |mailbox: &str| {
+        request.mailboxes.iter().any(|m| m == mailbox)
+            || request
+                .domains
+                .iter()
+                .any(|d| mailbox.rsplit_once('@').is_some_and(|(_, md)| md == d))
+    };
+    for folder in &mail.folders {
+        let dir = maildir_names::folder_dir(folder)?;
+        let holds: std::collections::BTreeSet<&String> = summary
+            .mail
+            .archive_folders
+            .iter()
+            .filter(|(mailbox, _)| in_request(mailbox))
+            .flat_map(|(_, folders)| folders)
+            .collect();
+        if !holds
+            .iter()
+            .any(|f| maildir_names::folder_dir(f).is_ok_and(|d| d == dir))
+        {
+            let asked: Vec<&str> = request
+                .mailboxes
+                .iter()
+                .chain(&request.domains)
+                .map(String::as_str)
+                .collect();
+            return Err(PlanError::UnknownFolder {
+                folder: folder.clone(),
+                mailboxes: asked.join(", "),
+                archive: summary.name.clone(),
+                holds: holds
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    if let Some(to) = &mail.to {
+        if !summary.mail.live_folders.contains_key(to) {
+            return Err(PlanError::NoTarget(to.clone()));
+        }
+        if summary.crypt_keys.same != Some(true) {
+            return Err(PlanError::ToOtherKeys(to.clone()));
+        }
+    }
+    let into = match (&mail.into_folder, &mail.to) {
+        (Some(Some(name)), _) => Some(name.clone()),
+        (Some(None), _) => Some(default_into_folder(&summary.time)),
+        (None, Some(_)) if !mail.keep_folders => Some(default_into_folder(&summary.time)),
+        (None, _) => None,
+    };
+    // The mailboxes that get mail: `--to`, or each source mailbox.
+    let mut receiving: Vec<String> = summary
+        .mail
+        .folders
+        .iter()
+        .filter(|f| f.archived > 0)
+        .map(|f| mail.to.clone().unwrap_or_else(|| f.mailbox.clone()))
+        .collect();
+    receiving.sort();
+    receiving.dedup();
+    let subscribe = match &into {
+        Some(into) => {
+            let dir = maildir_names::folder_dir(into)?;
+            for mailbox in &receiving {
+                let existing = summary.mail.live_folders.get(mailbox).and_then(|folders| {
+                    folders
+                        .iter()
+                        .find(|f| maildir_names::folder_dir(f).is_ok_and(|d| d == dir))
+                });
+                if existing.is_some() {
+                    return Err(PlanError::IntoExisting {
+                        folder: into.clone(),
+                        mailbox: mailbox.clone(),
+                    });
+                }
+            }
+            receiving
+                .into_iter()
+                .map(|mailbox| (mailbox, into.clone()))
+                .collect()
+        }
+        None => summary
+            .mail
+            .folders
+            .iter()
+            .filter(|f| f.back > 0 && !f.live)
+            .map(|f| {
+                let mailbox = mail.to.clone().unwrap_or_else(|| f.mailbox.clone());
+                (mailbox, f.folder.clone())
+            })
+            .collect(),
+    };
+    selection.into_folder = into;
+    Ok(MailPlan {
+        selection,
+        subscribe,
+    })
+}
+
 /// Decides what to do; `arch` is this machine's CPU architecture.
 pub fn make_plan(
     request: &RestoreRequest,
@@ -247,6 +533,7 @@ pub fn make_plan(
         Vec::new()
     };
 
+    let merging = !subtrees.is_empty() && request.mail.mode == MailMode::Merge;
     let mut plan = Plan {
         archive,
         files: Vec::new(),
@@ -254,6 +541,13 @@ pub fn make_plan(
         stop: Vec::new(),
         resync: None,
         config: request.config.clone(),
+        merge: if merging {
+            Some(merge_plan(request, summary, conf)?)
+        } else {
+            mail_selection(request, conf)?;
+            None
+        },
+        mail: summary.mail.folders.clone(),
         skipped: Vec::new(),
         warnings: Vec::new(),
     };
@@ -303,7 +597,11 @@ pub fn make_plan(
             at,
             FileStep {
                 component: Component::Vmail,
-                scope: Scope::Subtrees(subtrees),
+                scope: if merging {
+                    Scope::Merge(subtrees)
+                } else {
+                    Scope::Subtrees(subtrees)
+                },
                 tally,
             },
         );
@@ -319,6 +617,7 @@ pub fn make_plan(
             summary,
             restores(Component::Crypt),
             request.force,
+            merging,
             &mut plan.warnings,
         )?;
         match origin {
@@ -341,6 +640,8 @@ pub fn make_plan(
         }
         plan.resync = Some(if whole(Component::Vmail) {
             Resync::All
+        } else if let Some(to) = &request.mail.to {
+            Resync::Users(vec![to.clone()])
         } else {
             Resync::Users(users)
         });
@@ -383,16 +684,21 @@ fn pick_dump<'s>(summary: &'s ArchiveSummary, conf: &MailcowConf) -> &'s SqlDump
 }
 
 /// Applies the mail_crypt key rules ([`crypt_keys::restore_problem`]) to the plan: a refusal,
-/// unless forced, or a warning.
+/// unless forced, or a warning. A merge cannot take the archive's keys along (the live mail
+/// needs the live ones), so it is refused with other keys.
 fn check_crypt_keys(
     summary: &ArchiveSummary,
     with_crypt: bool,
     force: Force,
+    merging: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanError> {
     match crypt_keys::restore_problem(&summary.crypt_keys, with_crypt) {
         Ok(warning) => warnings.extend(warning),
         Err(problem) if force.crypt_keys => warnings.push(format!("{problem} (forced)")),
+        Err(crypt_keys::KeysRefusal::OtherKeys) if merging => {
+            return Err(PlanError::MergeOtherKeys);
+        }
         Err(problem) => return Err(PlanError::CryptKeys(problem)),
     }
     Ok(())
@@ -401,6 +707,7 @@ fn check_crypt_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailcow::mail_merge::MailSummary;
     use crate::mailcow::origin::Origin;
     use crate::mailcow::summary::CryptKeys;
 
@@ -443,6 +750,42 @@ mod tests {
                 in_target: Some(true),
                 same: Some(true),
             },
+            mail: MailSummary {
+                folders: vec![
+                    FolderMail {
+                        mailbox: "user@example.org".into(),
+                        folder: "INBOX".into(),
+                        archived: 5,
+                        back: 2,
+                        removed: 1,
+                        live: true,
+                    },
+                    FolderMail {
+                        mailbox: "user@example.org".into(),
+                        folder: "Projects/2025".into(),
+                        archived: 3,
+                        back: 3,
+                        removed: 0,
+                        live: false,
+                    },
+                ],
+                archive_folders: [(
+                    "user@example.org".to_string(),
+                    ["INBOX", "Projects/2025"].map(String::from).into(),
+                )]
+                .into(),
+                live_folders: [
+                    (
+                        "user@example.org".to_string(),
+                        ["INBOX"].map(String::from).into(),
+                    ),
+                    (
+                        "other@example.org".to_string(),
+                        ["INBOX", "Restored 2026-11-29"].map(String::from).into(),
+                    ),
+                ]
+                .into(),
+            },
         }
     }
 
@@ -454,6 +797,7 @@ mod tests {
             domains: vec![],
             force: Force::default(),
             config: ConfigTarget::Directory("/restored".into()),
+            mail: MailRequest::default(),
         }
     }
 
@@ -489,10 +833,26 @@ mod tests {
     }
 
     #[test]
-    fn a_mailbox_restore_replaces_only_its_subtree_and_leaves_dovecot_running() {
+    fn a_mailbox_restore_merges_or_mirrors_only_its_subtree_and_leaves_dovecot_running() {
         let mut r = request();
         r.mailboxes = vec!["user@example.org".into()];
         let plan = make_plan(&r, &summary(), &conf(), "x86_64").unwrap();
+        assert_eq!(
+            plan.files[0].scope,
+            Scope::Merge(vec!["vmail/example.org/user".into()])
+        );
+        let merge = plan.merge.unwrap();
+        assert_eq!(merge.selection.maildir_sub, "Maildir");
+        assert_eq!(merge.selection.into_folder, None);
+        // The folder that is not live gets mail back: made again, subscribed.
+        assert_eq!(
+            merge.subscribe,
+            [("user@example.org".to_string(), "Projects/2025".to_string())]
+        );
+        r.mail.mode = MailMode::Mirror;
+        let plan = make_plan(&r, &summary(), &conf(), "x86_64").unwrap();
+        assert_eq!(plan.merge, None);
+        assert_eq!(plan.mail[0].removed, 1);
         assert_eq!(
             plan.files,
             [FileStep {
@@ -519,6 +879,136 @@ mod tests {
             make_plan(&r, &summary(), &conf(), "x86_64"),
             Err(PlanError::BadMailbox(_))
         ));
+    }
+
+    fn merge(mail: MailRequest) -> Result<Plan, PlanError> {
+        let mut r = request();
+        r.mailboxes = vec!["user@example.org".into()];
+        r.mail = mail;
+        make_plan(&r, &summary(), &conf(), "x86_64")
+    }
+
+    #[test]
+    fn into_folder_and_to_gather_the_mail_in_a_new_subscribed_folder() {
+        let plan = merge(MailRequest {
+            into_folder: Some(None),
+            ..Default::default()
+        })
+        .unwrap();
+        let into = Some("Restored 2026-11-29".to_string());
+        let m = plan.merge.unwrap();
+        assert_eq!(m.selection.into_folder, into);
+        assert_eq!(
+            m.subscribe,
+            [("user@example.org".to_string(), into.clone().unwrap())]
+        );
+        // The other mailbox has that folder already: a name is needed.
+        let e = merge(MailRequest {
+            to: Some("other@example.org".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, PlanError::IntoExisting { .. }), "{e}");
+        let plan = merge(MailRequest {
+            to: Some("other@example.org".into()),
+            into_folder: Some(Some("From user".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            plan.resync,
+            Some(Resync::Users(vec!["other@example.org".into()]))
+        );
+        let m = plan.merge.unwrap();
+        assert_eq!(m.selection.to.as_deref(), Some("vmail/example.org/other"));
+        assert_eq!(
+            m.subscribe,
+            [("other@example.org".to_string(), "From user".to_string())]
+        );
+        let e = merge(MailRequest {
+            to: Some("nobody@example.org".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e, PlanError::NoTarget("nobody@example.org".into()));
+    }
+
+    #[test]
+    fn bad_mail_options_are_refused_before_anything_is_done() {
+        let e = merge(MailRequest {
+            folders: vec!["Nope".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "folder \"Nope\" is not in user@example.org in archive a1 (it holds: INBOX, Projects/2025)"
+        );
+        assert!(
+            merge(MailRequest {
+                folders: vec!["inbox".into(), "Projects/2025".into()],
+                ..Default::default()
+            })
+            .is_ok()
+        );
+        let refused = |mail: MailRequest| merge(mail).unwrap_err();
+        assert_eq!(
+            refused(MailRequest {
+                since: Some(5),
+                before: Some(5),
+                ..Default::default()
+            }),
+            PlanError::EmptyWindow
+        );
+        assert_eq!(
+            refused(MailRequest {
+                mode: MailMode::Mirror,
+                folders: vec!["INBOX".into()],
+                ..Default::default()
+            }),
+            PlanError::MirrorNarrowed("folder")
+        );
+        assert_eq!(
+            refused(MailRequest {
+                keep_folders: true,
+                ..Default::default()
+            }),
+            PlanError::KeepFoldersWithoutTo
+        );
+        assert!(matches!(
+            refused(MailRequest {
+                folders: vec!["a//b".into()],
+                ..Default::default()
+            }),
+            PlanError::Name(_)
+        ));
+        let mut r = request();
+        r.mail.since = Some(1);
+        assert_eq!(
+            make_plan(&r, &summary(), &conf(), "x86_64").unwrap_err(),
+            PlanError::NeedsMailboxes("since")
+        );
+        r.mailboxes = vec!["user@example.org".into()];
+        r.components = vec![Component::Crypt];
+        assert_eq!(
+            make_plan(&r, &summary(), &conf(), "x86_64").unwrap_err(),
+            PlanError::MergeWithComponents
+        );
+        let mut s = summary();
+        s.crypt_keys.same = Some(false);
+        let mut r = request();
+        r.mailboxes = vec!["user@example.org".into()];
+        assert_eq!(
+            make_plan(&r, &s, &conf(), "x86_64").unwrap_err(),
+            PlanError::MergeOtherKeys
+        );
+        r.mail.to = Some("other@example.org".into());
+        r.mail.into_folder = Some(Some("x".into()));
+        r.force.crypt_keys = true;
+        assert_eq!(
+            make_plan(&r, &s, &conf(), "x86_64").unwrap_err(),
+            PlanError::ToOtherKeys("other@example.org".into())
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::ops::open::OpenRepository;
 
 use super::components::Component;
 use super::crypt_keys::CRYPT_KEYS;
+use super::mail_merge::{MailCount, MailSummary};
 use super::origin::Origin;
 
 /// The archive name that means the newest archive.
@@ -61,6 +62,10 @@ pub struct ArchiveSummary {
     /// The requested subtrees (`vmail/<domain>[/<user>]`) that are in the archive.
     pub subtrees: BTreeMap<String, Tally>,
     pub crypt_keys: CryptKeys,
+    /// Per folder of the subtrees: the mail a merge brings back and a mirror removes (when
+    /// the live mail was looked at).
+    #[serde(default)]
+    pub mail: MailSummary,
 }
 
 /// The name of the archive `name` stands for: itself, or for [`LATEST`] the newest archive
@@ -84,12 +89,14 @@ fn is_below(path: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// Summarises the archive `name` (or [`LATEST`]); `subtrees` are archive paths to look for,
-/// and `target_crypt` is where the target's crypt volume is mounted, if it is.
+/// `target_crypt` is where the target's crypt volume is mounted, if it is, and `mail` counts
+/// the subtrees' mail against the live mail.
 pub async fn summarize(
     repo: &OpenRepository,
     name: &str,
     subtrees: &[String],
     target_crypt: Option<&Path>,
+    mut mail: Option<MailCount>,
 ) -> Result<ArchiveSummary, ReadError> {
     let name = resolve_name(&repo.manifest, name)?;
     let archive = repo.authenticated_archive(&name).await?;
@@ -105,6 +112,7 @@ pub async fn summarize(
         sql_dumps: Vec::new(),
         subtrees: BTreeMap::new(),
         crypt_keys: CryptKeys::default(),
+        mail: MailSummary::default(),
     };
     let crypt_dir = Component::Crypt.archive_dir();
     let key_paths: Vec<String> = CRYPT_KEYS
@@ -125,12 +133,17 @@ pub async fn summarize(
                 .or_default();
             tally.items += 1;
             tally.bytes += bytes;
+            let mut in_subtree = false;
             for subtree in subtrees {
                 if is_below(&item.path, subtree.as_bytes()) {
                     let tally = summary.subtrees.entry(subtree.clone()).or_default();
                     tally.items += 1;
                     tally.bytes += bytes;
+                    in_subtree = true;
                 }
+            }
+            if in_subtree && let Some(mail) = mail.as_mut() {
+                mail.add(&item);
             }
             let path = String::from_utf8_lossy(&item.path);
             if let Some(i) = key_paths.iter().position(|p| *p == path)
@@ -159,6 +172,9 @@ pub async fn summarize(
             content.extend(repo.chunk(chunk).await?);
         }
         archive_keys.push(content);
+    }
+    if let Some(mail) = mail {
+        summary.mail = mail.finish(subtrees);
     }
     summary.crypt_keys.in_archive = archive_keys.len() == CRYPT_KEYS.len();
     if let Some(dir) = target_crypt {

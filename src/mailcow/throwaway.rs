@@ -22,6 +22,7 @@ use super::backup::wait_for_stop;
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::helper_command::{HelperCommand, RestoreCommand};
+use super::mail_merge::MailSelection;
 use super::restore::{Inspection, RestoreError, RestoreOptions, read_summary, run_helper};
 use super::summary::ArchiveSummary;
 
@@ -139,6 +140,7 @@ pub async fn in_scratch<T, E: From<ScratchError>>(
             archive: purpose.archive,
             subtrees: purpose.subtrees,
             crypt_volume: None,
+            live_mail: None,
             labels: labels.clone(),
         };
         let mut inspect_stop = body_stop.clone();
@@ -226,8 +228,10 @@ impl Scratch<'_> {
         stop: &mut Stop,
     ) -> Result<(i64, Option<&'static str>), DockerError> {
         let command = RestoreCommand {
-            // A fresh volume has nothing to remove.
+            // A fresh volume has nothing to remove, nor to merge with.
             mirrors: Vec::new(),
+            merge: false,
+            mail: MailSelection::default(),
             location: self.options.access.archive(&self.summary.name),
             paths,
             access: self.options.access.in_helper(),

@@ -20,6 +20,11 @@
 //!
 //! A file that cannot be written completely is removed, so what is left are complete files;
 //! when data cannot be read from the repository the restore stops and says it is incomplete.
+//!
+//! With `keep_existing` the extract only adds: whatever exists at an item's target is left as
+//! it is (a directory keeps its attributes), and an item is not even fetched then. A
+//! [`Placer`] may decide, item by item, whether and where each selected item goes, and where
+//! its content is written before it is renamed into place (a maildir's `tmp/`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Seek, SeekFrom, Write};
@@ -47,6 +52,24 @@ const SET_ID_BITS: u32 = 0o6000;
 /// Plaintext bytes of content chunks fetched ahead of the writer.
 const BYTES_AHEAD: usize = 32 << 20;
 
+/// Decides where a selected item is restored, after the path filters and
+/// `--strip-components`: its caller's knowledge of a layout (a maildir's folders) that the
+/// extract has none of.
+pub trait Placer: Send + Sync + std::fmt::Debug {
+    /// `None` leaves the item out; `target` is where it would go.
+    fn place(&self, item: &Item, target: PathBuf) -> Option<Placement>;
+}
+
+/// Where a selected item goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub target: PathBuf,
+    /// For a regular file: the directory its content is written in under a temporary name
+    /// before it is renamed to `target` (same file system); beside `target` when `None` or
+    /// when the directory does not exist.
+    pub staging: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ExtractOptions {
     /// Where to restore to (borg: the working directory).
@@ -73,6 +96,11 @@ pub struct ExtractOptions {
     /// crafted archive would. On a directory setgid only hands its group on (postfix's `public`
     /// is 2710), so it stays.
     pub no_set_id_files: bool,
+    /// Never replace, remove or change anything that exists: an item whose target exists is
+    /// left out (not fetched), and a file is renamed into place only if nothing took its name
+    /// meanwhile. Needs `replace_atomically`.
+    pub keep_existing: bool,
+    pub placer: Option<std::sync::Arc<dyn Placer>>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +109,8 @@ pub struct ExtractStats {
     pub bytes: u64,
     /// Entries removed from the mirrored directories.
     pub removed: u64,
+    /// Items left out because their target exists (`keep_existing`).
+    pub kept: u64,
     /// Things that did not fully work but did not stop the restore (borg's exit code 1).
     pub warnings: Vec<String>,
 }
@@ -119,6 +149,7 @@ enum Step {
     Make {
         item: Box<Item>,
         target: PathBuf,
+        staging: Option<PathBuf>,
         chunks: usize,
     },
     /// Link `target` to the already extracted `existing`.
@@ -129,6 +160,8 @@ enum Step {
     Chunk(Fetched),
     /// A planner-side problem with one item that does not stop the restore.
     Warn(String),
+    /// An item left out because its target exists.
+    Kept,
     Fail(ExtractError),
     /// The whole archive was planned. Without it, a plan that ended is a cut-off one (the
     /// planner was stopped), and nothing may be removed as "not in the archive".
@@ -256,6 +289,29 @@ async fn plan(
                     continue;
                 }
             };
+            let placement = target.and_then(|target| match &options.placer {
+                Some(placer) => placer.place(&item, target),
+                None => Some(Placement {
+                    target,
+                    staging: None,
+                }),
+            });
+            // What exists is kept: left out here, before its content is fetched.
+            let (placement, kept) = match placement {
+                Some(p)
+                    if options.keep_existing && std::fs::symlink_metadata(&p.target).is_ok() =>
+                {
+                    (None, true)
+                }
+                other => (other, false),
+            };
+            if kept && tx.send(Step::Kept).await.is_err() {
+                return;
+            }
+            let (target, staging) = match placement {
+                Some(Placement { target, staging }) => (Some(target), staging),
+                None => (None, None),
+            };
             let kind = item.kind();
             let mut content = item.chunks.clone().unwrap_or_default();
             if item.is_hardlink_slave() {
@@ -307,6 +363,7 @@ async fn plan(
                 .send(Step::Make {
                     item,
                     target,
+                    staging,
                     chunks,
                 })
                 .await
@@ -355,6 +412,7 @@ fn write(
         match step {
             Step::Done => done = true,
             Step::Warn(warning) => writer.stats.warnings.push(warning),
+            Step::Kept => writer.stats.kept += 1,
             Step::Fail(e) => return Err(e),
             // The reader sends chunks only right after their file, which takes them all.
             Step::Chunk(_) => {
@@ -366,7 +424,8 @@ fn write(
             // A link shares the inode, and with it the attributes, of what it links to.
             Step::Link { target, existing } => {
                 if let Some(parent_known) = writer.enter(&target) {
-                    let linked = fs_write::prepare_in(&target, parent_known)
+                    let linked = writer
+                        .make_room(&target, parent_known)
                         .and_then(|()| std::fs::hard_link(&existing, &target));
                     writer.warn_on(&target, "link", linked);
                 }
@@ -374,12 +433,14 @@ fn write(
             Step::Make {
                 item,
                 target,
+                staging,
                 chunks,
             } => {
                 let allowed = writer.enter(&target);
                 match (item.kind(), allowed) {
                     (ItemKind::Regular, _) => {
-                        let written_at = writer.write_path(&target);
+                        let staging = staging.filter(|_| allowed.is_some());
+                        let written_at = writer.write_path(&target, staging.as_deref());
                         let destination = allowed.map(|known| (written_at.as_path(), known));
                         let written =
                             write_file(&mut rx, destination, &item, chunks, options, runtime)
@@ -394,6 +455,27 @@ fn write(
                         }
                     }
                     (_, None) => {}
+                    (ItemKind::Directory, Some(parent_known)) if options.keep_existing => {
+                        // One that appeared meanwhile is someone else's: its attributes stay.
+                        let made = writer
+                            .make_room(&target, parent_known)
+                            .and_then(|()| std::fs::create_dir(&target));
+                        match made {
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                                writer.stats.kept += 1;
+                            }
+                            made => {
+                                if writer.warn_on(&target, "mkdir", made) {
+                                    // Its owner and mode at once, not only when it is left: a
+                                    // restore cut off inside must not leave a root-owned
+                                    // directory that a later one keeps as it is.
+                                    writer.restore_attrs(Target::Path(&target), &target, &item);
+                                    writer.known_dirs.insert(target.clone());
+                                    writer.open_dirs.push((target, item));
+                                }
+                            }
+                        }
+                    }
                     (ItemKind::Directory, Some(parent_known)) => {
                         let made = fs_write::make_dir(&target, parent_known);
                         if writer.warn_on(&target, "mkdir", made) {
@@ -408,7 +490,8 @@ fn write(
                         ))
                     }
                     (_, Some(parent_known)) => {
-                        let made = fs_write::prepare_in(&target, parent_known)
+                        let made = writer
+                            .make_room(&target, parent_known)
                             .and_then(|()| fs_write::make_special(&target, &item));
                         if writer.warn_on(&target, "create", made) {
                             writer.restore_attrs(Target::Path(&target), &target, &item);
@@ -471,6 +554,16 @@ impl Writer<'_> {
         }
     }
 
+    /// Makes room for a new entry at `target` ([`fs_write::prepare_in`]); with `keep_existing`
+    /// only its parents, so that whatever is there makes the creation fail instead.
+    fn make_room(&self, target: &Path, parent_known: bool) -> std::io::Result<()> {
+        if self.options.keep_existing {
+            fs_write::make_parents(target, parent_known)
+        } else {
+            fs_write::prepare_in(target, parent_known)
+        }
+    }
+
     /// Applies the attributes of the directories that `next` is not inside of.
     fn leave_dirs(&mut self, next: Option<&Path>) {
         while let Some((dir, _)) = self.open_dirs.last() {
@@ -522,17 +615,22 @@ impl Writer<'_> {
     }
 
     /// Where the content of a file for `target` is written: `target` itself, or a temporary
-    /// name beside it when files replace their predecessors atomically.
-    fn write_path(&mut self, target: &Path) -> PathBuf {
+    /// name when files replace their predecessors atomically — in `staging`, made like
+    /// `target`'s directory if the archive has not brought it yet (a maildir's `tmp/` comes
+    /// after `cur/` and `new/`), else beside `target` when it cannot be made.
+    fn write_path(&mut self, target: &Path, staging: Option<&Path>) -> PathBuf {
         if !self.options.replace_atomically {
             return target.to_path_buf();
         }
         self.parts += 1;
-        target.with_file_name(format!(
-            ".mailcow-borg-part-{}-{}",
-            std::process::id(),
-            self.parts
-        ))
+        let name = format!(".mailcow-borg-part-{}-{}", std::process::id(), self.parts);
+        match staging {
+            Some(dir) if self.known_dirs.contains(dir) || make_like(dir, target).is_ok() => {
+                self.known_dirs.insert(dir.to_path_buf());
+                dir.join(name)
+            }
+            _ => target.with_file_name(name),
+        }
     }
 
     /// Gives the file written at `written_at` its attributes and, if that was a temporary
@@ -549,14 +647,21 @@ impl Writer<'_> {
             if let Some(file) = file {
                 self.restore_attrs(Target::File(&file), target, item);
             }
-            if written_at != target {
-                std::fs::rename(written_at, target)?;
+            if written_at == target {
+                Ok(())
+            } else if self.options.keep_existing {
+                fs_write::rename_no_replace(written_at, target)
+            } else {
+                std::fs::rename(written_at, target)
             }
-            Ok(())
         });
         if let Err(e) = placed {
             let _ = std::fs::remove_file(written_at);
-            self.warn_on(target, "write", Err(e));
+            if self.options.keep_existing && e.kind() == std::io::ErrorKind::AlreadyExists {
+                self.stats.kept += 1;
+            } else {
+                self.warn_on(target, "write", Err(e));
+            }
         }
     }
 
@@ -603,6 +708,18 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// The directory `dir`, if it is not there, with the owner and mode of `target`'s directory.
+fn make_like(dir: &Path, target: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let model = std::fs::metadata(target.parent().unwrap_or(Path::new(".")))?;
+    std::fs::create_dir(dir)?;
+    std::os::unix::fs::chown(dir, Some(model.uid()), Some(model.gid()))?;
+    std::fs::set_permissions(dir, model.permissions())
 }
 
 /// Writes one regular file from its chunks, which follow on `rx`, to `target` (with whether

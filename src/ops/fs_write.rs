@@ -108,6 +108,11 @@ pub fn prepare_in(path: &Path, parent_exists: bool) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    make_parents(path, parent_exists)
+}
+
+/// The missing parents of `path`, private (0700), unless the caller knows they exist.
+pub fn make_parents(path: &Path, parent_exists: bool) -> io::Result<()> {
     if !parent_exists
         && let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
@@ -116,6 +121,22 @@ pub fn prepare_in(path: &Path, parent_exists: bool) -> io::Result<()> {
             .create(parent)?;
     }
     Ok(())
+}
+
+/// Renames `from` to `to` unless something is at `to` already (then `AlreadyExists`): an
+/// atomic check, so nothing that appeared meanwhile is replaced.
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })
 }
 
 /// Makes the directory `path`; one that is already there is kept (its contents stay, its

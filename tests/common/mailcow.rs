@@ -161,7 +161,9 @@ pub struct Mailcow {
 /// mailcow's layout (`data/conf/dovecot/dovecot.conf` and the user query of its entrypoint)
 /// where it decides what is on disk — homes `/var/vmail/<domain>/<user>`, mail in `Maildir`
 /// below (MAILDIR_SUB), the index in `/var/vmail_index/<user>`, owner vmail (5000), the plugins
-/// quota, zlib (lz4) and mail_crypt with the global key pair in `/mail_crypt` — and a
+/// quota, zlib (lz4) and mail_crypt with the global key pair in `/mail_crypt`, the `inbox`
+/// namespace with the separator `/` and listescape (`\`), so folders are named on disk as
+/// mailcow's dovecot names them — and a
 /// passwd-file as the user database instead of mailcow's SQL, so that `doveadm -A` iterates
 /// them. Quota counts (`count`) instead of mailcow's SQL dict; no protocol is served.
 pub fn dovecot_config(users: &[String]) -> Vec<(&'static str, String)> {
@@ -175,7 +177,11 @@ mail_uid = 5000
 mail_gid = 5000
 first_valid_uid = 5000
 maildir_very_dirty_syncs = yes
-mail_plugins = quota zlib mail_crypt
+mail_plugins = quota zlib mail_crypt listescape
+namespace inbox {
+  inbox = yes
+  separator = /
+}
 passdb {
   driver = passwd-file
   args = /etc/dovecot/users
@@ -192,6 +198,7 @@ plugin {
   mail_crypt_global_public_key = </mail_crypt/ecpubkey.pem
   mail_crypt_save_version = 2
   zlib_save = lz4
+  listescape_char = \"\\\\\"
 }
 ";
     // No password: nobody logs in, doveadm only looks users up.

@@ -1,7 +1,7 @@
 //! A borg repository behind the test's sshd, and a config file that points `backup` and
 //! `restore` of a stand-in mailcow at it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::cli::{Ran, World};
 use super::mailcow::{Mailcow, docker, docker_exec};
@@ -85,25 +85,23 @@ impl Setup {
         command
     }
 
-    pub fn borg(&self, args: &[&str]) -> Ran {
-        self.world.borg(&super::borg14(), self.dir.path(), args)
-    }
-
-    /// Real borg 1.4.5 run in `cwd` with `args`, reaching the repository over the test's sshd
-    /// with OpenSSH, as an admin runs it (for benchmarks against `borg extract`).
-    pub fn borg_over_ssh(&self, cwd: &std::path::Path, args: &[&str]) -> Ran {
+    /// Real borg 1.4.5 in `cwd` against the repository over the sshd, as an admin runs it on
+    /// another host (`BORG_RSH` with the test's key and known_hosts).
+    pub fn borg_over_ssh(&self, cwd: &Path, args: &[&str]) -> Ran {
         let ssh = self.world.base.path().join("borg-ssh");
-        std::fs::write(
-            &ssh,
-            format!(
-                "#!/bin/sh\nexec ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n",
-                self.sshd.path("id_ed25519").display(),
-                self.sshd.known_hosts().display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        if !ssh.exists() {
+            std::fs::write(
+                &ssh,
+                format!(
+                    "#!/bin/sh\nexec ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n",
+                    self.sshd.path("id_ed25519").display(),
+                    self.sshd.known_hosts().display()
+                ),
+            )
             .unwrap();
+            std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
         let mut command = std::process::Command::new(super::borg14());
         command
             .current_dir(cwd)
@@ -114,6 +112,10 @@ impl Setup {
             .env("BORG_REMOTE_PATH", super::borg14())
             .args(args);
         Ran::from(command.output().unwrap())
+    }
+
+    pub fn borg(&self, args: &[&str]) -> Ran {
+        self.world.borg(&super::borg14(), self.dir.path(), args)
     }
 
     /// An archive `name` that real borg makes of the backup's layout by hand: vmail and crypt
@@ -279,4 +281,57 @@ pub fn show(ran: &Ran, what: &str) {
         ran.stdout_text(),
         ran.stderr
     );
+}
+
+/// A fresh ext4 file system (a loop-mounted image) at a directory, for as long as it lives:
+/// on a long-used file system, creating inodes costs more and more, which would blur the
+/// comparison (see the extract benchmark in BENCHMARKS.md).
+pub struct FreshFs {
+    at: PathBuf,
+    _image: tempfile::TempDir,
+}
+
+impl FreshFs {
+    pub fn at(dir: &Path) -> FreshFs {
+        let image_dir = tempfile::tempdir().unwrap();
+        let image = image_dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} {args:?}");
+        };
+        run(
+            "mkfs.ext4",
+            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
+        );
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        FreshFs {
+            at: dir.to_path_buf(),
+            _image: image_dir,
+        }
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        // Lazily: a restarted container may still hold it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+    }
 }
