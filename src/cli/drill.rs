@@ -8,17 +8,10 @@ use std::io::Write;
 use clap::Args;
 
 use super::Outcome;
-use super::access::runtime;
-use super::backup::host_lock;
+use super::scratch_run::{OnStop, run_scratch};
 use super::settings::{Settings, SettingsArgs, settings};
-use super::signals::{self, Interrupted};
-use crate::docker::Engine;
-use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::drill::{DrillError, DrillReport, DrillRequest, Sample, Status, drill};
 use crate::mailcow::restore::RestoreOptions;
-
-/// What a stopped drill leaves.
-const STOPPED: &str = "the drill's scratch containers and volumes were removed";
 
 #[derive(Args)]
 pub struct DrillArgs {
@@ -56,29 +49,18 @@ pub fn run(args: DrillArgs) -> anyhow::Result<Outcome> {
         mailcow_dir,
         access,
     };
-    // One run at a time: it also keeps another run from taking the drill's leftovers for its
-    // own, or its own for leftovers.
-    let _lock = host_lock(&options.access)?;
-    let conf = MailcowConf::load(&options.mailcow_dir)?;
-    let report = runtime()?.block_on(async {
-        let (stop_tx, stop) = tokio::sync::watch::channel(None);
-        signals::pass_on(
-            stop_tx,
-            "stopping; the drill's scratch containers and volumes are removed",
-        )?;
-        let engine = Engine::connect().await?;
-        let started = std::time::Instant::now();
-        let say = |line: &str| {
-            say!(
-                "mailcow-borg: [{:>5.1} s] {line}",
-                started.elapsed().as_secs_f64()
-            )
-        };
-        match drill(&engine, &options, &conf, &request, stop, &say).await {
-            Err(DrillError::Stopped(signal)) => Err(Interrupted::by(signal, STOPPED).into()),
-            other => other.map_err(anyhow::Error::from),
-        }
-    })?;
+    let report = run_scratch(
+        &options,
+        OnStop {
+            stopping: "stopping; the drill's scratch containers and volumes are removed",
+            stopped: "the drill's scratch containers and volumes were removed",
+        },
+        |e| match e {
+            DrillError::Stopped(signal) => Some(*signal),
+            _ => None,
+        },
+        async |engine, conf, stop, say| drill(engine, &options, conf, &request, stop, say).await,
+    )?;
     print(&report, args.json)?;
     match report.status() {
         Status::Ok | Status::Skipped => Ok(Outcome::Ok),

@@ -8,23 +8,15 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Outcome;
-use super::access::runtime;
-use super::backup::host_lock;
 use super::human;
+use super::scratch_run::{OnStop, run_scratch};
 use super::settings::{Settings, SettingsArgs, settings};
-use super::signals::{self, Interrupted};
-use crate::docker::Engine;
-use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::export::{
     ExportError, ExportReport, ExportRequest, Format, Selection, check_request, export,
 };
 use crate::mailcow::maildir_names::parse_date;
 use crate::mailcow::restore::RestoreOptions;
 use crate::mailcow::throwaway::ScratchError;
-
-/// What a stopped export leaves.
-const STOPPED: &str =
-    "nothing was written; the export's scratch containers and volumes were removed";
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -98,31 +90,18 @@ pub fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
         mailcow_dir,
         access,
     };
-    // One run at a time: it also keeps another run from taking the export's leftovers for
-    // its own, or its own for leftovers.
-    let _lock = host_lock(&options.access)?;
-    let conf = MailcowConf::load(&options.mailcow_dir)?;
-    let report = runtime()?.block_on(async {
-        let (stop_tx, stop) = tokio::sync::watch::channel(None);
-        signals::pass_on(
-            stop_tx,
-            "stopping; the export's scratch containers and volumes are removed",
-        )?;
-        let engine = Engine::connect().await?;
-        let started = std::time::Instant::now();
-        let say = |line: &str| {
-            say!(
-                "mailcow-borg: [{:>5.1} s] {line}",
-                started.elapsed().as_secs_f64()
-            )
-        };
-        match export(&engine, &options, &conf, &request, stop, &say).await {
-            Err(ExportError::Scratch(ScratchError::Stopped(signal))) => {
-                Err(Interrupted::by(signal, STOPPED).into())
-            }
-            other => other.map_err(anyhow::Error::from),
-        }
-    })?;
+    let report = run_scratch(
+        &options,
+        OnStop {
+            stopping: "stopping; the export's scratch containers and volumes are removed",
+            stopped: "nothing was written; the export's scratch containers and volumes were removed",
+        },
+        |e| match e {
+            ExportError::Scratch(ScratchError::Stopped(signal)) => Some(*signal),
+            _ => None,
+        },
+        async |engine, conf, stop, say| export(engine, &options, conf, &request, stop, say).await,
+    )?;
     finish(&request, &report);
     Ok(Outcome::after_warnings(
         &report

@@ -47,6 +47,7 @@ mod prune;
 mod pyjson;
 mod restore;
 mod retention;
+mod scratch_run;
 mod settings;
 mod signals;
 mod tty;
