@@ -551,23 +551,7 @@ impl Staged {
 
     /// Renames it to the target, which must still not exist, and makes the rename durable.
     fn commit(mut self) -> Result<(), ExportError> {
-        let cstring = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
-        let (from, to) = match (cstring(&self.temp), cstring(&self.target)) {
-            (Ok(from), Ok(to)) => (from, to),
-            _ => return Err(self.error(std::io::ErrorKind::InvalidInput.into())),
-        };
-        // SAFETY: two NUL-terminated paths that live across the call.
-        let renamed = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if renamed != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::ops::fs_write::rename_no_replace(&self.temp, &self.target) {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 return Err(ExportError::Exists(self.target.clone()));
             }
