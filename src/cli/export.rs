@@ -9,12 +9,12 @@ use clap::Args;
 
 use super::Outcome;
 use super::human;
+use super::mail_filter::MailFilterArgs;
 use super::scratch_run::{OnStop, run_scratch};
 use super::settings::{Settings, SettingsArgs, settings};
 use crate::mailcow::export::{
-    ExportError, ExportReport, ExportRequest, Format, Selection, check_request, export,
+    ExportError, ExportReport, ExportRequest, Format, check_request, export,
 };
-use crate::mailcow::maildir_names::parse_date;
 use crate::mailcow::restore::RestoreOptions;
 use crate::mailcow::throwaway::ScratchError;
 
@@ -34,15 +34,8 @@ pub struct ExportArgs {
     /// Where to write it; it must not exist.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: PathBuf,
-    /// Only this folder, by its IMAP name (`INBOX`, `Projects/2025`); repeatable.
-    #[arg(long = "folder", value_name = "NAME")]
-    folders: Vec<String>,
-    /// Only mail delivered on or after DATE (YYYY-MM-DD, UTC midnight, or RFC 3339).
-    #[arg(long, value_name = "DATE")]
-    since: Option<String>,
-    /// Only mail delivered before DATE (YYYY-MM-DD, UTC midnight, or RFC 3339).
-    #[arg(long, value_name = "DATE")]
-    before: Option<String>,
+    #[command(flatten)]
+    filter: MailFilterArgs,
     /// Check the mailbox and the path, say what would be exported, write nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -61,22 +54,13 @@ fn format(name: &str) -> Result<Format, UnknownFormat> {
     }
 }
 
-/// A `--since`/`--before` date as seconds since the epoch.
-fn date(text: Option<&str>) -> Result<Option<i64>, ExportError> {
-    Ok(text.map(parse_date).transpose()?)
-}
-
 pub fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
     let request = ExportRequest {
         mailbox: args.mailbox.clone(),
         archive: args.archive.clone(),
         format: format(&args.format)?,
         output: args.output.clone(),
-        selection: Selection {
-            folders: args.folders.clone(),
-            since: date(args.since.as_deref())?,
-            before: date(args.before.as_deref())?,
-        },
+        selection: args.filter.filter()?,
         dry_run: args.dry_run,
     };
     // Refused before the settings are even read.

@@ -42,6 +42,7 @@ mod info;
 mod init;
 mod key;
 mod list;
+mod mail_filter;
 mod new_passphrase;
 mod prune;
 mod pyjson;

@@ -11,12 +11,12 @@ use super::Outcome;
 use super::access::runtime;
 use super::backup::{host_lock, start_what_a_dead_restore_stopped};
 use super::human;
+use super::mail_filter::MailFilterArgs;
 use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::conf::MailcowConf;
-use crate::mailcow::maildir_names::parse_date;
 use crate::mailcow::restore::{
     Prepared, RestoreError, RestoreOptions, RestoreReport, execute, prepare,
 };
@@ -54,15 +54,8 @@ pub struct RestoreArgs {
     /// arrived since the archive is REMOVED.
     #[arg(long)]
     mirror: bool,
-    /// Only this folder, by its IMAP name (repeatable): INBOX, Projects/2025.
-    #[arg(long = "folder", value_name = "NAME")]
-    folders: Vec<String>,
-    /// Only mail delivered at or after DATE: YYYY-MM-DD (midnight UTC) or RFC 3339.
-    #[arg(long, value_name = "DATE")]
-    since: Option<String>,
-    /// Only mail delivered before DATE: YYYY-MM-DD (midnight UTC) or RFC 3339.
-    #[arg(long, value_name = "DATE")]
-    before: Option<String>,
+    #[command(flatten)]
+    filter: MailFilterArgs,
     /// Put the selected mail into a new folder (default: "Restored <archive date>"),
     /// subscribed; every existing folder stays as it is.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
@@ -123,9 +116,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
             } else {
                 MailMode::Merge
             },
-            folders: args.folders.clone(),
-            since: args.since.as_deref().map(parse_date).transpose()?,
-            before: args.before.as_deref().map(parse_date).transpose()?,
+            filter: args.filter.filter()?,
             into_folder: args
                 .into_folder
                 .clone()

@@ -38,7 +38,8 @@ use crate::error::ErrorKind;
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::crypt_keys::CRYPT_KEYS;
-use super::maildir_names::{INBOX, NameError, delivery_time, folder_dir, folder_name};
+use super::mail_filter::MailFilter;
+use super::maildir_names::{INBOX, NameError, folder_dir, folder_name};
 use super::mbox;
 use super::restore::RestoreOptions;
 use super::restore_plan::{PlanError, mailbox_path};
@@ -99,34 +100,10 @@ pub struct ExportRequest {
     pub archive: String,
     pub format: Format,
     pub output: PathBuf,
-    pub selection: Selection,
+    /// Which of the mailbox's mail is exported.
+    pub selection: MailFilter,
     /// Check everything, write nothing.
     pub dry_run: bool,
-}
-
-/// Which of the mailbox's mail is exported; the default is all of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// IMAP folder names (`INBOX`, `Projects/2025`); none: every folder.
-    pub folders: Vec<String>,
-    /// Only mail delivered at or after this time (seconds since the epoch)…
-    pub since: Option<i64>,
-    /// …and before this one: the time in the mail file's name (`maildir_names`).
-    pub before: Option<i64>,
-}
-
-impl Selection {
-    fn is_all(&self) -> bool {
-        *self == Selection::default()
-    }
-
-    /// Whether a mail delivered at `time` (`None`: its name does not say) is in the window.
-    fn in_window(&self, time: Option<i64>) -> bool {
-        if self.since.is_none() && self.before.is_none() {
-            return true;
-        }
-        time.is_some_and(|t| self.since.is_none_or(|s| t >= s) && self.before.is_none_or(|b| t < b))
-    }
 }
 
 /// What was exported (or would be, in a dry run).
@@ -159,8 +136,6 @@ pub enum ExportError {
         mailbox: String,
         folder: String,
     },
-    #[error("--since must be before --before")]
-    EmptyWindow,
     #[error("{0} exists: export never writes over anything; give a path that does not exist")]
     Exists(PathBuf),
     #[error("{0}: no such directory to write the export into")]
@@ -199,7 +174,6 @@ impl ExportError {
             ExportError::Plan(_)
             | ExportError::Name(_)
             | ExportError::UnknownFolder { .. }
-            | ExportError::EmptyWindow
             | ExportError::Exists(_)
             | ExportError::NoDirectory(_) => ErrorKind::BadInput,
             ExportError::Files(_) => ErrorKind::Repository,
@@ -217,14 +191,7 @@ impl ExportError {
 /// archive path.
 pub fn check_request(request: &ExportRequest) -> Result<String, ExportError> {
     let (subtree, _) = mailbox_path(&request.mailbox)?;
-    for folder in &request.selection.folders {
-        folder_dir(folder)?;
-    }
-    if let (Some(since), Some(before)) = (request.selection.since, request.selection.before)
-        && since >= before
-    {
-        return Err(ExportError::EmptyWindow);
-    }
+    request.selection.check()?;
     if request.output.symlink_metadata().is_ok() {
         return Err(ExportError::Exists(request.output.clone()));
     }
@@ -440,7 +407,7 @@ fn maildir_of(mailbox: &str, maildir_sub: &str) -> String {
 /// directories of folders not asked for, the mail files of INBOX when it is not, and the mail
 /// files of asked-for folders delivered outside the window. A folder asked for that is not
 /// there is returned as the error.
-fn unselected(listing: &[u8], selection: &Selection) -> Result<Vec<Vec<u8>>, String> {
+fn unselected(listing: &[u8], selection: &MailFilter) -> Result<Vec<Vec<u8>>, String> {
     let mut folders = vec![String::new()];
     let mut mails: Vec<(&[u8], String, &[u8])> = Vec::new();
     for path in listing.split(|b| *b == 0).filter(|p| !p.is_empty()) {
@@ -474,8 +441,7 @@ fn unselected(listing: &[u8], selection: &Selection) -> Result<Vec<Vec<u8>>, Str
         .map(|dir| format!("./{dir}").into_bytes())
         .collect();
     for (path, dir, name) in mails {
-        let time = delivery_time(&String::from_utf8_lossy(name));
-        let kept = wanted.contains(&dir) && selection.in_window(time);
+        let kept = wanted.contains(&dir) && selection.in_window(&String::from_utf8_lossy(name));
         // A folder not asked for goes as a whole, but INBOX is the maildir itself.
         if !kept && (dir.is_empty() || wanted.contains(&dir)) {
             removed.push(path.to_vec());
@@ -699,7 +665,7 @@ mod tests {
     #[test]
     fn what_is_not_selected_is_left_out_by_folder_and_delivery_time() {
         let listing = b"./.Sent\0./.Projects.2025\0./cur/1700000000.M1P1.h:2,S\0./new/1800000000.M2P2.h\0./.Sent/cur/1700000500.M3P3.h:2,\0./.Projects.2025/cur/1800000000.M4P4.h:2,S\0./.Projects.2025/cur/no-time\0";
-        let removed = |selection: Selection| -> Result<Vec<String>, String> {
+        let removed = |selection: MailFilter| -> Result<Vec<String>, String> {
             unselected(listing, &selection).map(|removed| {
                 removed
                     .iter()
@@ -708,11 +674,11 @@ mod tests {
             })
         };
         let folders = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(removed(Selection::default()), Ok(vec![]));
+        assert_eq!(removed(MailFilter::default()), Ok(vec![]));
         assert_eq!(
-            removed(Selection {
+            removed(MailFilter {
                 folders: folders(&["Projects/2025"]),
-                ..Selection::default()
+                ..MailFilter::default()
             }),
             Ok(vec![
                 "./.Sent".into(),
@@ -721,7 +687,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            removed(Selection {
+            removed(MailFilter {
                 folders: folders(&["inbox", "Sent"]),
                 since: Some(1_700_000_100),
                 before: None,
@@ -733,7 +699,7 @@ mod tests {
         );
         // A name without a time is outside every window.
         assert_eq!(
-            removed(Selection {
+            removed(MailFilter {
                 folders: Vec::new(),
                 since: None,
                 before: Some(1_800_000_000),
@@ -745,9 +711,9 @@ mod tests {
             ])
         );
         assert_eq!(
-            removed(Selection {
+            removed(MailFilter {
                 folders: folders(&["Sent", "Trash"]),
-                ..Selection::default()
+                ..MailFilter::default()
             }),
             Err("Trash".into())
         );
@@ -761,7 +727,7 @@ mod tests {
             archive: "latest".into(),
             format: Format::Mbox,
             output,
-            selection: Selection::default(),
+            selection: MailFilter::default(),
             dry_run: false,
         };
         let free = dir.path().join("out.mbox");
@@ -793,7 +759,7 @@ mod tests {
         empty_window.selection.before = Some(2);
         assert!(matches!(
             check_request(&empty_window),
-            Err(ExportError::EmptyWindow)
+            Err(ExportError::Name(NameError::EmptyWindow))
         ));
     }
 

@@ -21,6 +21,7 @@ use clap::{Args, Subcommand};
 use crate::error::ErrorKind;
 
 use super::backup::OutputOptions;
+use super::mail_filter::MailFilter;
 use super::mail_merge::MailSelection;
 use super::retention::Keep;
 use super::schedule::When;
@@ -315,9 +316,12 @@ impl ArgsWriter {
     fn mail(&mut self, mail: &MailSelection) {
         let MailSelection {
             maildir_sub,
-            folders,
-            since,
-            before,
+            filter:
+                MailFilter {
+                    folders,
+                    since,
+                    before,
+                },
             into_folder,
             to,
         } = mail;
@@ -588,9 +592,11 @@ mod tests {
     fn full_mail() -> MailSelection {
         MailSelection {
             maildir_sub: "-Mail dir".into(),
-            folders: vec!["INBOX".into(), "-x/Entwürfe".into(), "a=b".into()],
-            since: Some(-5),
-            before: Some(1_796_601_600),
+            filter: MailFilter {
+                folders: vec!["INBOX".into(), "-x/Entwürfe".into(), "a=b".into()],
+                since: Some(-5),
+                before: Some(1_796_601_600),
+            },
             into_folder: Some("Restored 2026-12-07".into()),
             to: Some("vmail/example.net/v".into()),
         }

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use crate::format::item::{Item, ItemKind};
 use crate::ops::extract::{Placement, Placer};
 
+use super::mail_filter::MailFilter;
 use super::maildir_names::{self, INBOX_DIR, INFO_SEPARATOR, NameError};
 
 /// The maildir's subdirectories that hold messages.
@@ -47,15 +48,8 @@ pub struct MailSelection {
     /// `MAILDIR_SUB`: where in a mailbox's directory its maildir is (empty: the directory).
     #[arg(long, value_name = "DIR", default_value = "")]
     pub maildir_sub: String,
-    /// Only this folder (IMAP name; repeatable); none means every folder.
-    #[arg(long = "folder", value_name = "NAME")]
-    pub folders: Vec<String>,
-    /// Only mail delivered at or after this time (seconds since the epoch).
-    #[arg(long, value_name = "SECONDS")]
-    pub since: Option<i64>,
-    /// Only mail delivered before this time.
-    #[arg(long, value_name = "SECONDS")]
-    pub before: Option<i64>,
+    #[command(flatten)]
+    pub filter: MailFilter,
     /// One folder (IMAP name) that takes every selected message.
     #[arg(long, value_name = "NAME")]
     pub into_folder: Option<String>,
@@ -167,7 +161,7 @@ pub struct MaildirMerge {
     root: PathBuf,
     selection: MailSelection,
     /// The selected folders' directories; `None`: all.
-    folder_dirs: Option<HashSet<String>>,
+    folder_dirs: Option<BTreeSet<String>>,
     /// The `--into-folder` directory.
     into_dir: Option<String>,
     /// Identities in each live folder directory, read once.
@@ -187,17 +181,7 @@ struct MessagePlace<'a> {
 
 impl MaildirMerge {
     pub fn new(root: PathBuf, selection: MailSelection) -> Result<MaildirMerge, NameError> {
-        let folder_dirs = if selection.folders.is_empty() {
-            None
-        } else {
-            Some(
-                selection
-                    .folders
-                    .iter()
-                    .map(|f| maildir_names::folder_dir(f))
-                    .collect::<Result<_, _>>()?,
-            )
-        };
+        let folder_dirs = selection.filter.folder_dirs()?;
         let into_dir = selection
             .into_folder
             .as_deref()
@@ -215,24 +199,11 @@ impl MaildirMerge {
     /// Whether the merge takes only some of the mail (then nothing but folders and messages
     /// is placed).
     fn narrowed(&self) -> bool {
-        self.folder_dirs.is_some()
-            || self.selection.since.is_some()
-            || self.selection.before.is_some()
-            || self.into_dir.is_some()
-            || self.selection.to.is_some()
+        !self.selection.filter.is_all() || self.into_dir.is_some() || self.selection.to.is_some()
     }
 
     fn folder_selected(&self, folder: &str) -> bool {
         self.folder_dirs.as_ref().is_none_or(|d| d.contains(folder))
-    }
-
-    fn time_selected(&self, name: &str) -> bool {
-        let MailSelection { since, before, .. } = self.selection;
-        if since.is_none() && before.is_none() {
-            return true;
-        }
-        maildir_names::delivery_time(name)
-            .is_some_and(|t| since.is_none_or(|s| t >= s) && before.is_none_or(|b| t < b))
     }
 
     /// The live directory of `folder` (or the `--into-folder`) of `mailbox` (or `--to`).
@@ -271,12 +242,14 @@ impl MaildirMerge {
         let InFolder::Message { dir, name } = in_folder(inner) else {
             return None;
         };
-        (self.folder_selected(folder) && self.time_selected(name)).then(|| MessagePlace {
-            mailbox,
-            folder,
-            folder_path: self.destination(mailbox, folder),
-            name,
-            dir,
+        (self.folder_selected(folder) && self.selection.filter.in_window(name)).then(|| {
+            MessagePlace {
+                mailbox,
+                folder,
+                folder_path: self.destination(mailbox, folder),
+                name,
+                dir,
+            }
         })
     }
 
@@ -727,9 +700,11 @@ mod tests {
     fn folders_and_dates_select_and_into_folder_gathers() {
         let p = "vmail/example.org/u/Maildir";
         let m = merge(MailSelection {
-            folders: vec!["Projects/2025".into()],
-            since: Some(1000),
-            before: Some(2000),
+            filter: MailFilter {
+                folders: vec!["Projects/2025".into()],
+                since: Some(1000),
+                before: Some(2000),
+            },
             ..sub()
         });
         assert!(target(&m, &format!("{p}/.Projects.2025/cur/1500.M1P1.h:2,")).is_some());

@@ -43,7 +43,8 @@ const MUTF7_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireNone),
 );
 
-/// Why a folder name or a date given on the command line is refused.
+/// Why a folder name or a date given on the command line is refused, or the window two dates
+/// make.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("folder name {0:?} is empty or has an empty level (IMAP names are like Projects/2025)")]
@@ -52,6 +53,8 @@ pub enum NameError {
     ControlCharacter(String),
     #[error("date {0:?} is neither YYYY-MM-DD nor RFC 3339 (2026-11-30T08:00:00+01:00)")]
     Date(String),
+    #[error("--since must be before --before")]
+    EmptyWindow,
 }
 
 /// The directory, relative to the maildir, dovecot keeps the IMAP folder `name` in:

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod export;
 pub mod frames;
 pub mod helper_command;
+pub mod mail_filter;
 pub mod mail_merge;
 pub mod maildir_names;
 pub mod mbox;

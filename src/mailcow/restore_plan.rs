@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use super::components::Component;
 use super::conf::MailcowConf;
 use super::crypt_keys;
+use super::mail_filter::MailFilter;
 use super::mail_merge::{FolderMail, MailSelection};
 use super::maildir_names::{self, NameError};
 use super::summary::{ArchiveSummary, SqlDump, Tally};
@@ -73,12 +74,7 @@ pub enum MailMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MailRequest {
     pub mode: MailMode,
-    /// IMAP names.
-    pub folders: Vec<String>,
-    /// Seconds since the epoch: delivered at or after.
-    pub since: Option<i64>,
-    /// Delivered before.
-    pub before: Option<i64>,
+    pub filter: MailFilter,
     /// `--into-folder [NAME]`: `Some(None)` is the default name.
     pub into_folder: Option<Option<String>>,
     /// `--to USER@DOMAIN`.
@@ -90,9 +86,7 @@ pub struct MailRequest {
 impl MailRequest {
     /// Whether anything but a plain merge or mirror of whole mailboxes was asked.
     fn narrows(&self) -> bool {
-        !self.folders.is_empty()
-            || self.since.is_some()
-            || self.before.is_some()
+        !self.filter.is_all()
             || self.into_folder.is_some()
             || self.to.is_some()
             || self.keep_folders
@@ -226,8 +220,6 @@ pub enum PlanError {
         "refusing to merge: the archive's mail is encrypted with other mail_crypt keys than this mailcow's, so dovecot could not read it beside the live mail; add --force crypt-keys to merge anyway"
     )]
     MergeOtherKeys,
-    #[error("--since must be before --before")]
-    EmptyWindow,
     #[error("folder {folder:?} is not in {mailboxes} in archive {archive} (it holds: {holds})")]
     UnknownFolder {
         folder: String,
@@ -305,16 +297,15 @@ pub fn subtrees(request: &RestoreRequest) -> Result<Vec<(String, String)>, PlanE
 
 /// The first mail option given that narrows a merge, as the command line names it.
 fn narrowing_option(mail: &MailRequest) -> Option<&'static str> {
-    [
-        (!mail.folders.is_empty(), "folder"),
-        (mail.since.is_some(), "since"),
-        (mail.before.is_some(), "before"),
-        (mail.into_folder.is_some(), "into-folder"),
-        (mail.to.is_some(), "to"),
-        (mail.keep_folders, "keep-folders"),
-    ]
-    .into_iter()
-    .find_map(|(given, name)| given.then_some(name))
+    mail.filter.first_option().or_else(|| {
+        [
+            (mail.into_folder.is_some(), "into-folder"),
+            (mail.to.is_some(), "to"),
+            (mail.keep_folders, "keep-folders"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    })
 }
 
 /// Checks the mail options that need no archive, and makes the selection the inspecting
@@ -351,19 +342,13 @@ pub fn mail_selection(
         Some(to) => Some(mailbox_path(to)?.0),
         None => None,
     };
-    if let (Some(since), Some(before)) = (mail.since, mail.before)
-        && since >= before
-    {
-        return Err(PlanError::EmptyWindow);
-    }
-    for folder in mail.folders.iter().chain(mail.into_folder.iter().flatten()) {
-        maildir_names::folder_dir(folder)?;
+    mail.filter.check()?;
+    if let Some(Some(into_folder)) = &mail.into_folder {
+        maildir_names::folder_dir(into_folder)?;
     }
     Ok(MailSelection {
         maildir_sub: conf.maildir_sub.clone(),
-        folders: mail.folders.clone(),
-        since: mail.since,
-        before: mail.before,
+        filter: mail.filter.clone(),
         into_folder: None,
         to,
     })
@@ -386,7 +371,7 @@ fn merge_plan(
                 .iter()
                 .any(|d| mailbox.rsplit_once('@').is_some_and(|(_, md)| md == d))
     };
-    for folder in &mail.folders {
+    for folder in &mail.filter.folders {
         let dir = maildir_names::folder_dir(folder)?;
         let holds: std::collections::BTreeSet<&String> = summary
             .mail
@@ -936,7 +921,10 @@ mod tests {
     #[test]
     fn bad_mail_options_are_refused_before_anything_is_done() {
         let e = merge(MailRequest {
-            folders: vec!["Nope".into()],
+            filter: MailFilter {
+                folders: vec!["Nope".into()],
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
@@ -946,7 +934,10 @@ mod tests {
         );
         assert!(
             merge(MailRequest {
-                folders: vec!["inbox".into(), "Projects/2025".into()],
+                filter: MailFilter {
+                    folders: vec!["inbox".into(), "Projects/2025".into()],
+                    ..Default::default()
+                },
                 ..Default::default()
             })
             .is_ok()
@@ -954,16 +945,22 @@ mod tests {
         let refused = |mail: MailRequest| merge(mail).unwrap_err();
         assert_eq!(
             refused(MailRequest {
-                since: Some(5),
-                before: Some(5),
+                filter: MailFilter {
+                    since: Some(5),
+                    before: Some(5),
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
-            PlanError::EmptyWindow
+            PlanError::Name(NameError::EmptyWindow)
         );
         assert_eq!(
             refused(MailRequest {
                 mode: MailMode::Mirror,
-                folders: vec!["INBOX".into()],
+                filter: MailFilter {
+                    folders: vec!["INBOX".into()],
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             PlanError::MirrorNarrowed("folder")
@@ -977,13 +974,16 @@ mod tests {
         );
         assert!(matches!(
             refused(MailRequest {
-                folders: vec!["a//b".into()],
+                filter: MailFilter {
+                    folders: vec!["a//b".into()],
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             PlanError::Name(_)
         ));
         let mut r = request();
-        r.mail.since = Some(1);
+        r.mail.filter.since = Some(1);
         assert_eq!(
             make_plan(&r, &summary(), &conf(), "x86_64").unwrap_err(),
             PlanError::NeedsMailboxes("since")
