@@ -36,15 +36,18 @@ pub enum Need {
     Root,
     /// The `file` tool.
     FileTool,
+    /// Debian's prometheus-node-exporter.
+    NodeExporter,
 }
 
-const ALL: [Need; 6] = [
+const ALL: [Need; 7] = [
     Need::Borg14,
     Need::Borg12,
     Need::Sshd,
     Need::Docker,
     Need::Root,
     Need::FileTool,
+    Need::NodeExporter,
 ];
 
 impl Need {
@@ -61,6 +64,7 @@ impl Need {
             Need::Docker => "Docker",
             Need::Root => "root",
             Need::FileTool => "the file tool",
+            Need::NodeExporter => "prometheus-node-exporter",
         }
     }
 
@@ -75,6 +79,9 @@ impl Need {
             }
             Need::Root => "run the tests as root (scripts/test.sh does)",
             Need::FileTool => "run scripts/setup-oracles.sh (Debian package file)",
+            Need::NodeExporter => {
+                "run scripts/setup-oracles.sh (Debian package prometheus-node-exporter)"
+            }
         }
     }
 
@@ -96,6 +103,7 @@ impl Need {
             Need::Docker => docker(),
             Need::Root => root(),
             Need::FileTool => on_path("file"),
+            Need::NodeExporter => exists(Path::new("/usr/bin/prometheus-node-exporter")),
         }
     }
 
