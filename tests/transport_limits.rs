@@ -97,7 +97,7 @@ fn create_sends_at_the_upload_ratelimit() {
     let line = std::fs::read_to_string(sshd.known_hosts()).unwrap();
     std::fs::write(
         &known_hosts,
-        line.replace(&format!(":{}]", sshd.port), &format!(":{}]", relay.port)),
+        line.replace(&format!("]:{} ", sshd.port), &format!("]:{} ", relay.port)),
     )
     .unwrap();
     let location = format!(
@@ -225,7 +225,12 @@ fn backup_killed_after(setup: &Setup, args: &[&str], after: Duration) -> common:
 
 fn archives(setup: &Setup) -> Vec<String> {
     setup
-        .borg(&["list", "--short", setup.repo.to_str().unwrap()])
+        .borg(&[
+            "list",
+            "--short",
+            "--consider-checkpoints",
+            setup.repo.to_str().unwrap(),
+        ])
         .expect(0, "borg list")
         .stdout_text()
         .lines()
