@@ -14,9 +14,13 @@ pub enum ErrorKind {
     /// The command line, the config file, a pattern, a name or a passphrase was wrong: fix the
     /// input and run again.
     BadInput,
-    /// The repository or its host failed or refused: unreachable, locked, full, too old a borg,
-    /// a stalled or misbehaving server.
+    /// The repository or its host failed or refused: locked, full, too old a borg, a
+    /// misbehaving server, a login refused.
     Repository,
+    /// The connection to the repository host could not be made, dropped or stalled: the
+    /// network or the host's availability; trying again later may well succeed (`backup`'s
+    /// `retries` does).
+    Connection,
     /// Data did not verify: a damaged or forged object, a replayed or swapped repository, an
     /// archive without authentication. Nothing is trusted that failed this.
     Integrity,

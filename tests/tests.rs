@@ -39,6 +39,7 @@ mod repository_faults;
 mod rpc_local_serve;
 mod ssh_transport;
 mod static_binary;
+mod transport_limits;
 mod write_session;
 
 #[test]

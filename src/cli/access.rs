@@ -167,6 +167,8 @@ impl AccessArgs {
             server_timeout: Duration::from_secs(
                 self.server_timeout.unwrap_or(DEFAULT_SERVER_TIMEOUT),
             ),
+            // `create` and the helper's backup set it; other commands upload next to nothing.
+            upload_ratelimit: None,
             passphrase: PassphraseSources {
                 file: self.passphrase_file.clone(),
                 env: std::env::var("BORG_PASSPHRASE").ok(),

@@ -64,7 +64,11 @@ fn backup(command: BackupCommand) -> anyhow::Result<Outcome> {
         command.retention.clone(),
         command.output,
     );
-    let outcome = CreateSettings::from_args(CreateArgs::from(command), extras)?.run()?;
+    // A connection that failed or dropped is said with its own exit code: the host may try
+    // again, and the next try dedups against the checkpoint this one committed.
+    let outcome = CreateSettings::from_args(CreateArgs::from(command), extras)?
+        .run()
+        .map_err(super::exit::mark_retryable)?;
     retention::after_backup(&location, &access, &retention, output)?;
     Ok(outcome)
 }

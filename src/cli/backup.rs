@@ -18,10 +18,12 @@ use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
 use crate::mailcow::access::HelperAccess;
-use crate::mailcow::backup::{BackupError, BackupOptions, OutputOptions, backup};
+use crate::mailcow::backup::{
+    BackupError, BackupOptions, BackupReport, OutputOptions, backup, wait_for_stop,
+};
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::drill::{DrillError, DrillReport, Status};
-use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, RetentionCommand};
+use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, EXIT_CONNECTION_LOST, RetentionCommand};
 use crate::mailcow::restore::RestoreOptions;
 use crate::mailcow::run_record::{Figures, RunRecord};
 use crate::mailcow::schedule::CheckSchedule;
@@ -48,6 +50,17 @@ pub struct BackupSettingsArgs {
     /// The archive name; placeholders such as {hostname} and {now} are expanded.
     #[arg(long, value_name = "NAME")]
     archive_name: Option<String>,
+    /// Send at most RATE kiB/s to the repository (0: no limit) [default: the config's
+    /// upload_ratelimit, else 0].
+    #[arg(long, value_name = "RATE")]
+    upload_ratelimit: Option<u64>,
+    /// Try the backup again up to N times when its connection to the repository fails or
+    /// drops [default: the config's retries, else 0].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// Seconds to wait before trying again [default: the config's retry_wait, else 60].
+    #[arg(long, value_name = "SECONDS")]
+    retry_wait: Option<u64>,
 }
 
 #[derive(Args)]
@@ -67,6 +80,13 @@ pub struct BackupArgs {
     #[arg(long)]
     progress: bool,
 }
+
+/// `retries`' default: none. A scheduled backup runs again by itself, and an unreachable
+/// repository host should not hold the host lock for minutes; a flaky link sets it.
+pub const DEFAULT_RETRIES: u32 = 0;
+
+/// `retry_wait`'s default: a minute, long enough for a router or an SSH server to come back.
+pub const DEFAULT_RETRY_WAIT: u64 = 60;
 
 /// The backup's settings, resolved (`output` says what the helper prints), and the config's
 /// `metrics_file`.
@@ -116,6 +136,13 @@ pub(super) fn options(
             .unwrap_or_else(|| "lz4".into()),
         excludes,
         checkpoint_interval: file.checkpoint_interval.unwrap_or(1800),
+        upload_ratelimit: args.upload_ratelimit.or(file.upload_ratelimit).unwrap_or(0),
+        retries: args.retries.or(file.retries).unwrap_or(DEFAULT_RETRIES),
+        retry_wait: Duration::from_secs(
+            args.retry_wait
+                .or(file.retry_wait)
+                .unwrap_or(DEFAULT_RETRY_WAIT),
+        ),
         output,
     };
     Ok((backup, file.metrics_file))
@@ -224,12 +251,7 @@ fn back_up(
         let engine = Engine::connect().await?;
         start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
         let stop_after = stop.clone();
-        let report = match backup(&engine, options, &conf, stop).await {
-            Err(BackupError::Stopped(signal)) => {
-                return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
-            }
-            other => other?,
-        };
+        let (report, tries) = backup_with_retries(&engine, options, &conf, stop).await?;
         summary.clone_from(&report.json);
         if let Some(signal) = report.interrupted {
             // Stopped after the archive was committed, while pruning or compacting: the
@@ -242,18 +264,29 @@ fn back_up(
             return Err(Interrupted::by(signal, outcome).into());
         }
         let captured = report.json.as_deref().filter(|_| json_wanted);
+        if tries > 1 && report.exit_code != EXIT_CONNECTION_LOST && !json_wanted {
+            say!("mailcow-borg: the backup took {tries} tries");
+        }
         let outcome = match report.exit_code {
             0 => Outcome::Ok,
             1 => Outcome::Warning,
             EXIT_ARCHIVE_SAFE => {
                 if let Some(captured) = captured {
-                    print_json(captured, &report, &conf, None)?;
+                    print_json(captured, &report, &conf, None, tries)?;
                 }
                 anyhow::bail!(
                     "the archive {} was written and is safe, but pruning or compacting after it failed (the line above says what)",
                     options.archive
                 );
             }
+            EXIT_CONNECTION_LOST => anyhow::bail!(
+                "the backup failed: the connection to the repository failed on each of {tries} tries (the lines above say how); nothing was committed but checkpoints, which the next run builds on. Check the network and the repository host{}",
+                if options.retries == 0 {
+                    ", or set retries in the config to try again by itself"
+                } else {
+                    ""
+                }
+            ),
             code => anyhow::bail!(
                 "the backup failed (the helper exited with {code}; its message is above); nothing was committed"
             ),
@@ -265,13 +298,52 @@ fn back_up(
             None => None,
         };
         if let Some(captured) = captured {
-            print_json(captured, &report, &conf, scheduled.as_ref())?;
+            print_json(captured, &report, &conf, scheduled.as_ref(), tries)?;
         }
         match &scheduled {
             Some(scheduled) => scheduled_outcome(scheduled, outcome, &options.archive),
             None => Ok(outcome),
         }
     })
+}
+
+/// Runs the backup, and again after `retry_wait` while its connection failed or dropped, up to
+/// `retries` more times; the report of the last try and how many there were. Each try is a new
+/// helper with the same archive name: what an earlier one checkpointed is in the repository,
+/// and the chunk index, brought in step with it, keeps it from being sent again.
+async fn backup_with_retries(
+    engine: &Engine,
+    options: &BackupOptions,
+    conf: &MailcowConf,
+    mut stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+) -> anyhow::Result<(BackupReport, u32)> {
+    let mut tries = 1;
+    loop {
+        let report = match backup(engine, options, conf, stop.clone()).await {
+            Err(BackupError::Stopped(signal)) => {
+                return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
+            }
+            other => other?,
+        };
+        if report.interrupted.is_some()
+            || report.exit_code != EXIT_CONNECTION_LOST
+            || tries > options.retries
+        {
+            return Ok((report, tries));
+        }
+        say!(
+            "mailcow-borg: the connection to the repository failed (try {tries} of {}); trying again in {} s",
+            options.retries + 1,
+            options.retry_wait.as_secs()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(options.retry_wait) => {}
+            signal = wait_for_stop(&mut stop) => {
+                return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
+            }
+        }
+        tries += 1;
+    }
 }
 
 /// Runs the checks and drill `[check]` finds due after the archive; a stop signal ends the
@@ -357,9 +429,10 @@ fn scheduled_outcome(
 /// The helper's `create --json` document, with what the host found added as `mailcow`.
 fn print_json(
     captured: &[u8],
-    report: &crate::mailcow::backup::BackupReport,
+    report: &BackupReport,
     conf: &MailcowConf,
     scheduled: Option<&Scheduled>,
+    tries: u32,
 ) -> anyhow::Result<()> {
     // create's document, then (with retention) one holding `prune` and `compact`.
     let not_json =
@@ -388,6 +461,7 @@ fn print_json(
         "volumes": volumes,
         "helper_image": report.helper_image,
         "helper_image_made": report.image_made,
+        "tries": tries,
     });
     if let Some(scheduled) = scheduled {
         document["scheduled"] = serde_json::json!({

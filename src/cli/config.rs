@@ -30,7 +30,8 @@
 //! ```
 //!
 //! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
-//! `lock_wait`, `server_timeout`, `checkpoint_interval`, `helper_image`, `helper_network`,
+//! `lock_wait`, `server_timeout`, `checkpoint_interval`, `upload_ratelimit` (kiB/s), `retries`,
+//! `retry_wait` (seconds), `helper_image`, `helper_network`,
 //! `helper_memory_mib`, `helper_pids`. Unknown keys and wrong
 //! types are errors that name the key and the file. Environment variables and flags override
 //! the file (see `backup --help`).
@@ -69,6 +70,12 @@ pub struct ConfigFile {
     pub lock_wait: Option<u64>,
     pub server_timeout: Option<u64>,
     pub checkpoint_interval: Option<u64>,
+    /// kiB/s at most sent to the repository (borg's `--upload-ratelimit`); 0: no limit.
+    pub upload_ratelimit: Option<u64>,
+    /// How often a backup whose connection failed or dropped is tried again.
+    pub retries: Option<u32>,
+    /// Seconds between those tries.
+    pub retry_wait: Option<u64>,
     pub helper_image: Option<String>,
     pub helper_network: Option<String>,
     pub helper_memory_mib: Option<u32>,

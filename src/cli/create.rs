@@ -97,6 +97,9 @@ pub struct CreateArgs {
     /// run uploaded; replaced by the archive when the run completes).
     #[arg(short = 'c', long, default_value_t = 1800, value_name = "SECONDS")]
     checkpoint_interval: u64,
+    /// Send at most RATE kiB/s to the repository (borg's option; 0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "RATE")]
+    upload_ratelimit: u64,
     /// Print statistics at the end.
     #[arg(short = 's', long)]
     stats: bool,
@@ -151,6 +154,7 @@ impl From<BackupCommand> for CreateArgs {
             comment,
             compression,
             checkpoint_interval,
+            upload_ratelimit,
             excludes,
             output,
             dump_name,
@@ -179,6 +183,7 @@ impl From<BackupCommand> for CreateArgs {
             comment,
             timestamp: None,
             checkpoint_interval,
+            upload_ratelimit,
             stats: output.stats,
             json: output.json,
             list: output.list,
@@ -439,6 +444,8 @@ impl CreateSettings {
             .unwrap_or(20);
         let cache_dir = args.cache_dir.clone().unwrap_or_else(cache_base);
         access.unlock_memo = Some(cache_dir.join(UNLOCK_MEMO));
+        access.upload_ratelimit =
+            std::num::NonZeroU64::new(args.upload_ratelimit.saturating_mul(1024));
         let mut skip = std::collections::HashSet::new();
         if let Ok(st) = std::fs::metadata(&cache_dir) {
             use std::os::unix::fs::MetadataExt;

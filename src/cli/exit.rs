@@ -37,7 +37,7 @@ use super::key::KeyArgsError;
 use super::new_passphrase::NewPassphraseError;
 use super::retention::ArchiveSafe;
 use super::signals::Interrupted;
-use crate::mailcow::helper_command::EXIT_ARCHIVE_SAFE;
+use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, EXIT_CONNECTION_LOST};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_WARNING: i32 = 1;
@@ -78,6 +78,9 @@ pub fn exit_code(result: &anyhow::Result<Outcome>) -> i32 {
     if e.is::<ArchiveSafe>() {
         return EXIT_ARCHIVE_SAFE as i32;
     }
+    if e.is::<Retryable>() {
+        return EXIT_CONNECTION_LOST as i32;
+    }
     match (kind_of(e), e.downcast_ref::<Interrupted>()) {
         // Stopped by a signal we know: borg's 128 + N.
         (ErrorKind::Interrupted, Some(stop)) => stop.code(),
@@ -86,10 +89,27 @@ pub fn exit_code(result: &anyhow::Result<Outcome>) -> i32 {
             ErrorKind::Interrupted
             | ErrorKind::BadInput
             | ErrorKind::Repository
+            | ErrorKind::Connection
             | ErrorKind::Integrity
             | ErrorKind::Environment,
             _,
         ) => EXIT_ERROR,
+    }
+}
+
+/// A helper's backup that failed for a reason trying again may cure (the connection could
+/// not be made or dropped): it exits with [`EXIT_CONNECTION_LOST`], for the host to retry.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection to the repository failed")]
+pub struct Retryable;
+
+/// `e` marked [`Retryable`] when its kind says a new try may cure it; anything else — a wrong
+/// passphrase, an unknown host key, a full repository, bad input — as it is.
+pub fn mark_retryable(e: anyhow::Error) -> anyhow::Error {
+    if kind_of(&e) == ErrorKind::Connection {
+        e.context(Retryable)
+    } else {
+        e
     }
 }
 
@@ -181,6 +201,7 @@ pub(super) fn one_line(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::rpc::RpcError;
 
     #[test]
     fn kinds_come_from_the_first_typed_cause() {
@@ -198,6 +219,63 @@ mod tests {
     }
 
     #[test]
+    fn only_connection_failures_are_retried() {
+        let retried = |e: anyhow::Error| mark_retryable(e).is::<Retryable>();
+        let lost = || RepoError::Rpc(RpcError::ConnectionLost("reset by peer".into()));
+        // Dropped mid-upload, stalled, never reached, or broken during login: tried again.
+        assert!(retried(CreateError::Repo(lost()).into()));
+        assert!(retried(
+            anyhow::Error::from(OpenError::Repo(lost())).context("opening")
+        ));
+        let silent = RpcError::Silent {
+            method: "put".into(),
+            seconds: 300,
+        };
+        assert!(retried(CreateError::Repo(RepoError::Rpc(silent)).into()));
+        let unreachable = SshError::Connect {
+            target: "h".into(),
+            detail: "refused".into(),
+        };
+        assert!(retried(OpenError::Ssh(unreachable).into()));
+        // What a new try cannot fix: not retried.
+        let unknown_key = SshError::UnknownHostKey {
+            target: "h".into(),
+            fingerprint: "SHA256:x".into(),
+            line: "h ssh-ed25519 AAAA".into(),
+            file: "known_hosts".into(),
+        };
+        assert!(!retried(OpenError::Ssh(unknown_key).into()));
+        let refused = SshError::AuthRefused {
+            target: "h".into(),
+            user: "u".into(),
+            tried: "id_ed25519".into(),
+        };
+        assert!(!retried(OpenError::Ssh(refused).into()));
+        assert!(!retried(
+            OpenError::Key(crate::format::key::KeyError::WrongPassphrase).into()
+        ));
+        assert!(!retried(
+            CreateError::Repo(RepoError::QuotaExceeded("10 GB".into())).into()
+        ));
+        assert!(!retried(
+            CreateError::Repo(RepoError::NoSpace("/srv".into())).into()
+        ));
+        assert!(!retried(
+            CreateError::Repo(RepoError::Rpc(RpcError::Protocol("junk".into()))).into()
+        ));
+        assert!(!retried(anyhow::anyhow!(
+            "refusing to back up vmail: the crypt keys are missing"
+        )));
+        assert!(!retried(
+            ConfigError::Invalid {
+                path: "config.toml".into(),
+                detail: "retries: invalid type".into()
+            }
+            .into()
+        ));
+    }
+
+    #[test]
     fn exit_codes_are_borgs() {
         assert_eq!(conclude(Ok(Outcome::Ok)), EXIT_OK);
         assert_eq!(conclude(Ok(Outcome::Warning)), EXIT_WARNING);
@@ -212,6 +290,10 @@ mod tests {
             detail: "lost".into(),
         };
         assert_eq!(conclude(Err(safe.into())), EXIT_ARCHIVE_SAFE as i32);
+        let dropped = mark_retryable(
+            CreateError::Repo(RepoError::Rpc(RpcError::ConnectionLost("reset".into()))).into(),
+        );
+        assert_eq!(conclude(Err(dropped)), EXIT_CONNECTION_LOST as i32);
         let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         assert_eq!(conclude(Err(pipe.into())), EXIT_OK);
     }

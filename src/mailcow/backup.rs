@@ -75,6 +75,12 @@ pub struct BackupOptions {
     /// Patterns on archive paths (`vmail/example.org/...`), borg's syntax.
     pub excludes: Vec<String>,
     pub checkpoint_interval: u64,
+    /// kiB/s at most sent to the repository; 0: no limit.
+    pub upload_ratelimit: u64,
+    /// How often the CLI tries the backup again when its connection failed or dropped (the
+    /// helper exits with `EXIT_CONNECTION_LOST`), and how long it waits before each try.
+    pub retries: u32,
+    pub retry_wait: Duration,
     pub output: OutputOptions,
     /// What to prune and compact after the archive (`prune_glob` `None`: nothing).
     pub retention: RetentionCommand,
@@ -161,6 +167,7 @@ pub fn helper_spec(
         comment: Origin::here(conf, &options.components).comment(),
         compression: options.compression.clone(),
         checkpoint_interval: options.checkpoint_interval,
+        upload_ratelimit: options.upload_ratelimit,
         excludes: options.excludes.clone(),
         output: options.output,
         retention: options.retention.clone(),

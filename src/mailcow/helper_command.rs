@@ -136,6 +136,9 @@ pub struct BackupCommand {
     /// Seconds between checkpoints.
     #[arg(long, value_name = "SECONDS")]
     pub checkpoint_interval: u64,
+    /// kiB/s at most sent to the repository; 0: no limit.
+    #[arg(long, value_name = "RATE")]
+    pub upload_ratelimit: u64,
     /// Patterns on archive paths, borg's syntax.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
@@ -186,6 +189,10 @@ impl RetentionCommand {
 /// The exit code of a helper whose archive was committed but whose retention (prune or
 /// compact) then failed: the host says the archive is safe, and ends with borg's 2.
 pub const EXIT_ARCHIVE_SAFE: i64 = 3;
+
+/// The exit code of a helper whose backup failed because the connection to the repository
+/// could not be made or dropped (nothing else): the host may try the backup again.
+pub const EXIT_CONNECTION_LOST: i64 = 4;
 
 /// `agent inspect`: the archive's summary as JSON on stdout.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -354,6 +361,7 @@ impl HelperCommand {
                     comment,
                     compression,
                     checkpoint_interval,
+                    upload_ratelimit,
                     excludes,
                     output,
                     retention,
@@ -381,6 +389,7 @@ impl HelperCommand {
                 w.value("comment", comment);
                 w.value("compression", compression);
                 w.value("checkpoint-interval", checkpoint_interval);
+                w.value("upload-ratelimit", upload_ratelimit);
                 w.each("exclude", excludes);
                 w.flag("stats", stats);
                 w.flag("json", json);
@@ -542,6 +551,7 @@ mod tests {
             comment: "mailcow-borg 1 {\"maildir_sub\": \"Maildir\"}\n-x".into(),
             compression: "zstd,3".into(),
             checkpoint_interval: 1800,
+            upload_ratelimit: 2048,
             excludes: vec!["-e".into(), "vmail/*/ spaced/*".into(), "".into()],
             output: OutputOptions {
                 stats: true,
@@ -585,6 +595,7 @@ mod tests {
             retention: RetentionCommand::default(),
             dump_name: None,
             paths: Vec::new(),
+            upload_ratelimit: 0,
             ..backup(bare_access())
         })));
     }

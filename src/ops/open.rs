@@ -3,6 +3,7 @@
 //! the key (repository config or key file), verify the manifest's TAM, check the feature flags,
 //! and compare with the security dir before trusting anything in it.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::format::key::{EncryptedKey, KeyError, KeyStorage, KeyType, hex};
 use crate::format::manifest::{ArchiveRef, Manifest, ManifestError, Operation, parse_timestamp};
 use crate::repo::local;
 use crate::repo::location::{Location, Repo};
+use crate::repo::ratelimit::Throttled;
 use crate::repo::repository::Repository as _;
 use crate::repo::repository::{OpenOptions, RepoError, SharedRepository};
 use crate::repo::serve::{ServeRepository, Started, negotiate};
@@ -48,6 +50,8 @@ pub struct AccessOptions {
     /// How long the server may stay silent while an answer is awaited (and SSH may take to
     /// log in and start `borg serve`) before the connection is given up.
     pub server_timeout: Duration,
+    /// `--upload-ratelimit` in bytes per second; `None`: as fast as the link goes.
+    pub upload_ratelimit: Option<NonZeroU64>,
     pub passphrase: PassphraseSources,
     /// `BORG_KEY_FILE`: the key file to use, instead of searching `keys_dir`.
     pub key_file: Option<PathBuf>,
@@ -277,13 +281,17 @@ pub async fn connect(
     location: &Location,
     options: &AccessOptions,
 ) -> Result<Connection, OpenError> {
-    let streams = match &location.repo {
+    let mut streams = match &location.repo {
         Repo::Ssh(target) => ssh::connect(target, &options.ssh).await?,
         Repo::Local { .. } => {
             let args: Vec<&str> = options.ssh.serve_args.iter().map(String::as_str).collect();
             local::spawn(&options.local_borg, &args)?
         }
     };
+    // Everything for the server is written to its input, whichever transport carries it.
+    if let Some(rate) = options.upload_ratelimit {
+        streams.stdin = Box::new(Throttled::new(streams.stdin, rate));
+    }
     Ok(Connection::new(
         streams,
         options.server_log.clone(),

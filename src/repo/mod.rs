@@ -9,12 +9,14 @@
 //! - [`location`] — borg's repository URLs;
 //! - [`transport`] — one `borg serve` session over any transport, and the server's log;
 //! - [`ssh`], [`known_hosts`] — the transport to a remote `borg serve` over SSH (russh);
-//! - [`local`] — the transport that runs `borg serve` as a local process.
+//! - [`local`] — the transport that runs `borg serve` as a local process;
+//! - [`ratelimit`] — `--upload-ratelimit`, on the bytes written to any transport.
 
 pub mod faults;
 pub mod known_hosts;
 pub mod local;
 pub mod location;
+pub mod ratelimit;
 pub mod repository;
 pub mod rpc;
 pub mod serve;

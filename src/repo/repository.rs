@@ -169,6 +169,9 @@ impl RepoError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RepoError::Rpc(RpcError::Protocol(_)) => ErrorKind::Integrity,
+            RepoError::Rpc(RpcError::ConnectionLost(_) | RpcError::Silent { .. }) => {
+                ErrorKind::Connection
+            }
             // The user chose a place that is taken or not there.
             RepoError::AlreadyExists(_)
             | RepoError::PathAlreadyExists(_)

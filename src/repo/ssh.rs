@@ -158,9 +158,8 @@ impl SshError {
             SshError::KnownHostsUnreadable { .. } | SshError::KeyUnusable { .. } => {
                 ErrorKind::Environment
             }
-            SshError::Connect { .. } | SshError::AuthRefused { .. } | SshError::Session { .. } => {
-                ErrorKind::Repository
-            }
+            SshError::AuthRefused { .. } => ErrorKind::Repository,
+            SshError::Connect { .. } | SshError::Session { .. } => ErrorKind::Connection,
         }
     }
 }

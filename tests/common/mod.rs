@@ -42,6 +42,7 @@ pub fn access_options(borg: &Path, passphrase: &str, base: &Path) -> AccessOptio
         local_borg: borg.to_path_buf(),
         lock_wait: Duration::from_secs(5),
         server_timeout: Duration::from_secs(60),
+        upload_ratelimit: None,
         passphrase: PassphraseSources {
             env: Some(passphrase.to_string()),
             ..Default::default()
