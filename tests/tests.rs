@@ -36,6 +36,7 @@ mod read_commands;
 mod read_faults;
 mod repository_faults;
 mod rpc_local_serve;
+mod schedule_install;
 mod ssh_transport;
 mod static_binary;
 mod write_session;

@@ -36,15 +36,18 @@ pub enum Need {
     Root,
     /// The `file` tool.
     FileTool,
+    /// `systemd-analyze`, to verify unit files (no running systemd needed).
+    SystemdAnalyze,
 }
 
-const ALL: [Need; 6] = [
+const ALL: [Need; 7] = [
     Need::Borg14,
     Need::Borg12,
     Need::Sshd,
     Need::Docker,
     Need::Root,
     Need::FileTool,
+    Need::SystemdAnalyze,
 ];
 
 impl Need {
@@ -61,6 +64,7 @@ impl Need {
             Need::Docker => "Docker",
             Need::Root => "root",
             Need::FileTool => "the file tool",
+            Need::SystemdAnalyze => "systemd-analyze",
         }
     }
 
@@ -75,6 +79,7 @@ impl Need {
             }
             Need::Root => "run the tests as root (scripts/test.sh does)",
             Need::FileTool => "run scripts/setup-oracles.sh (Debian package file)",
+            Need::SystemdAnalyze => "run scripts/setup-oracles.sh (Debian package systemd)",
         }
     }
 
@@ -96,6 +101,7 @@ impl Need {
             Need::Docker => docker(),
             Need::Root => root(),
             Need::FileTool => on_path("file"),
+            Need::SystemdAnalyze => on_path("systemd-analyze"),
         }
     }
 
