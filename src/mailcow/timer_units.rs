@@ -286,7 +286,7 @@ WantedBy=timers.target
         let start = TimeOfDay::from_minutes(self.time.minutes() + offset);
         format!(
             "{MARKER}
-# Daily at {time} plus {offset} of --randomize {spread} min (fixed for this host name).
+# Daily at {time} plus {offset} min (of --randomize {spread}m: fixed for this host name).
 PATH={CRON_PATH}
 {minute} {hour} * * * root {command} 2>&1 | logger -t mailcow-borg
 ",
