@@ -118,11 +118,13 @@ fn install(args: InstallArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    writeln!(
-        out,
-        "backup runs daily at {time} (local time), up to {} later",
-        args.randomize
-    )?;
+    match spread.minutes() {
+        0 => writeln!(out, "backup runs daily at {time} (local time)")?,
+        minutes => writeln!(
+            out,
+            "backup runs daily at {time} (local time), up to {minutes} min later"
+        )?,
+    }
     match (kind, changed) {
         (Kind::Systemd, true) => writeln!(
             out,

@@ -134,6 +134,12 @@ pub struct Spread {
     minutes: u32,
 }
 
+impl Spread {
+    pub fn minutes(self) -> u32 {
+        self.minutes
+    }
+}
+
 impl FromStr for Spread {
     type Err = TimerError;
 
