@@ -218,7 +218,7 @@ fn a_full_restore_brings_back_destroyed_volumes_the_database_and_redis() {
     assert_eq!(redis_get(&mailcow, "other"), "value");
     let calls = doveadm_calls(&mailcow);
     assert!(
-        calls.contains("force-resync -A *") && calls.contains("quota recalc -A"),
+        calls.contains("batch -A : force-resync * : quota recalc"),
         "doveadm calls: {calls}"
     );
     // The configuration went beside, not over, the live one.
@@ -270,6 +270,7 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
     std::fs::write(target.join("new-after-backup"), "x").unwrap();
     std::fs::write(other.join("delivered-after-backup"), "keep me").unwrap();
     let dovecot_started = started_at(&mailcow, "dovecot-mailcow");
+    let watchdog_started = started_at(&mailcow, "watchdog-mailcow");
 
     // Keys other than the archive's: restoring the mail alone is refused.
     let key = mailcow.volume_dir("crypt-vol-1").join("ecprivkey.pem");
@@ -305,13 +306,15 @@ fn a_mailbox_restore_changes_only_that_mailbox() {
         std::fs::read_to_string(other.join("delivered-after-backup")).unwrap(),
         "keep me"
     );
-    // Dovecot kept running; only the watchdog was stopped and started.
+    // Dovecot and the watchdog kept running.
     assert_eq!(started_at(&mailcow, "dovecot-mailcow"), dovecot_started);
+    assert_eq!(started_at(&mailcow, "watchdog-mailcow"), watchdog_started);
     all_running(&mailcow);
     let calls = doveadm_calls(&mailcow);
     assert!(
-        calls.contains(&format!("force-resync -u {mailbox} *"))
-            && calls.contains(&format!("quota recalc -u {mailbox}")),
+        calls.contains(&format!(
+            "batch -u {mailbox} : force-resync * : quota recalc"
+        )),
         "doveadm calls: {calls}"
     );
 

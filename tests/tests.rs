@@ -28,6 +28,7 @@ mod mailcow_backup;
 mod mailcow_drill;
 mod mailcow_export;
 mod mailcow_merge;
+mod mailcow_monitor;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -11,6 +12,8 @@ use clap::Args;
 use super::Outcome;
 use super::access::runtime;
 use super::config;
+use super::exit;
+use super::run_log;
 use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
@@ -20,10 +23,12 @@ use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::drill::{DrillError, DrillReport, Status};
 use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, RetentionCommand};
 use crate::mailcow::restore::RestoreOptions;
+use crate::mailcow::run_record::{Figures, RunRecord};
 use crate::mailcow::schedule::CheckSchedule;
 use crate::mailcow::scheduled::{Scheduled, ScheduledError, run_due, what_is_checked};
 use crate::mailcow::stopped;
 use crate::ops::placeholders::{PlaceholderValues, expand, name_glob};
+use crate::ops::system::now_micros;
 
 /// What a backup takes besides the shared settings.
 #[derive(Args)]
@@ -63,11 +68,12 @@ pub struct BackupArgs {
     progress: bool,
 }
 
-/// The backup's settings, resolved; `output` says what the helper prints.
+/// The backup's settings, resolved (`output` says what the helper prints), and the config's
+/// `metrics_file`.
 pub(super) fn options(
     args: &BackupSettingsArgs,
     output: OutputOptions,
-) -> anyhow::Result<BackupOptions> {
+) -> anyhow::Result<(BackupOptions, Option<PathBuf>)> {
     let Settings {
         file,
         mailcow_dir,
@@ -81,7 +87,7 @@ pub(super) fn options(
     let components = config::components(&names)?;
     let mut excludes = file.exclude.unwrap_or_default();
     excludes.extend(args.excludes.iter().cloned());
-    let values = PlaceholderValues::here(crate::ops::system::now_micros());
+    let values = PlaceholderValues::here(now_micros());
     let name_template = args
         .archive_name
         .clone()
@@ -96,7 +102,7 @@ pub(super) fn options(
         },
         None => RetentionCommand::default(),
     };
-    Ok(BackupOptions {
+    let backup = BackupOptions {
         mailcow_dir,
         components,
         access,
@@ -111,7 +117,8 @@ pub(super) fn options(
         excludes,
         checkpoint_interval: file.checkpoint_interval.unwrap_or(1800),
         output,
-    })
+    };
+    Ok((backup, file.metrics_file))
 }
 
 /// One backup or restore at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
@@ -175,12 +182,38 @@ pub(super) async fn start_what_a_dead_restore_stopped(
 pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
     let output = OutputOptions {
         stats: args.stats,
-        json: args.json,
+        // The helper's JSON summary holds the figures the run record keeps; it is asked for
+        // unless `--stats` wants them as text, and printed only when `--json` asks.
+        json: args.json || !args.stats,
         list: args.list,
         progress: args.progress,
     };
-    let options = options(&args.settings, output)?;
+    let (options, metrics_file) = options(&args.settings, output)?;
     let _lock = host_lock(&options.access)?;
+    let start = now_micros();
+    let mut summary = None;
+    let result = back_up(&options, args.json, &mut summary);
+    let error = result.as_ref().err().map(exit::one_line);
+    let record = RunRecord::new(
+        "backup",
+        start,
+        now_micros(),
+        exit::exit_code(&result),
+        Some(options.archive.clone()),
+        summary.as_deref().and_then(Figures::from_create_json),
+        error.as_deref(),
+    );
+    run_log::record(&options.access.state_dir, metrics_file.as_deref(), record);
+    result
+}
+
+/// The backup with the host lock held; `summary` gets the helper's JSON summary when it
+/// printed one. `json_wanted`: the summary goes to stdout.
+fn back_up(
+    options: &BackupOptions,
+    json_wanted: bool,
+    summary: &mut Option<Vec<u8>>,
+) -> anyhow::Result<Outcome> {
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     runtime()?.block_on(async {
         let (stop_tx, stop) = tokio::sync::watch::channel(None);
@@ -191,12 +224,13 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         let engine = Engine::connect().await?;
         start_what_a_dead_restore_stopped(&engine, &options.access, &conf).await?;
         let stop_after = stop.clone();
-        let report = match backup(&engine, &options, &conf, stop).await {
+        let report = match backup(&engine, options, &conf, stop).await {
             Err(BackupError::Stopped(signal)) => {
                 return Err(Interrupted::by(signal, Interrupted::NOTHING_COMMITTED).into());
             }
             other => other?,
         };
+        summary.clone_from(&report.json);
         if let Some(signal) = report.interrupted {
             // Stopped after the archive was committed, while pruning or compacting: the
             // helper said so with its exit code.
@@ -207,11 +241,12 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             };
             return Err(Interrupted::by(signal, outcome).into());
         }
+        let captured = report.json.as_deref().filter(|_| json_wanted);
         let outcome = match report.exit_code {
             0 => Outcome::Ok,
             1 => Outcome::Warning,
             EXIT_ARCHIVE_SAFE => {
-                if let Some(captured) = &report.json {
+                if let Some(captured) = captured {
                     print_json(captured, &report, &conf, None)?;
                 }
                 anyhow::bail!(
@@ -224,10 +259,12 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
             ),
         };
         let scheduled = match &options.check {
-            Some(schedule) => Some(run_scheduled(&engine, &options, &conf, schedule, stop_after).await?),
+            Some(schedule) => Some(
+                run_scheduled(&engine, options, &conf, schedule, stop_after, json_wanted).await?,
+            ),
             None => None,
         };
-        if let Some(captured) = &report.json {
+        if let Some(captured) = captured {
             print_json(captured, &report, &conf, scheduled.as_ref())?;
         }
         match &scheduled {
@@ -245,12 +282,12 @@ async fn run_scheduled(
     conf: &MailcowConf,
     schedule: &CheckSchedule,
     stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+    quiet: bool,
 ) -> anyhow::Result<Scheduled> {
     let restore_options = RestoreOptions {
         mailcow_dir: options.mailcow_dir.clone(),
         access: options.access.clone(),
     };
-    let quiet = options.output.json;
     let say = |line: &str| {
         if !quiet {
             say!("mailcow-borg: {line}");

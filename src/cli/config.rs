@@ -12,6 +12,8 @@
 //! exclude = []                                       # borg patterns on archive paths
 //! compression = "lz4"
 //! archive_name = "{hostname}-mailcow-{now}"
+//! metrics_file = "/var/lib/prometheus/node-exporter/mailcow_borg.prom"  # Prometheus metrics
+//!                                                    # after each backup (none by default)
 //!
 //! [retention]                                        # optional: prune after each backup
 //! keep_daily = 7
@@ -71,6 +73,8 @@ pub struct ConfigFile {
     pub helper_network: Option<String>,
     pub helper_memory_mib: Option<u32>,
     pub helper_pids: Option<u32>,
+    /// Where each backup run leaves its metrics for node_exporter's textfile collector.
+    pub metrics_file: Option<PathBuf>,
     #[serde(rename = "retention")]
     retention_table: Option<RetentionTable>,
     /// `[retention]`, checked.
@@ -316,6 +320,7 @@ passphrase_file = "/etc/mailcow-borg/passphrase"
 components = ["vmail", "mysql"]
 exclude = ["vmail/_garbage"]
 lock_wait = 60
+metrics_file = "/var/lib/prometheus/node-exporter/mailcow_borg.prom"
 "#;
         let config = ConfigFile::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(
@@ -323,6 +328,10 @@ lock_wait = 60
             Some("ssh://u1@host:23/./mailcow")
         );
         assert_eq!(config.lock_wait, Some(60));
+        assert_eq!(
+            config.metrics_file.unwrap(),
+            Path::new("/var/lib/prometheus/node-exporter/mailcow_borg.prom")
+        );
         assert_eq!(config.exclude.unwrap(), ["vmail/_garbage"]);
     }
 

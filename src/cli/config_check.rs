@@ -38,7 +38,7 @@ pub struct CheckArgs {
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
     let ConfigCommand::Check(args) = command;
-    let options = options(&args.settings, OutputOptions::default())?;
+    let (options, _) = options(&args.settings, OutputOptions::default())?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "config: ok")?;
@@ -166,7 +166,9 @@ async fn check_crypt_keys(engine: &Engine, found: &Found) -> anyhow::Result<()> 
 
 /// The repository as the helper opens it: the same access, key and known_hosts, and the state
 /// dir's security dir (where the helper keeps it).
-fn repository_access(options: &HelperAccess) -> anyhow::Result<(Location, AccessOptions)> {
+pub(super) fn repository_access(
+    options: &HelperAccess,
+) -> anyhow::Result<(Location, AccessOptions)> {
     let location = parse_location(Some(&options.repository))?;
     let mut access = AccessArgs::from(&options.repository_access).to_options()?;
     in_state_dir(&mut access, &options.state_dir);

@@ -46,26 +46,42 @@ pub const EXIT_ERROR: i32 = 2;
 
 /// Prints what needs printing about `result` and returns the process's exit code.
 pub fn conclude(result: anyhow::Result<Outcome>) -> i32 {
+    let code = exit_code(&result);
+    let Err(e) = result else {
+        return code;
+    };
+    // A reader of our output that went away (`| head`) is not an error worth reporting.
+    if is_broken_pipe(&e) {
+        return code;
+    }
+    if e.is::<ArchiveSafe>() {
+        say!("mailcow-borg: error: {e}");
+    } else if kind_of(&e) == ErrorKind::Interrupted && e.is::<Interrupted>() {
+        // Stopped by a signal we know: what the stop left.
+        say!("mailcow-borg: {e}");
+    } else {
+        say!("mailcow-borg: error: {}", one_line(&e));
+    }
+    code
+}
+
+/// The exit code `result` ends the process with.
+pub fn exit_code(result: &anyhow::Result<Outcome>) -> i32 {
     let e = match result {
         Ok(Outcome::Ok) => return EXIT_OK,
         Ok(Outcome::Warning) => return EXIT_WARNING,
         Err(e) => e,
     };
-    // A reader of our output that went away (`| head`) is not an error worth reporting.
-    if is_broken_pipe(&e) {
+    if is_broken_pipe(e) {
         return EXIT_OK;
     }
     // The helper's own code for this, which the host turns into borg's 2 and its message.
     if e.is::<ArchiveSafe>() {
-        say!("mailcow-borg: error: {e}");
         return EXIT_ARCHIVE_SAFE as i32;
     }
-    match (kind_of(&e), e.downcast_ref::<Interrupted>()) {
-        // Stopped by a signal we know: borg's 128 + N, and what the stop left.
-        (ErrorKind::Interrupted, Some(stop)) => {
-            say!("mailcow-borg: {e}");
-            stop.code()
-        }
+    match (kind_of(e), e.downcast_ref::<Interrupted>()) {
+        // Stopped by a signal we know: borg's 128 + N.
+        (ErrorKind::Interrupted, Some(stop)) => stop.code(),
         // Every other kind is borg's rc 2 (legacy exit codes; `docs/borg-cli.md` §1).
         (
             ErrorKind::Interrupted
@@ -74,10 +90,7 @@ pub fn conclude(result: anyhow::Result<Outcome>) -> i32 {
             | ErrorKind::Integrity
             | ErrorKind::Environment,
             _,
-        ) => {
-            say!("mailcow-borg: error: {}", one_line(&e));
-            EXIT_ERROR
-        }
+        ) => EXIT_ERROR,
     }
 }
 

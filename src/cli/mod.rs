@@ -48,10 +48,12 @@ mod prune;
 mod pyjson;
 mod restore;
 mod retention;
+mod run_log;
 mod schedule_cmd;
 mod scratch_run;
 mod settings;
 mod signals;
+mod status;
 mod tty;
 
 use clap::{Parser, Subcommand};
@@ -104,6 +106,8 @@ enum Command {
     /// Write one mailbox of an archive, decrypted, as an mbox file or a maildir tree anyone
     /// can open, never touching the live one.
     Export(Box<export::ExportArgs>),
+    /// Whether there is a fresh, good backup: for people and for monitoring (Nagios, Icinga).
+    Status(Box<status::StatusArgs>),
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -160,6 +164,8 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        // Its exit codes are a monitoring check's.
+        Command::Status(args) => return status::run(*args),
         Command::Backup(args) => backup::run(*args),
         Command::Restore(args) => restore::run(*args),
         Command::Drill(args) => drill::run(*args),

@@ -749,44 +749,60 @@ impl<'a> Run<'a> {
         import_dump(engine, &source, conf, dump, tools, stop, say).await
     }
 
-    /// `doveadm force-resync` and `quota recalc` for the restored users, then, after a merge,
-    /// `mailbox subscribe` for each folder it subscribes, in the running dovecot-mailcow.
-    /// Dovecot may just have been started, so each command is tried a few times.
+    /// Makes the running dovecot-mailcow see the restored mail: for each user mask one `doveadm
+    /// batch` of `force-resync` and `quota recalc` (one process instead of one per command),
+    /// and beside it, after a merge, one `mailbox subscribe` per user for the folders it
+    /// subscribes. Dovecot may just have been started, so each command is tried a few times.
     async fn resync_mail(
         &self,
         resync: &Resync,
         merge: Option<&MailPlan>,
         warnings: &mut Vec<String>,
     ) {
+        let users: Vec<Vec<&str>> = match resync {
+            Resync::All => vec![vec!["-A"]],
+            Resync::Users(masks) => masks.iter().map(|m| vec!["-u", m.as_str()]).collect(),
+        };
+        let mut resyncs: Vec<Vec<&str>> = Vec::new();
+        for user in &users {
+            let mut batch = [&["doveadm", "batch"][..], user].concat();
+            // Merged messages reappear under names dovecot saw expunged: dovecot 2.3 gives the
+            // first of a folder a new UID and the others only at its next sync (checked with
+            // the test image's dovecot).
+            for _ in 0..if merge.is_some() { 2 } else { 1 } {
+                batch.extend([":", "force-resync", "*"]);
+            }
+            batch.extend([":", "quota", "recalc"]);
+            resyncs.push(batch);
+        }
+        let mut subscribes: Vec<Vec<&str>> = Vec::new();
+        for (user, folder) in merge.map(|m| &m.subscribe[..]).unwrap_or_default() {
+            match subscribes.iter_mut().find(|c| c[4] == user) {
+                Some(command) => command.push(folder),
+                None => {
+                    subscribes.push(vec!["doveadm", "mailbox", "subscribe", "-u", user, folder])
+                }
+            }
+        }
+        let (resynced, subscribed) =
+            tokio::join!(self.in_dovecot(&resyncs), self.in_dovecot(&subscribes));
+        warnings.extend(resynced.into_iter().chain(subscribed));
+    }
+
+    /// Runs `commands` one after the other in dovecot-mailcow, each tried up to five times;
+    /// a warning for each that did not succeed.
+    async fn in_dovecot(&self, commands: &[Vec<&str>]) -> Vec<String> {
         let Run {
             engine,
             prepared,
             say,
             ..
         } = *self;
-        let users: Vec<Vec<&str>> = match resync {
-            Resync::All => vec![vec!["-A"]],
-            Resync::Users(masks) => masks.iter().map(|m| vec!["-u", m.as_str()]).collect(),
-        };
-        let mut commands: Vec<Vec<&str>> = Vec::new();
-        for user in &users {
-            let resync = [&["doveadm", "force-resync"][..], user, &["*"]].concat();
-            // Merged messages reappear under names dovecot saw expunged: dovecot 2.3 gives the
-            // first of a folder a new UID and the others only at its next sync (checked with
-            // the test image's dovecot).
-            if merge.is_some() {
-                commands.push(resync.clone());
-            }
-            commands.push(resync);
-            commands.push([&["doveadm", "quota", "recalc"][..], user].concat());
-        }
-        for (user, folder) in merge.map(|m| &m.subscribe[..]).unwrap_or_default() {
-            commands.push(vec!["doveadm", "mailbox", "subscribe", "-u", user, folder]);
-        }
         let dovecot = prepared
             .containers
             .iter()
             .find(|c| c.service == "dovecot-mailcow");
+        let mut warnings = Vec::new();
         for command in commands {
             let shown = command
                 .iter()
@@ -812,7 +828,7 @@ impl<'a> Run<'a> {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                match engine.exec_capture(&dovecot.id, &command, b"").await {
+                match engine.exec_capture(&dovecot.id, command, b"").await {
                     Ok((_, finished)) if finished.exit_code == 0 => {
                         done = true;
                         break;
@@ -829,11 +845,12 @@ impl<'a> Run<'a> {
             }
             if !done {
                 warnings.push(format!(
-                "{shown} failed ({last}); the mail is restored, but dovecot may not show it until you run: docker exec {} {shown}",
-                dovecot.name
-            ));
+                    "{shown} failed ({last}); the mail is restored, but dovecot may not show it until you run: docker exec {} {shown}",
+                    dovecot.name
+                ));
             }
         }
+        warnings
     }
 }
 

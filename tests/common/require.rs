@@ -36,17 +36,20 @@ pub enum Need {
     Root,
     /// The `file` tool.
     FileTool,
+    /// Debian's prometheus-node-exporter.
+    NodeExporter,
     /// `systemd-analyze`, to verify unit files (no running systemd needed).
     SystemdAnalyze,
 }
 
-const ALL: [Need; 7] = [
+const ALL: [Need; 8] = [
     Need::Borg14,
     Need::Borg12,
     Need::Sshd,
     Need::Docker,
     Need::Root,
     Need::FileTool,
+    Need::NodeExporter,
     Need::SystemdAnalyze,
 ];
 
@@ -64,6 +67,7 @@ impl Need {
             Need::Docker => "Docker",
             Need::Root => "root",
             Need::FileTool => "the file tool",
+            Need::NodeExporter => "prometheus-node-exporter",
             Need::SystemdAnalyze => "systemd-analyze",
         }
     }
@@ -79,6 +83,9 @@ impl Need {
             }
             Need::Root => "run the tests as root (scripts/test.sh does)",
             Need::FileTool => "run scripts/setup-oracles.sh (Debian package file)",
+            Need::NodeExporter => {
+                "run scripts/setup-oracles.sh (Debian package prometheus-node-exporter)"
+            }
             Need::SystemdAnalyze => "run scripts/setup-oracles.sh (Debian package systemd)",
         }
     }
@@ -101,6 +108,7 @@ impl Need {
             Need::Docker => docker(),
             Need::Root => root(),
             Need::FileTool => on_path("file"),
+            Need::NodeExporter => exists(Path::new("/usr/bin/prometheus-node-exporter")),
             Need::SystemdAnalyze => on_path("systemd-analyze"),
         }
     }
