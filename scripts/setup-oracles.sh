@@ -2,9 +2,10 @@
 # Installs what the test suite needs, idempotently, on a Debian (bookworm) machine:
 #  - Debian packages: the -dev libraries borg 1.4.5 builds against, Debian's borgbackup (1.2.x,
 #    the second oracle), openssh-server (the tests start their own sshd), `file` (the
-#    static-binary check), `acl` (setfacl/getfacl, for tests/oracle/tricky_tree.py) and
-#    `procps` (pkill, for the tests that kill a server mid-restore) and
-#    `prometheus-node-exporter` (serves the metrics file in tests/mailcow_monitor.rs).
+#    static-binary check), `acl` (setfacl/getfacl, for tests/oracle/tricky_tree.py),
+#    `procps` (pkill, for the tests that kill a server mid-restore),
+#    `prometheus-node-exporter` (serves the metrics file in tests/mailcow_monitor.rs) and
+#    `systemd` (systemd-analyze verify, for the units `schedule install` writes).
 #  - real borg 1.4.5 from PyPI, built from source into a virtualenv.
 # Where things go (the tests read the same variables, with the same defaults):
 #   MCB_ORACLE_DIR   default: <repo>/.oracle
@@ -18,7 +19,7 @@ venv="$oracle_dir/venv-borg-1.4.5"
 borg_version="1.4.5"
 
 debs=(libssl-dev liblz4-dev libzstd-dev libxxhash-dev libacl1-dev pkg-config python3-venv
-      borgbackup openssh-server file acl procps prometheus-node-exporter)
+      borgbackup openssh-server file acl procps prometheus-node-exporter systemd)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

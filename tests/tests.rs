@@ -37,6 +37,7 @@ mod read_commands;
 mod read_faults;
 mod repository_faults;
 mod rpc_local_serve;
+mod schedule_install;
 mod ssh_transport;
 mod static_binary;
 mod transport_limits;

@@ -10,6 +10,7 @@ use crate::mailcow::export::ExportError;
 use crate::mailcow::maildir_names::NameError;
 use crate::mailcow::restore::RestoreError;
 use crate::mailcow::throwaway::ScratchError;
+use crate::mailcow::timer_units::TimerError;
 use crate::ops::create::CreateError;
 use crate::ops::create::files_cache::FilesCacheModeError;
 use crate::ops::extract::ExtractError;
@@ -151,6 +152,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         QuotaError,
         RulesError,
         PruneError,
+        TimerError,
     );
     if cause.is::<Interrupted>() {
         return Some(ErrorKind::Interrupted);

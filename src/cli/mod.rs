@@ -49,6 +49,7 @@ mod pyjson;
 mod restore;
 mod retention;
 mod run_log;
+mod schedule_cmd;
 mod scratch_run;
 mod settings;
 mod signals;
@@ -110,6 +111,9 @@ enum Command {
     /// Check the mailcow backup's config and everything it needs.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Run `backup` every day: install, show or remove a systemd timer or cron entry.
+    #[command(subcommand)]
+    Schedule(schedule_cmd::ScheduleCommand),
     /// Make a new, empty repository.
     Init(Box<init::InitArgs>),
     /// Back up files and directories into a new archive.
@@ -167,6 +171,7 @@ pub fn run() -> i32 {
         Command::Drill(args) => drill::run(*args),
         Command::Export(args) => export::run(*args),
         Command::Config(cmd) => config_check::run(cmd),
+        Command::Schedule(cmd) => schedule_cmd::run(cmd),
         Command::Init(args) => init::run(*args),
         Command::Create(args) => create::run(*args),
         Command::List(args) => list::run(args),

@@ -31,6 +31,7 @@ pub mod staged_import;
 pub mod stopped;
 pub mod summary;
 pub mod throwaway;
+pub mod timer_units;
 
 /// `text` in double quotes, with `"`, `\\`, newline and carriage return escaped by a backslash:
 /// the quoting that both `redis-cli` (its commands on stdin) and MySQL option files read.

@@ -39,6 +39,13 @@ pub fn write_private_durably(path: &Path, content: &[u8]) -> io::Result<()> {
     write_durably_with_mode(path, content, 0o600)
 }
 
+/// [`write_durably`] for a file everyone may read and only its owner may change (a systemd
+/// unit, a cron.d entry: cron ignores a group- or world-writable one), exactly 0644 whatever
+/// the umask.
+pub fn write_public_durably(path: &Path, content: &[u8]) -> io::Result<()> {
+    write_durably_with_mode(path, content, 0o644)
+}
+
 fn write_durably_with_mode(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -54,6 +61,11 @@ fn write_durably_with_mode(path: &Path, content: &[u8], mode: u32) -> io::Result
         .create_new(true)
         .mode(mode)
         .open(&tmp)?;
+    // The umask only takes bits away: a mode below 0666 is set whole, so a umask of 077 cannot
+    // hide a file that others must read.
+    if mode != 0o666 {
+        file.set_permissions(Permissions::from_mode(mode))?;
+    }
     file.write_all(content)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -115,5 +127,18 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"secret");
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o077, 0);
         assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn a_public_write_is_0644_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailcow-borg.timer");
+        // SAFETY: umask only sets the process's file mode mask; it is put back at once.
+        let old = unsafe { libc::umask(0o077) };
+        let written = write_public_durably(&path, b"[Timer]\n");
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        written.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
     }
 }

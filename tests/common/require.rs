@@ -38,9 +38,11 @@ pub enum Need {
     FileTool,
     /// Debian's prometheus-node-exporter.
     NodeExporter,
+    /// `systemd-analyze`, to verify unit files (no running systemd needed).
+    SystemdAnalyze,
 }
 
-const ALL: [Need; 7] = [
+const ALL: [Need; 8] = [
     Need::Borg14,
     Need::Borg12,
     Need::Sshd,
@@ -48,6 +50,7 @@ const ALL: [Need; 7] = [
     Need::Root,
     Need::FileTool,
     Need::NodeExporter,
+    Need::SystemdAnalyze,
 ];
 
 impl Need {
@@ -65,6 +68,7 @@ impl Need {
             Need::Root => "root",
             Need::FileTool => "the file tool",
             Need::NodeExporter => "prometheus-node-exporter",
+            Need::SystemdAnalyze => "systemd-analyze",
         }
     }
 
@@ -82,6 +86,7 @@ impl Need {
             Need::NodeExporter => {
                 "run scripts/setup-oracles.sh (Debian package prometheus-node-exporter)"
             }
+            Need::SystemdAnalyze => "run scripts/setup-oracles.sh (Debian package systemd)",
         }
     }
 
@@ -104,6 +109,7 @@ impl Need {
             Need::Root => root(),
             Need::FileTool => on_path("file"),
             Need::NodeExporter => exists(Path::new("/usr/bin/prometheus-node-exporter")),
+            Need::SystemdAnalyze => on_path("systemd-analyze"),
         }
     }
 
