@@ -7,7 +7,7 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,17 +15,9 @@ use std::time::{Duration, Instant};
 use common::cli::Ran;
 use common::mailcow::{Mailcow, docker};
 use common::mailcow_repo::Setup;
+use common::sshd::free_port;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
-
-/// A port nothing listens on (bound, then let go).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// node_exporter with only its textfile collector, on a loopback port, for as long as it lives.
 struct NodeExporter {

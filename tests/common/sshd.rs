@@ -32,7 +32,8 @@ fn keygen(path: &Path, kind: &str, passphrase: &str) {
     assert!(status.success(), "ssh-keygen -t {kind}");
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (bound, then let go).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
