@@ -17,6 +17,7 @@
 //! it was written: a restore that fails midway leaves each volume as a mix of old and restored
 //! complete files, and says so.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -775,15 +776,20 @@ impl<'a> Run<'a> {
             batch.extend([":", "quota", "recalc"]);
             resyncs.push(batch);
         }
-        let mut subscribes: Vec<Vec<&str>> = Vec::new();
+        let mut folders_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (user, folder) in merge.map(|m| &m.subscribe[..]).unwrap_or_default() {
-            match subscribes.iter_mut().find(|c| c[4] == user) {
-                Some(command) => command.push(folder),
-                None => {
-                    subscribes.push(vec!["doveadm", "mailbox", "subscribe", "-u", user, folder])
-                }
-            }
+            folders_of.entry(user).or_default().push(folder);
         }
+        let subscribes: Vec<Vec<&str>> = folders_of
+            .into_iter()
+            .map(|(user, folders)| {
+                [
+                    &["doveadm", "mailbox", "subscribe", "-u", user][..],
+                    &folders,
+                ]
+                .concat()
+            })
+            .collect();
         let (resynced, subscribed) =
             tokio::join!(self.in_dovecot(&resyncs), self.in_dovecot(&subscribes));
         warnings.extend(resynced.into_iter().chain(subscribed));
