@@ -9,12 +9,15 @@
 //! - [`mailcow`] — the mailcow profile: components, discovery, one backup run.
 //! - [`cli`] — the command line, thin.
 //!
-//! [`error`] names the kinds of failure every layer's errors belong to.
+//! [`error`] names the kinds of failure every layer's errors belong to; [`stderr`] is where
+//! every layer's lines to the admin go, and [`notify`] tells of a run's outcome elsewhere.
 
 pub mod cli;
 pub mod docker;
 pub mod error;
 pub mod format;
 pub mod mailcow;
+pub mod notify;
 pub mod ops;
 pub mod repo;
+pub mod stderr;

@@ -12,6 +12,7 @@ use super::config::{self, ConfigFile};
 use super::settings;
 use crate::format::manifest::Operation;
 use crate::mailcow::helper_command::RepositoryAccess;
+use crate::notify::NotifyConfig;
 use crate::ops::open::{AccessOptions, OpenRepository, open};
 use crate::ops::passphrase::PassphraseSources;
 use crate::ops::security::SecurityConsent;
@@ -250,6 +251,24 @@ impl AccessArgs {
     /// runs `init`, `key export`, `prune`, … with the settings `backup` uses, borg's security
     /// and keys dirs included (under the state dir, where the helper keeps them).
     pub fn resolve(&self, location: Option<&str>) -> anyhow::Result<(Location, AccessOptions)> {
+        self.resolve_with_config(location)
+            .map(|(location, options, _)| (location, options))
+    }
+
+    /// [`Self::resolve`], and the mailcow config's `[notify]` when the config file was used:
+    /// `check` and `prune` run with the config tell of their runs as `backup` does.
+    pub fn resolve_with_notify(
+        &self,
+        location: Option<&str>,
+    ) -> anyhow::Result<(Location, AccessOptions, Option<NotifyConfig>)> {
+        self.resolve_with_config(location)
+            .map(|(location, options, file)| (location, options, file.and_then(|f| f.notify)))
+    }
+
+    fn resolve_with_config(
+        &self,
+        location: Option<&str>,
+    ) -> anyhow::Result<(Location, AccessOptions, Option<ConfigFile>)> {
         let borg_repo = env("BORG_REPO");
         let omitted = location.is_none_or(|l| l.starts_with("::"));
         let (path, explicit) = match &self.config {
@@ -257,9 +276,9 @@ impl AccessArgs {
             None => (PathBuf::from(config::DEFAULT_CONFIG), false),
         };
         if !explicit && (borg_repo.is_some() || !omitted || !path.exists()) {
-            return Ok((parse_location(location)?, self.to_options()?));
+            return Ok((parse_location(location)?, self.to_options()?, None));
         }
-        let file = ConfigFile::load(&path, explicit)?;
+        let mut file = ConfigFile::load(&path, explicit)?;
         // The config's repository stands where BORG_REPO would (`::ARCHIVE` works with it).
         let location = Location::parse(
             location.unwrap_or(""),
@@ -268,23 +287,24 @@ impl AccessArgs {
         let merged = AccessArgs {
             lock_wait: self.lock_wait.or(file.lock_wait),
             server_timeout: self.server_timeout.or(file.server_timeout),
-            remote_path: self.remote_path.clone().or(file.remote_path),
-            passphrase_file: self.passphrase_file.clone().or(file.passphrase_file),
-            ssh_key: self.ssh_key.clone().or(file.ssh_key),
+            remote_path: self.remote_path.clone().or(file.remote_path.take()),
+            passphrase_file: self.passphrase_file.clone().or(file.passphrase_file.take()),
+            ssh_key: self.ssh_key.clone().or(file.ssh_key.take()),
             ssh_key_passphrase_file: self
                 .ssh_key_passphrase_file
                 .clone()
-                .or(file.ssh_key_passphrase_file),
-            known_hosts: self.known_hosts.clone().or(file.known_hosts),
+                .or(file.ssh_key_passphrase_file.take()),
+            known_hosts: self.known_hosts.clone().or(file.known_hosts.take()),
             ..self.clone()
         };
         let mut options = merged.to_options()?;
-        let state_dir = settings::state_dir(env_path("MAILCOW_BORG_STATE_DIR"), file.state_dir)?;
+        let state_dir =
+            settings::state_dir(env_path("MAILCOW_BORG_STATE_DIR"), file.state_dir.take())?;
         in_state_dir(&mut options, &state_dir);
         if options.key_file.is_none() {
-            options.key_file = file.key_file;
+            options.key_file = file.key_file.take();
         }
-        Ok((location, options))
+        Ok((location, options, Some(file)))
     }
 }
 

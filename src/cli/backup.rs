@@ -12,8 +12,7 @@ use clap::Args;
 use super::Outcome;
 use super::access::runtime;
 use super::config;
-use super::exit;
-use super::run_log;
+use super::run_log::{Journal, RunLog};
 use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
@@ -25,10 +24,11 @@ use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::drill::{DrillError, DrillReport, Status};
 use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, EXIT_CONNECTION_LOST, RetentionCommand};
 use crate::mailcow::restore::RestoreOptions;
-use crate::mailcow::run_record::{Figures, RunRecord};
+use crate::mailcow::run_record::Figures;
 use crate::mailcow::schedule::CheckSchedule;
 use crate::mailcow::scheduled::{Scheduled, ScheduledError, run_due, what_is_checked};
 use crate::mailcow::stopped;
+use crate::notify::NotifyConfig;
 use crate::ops::placeholders::{PlaceholderValues, expand, name_glob};
 use crate::ops::system::now_micros;
 
@@ -88,12 +88,18 @@ pub const DEFAULT_RETRIES: u32 = 0;
 /// `retry_wait`'s default: a minute, long enough for a router or an SSH server to come back.
 pub const DEFAULT_RETRY_WAIT: u64 = 60;
 
-/// The backup's settings, resolved (`output` says what the helper prints), and the config's
-/// `metrics_file`.
+/// Where a backup tells how it went, besides its exit code: the config's `metrics_file` and
+/// `[notify]`.
+pub(super) struct Reporting {
+    metrics_file: Option<PathBuf>,
+    notify: Option<NotifyConfig>,
+}
+
+/// The backup's settings, resolved (`output` says what the helper prints), and its reporting.
 pub(super) fn options(
     args: &BackupSettingsArgs,
     output: OutputOptions,
-) -> anyhow::Result<(BackupOptions, Option<PathBuf>)> {
+) -> anyhow::Result<(BackupOptions, Reporting)> {
     let Settings {
         file,
         mailcow_dir,
@@ -145,7 +151,11 @@ pub(super) fn options(
         ),
         output,
     };
-    Ok((backup, file.metrics_file))
+    let reporting = Reporting {
+        metrics_file: file.metrics_file,
+        notify: file.notify,
+    };
+    Ok((backup, reporting))
 }
 
 /// One backup or restore at a time on this host: an exclusive `flock` on `<state dir>/lock`, held until
@@ -215,23 +225,23 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         list: args.list,
         progress: args.progress,
     };
-    let (options, metrics_file) = options(&args.settings, output)?;
-    let _lock = host_lock(&options.access)?;
-    let start = now_micros();
+    let (options, reporting) = options(&args.settings, output)?;
+    let log = RunLog::begin("backup", reporting.notify);
+    let archive = Some(options.archive.clone());
+    // A backup that cannot run because another holds the host is a failed backup to be told
+    // of; only the holder of the lock writes the journal.
+    let _lock = match host_lock(&options.access) {
+        Ok(lock) => lock,
+        Err(e) => return log.end(archive, None, None, Err(e)),
+    };
     let mut summary = None;
     let result = back_up(&options, args.json, &mut summary);
-    let error = result.as_ref().err().map(exit::one_line);
-    let record = RunRecord::new(
-        "backup",
-        start,
-        now_micros(),
-        exit::exit_code(&result),
-        Some(options.archive.clone()),
-        summary.as_deref().and_then(Figures::from_create_json),
-        error.as_deref(),
-    );
-    run_log::record(&options.access.state_dir, metrics_file.as_deref(), record);
-    result
+    let journal = Journal {
+        state_dir: &options.access.state_dir,
+        metrics_file: reporting.metrics_file.as_deref(),
+    };
+    let figures = summary.as_deref().and_then(Figures::from_create_json);
+    log.end(archive, figures, Some(journal), result)
 }
 
 /// The backup with the host lock held; `summary` gets the helper's JSON summary when it

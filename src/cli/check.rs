@@ -16,6 +16,7 @@ use clap::Args;
 use super::Outcome;
 use super::access::AccessArgs;
 use super::archive_filter::ArchiveFilter;
+use super::run_log::RunLog;
 use super::signals;
 use crate::format::envelope::EnvelopeError;
 use crate::format::key::hex;
@@ -104,7 +105,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     if args.max_duration.is_some_and(|s| s > 0) && !args.repository_only {
         return Err(CheckRefusal::MaxDurationNeedsRepositoryOnly.into());
     }
-    let (location, options) = args.access.resolve(args.location.as_deref())?;
+    let (location, options, notify) = args.access.resolve_with_notify(args.location.as_deref())?;
+    let log = RunLog::begin("check", notify);
     let plan = CheckPlan {
         segments: !args.archives_only,
         max_duration: args.max_duration,
@@ -115,10 +117,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         verify_data: args.verify_data.then_some(IdSlice::ALL),
         verbose: args.access.info,
     };
-    signals::run_until_stopped(
+    let result = signals::run_until_stopped(
         "the check only reads; nothing was changed",
         check(&location, options, &plan),
-    )
+    );
+    log.end(location.archive.clone(), None, None, result)
 }
 
 /// Runs `plan` on the repository at `location`, printing what it finds as borg does: 0 clean,

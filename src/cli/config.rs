@@ -27,6 +27,9 @@
 //! data = "5%"                                        # a share of the objects per backup, or an interval
 //! drill = "30d"
 //! drill_sample = 10                                  # mails read per mailbox by the drill
+//!
+//! [notify.healthchecks]                              # optional: tell how runs went
+//! url = "https://hc-ping.com/…"                      # (all kinds: crate::notify::config)
 //! ```
 //!
 //! More keys: `ssh_key_passphrase_file`, `key_file` (keyfile repositories), `remote_path`,
@@ -43,6 +46,8 @@ use serde::Deserialize;
 use crate::mailcow::components::{Component, UnknownComponent};
 use crate::mailcow::retention::Keep;
 use crate::mailcow::schedule::{CheckSchedule, DataCheck, When};
+use crate::notify::NotifyConfig;
+use crate::notify::config::NotifyTable;
 use crate::ops::prune::{Period, PruneRules, RulesError};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mailcow-borg/config.toml";
@@ -89,6 +94,11 @@ pub struct ConfigFile {
     pub retention: Option<Retention>,
     #[serde(rename = "check")]
     check_table: Option<CheckTable>,
+    #[serde(rename = "notify")]
+    notify_table: Option<NotifyTable>,
+    /// `[notify]`, checked: where runs tell how they went.
+    #[serde(skip)]
+    pub notify: Option<NotifyConfig>,
     /// `[check]`, checked.
     #[serde(skip)]
     pub check: Option<CheckSchedule>,
@@ -270,6 +280,12 @@ impl ConfigFile {
             .check_table
             .take()
             .map(CheckTable::checked)
+            .transpose()
+            .map_err(invalid)?;
+        config.notify = config
+            .notify_table
+            .take()
+            .map(NotifyTable::checked)
             .transpose()
             .map_err(invalid)?;
         if let Some(components) = &config.components {

@@ -4,12 +4,15 @@
 //! failed.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::Outcome;
+use super::run_log::RunLog;
 use super::scratch_run::{OnStop, run_scratch};
 use super::settings::{Settings, SettingsArgs, settings};
+use crate::mailcow::access::HelperAccess;
 use crate::mailcow::drill::{DrillError, DrillReport, DrillRequest, Sample, Status, drill};
 use crate::mailcow::restore::RestoreOptions;
 
@@ -33,10 +36,25 @@ pub struct DrillArgs {
 
 pub fn run(args: DrillArgs) -> anyhow::Result<Outcome> {
     let Settings {
+        file,
         mailcow_dir,
         access,
-        ..
     } = settings(&args.settings)?;
+    let log = RunLog::begin("drill", file.notify);
+    let archive = Some(args.archive.clone());
+    log.end(
+        archive,
+        None,
+        None,
+        drill_archive(args, mailcow_dir, access),
+    )
+}
+
+fn drill_archive(
+    args: DrillArgs,
+    mailcow_dir: PathBuf,
+    access: HelperAccess,
+) -> anyhow::Result<Outcome> {
     let request = DrillRequest {
         archive: args.archive.clone(),
         sample: if args.all {

@@ -7,16 +7,14 @@
 /// goes on.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        $crate::stderr::write(format!("{}\n", format_args!($($arg)*)).as_bytes());
     }};
 }
 
 /// `eprint!` that cannot panic (see [`say!`]).
 macro_rules! say_part {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
+        $crate::stderr::write(format!($($arg)*).as_bytes());
     }};
 }
 

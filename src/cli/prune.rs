@@ -9,6 +9,7 @@ use super::Outcome;
 use super::access::AccessArgs;
 use super::delete::{Printing, deletion, run_deleting};
 use super::human;
+use super::run_log::RunLog;
 use crate::format::text::with_question_marks as remove_surrogates;
 use crate::ops::open::OpenRepository;
 use crate::ops::patterns::ArchiveGlob;
@@ -102,7 +103,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
     }
     // Everything the command line can get wrong is refused before the repository is contacted.
     let rules = args.rules()?;
-    let (location, options) = args.access.resolve(args.location.as_deref())?;
+    let (location, options, notify) = args.access.resolve_with_notify(args.location.as_deref())?;
     let now = now_micros();
     let glob = match &args.glob_archives {
         Some(text) => Some(ArchiveGlob::parse(&expand(
@@ -111,6 +112,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
         )?)),
         None => None,
     };
+    // A dry run only shows what would go: nothing to tell anyone.
+    let log = RunLog::begin("prune", notify.filter(|_| !args.dry_run));
     // borg takes the exclusive lock for a dry run too: what it shows is what a run would do.
     let work = async |repo: &mut OpenRepository| {
         let selection = select(candidates(&repo.manifest, glob.as_ref())?, &rules, now);
@@ -151,7 +154,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<Outcome> {
         deletion(repo, &names, show).await?;
         Ok(Outcome::Ok)
     };
-    run_deleting(&location, &options, work)
+    log.end(None, None, None, run_deleting(&location, &options, work))
 }
 
 /// borg's `--list` lines, newest first, checkpoints among the others.

@@ -12,9 +12,11 @@ use super::access::runtime;
 use super::backup::{host_lock, start_what_a_dead_restore_stopped};
 use super::human;
 use super::mail_filter::MailFilterArgs;
+use super::run_log::RunLog;
 use super::settings::{Settings, SettingsArgs, settings};
 use super::signals::{self, Interrupted};
 use crate::docker::Engine;
+use crate::mailcow::access::HelperAccess;
 use crate::mailcow::components::UnknownComponent;
 use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::restore::{
@@ -88,10 +90,22 @@ pub struct RestoreArgs {
 
 pub fn run(args: RestoreArgs) -> anyhow::Result<Outcome> {
     let Settings {
+        file,
         mailcow_dir,
         access,
-        ..
     } = settings(&args.settings)?;
+    // A dry run only shows a plan: nothing to tell anyone.
+    let notify = file.notify.filter(|_| !args.dry_run);
+    let log = RunLog::begin("restore", notify);
+    let archive = Some(args.archive.clone());
+    log.end(archive, None, None, restore(args, mailcow_dir, access))
+}
+
+fn restore(
+    args: RestoreArgs,
+    mailcow_dir: PathBuf,
+    access: HelperAccess,
+) -> anyhow::Result<Outcome> {
     // As named: unlike a backup's, a restore's vmail does not bring crypt along (the target's
     // keys may be the right ones), and the plan checks the keys either way.
     let mut components = args

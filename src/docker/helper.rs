@@ -305,11 +305,7 @@ impl Helper {
             if let Some(mut output) = output {
                 while let Some(Ok(piece)) = output.next().await {
                     match piece {
-                        LogOutput::StdErr { message } => {
-                            let mut err = std::io::stderr().lock();
-                            err.write_all(&message)?;
-                            err.flush()?;
-                        }
+                        LogOutput::StdErr { message } => crate::stderr::write(&message),
                         LogOutput::StdOut { message } | LogOutput::Console { message } => {
                             match &mut stdout {
                                 StdoutTo::Relay => {

@@ -56,7 +56,8 @@ impl PlaceholderValues {
     }
 }
 
-fn host_name() -> String {
+/// This host's name as the kernel has it (borg's `{fqdn}`).
+pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
     let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
