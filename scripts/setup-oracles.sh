@@ -6,7 +6,8 @@
 #    `procps` (pkill, for the tests that kill a server mid-restore),
 #    `prometheus-node-exporter` (serves the metrics file in tests/mailcow_monitor.rs) and
 #    `systemd` (systemd-analyze verify, for the units `schedule install` writes).
-#  - real borg 1.4.5 from PyPI, built from source into a virtualenv.
+#  - real borg 1.4.5 from PyPI, built from source into a virtualenv, and aiosmtpd beside it
+#    (the SMTP server of tests/mailcow_notify.rs).
 # Where things go (the tests read the same variables, with the same defaults):
 #   MCB_ORACLE_DIR   default: <repo>/.oracle
 #   MCB_BORG14       default: $MCB_ORACLE_DIR/venv-borg-1.4.5/bin/borg
@@ -40,5 +41,9 @@ else
     "$venv/bin/pip" install -q --upgrade pip setuptools wheel pkgconfig
     "$venv/bin/pip" install -q "borgbackup==$borg_version"
     "$venv/bin/borg" --version
+fi
+if ! "$venv/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+    echo "setup-oracles: installing aiosmtpd from PyPI into $venv"
+    "$venv/bin/pip" install -q "aiosmtpd==1.4.6"
 fi
 echo "setup-oracles: $(/usr/bin/borg --version) (Debian) and $("$venv/bin/borg" --version) (PyPI) ready"

@@ -14,40 +14,12 @@ use common::mailcow_repo::{
 
 const DRILL_LABEL: &str = "org.mailcow-borg.drill";
 
-/// The stand-in's database with a mailbox row for every mailbox of the world (each has its
-/// maildir), plus `extra` rows.
-fn matching_mailboxes(mailcow: &Mailcow, extra: &[&str]) {
-    let mut sql = String::from("USE mailcow; DELETE FROM mailbox;");
-    for d in 0..4 {
-        sql.push_str(&format!(
-            "INSERT INTO domain VALUES ('domain{d}.test', NULL);"
-        ));
-    }
-    let rows: Vec<String> = mailcow
-        .users
-        .iter()
-        .map(String::as_str)
-        .chain(extra.iter().copied())
-        .map(|username| {
-            let domain = username.split_once('@').unwrap().1;
-            format!("('{username}', '{domain}', 0, 'User')")
-        })
-        .collect();
-    sql.push_str(&format!("INSERT INTO mailbox VALUES {};", rows.join(",")));
-    let (code, _, err) = docker_exec(
-        &mailcow.container("mysql-mailcow"),
-        &["mariadb", "-uroot"],
-        sql.as_bytes(),
-    );
-    assert_eq!(code, 0, "{err}");
-}
-
 /// A started, filled stand-in whose mailbox table matches its maildirs plus `extra` rows.
 fn world(mails: u32, extra: &[&str]) -> (Mailcow, Setup) {
     let mailcow = Mailcow::create(mails);
     mailcow.start();
     mailcow.fill_database();
-    matching_mailboxes(&mailcow, extra);
+    mailcow.mailbox_rows_matching_maildirs(extra);
     mailcow.set_redis_keys(&[("other", "value")]);
     let redis = mailcow.container("redis-mailcow");
     let script = format!(

@@ -29,6 +29,7 @@ mod mailcow_drill;
 mod mailcow_export;
 mod mailcow_merge;
 mod mailcow_monitor;
+mod mailcow_notify;
 mod mailcow_restore;
 mod patterns_vs_borg;
 mod properties;

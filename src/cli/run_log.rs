@@ -130,7 +130,11 @@ fn message(record: &RunRecord, hostname: &str) -> Message {
             "`mailcow-borg status` on {hostname} shows the recent runs; the lines below are this run's last."
         ));
     }
-    let log = crate::stderr::last_lines();
+    // The error line is printed when the process ends, after this; the log has it already.
+    let mut log = crate::stderr::last_lines();
+    if let Some(error) = &record.error {
+        log.push(format!("mailcow-borg: error: {error}"));
+    }
     let mut summary = serde_json::to_value(record).unwrap_or_default();
     summary["event"] = serde_json::json!(event);
     summary["hostname"] = serde_json::json!(hostname);

@@ -620,6 +620,34 @@ impl Mailcow {
         Ok(read)
     }
 
+    /// The stand-in's database with a mailbox row for every mailbox of the world (each has its
+    /// maildir), plus `extra` rows.
+    pub fn mailbox_rows_matching_maildirs(&self, extra: &[&str]) {
+        let mut sql = String::from("USE mailcow; DELETE FROM mailbox;");
+        for d in 0..4 {
+            sql.push_str(&format!(
+                "INSERT INTO domain VALUES ('domain{d}.test', NULL);"
+            ));
+        }
+        let rows: Vec<String> = self
+            .users
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .map(|username| {
+                let domain = username.split_once('@').unwrap().1;
+                format!("('{username}', '{domain}', 0, 'User')")
+            })
+            .collect();
+        sql.push_str(&format!("INSERT INTO mailbox VALUES {};", rows.join(",")));
+        let (code, _, err) = docker_exec(
+            &self.container("mysql-mailcow"),
+            &["mariadb", "-uroot"],
+            sql.as_bytes(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+
     /// The database mailcow would have: user, tables with a foreign key, rows (utf8mb4 and a
     /// long one included), views (one on the other), a trigger, an event and a function — all
     /// defined by mailcow's user, as mailcow's own are (its dump may show no others).

@@ -40,9 +40,11 @@ pub enum Need {
     NodeExporter,
     /// `systemd-analyze`, to verify unit files (no running systemd needed).
     SystemdAnalyze,
+    /// aiosmtpd (PyPI) in the python beside borg 1.4.5: a real SMTP server.
+    Aiosmtpd,
 }
 
-const ALL: [Need; 8] = [
+const ALL: [Need; 9] = [
     Need::Borg14,
     Need::Borg12,
     Need::Sshd,
@@ -51,6 +53,7 @@ const ALL: [Need; 8] = [
     Need::FileTool,
     Need::NodeExporter,
     Need::SystemdAnalyze,
+    Need::Aiosmtpd,
 ];
 
 impl Need {
@@ -69,6 +72,7 @@ impl Need {
             Need::FileTool => "the file tool",
             Need::NodeExporter => "prometheus-node-exporter",
             Need::SystemdAnalyze => "systemd-analyze",
+            Need::Aiosmtpd => "aiosmtpd",
         }
     }
 
@@ -87,6 +91,7 @@ impl Need {
                 "run scripts/setup-oracles.sh (Debian package prometheus-node-exporter)"
             }
             Need::SystemdAnalyze => "run scripts/setup-oracles.sh (Debian package systemd)",
+            Need::Aiosmtpd => "run scripts/setup-oracles.sh (aiosmtpd from PyPI)",
         }
     }
 
@@ -110,6 +115,19 @@ impl Need {
             Need::FileTool => on_path("file"),
             Need::NodeExporter => exists(Path::new("/usr/bin/prometheus-node-exporter")),
             Need::SystemdAnalyze => on_path("systemd-analyze"),
+            Need::Aiosmtpd => {
+                let imported = Command::new(super::borg14_python())
+                    .args(["-c", "import aiosmtpd"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if imported {
+                    Ok(())
+                } else {
+                    Err("the python beside borg 1.4.5 cannot import aiosmtpd".into())
+                }
+            }
         }
     }
 
