@@ -124,6 +124,9 @@ fn metrics_and_status_follow_good_and_failed_backups() {
         .open(&setup.config)
         .unwrap();
     writeln!(config, "metrics_file = \"{}\"", metrics_file.display()).unwrap();
+    // Each good backup prunes the one before it: the repository's size is known after the
+    // second.
+    writeln!(config, "[retention]\nkeep_last = 1").unwrap();
     let exporter = NodeExporter::start(textfiles.path());
 
     // Nothing backed up yet: critical.
@@ -183,6 +186,55 @@ fn metrics_and_status_follow_good_and_failed_backups() {
         metrics.contains("# TYPE mailcow_borg_files gauge"),
         "{metrics}"
     );
+    for component in ["vmail", "crypt", "mysql", "redis"] {
+        let files = format!("mailcow_borg_component_files{{component=\"{component}\"}}");
+        assert!(sample(&metrics, &files) >= 1.0, "{metrics}");
+    }
+    assert!(
+        sample(
+            &metrics,
+            "mailcow_borg_component_original_bytes{component=\"vmail\"}"
+        ) > sample(
+            &metrics,
+            "mailcow_borg_component_original_bytes{component=\"crypt\"}"
+        )
+    );
+    assert_eq!(sample(&metrics, "mailcow_borg_archives"), 1.0);
+    assert!(
+        !metrics.contains("mailcow_borg_repository_stored_bytes"),
+        "{metrics}"
+    );
+    // A second good backup prunes the first: the count stays, the size is known.
+    setup.backup(&[]).expect(0, "second backup");
+    let metrics = exporter.scrape();
+    assert_eq!(sample(&metrics, "mailcow_borg_archives"), 1.0);
+    assert!(sample(&metrics, "mailcow_borg_repository_stored_bytes") > 0.0);
+    let success = sample(&metrics, "mailcow_borg_last_success_timestamp_seconds");
+
+    // A backup holds the repository's exclusive lock for as long as it runs (here real borg's
+    // `with-lock` stands in for it): status still reads the newest archive, without waiting.
+    let repo = setup.repo.display().to_string();
+    let mut holder = setup
+        .world
+        .borg_command(
+            &common::borg14(),
+            setup.dir.path(),
+            &["with-lock", repo.as_str(), "sleep", "60"],
+            &[],
+        )
+        .spawn()
+        .unwrap();
+    let lock = setup.repo.join("lock.exclusive");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "borg with-lock did not lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ran = status(&setup, &[]).expect(0, "status while the repository is locked");
+    says(&ran, "repository:   newest archive ");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    setup.borg(&["break-lock", repo.as_str()]);
 
     // The repository out of reach (a port nothing listens on): the journal still answers,
     // with a warning that says so.
@@ -231,11 +283,13 @@ fn metrics_and_status_follow_good_and_failed_backups() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(runs.len(), 2, "{journal}");
+    assert_eq!(runs.len(), 3, "{journal}");
     assert_eq!(runs[0]["exit_code"], 0);
-    assert_eq!(runs[1]["exit_code"], 2);
+    assert!(runs[0]["components"]["vmail"]["files"].as_u64().unwrap() > 0);
+    assert_eq!(runs[1]["archives"], 1);
+    assert_eq!(runs[2]["exit_code"], 2);
     assert!(
-        runs[1]["error"]
+        runs[2]["error"]
             .as_str()
             .unwrap()
             .contains("mysql-mailcow is not running")

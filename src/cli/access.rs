@@ -165,6 +165,7 @@ impl AccessArgs {
             ssh,
             local_borg: PathBuf::from(remote_path),
             lock_wait: Duration::from_secs(self.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT)),
+            bypass_lock: false,
             server_timeout: Duration::from_secs(
                 self.server_timeout.unwrap_or(DEFAULT_SERVER_TIMEOUT),
             ),

@@ -57,6 +57,7 @@ fn backup(command: BackupCommand) -> anyhow::Result<Outcome> {
         // Postfix's fifos (public/pickup, …) are the mail system's, made again when it
         // starts; mailcow's volumes hold no other special files.
         skip_special: true,
+        more_figures: true,
     };
     let (location, access, retention, output) = (
         command.location.clone(),

@@ -24,7 +24,6 @@ use crate::mailcow::conf::MailcowConf;
 use crate::mailcow::drill::{DrillError, DrillReport, Status};
 use crate::mailcow::helper_command::{EXIT_ARCHIVE_SAFE, EXIT_CONNECTION_LOST, RetentionCommand};
 use crate::mailcow::restore::RestoreOptions;
-use crate::mailcow::run_record::Figures;
 use crate::mailcow::schedule::CheckSchedule;
 use crate::mailcow::scheduled::{Scheduled, ScheduledError, run_due, what_is_checked};
 use crate::mailcow::stopped;
@@ -240,8 +239,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<Outcome> {
         state_dir: &options.access.state_dir,
         metrics_file: reporting.metrics_file.as_deref(),
     };
-    let figures = summary.as_deref().and_then(Figures::from_create_json);
-    log.end(archive, figures, Some(journal), result)
+    log.end(archive, summary.as_deref(), Some(journal), result)
 }
 
 /// The backup with the host lock held; `summary` gets the helper's JSON summary when it

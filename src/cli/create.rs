@@ -25,9 +25,9 @@ use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
-    CreateError, CreateOptions, CreateReport, Progress, StreamInput, start_walk,
+    ContentStats, CreateError, CreateOptions, CreateReport, Progress, StreamInput, start_walk,
 };
-use crate::ops::open::{AccessOptions, open};
+use crate::ops::open::{AccessOptions, OpenRepository, open};
 use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
 use crate::ops::placeholders::{PlaceholderValues, expand};
@@ -391,6 +391,10 @@ pub struct Extras {
     pub stdin: Option<(Box<dyn std::io::Read + Send>, bool)>,
     /// Leave fifos and devices out.
     pub skip_special: bool,
+    /// `--json` also prints `figures`: the archive's figures by top-level name
+    /// (`stats_by_top`) and how many archives the repository holds (`repository_archives`) —
+    /// what the mailcow backup's metrics show per component.
+    pub more_figures: bool,
 }
 
 /// `create`'s arguments, checked and turned into what the operation takes — in one place, for
@@ -405,6 +409,7 @@ pub struct CreateSettings {
 /// What the command prints besides the operation's work.
 struct Output {
     json: bool,
+    more_figures: bool,
     stats: bool,
     list: bool,
     filter: Option<String>,
@@ -495,6 +500,7 @@ impl CreateSettings {
         };
         let output = Output {
             json: args.json,
+            more_figures: extras.more_figures,
             stats: args.stats,
             list: args.list,
             filter: args.filter,
@@ -563,11 +569,14 @@ impl CreateSettings {
             }
             let canonical = location.canonical();
             if output.json {
-                let document = Json::object([
+                let mut document = Json::object([
                     ("archive", archive_json(&report)),
                     ("encryption", encryption_json(&repo)),
                     ("repository", repository_json(&repo, &canonical)),
                 ]);
+                if let (true, Json::Object(members)) = (output.more_figures, &mut document) {
+                    members.push(("figures".into(), figures_json(&report, &repo)));
+                }
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", document.to_document(json_indent()))?;
             } else if output.stats {
@@ -581,6 +590,40 @@ impl CreateSettings {
             })
         })
     }
+}
+
+/// Beyond borg's shape, for `Extras::more_figures`.
+fn figures_json(report: &CreateReport, repo: &OpenRepository) -> Json {
+    let by_top = report
+        .by_top
+        .iter()
+        .map(|(name, stats)| {
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                content_stats_json(stats),
+            )
+        })
+        .collect();
+    Json::object([
+        (
+            "repository_archives",
+            Json::Int(repo.manifest.archives.len() as i128),
+        ),
+        ("stats_by_top", Json::Object(by_top)),
+    ])
+}
+
+/// borg's `archive.stats`.
+fn content_stats_json(stats: &ContentStats) -> Json {
+    Json::object([
+        ("compressed_size", Json::Int(stats.compressed_size.into())),
+        (
+            "deduplicated_size",
+            Json::Int(stats.deduplicated_size.into()),
+        ),
+        ("nfiles", Json::Int(stats.nfiles.into())),
+        ("original_size", Json::Int(stats.original_size.into())),
+    ])
 }
 
 fn archive_json(report: &CreateReport) -> Json {
@@ -602,18 +645,7 @@ fn archive_json(report: &CreateReport) -> Json {
         ),
         ("name", Json::str(&report.name)),
         ("start", Json::str(human::iso_time_seconds(report.start))),
-        (
-            "stats",
-            Json::object([
-                ("compressed_size", Json::Int(stats.compressed_size.into())),
-                (
-                    "deduplicated_size",
-                    Json::Int(stats.deduplicated_size.into()),
-                ),
-                ("nfiles", Json::Int(stats.nfiles.into())),
-                ("original_size", Json::Int(stats.original_size.into())),
-            ]),
-        ),
+        ("stats", content_stats_json(stats)),
     ])
 }
 

@@ -18,6 +18,7 @@ use super::signals;
 use crate::format::manifest::Operation;
 use crate::ops::delete::DeletedStats;
 use crate::ops::open::OpenRepository;
+use crate::ops::stats::RepoStats;
 
 #[derive(Args)]
 pub struct DeleteArgs {
@@ -123,14 +124,14 @@ pub struct Printing {
 
 /// Deletes the archives `names` (all in the manifest) with everything only they reference, or
 /// under `--dry-run` only works out what that would free when `--stats` asks; prints the
-/// statistics. Returns what was freed.
+/// statistics. Returns what was freed, and when anything was, what remains.
 pub async fn deletion(
     repo: &mut OpenRepository,
     names: &[String],
     show: Printing,
-) -> anyhow::Result<DeletedStats> {
+) -> anyhow::Result<(DeletedStats, Option<RepoStats>)> {
     if names.is_empty() || (show.dry_run && !show.stats) {
-        return Ok(DeletedStats::default());
+        return Ok((DeletedStats::default(), None));
     }
     let plan = repo.plan_delete(names).await?;
     if !show.dry_run {
@@ -151,7 +152,7 @@ pub async fn deletion(
             DASHES,
         );
     }
-    Ok(plan.deleted)
+    Ok((plan.deleted, Some(plan.remaining)))
 }
 
 const DASHES: &str =

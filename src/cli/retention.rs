@@ -35,6 +35,10 @@ struct Pruned {
     kept: Vec<String>,
     pruned: Vec<String>,
     deleted: DeletedStats,
+    /// Archives in the repository after the prune.
+    archives: usize,
+    /// The repository's stored size after the prune, known when it deleted archives.
+    repository_bytes: Option<u64>,
 }
 
 /// Prunes and compacts as `retention` says (nothing without its glob), printing what `output`
@@ -69,6 +73,10 @@ pub fn after_backup(
                     "original_size": pruned.deleted.original_size,
                     "compressed_size": pruned.deleted.compressed_size,
                     "deduplicated_size": pruned.deleted.deduplicated_size,
+                },
+                "repository": {
+                    "archives": pruned.archives,
+                    "unique_csize": pruned.repository_bytes,
                 },
             },
             "compact": {
@@ -131,11 +139,13 @@ fn prune(
             stats: text,
             dry_run: false,
         };
-        let deleted = deletion(repo, &pruned, show).await?;
+        let (deleted, remaining) = deletion(repo, &pruned, show).await?;
         Ok(Pruned {
             kept,
             pruned,
             deleted,
+            archives: repo.manifest.archives.len(),
+            repository_bytes: remaining.map(|r| r.unique_csize),
         })
     })
 }

@@ -11,7 +11,7 @@ use super::exit;
 use super::human;
 use crate::mailcow::journal;
 use crate::mailcow::metrics;
-use crate::mailcow::run_record::RunRecord;
+use crate::mailcow::run_record::{Figures, RunRecord};
 use crate::notify::{Event, Message, Notifier, NotifyConfig};
 use crate::ops::durable::write_durably;
 use crate::ops::system::now_micros;
@@ -66,26 +66,29 @@ impl RunLog {
         }
     }
 
-    /// The run ended with `result`: the record of it (`archive` the one it wrote or read), the
-    /// notifications of how it ended, and — given a `journal` — the journal and metrics.
-    /// Returns `result` as it was.
+    /// The run ended with `result`: the record of it (`archive` the one it wrote or read, with
+    /// the figures of the helper's JSON `summary`), the notifications of how it ended, and —
+    /// given a `journal` — the journal and metrics. Returns `result` as it was.
     pub fn end(
         self,
         archive: Option<String>,
-        figures: Option<crate::mailcow::run_record::Figures>,
+        summary: Option<&[u8]>,
         journal: Option<Journal>,
         result: anyhow::Result<Outcome>,
     ) -> anyhow::Result<Outcome> {
         let error = result.as_ref().err().map(exit::one_line);
-        let record = RunRecord::new(
+        let mut record = RunRecord::new(
             self.command,
             self.start,
             now_micros(),
             exit::exit_code(&result),
             archive,
-            figures,
+            summary.and_then(Figures::from_create_json),
             error.as_deref(),
         );
+        if let Some(summary) = summary {
+            record = record.with_summary(summary);
+        }
         if let Some(journal) = journal {
             write_journal(journal, record.clone());
         }

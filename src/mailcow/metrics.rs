@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::run_record::RunRecord;
+use super::run_record::{Figures, RunRecord};
 
 /// The metrics of the runs in `records` (oldest first, as the journal keeps them): the last
 /// run, and the last successful one, which a failed run leaves in place. Figures are the last
@@ -15,10 +15,16 @@ pub fn render(records: &[RunRecord]) -> String {
     };
     let success = records.iter().rev().find(|r| r.succeeded());
     let seconds = |micros: i64| micros as f64 / 1e6;
-    let mut gauge = |name: &str, help: &str, labels: &[(&str, &str)], value: f64| {
+    // One metric: its HELP and TYPE lines, then a sample per label set.
+    let mut gauges = |name: &str, help: &str, samples: &[(&[(&str, &str)], f64)]| {
         let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name}{} {value}", label_set(labels));
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{} {value}", label_set(labels));
+        }
+    };
+    let mut gauge = |name: &str, help: &str, labels: &[(&str, &str)], value: f64| {
+        gauges(name, help, &[(labels, value)]);
     };
     gauge(
         "mailcow_borg_last_run_timestamp_seconds",
@@ -82,6 +88,59 @@ pub fn render(records: &[RunRecord]) -> String {
             gauge(name, help, &[], value as f64);
         }
     }
+    if !success.components.is_empty() {
+        type Pick = fn(&Figures) -> u64;
+        let by_component: [(&str, &str, Pick); 4] = [
+            (
+                "mailcow_borg_component_files",
+                "Files of each component in the last successful backup's archive (mysql: the dump).",
+                |f| f.files,
+            ),
+            (
+                "mailcow_borg_component_original_bytes",
+                "Size of each component in the last successful backup's archive before compression.",
+                |f| f.original_bytes,
+            ),
+            (
+                "mailcow_borg_component_compressed_bytes",
+                "Size of each component in the last successful backup's archive after compression.",
+                |f| f.compressed_bytes,
+            ),
+            (
+                "mailcow_borg_component_deduplicated_bytes",
+                "What each component of the last successful backup added to the repository.",
+                |f| f.deduplicated_bytes,
+            ),
+        ];
+        for (name, help, pick) in by_component {
+            let labels: Vec<[(&str, &str); 1]> = success
+                .components
+                .keys()
+                .map(|component| [("component", component.as_str())])
+                .collect();
+            let samples: Vec<(&[(&str, &str)], f64)> = labels
+                .iter()
+                .zip(success.components.values())
+                .map(|(labels, figures)| (&labels[..], pick(figures) as f64))
+                .collect();
+            gauges(name, help, &samples);
+        }
+    }
+    if let Some(archives) = success.archives {
+        gauges(
+            "mailcow_borg_archives",
+            "Archives in the repository after the last successful backup (and its prune).",
+            &[(&[], archives as f64)],
+        );
+    }
+    // Known only after a prune that deleted archives: the newest such figure.
+    if let Some(bytes) = records.iter().rev().find_map(|r| r.repository_bytes) {
+        gauges(
+            "mailcow_borg_repository_stored_bytes",
+            "Stored size of every object the repository keeps, as of the last prune that deleted archives.",
+            &[(&[], bytes as f64)],
+        );
+    }
     out
 }
 
@@ -110,7 +169,6 @@ fn escape_help(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::run_record::Figures;
     use super::*;
 
     fn run(end_seconds: i64, exit_code: i32, archive: &str) -> RunRecord {
@@ -162,6 +220,39 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} in:\n{text}");
         }
         assert_eq!(samples.len(), 9, "{text}");
+    }
+
+    #[test]
+    fn components_archives_and_the_repository_size_are_labelled_samples() {
+        let mut good = run(1000, 0, "a");
+        let vmail = Figures {
+            files: 5,
+            original_bytes: 500,
+            compressed_bytes: 400,
+            deduplicated_bytes: 40,
+        };
+        good.components = [
+            ("vmail".to_string(), vmail),
+            ("mysql".into(), Figures { files: 1, ..vmail }),
+        ]
+        .into();
+        good.archives = Some(30);
+        good.repository_bytes = Some(123_456);
+        let text = render(&[good, run(2000, 2, "b")]);
+        for expected in [
+            "mailcow_borg_component_files{component=\"mysql\"} 1\n",
+            "mailcow_borg_component_files{component=\"vmail\"} 5\n",
+            "mailcow_borg_component_deduplicated_bytes{component=\"vmail\"} 40\n",
+            "mailcow_borg_archives 30\n",
+            "mailcow_borg_repository_stored_bytes 123456\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE mailcow_borg_component_files gauge")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! journal keeps these ([`super::journal`]), `status` and the metrics file read them, and
 //! anything else that reports on runs (a notifier) can take one as it is.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The longest error line kept: a record is read back by monitoring, not by a debugger.
@@ -26,6 +28,16 @@ pub struct RunRecord {
     /// The error the run ended with, one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The archive's figures by component (`vmail`, `mysql`, …: its top-level directories).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, Figures>,
+    /// How many archives the repository holds after the run (after its prune, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<u64>,
+    /// The repository's size (the stored size of every object it keeps), known after a prune
+    /// that deleted archives: it counts every archive's references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_bytes: Option<u64>,
 }
 
 /// What a backup wrote, from its `create --json` summary.
@@ -41,11 +53,11 @@ impl Figures {
     /// The figures of the first JSON document in `summary` (the helper's `create --json`
     /// output, which prune's document may follow); `None` when there is none or it lacks them.
     pub fn from_create_json(summary: &[u8]) -> Option<Figures> {
-        let document: serde_json::Value = serde_json::Deserializer::from_slice(summary)
-            .into_iter()
-            .next()?
-            .ok()?;
-        let stats = &document["archive"]["stats"];
+        Figures::from_stats(&documents(summary).next()?["archive"]["stats"])
+    }
+
+    /// borg's `stats` object (`nfiles`, `original_size`, …).
+    fn from_stats(stats: &serde_json::Value) -> Option<Figures> {
         let figure = |key: &str| stats[key].as_u64();
         Some(Figures {
             files: figure("nfiles")?,
@@ -54,6 +66,13 @@ impl Figures {
             deduplicated_bytes: figure("deduplicated_size")?,
         })
     }
+}
+
+/// The JSON documents of a helper's summary, as far as they parse.
+fn documents(summary: &[u8]) -> impl Iterator<Item = serde_json::Value> + '_ {
+    serde_json::Deserializer::from_slice(summary)
+        .into_iter()
+        .map_while(Result::ok)
 }
 
 impl RunRecord {
@@ -80,7 +99,36 @@ impl RunRecord {
                     .take(MAX_ERROR_CHARS)
                     .collect()
             }),
+            components: BTreeMap::new(),
+            archives: None,
+            repository_bytes: None,
         }
+    }
+
+    /// The record with what the helper's JSON `summary` tells beyond the archive's figures:
+    /// the figures by component and the repository's archive count (create's `figures`), and
+    /// after a prune, the count and size it left (its `repository`).
+    pub fn with_summary(mut self, summary: &[u8]) -> RunRecord {
+        for document in documents(summary) {
+            let figures = &document["figures"];
+            if let Some(by_top) = figures["stats_by_top"].as_object() {
+                self.components = by_top
+                    .iter()
+                    .filter_map(|(name, stats)| Some((name.clone(), Figures::from_stats(stats)?)))
+                    .collect();
+            }
+            let after_prune = &document["prune"]["repository"];
+            if let Some(archives) = after_prune["archives"]
+                .as_u64()
+                .or(figures["repository_archives"].as_u64())
+            {
+                self.archives = Some(archives);
+            }
+            if let Some(bytes) = after_prune["unique_csize"].as_u64() {
+                self.repository_bytes = Some(bytes);
+            }
+        }
+        self
     }
 
     /// Whether the run did its work: a backup with 0 or 1 wrote its archive.
@@ -114,6 +162,29 @@ mod tests {
         assert_eq!(Figures::from_create_json(b""), None);
         assert_eq!(Figures::from_create_json(b"not json"), None);
         assert_eq!(Figures::from_create_json(br#"{"archive": {}}"#), None);
+    }
+
+    #[test]
+    fn components_and_the_repository_come_from_create_and_prune() {
+        let stats =
+            r#"{"nfiles": 2, "original_size": 20, "compressed_size": 10, "deduplicated_size": 5}"#;
+        let create = format!(
+            r#"{{"archive": {{"stats": {stats}}}, "figures": {{"repository_archives": 8,
+                "stats_by_top": {{"vmail": {stats}, "mysql": {{"nfiles": "x"}}}}}}}}"#
+        );
+        let prune = r#"{"prune": {"repository": {"archives": 7, "unique_csize": 1234}}}"#;
+        let record = RunRecord::new("backup", 0, 1, 0, None, None, None)
+            .with_summary(format!("{create}\n{prune}").as_bytes());
+        assert_eq!(record.components.keys().collect::<Vec<_>>(), ["vmail"]);
+        assert_eq!(record.components["vmail"].deduplicated_bytes, 5);
+        assert_eq!(
+            (record.archives, record.repository_bytes),
+            (Some(7), Some(1234))
+        );
+        // Without a prune: create's count, no size.
+        let record =
+            RunRecord::new("backup", 0, 1, 0, None, None, None).with_summary(create.as_bytes());
+        assert_eq!((record.archives, record.repository_bytes), (Some(8), None));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct AccessOptions {
     /// `borg` for local repositories (`--remote-path` applies here too).
     pub local_borg: PathBuf,
     pub lock_wait: Duration,
+    /// Reads without taking the repository's lock (borg's `--bypass-lock`): what `status`
+    /// does, to answer while a backup holds the exclusive lock. Writers always lock.
+    pub bypass_lock: bool,
     /// How long the server may stay silent while an answer is awaited (and SSH may take to
     /// log in and start `borg serve`) before the connection is given up.
     pub server_timeout: Duration,
@@ -463,6 +466,7 @@ async fn open_over(
     };
     let open_options = OpenOptions {
         lock_wait: options.lock_wait,
+        lock: !(options.bypass_lock && !base.exclusive),
         ..base
     };
     let Started {

@@ -41,6 +41,7 @@ pub fn access_options(borg: &Path, passphrase: &str, base: &Path) -> AccessOptio
         ssh: SshOptions::defaults(base, "root"),
         local_borg: borg.to_path_buf(),
         lock_wait: Duration::from_secs(5),
+        bypass_lock: false,
         server_timeout: Duration::from_secs(60),
         upload_ratelimit: None,
         passphrase: PassphraseSources {

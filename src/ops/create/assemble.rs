@@ -17,12 +17,13 @@ use super::content::{self, FileOutcome, FileRead};
 use super::files_cache::FilesCache;
 use super::store::ChunkStore;
 use super::walk::{InodeKey, Place, Reopener, Slot};
-use super::{ContentStats, CreateError, Halt, Progress};
+use super::{ContentStats, CreateError, Halt, Progress, StatsByTop};
 
 /// What the assembler produced.
 pub(super) struct Assembled {
     pub item_ids: Vec<ObjectId>,
     pub stats: ContentStats,
+    pub by_top: StatsByTop,
     pub warnings: u64,
 }
 
@@ -44,6 +45,7 @@ pub(super) struct Assembler<'a> {
     writer: ItemStreamWriter,
     item_ids: Vec<ObjectId>,
     stats: ContentStats,
+    by_top: StatsByTop,
     warnings: u64,
     /// Hardlink masters stored so far: inode → archive path.
     masters: HashMap<InodeKey, Vec<u8>>,
@@ -73,6 +75,7 @@ impl<'a> Assembler<'a> {
             writer: ItemStreamWriter::new(seed),
             item_ids: Vec::new(),
             stats: ContentStats::default(),
+            by_top: StatsByTop::new(),
             warnings: 0,
             masters: HashMap::new(),
             chunker: Chunker::new(chunker_params, seed),
@@ -117,9 +120,9 @@ impl Assembler<'_> {
                         self.progress.file_status(status, &fs_path);
                     }
                     if let Some(reused) = reused {
-                        self.stats.nfiles += 1;
-                        self.stats.original_size += reused.size;
-                        self.stats.compressed_size += reused.csize;
+                        self.stats.add_reused(reused.size, reused.csize);
+                        self.top_stats(&fs_path)
+                            .add_reused(reused.size, reused.csize);
                         self.progress.content(reused.size, 0);
                     }
                     self.emit_packed(&packed, master)?;
@@ -211,8 +214,8 @@ impl Assembler<'_> {
             }
             FileOutcome::Failed(e) => return Err(e.into()),
         };
-        self.stats.add(&read.chunks);
-        self.stats.nfiles += 1;
+        self.stats.add_read(&read.chunks);
+        self.top_stats(fs_path).add_read(&read.chunks);
         let size: u64 = read.chunks.iter().map(|s| s.chunk.size).sum();
         let uploaded = read
             .chunks
@@ -304,12 +307,28 @@ impl Assembler<'_> {
         Ok(())
     }
 
+    /// The figures of the top-level name `fs_path` is under (its first component).
+    fn top_stats(&mut self, fs_path: &[u8]) -> &mut ContentStats {
+        let relative = fs_path.strip_prefix(b"/").unwrap_or(fs_path);
+        let top = relative.split(|b| *b == b'/').next().unwrap_or_default();
+        // A handful of names: a list searched is cheaper than a map.
+        let at = match self.by_top.iter().position(|(name, _)| name == top) {
+            Some(at) => at,
+            None => {
+                self.by_top.push((top.to_vec(), ContentStats::default()));
+                self.by_top.len() - 1
+            }
+        };
+        &mut self.by_top[at].1
+    }
+
     pub fn finish(self) -> Result<Assembled, CreateError> {
         let mut item_ids = self.item_ids;
         store_stream_chunks(self.store, self.writer.finish(), &mut item_ids)?;
         Ok(Assembled {
             item_ids,
             stats: self.stats,
+            by_top: self.by_top,
             warnings: self.warnings,
         })
     }

@@ -175,7 +175,9 @@ pub struct ContentStats {
 }
 
 impl ContentStats {
-    fn add(&mut self, chunks: &[Stored]) {
+    /// A file read now, whose chunks are `chunks`.
+    fn add_read(&mut self, chunks: &[Stored]) {
+        self.nfiles += 1;
         for stored in chunks {
             self.original_size += stored.chunk.size;
             self.compressed_size += stored.chunk.csize;
@@ -184,7 +186,18 @@ impl ContentStats {
             }
         }
     }
+
+    /// A file reused unchanged from the files cache: nothing new in the repository.
+    fn add_reused(&mut self, size: u64, csize: u64) {
+        self.nfiles += 1;
+        self.original_size += size;
+        self.compressed_size += csize;
+    }
 }
+
+/// The archive's figures split by the first component of the files' paths (`vmail`, `mysql`
+/// in a mailcow backup), in the order first met.
+pub type StatsByTop = Vec<(Vec<u8>, ContentStats)>;
 
 pub struct CreateReport {
     pub id: ObjectId,
@@ -194,6 +207,7 @@ pub struct CreateReport {
     pub end: i64,
     pub duration: f64,
     pub stats: ContentStats,
+    pub by_top: StatsByTop,
     /// The archive object's plaintext size (for borg's "utilization of max. archive size").
     pub archive_size: usize,
     /// Problems with single files (each also went to [`Progress::warning`]).
@@ -426,6 +440,7 @@ async fn write_archive(
         end: committed.end,
         duration: committed.duration,
         stats,
+        by_top: assembled.by_top,
         archive_size: committed.archive_size,
         warnings: assembled.warnings,
         manifest_timestamp: committed.manifest_timestamp,
