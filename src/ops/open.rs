@@ -466,7 +466,7 @@ async fn open_over(
     };
     let open_options = OpenOptions {
         lock_wait: options.lock_wait,
-        lock: !(options.bypass_lock && !base.exclusive),
+        lock: base.exclusive || !options.bypass_lock,
         ..base
     };
     let Started {
