@@ -201,9 +201,31 @@ fn borg_serves(sshd: u32) -> Vec<i32> {
     found
 }
 
-/// Starts `backup` with `args` and kills the server side of its session `after` its
-/// `borg serve` started; the run's output.
-fn backup_killed_after(setup: &Setup, args: &[&str], after: Duration) -> common::cli::Ran {
+/// When [`backup_killed`] kills the server side of the backup's session.
+enum Kill {
+    /// This long after its `borg serve` started.
+    After(Duration),
+    /// As soon as it committed a checkpoint: the repository's newest `index.N` is newer than
+    /// when the backup started.
+    AtCheckpoint,
+}
+
+/// The number of the repository's newest committed index (`index.N`).
+fn committed(setup: &Setup) -> u64 {
+    std::fs::read_dir(&setup.repo)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("index.")?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Starts `backup` with `args` and kills the server side of its session when `kill` says;
+/// the run's output.
+fn backup_killed(setup: &Setup, args: &[&str], kill: Kill) -> common::cli::Ran {
+    let before = committed(setup);
     let child = setup
         .backup_command(args)
         .stdout(std::process::Stdio::piped())
@@ -213,7 +235,12 @@ fn backup_killed_after(setup: &Setup, args: &[&str], after: Duration) -> common:
     common::mailcow::wait_until("borg serve of the backup", || {
         !borg_serves(setup.sshd.pid()).is_empty()
     });
-    std::thread::sleep(after);
+    match kill {
+        Kill::After(after) => std::thread::sleep(after),
+        Kill::AtCheckpoint => {
+            common::mailcow::wait_until("a checkpoint of the backup", || committed(setup) > before)
+        }
+    }
     let serves = borg_serves(setup.sshd.pid());
     assert!(!serves.is_empty(), "the upload ended before it was killed");
     for pid in serves {
@@ -239,27 +266,32 @@ fn archives(setup: &Setup) -> Vec<String> {
 }
 
 /// The server side killed mid-upload: with `--retries 0` the run exits 2, says the connection
-/// failed and commits no archive; with `retries = 2` (the config's) the next try completes, the
-/// summary says it took two, and real `borg check` finds the repository clean.
+/// failed and commits no archive but its checkpoint; with `retries = 2` (the config's) the
+/// next try completes without sending again what that checkpoint holds, the summary says it
+/// took two, and real `borg check` finds the repository clean.
 #[test]
 fn a_dropped_backup_is_tried_again_until_it_completes() {
     require!(Borg14, Sshd, Docker, Root);
     let mailcow = Mailcow::create(5);
     mailcow.start();
     mailcow.fill_database();
-    // Mail that does not compress, in many files: checkpoints fall between files.
+    // 24 MB that do not compress, in 1 MB files: more than the 16 MiB a checkpoint waits to
+    // see uploaded, so at 1 MiB/s the first checkpoint comes after ~17 s with a third still to
+    // send.
     let extra = mailcow.volume_dir("vmail-vol-1").join("bulk");
     std::fs::create_dir_all(&extra).unwrap();
-    for i in 0..60 {
-        std::fs::write(extra.join(format!("m{i}")), noise(2 * i + 101, 10_000)).unwrap();
+    let bulk = 24u64 << 20;
+    for i in 0..24 {
+        std::fs::write(extra.join(format!("m{i}")), noise(2 * i + 101, 1 << 20)).unwrap();
     }
     let setup = Setup::new(&mailcow);
     let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config
-        .push_str("upload_ratelimit = 40\ncheckpoint_interval = 1\nretries = 2\nretry_wait = 1\n");
+    config.push_str(
+        "upload_ratelimit = 1024\ncheckpoint_interval = 1\nretries = 2\nretry_wait = 1\n",
+    );
     std::fs::write(&setup.config, config).unwrap();
 
-    let given_up = backup_killed_after(&setup, &["--retries", "0"], Duration::from_secs(5));
+    let given_up = backup_killed(&setup, &["--retries", "0"], Kill::AtCheckpoint);
     assert_eq!(given_up.code, 2, "{}", given_up.stderr);
     for expected in [
         "the connection to the repository failed on each of 1 tries",
@@ -270,11 +302,11 @@ fn a_dropped_backup_is_tried_again_until_it_completes() {
     no_helper_left(&mailcow);
     let after_drop = archives(&setup);
     assert!(
-        after_drop.iter().all(|a| a.contains(".checkpoint")),
-        "only checkpoints may be committed by a dropped run: {after_drop:?}"
+        !after_drop.is_empty() && after_drop.iter().all(|a| a.contains(".checkpoint")),
+        "a dropped run commits its checkpoint and nothing else: {after_drop:?}"
     );
 
-    let retried = backup_killed_after(&setup, &["--json"], Duration::from_secs(4));
+    let retried = backup_killed(&setup, &["--json"], Kill::After(Duration::from_secs(1)));
     assert_eq!(retried.code, 0, "{}", retried.stderr);
     assert!(
         retried
@@ -285,6 +317,14 @@ fn a_dropped_backup_is_tried_again_until_it_completes() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&retried.stdout).unwrap();
     assert_eq!(summary["mailcow"]["tries"], 2, "{summary}");
+    // What the checkpoint holds was not sent again: well over half of the bulk.
+    let added = summary["archive"]["stats"]["deduplicated_size"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        added < bulk / 2,
+        "the checkpoint's data was sent again: {summary}"
+    );
     no_helper_left(&mailcow);
     let name = summary["archive"]["name"].as_str().unwrap();
     assert!(archives(&setup).iter().any(|a| a == name));
