@@ -225,6 +225,36 @@ password_file = "{password}"
     .unwrap();
     drop(config);
 
+    // `config check` lists the targets without their secrets, and reads every file they need.
+    let ran = setup.check(&[]).expect(0, "config check");
+    no_secret_in(&ran);
+    for expected in [
+        format!("notify (each call at most {timeout} s):"),
+        "  the healthchecks ping to http://127.0.0.1/… (start, success, warning, failure)".into(),
+        "  the Uptime Kuma push to https://127.0.0.1/… (success, warning, failure)".into(),
+        format!(
+            "  the mail through 127.0.0.1:{} (STARTTLS) to ops@example.test, oncall@example.test (warning, failure)",
+            submission.port
+        ),
+    ] {
+        assert!(
+            ran.stdout_text().contains(&expected),
+            "{expected}\n{}",
+            ran.stdout_text()
+        );
+    }
+    let password = dir.path().join("smtp-password");
+    std::fs::rename(&password, dir.path().join("elsewhere")).unwrap();
+    let ran = setup
+        .check(&[])
+        .expect(2, "config check without the SMTP password");
+    assert!(
+        ran.stderr.contains("notify: cannot read "),
+        "{}",
+        ran.stderr
+    );
+    std::fs::rename(dir.path().join("elsewhere"), &password).unwrap();
+
     // A good backup: start and success pings, no mail (mail is for warnings and failures).
     let started = Instant::now();
     let ran = setup.backup(&[]).expect(0, "backup");

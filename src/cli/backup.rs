@@ -90,8 +90,8 @@ pub const DEFAULT_RETRY_WAIT: u64 = 60;
 /// Where a backup tells how it went, besides its exit code: the config's `metrics_file` and
 /// `[notify]`.
 pub(super) struct Reporting {
-    metrics_file: Option<PathBuf>,
-    notify: Option<NotifyConfig>,
+    pub metrics_file: Option<PathBuf>,
+    pub notify: Option<NotifyConfig>,
 }
 
 /// The backup's settings, resolved (`output` says what the helper prints), and its reporting.

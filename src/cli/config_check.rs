@@ -38,7 +38,7 @@ pub struct CheckArgs {
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
     let ConfigCommand::Check(args) = command;
-    let (options, _) = options(&args.settings, OutputOptions::default())?;
+    let (options, reporting) = options(&args.settings, OutputOptions::default())?;
     let conf = MailcowConf::load(&options.mailcow_dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "config: ok")?;
@@ -142,6 +142,18 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Outcome> {
                 "checks after a backup: repository = {}, archives = {}, data = {}, drill = {} ({} mails per mailbox)",
                 check.repository, check.archives, check.data, check.drill, check.drill_sample
             )?;
+        }
+        if let Some(path) = &reporting.metrics_file {
+            writeln!(out, "metrics file: {}", path.display())?;
+        }
+        if let Some(notify) = &reporting.notify {
+            notify
+                .check_files()
+                .map_err(|e| anyhow::anyhow!("notify: {e}"))?;
+            writeln!(out, "notify (each call at most {} s):", notify.timeout.as_secs())?;
+            for line in notify.lines() {
+                writeln!(out, "  {line}")?;
+            }
         }
         writeln!(out, "state dir: {}", options.access.state_dir.display())?;
         Ok(Outcome::Ok)

@@ -141,6 +141,65 @@ impl Kind {
     }
 }
 
+impl NotifyConfig {
+    /// One line per target: what and where (no secrets), and for which events.
+    pub fn lines(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .map(|target| {
+                let events: Vec<&str> = target.events.iter().map(|e| e.name()).collect();
+                let what = match &target.kind {
+                    Kind::Mail(mail) => format!("{} to {}", mail_route(mail), mail.to.join(", ")),
+                    kind => kind.describe(),
+                };
+                format!("{what} ({})", events.join(", "))
+            })
+            .collect()
+    }
+
+    /// Reads every file the targets need — tokens, passwords, `ca_file` and the system's
+    /// roots when TLS is used — as a run would; the first that cannot be used.
+    pub fn check_files(&self) -> Result<(), String> {
+        let mut tls = false;
+        for target in &self.targets {
+            let secret = match &target.kind {
+                Kind::Ntfy(Ntfy {
+                    token_file, url, ..
+                })
+                | Kind::Webhook { token_file, url } => {
+                    tls |= url.scheme_str() == Some("https");
+                    token_file.as_deref()
+                }
+                Kind::Healthchecks { url } | Kind::UptimeKuma { url } => {
+                    tls |= url.scheme_str() == Some("https");
+                    None
+                }
+                Kind::Mail(mail) => {
+                    tls |= mail.security != Security::None;
+                    mail.login.as_ref().map(|(_, file)| file.as_path())
+                }
+            };
+            if let Some(file) = secret {
+                super::http_client::read_secret(file)?;
+            }
+        }
+        if tls || self.ca_file.is_some() {
+            super::tls::client_config(self.ca_file.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// `the mail through HOST:PORT (starttls)`.
+fn mail_route(mail: &Mail) -> String {
+    let security = match mail.security {
+        Security::None => "plain",
+        Security::Starttls => "STARTTLS",
+        Security::Tls => "TLS",
+    };
+    format!("{} ({security})", Kind::Mail(mail.clone()).describe())
+}
+
 /// `[notify]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
