@@ -147,18 +147,19 @@ impl ChunkCache {
     }
 
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let mut data = Vec::new();
-        data.extend_from_slice(&self.manifest_id.unwrap_or_default());
-        data.extend_from_slice(&(self.archives.len() as u64).to_le_bytes());
-        for id in &self.archives {
-            data.extend_from_slice(id);
-        }
-        for (id, entry) in self.index.entries() {
-            data.extend_from_slice(id);
-            data.extend_from_slice(&entry.sizes.size.to_le_bytes());
-            data.extend_from_slice(&entry.sizes.csize.to_le_bytes());
-        }
-        cache_file::save(path, MAGIC, &data)
+        cache_file::save(path, MAGIC, |out| {
+            out.write_all(&self.manifest_id.unwrap_or_default())?;
+            out.write_all(&(self.archives.len() as u64).to_le_bytes())?;
+            for id in &self.archives {
+                out.write_all(id)?;
+            }
+            for (id, entry) in self.index.entries() {
+                out.write_all(id)?;
+                out.write_all(&entry.sizes.size.to_le_bytes())?;
+                out.write_all(&entry.sizes.csize.to_le_bytes())?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -268,24 +268,28 @@ impl FilesCache {
             .entries
             .iter()
             .filter(|(_, e)| (e.age == 0 && e.cmtime < newest) || (e.age > 0 && e.age < self.ttl));
-        let mut data = Vec::new();
-        for (hash, entry) in kept {
-            data.extend_from_slice(hash);
-            data.push(entry.age);
-            data.extend_from_slice(&entry.inode.to_le_bytes());
-            data.extend_from_slice(&entry.size.to_le_bytes());
-            data.extend_from_slice(&entry.cmtime.to_le_bytes());
-            data.push(u8::from(entry.ext));
-            data.extend_from_slice(&(entry.chunks.len() as u32).to_le_bytes());
-            for chunk in &entry.chunks {
-                data.extend_from_slice(&chunk.id);
-                data.extend_from_slice(&(chunk.size as u32).to_le_bytes());
-                data.extend_from_slice(&(chunk.csize as u32).to_le_bytes());
+        cache_file::save(path, MAGIC, |out| {
+            for (hash, entry) in kept {
+                out.write_all(hash)?;
+                out.write_all(&[entry.age])?;
+                out.write_all(&entry.inode.to_le_bytes())?;
+                out.write_all(&entry.size.to_le_bytes())?;
+                out.write_all(&entry.cmtime.to_le_bytes())?;
+                out.write_all(&[u8::from(entry.ext)])?;
+                out.write_all(&(entry.chunks.len() as u32).to_le_bytes())?;
+                for chunk in &entry.chunks {
+                    out.write_all(&chunk.id)?;
+                    out.write_all(&(chunk.size as u32).to_le_bytes())?;
+                    out.write_all(&(chunk.csize as u32).to_le_bytes())?;
+                }
             }
-        }
-        cache_file::save(path, MAGIC, &data)
+            Ok(())
+        })
     }
 }
+
+/// A chunk in the file: id, size, stored size.
+const CHUNK_RECORD: usize = 40;
 
 fn decode(data: &[u8]) -> Option<IdMap<ObjectId, Entry>> {
     let mut rest = cache_file::body(data, MAGIC)?;
@@ -303,16 +307,17 @@ fn decode(data: &[u8]) -> Option<IdMap<ObjectId, Entry>> {
         let cmtime = i64::from_le_bytes(take(8)?.try_into().ok()?);
         let ext = take(1)?[0] != 0;
         let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        let chunks = (0..count)
-            .map(|_| {
-                let record = take(40)?;
-                Some(ChunkRef {
-                    id: record[..32].try_into().ok()?,
-                    size: u32::from_le_bytes(record[32..36].try_into().ok()?).into(),
-                    csize: u32::from_le_bytes(record[36..40].try_into().ok()?).into(),
-                })
-            })
-            .collect::<Option<Vec<ChunkRef>>>()?;
+        // Exactly as many as there are: most files are one chunk, and a collected Vec would
+        // start at four (144 bytes a file of nothing).
+        let records = take(count.checked_mul(CHUNK_RECORD)?)?;
+        let mut chunks = Vec::with_capacity(count);
+        for record in records.chunks_exact(CHUNK_RECORD) {
+            chunks.push(ChunkRef {
+                id: record[..32].try_into().ok()?,
+                size: u32::from_le_bytes(record[32..36].try_into().ok()?).into(),
+                csize: u32::from_le_bytes(record[36..40].try_into().ok()?).into(),
+            });
+        }
         entries.insert(
             hash,
             Entry {
