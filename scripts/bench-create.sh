@@ -11,6 +11,8 @@
 #
 # Each round starts from a fresh copy of the generated maildir, fresh repositories and empty
 # caches. MCB_EXTRA_BINARIES="name=path ..." also times other builds of ours in the same rounds.
+# MCB_BENCH_SMALL=1 makes the mails small (1-3 kB, gen_maildir.py --small): a million of them
+# take ~4 GB of disk (and as many inodes), for the scale curve.
 # Needs: scripts/setup-oracles.sh done; root (sshd); ~3 GB of disk per 20,000 mails.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +27,9 @@ cargo build --release --quiet
 source "$repo/scripts/lib/bench-sshd.sh"
 
 gen="$repo/tests/oracle/gen_maildir.py"
-python3 "$gen" --mails "$mails" --seed 1 "$work/pristine" >/dev/null
+small=()
+[[ "${MCB_BENCH_SMALL:-}" == 1 ]] && small=(--small)
+python3 "$gen" --mails "$mails" --seed 1 "${small[@]}" "$work/pristine" >/dev/null
 size="$(du -sh "$work/pristine" | cut -f1)"
 files="$(find "$work/pristine" -type f | wc -l)"
 
@@ -52,7 +56,7 @@ for round in $(seq "$rounds"); do
     done
     for step in first unchanged one-percent; do
         if [[ "$step" == one-percent ]]; then
-            python3 "$gen" --mails "$mails" --seed 1 --mutate 1 "$work/maildir" >/dev/null
+            python3 "$gen" --mails "$mails" --seed 1 --mutate 1 "${small[@]}" "$work/maildir" >/dev/null
         fi
         for tool in "${tools[@]}"; do
             name="${tool%%=*}"
