@@ -11,7 +11,7 @@ use super::exit;
 use super::human;
 use crate::mailcow::journal;
 use crate::mailcow::metrics;
-use crate::mailcow::run_record::{Figures, RunRecord};
+use crate::mailcow::run_record::RunRecord;
 use crate::notify::{Event, Message, Notifier, NotifyConfig};
 use crate::ops::durable::write_durably;
 use crate::ops::system::now_micros;
@@ -83,7 +83,7 @@ impl RunLog {
             now_micros(),
             exit::exit_code(&result),
             archive,
-            summary.and_then(Figures::from_create_json),
+            None,
             error.as_deref(),
         );
         if let Some(summary) = summary {

@@ -50,12 +50,6 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// The figures of the first JSON document in `summary` (the helper's `create --json`
-    /// output, which prune's document may follow); `None` when there is none or it lacks them.
-    pub fn from_create_json(summary: &[u8]) -> Option<Figures> {
-        Figures::from_stats(&documents(summary).next()?["archive"]["stats"])
-    }
-
     /// borg's `stats` object (`nfiles`, `original_size`, …).
     fn from_stats(stats: &serde_json::Value) -> Option<Figures> {
         let figure = |key: &str| stats[key].as_u64();
@@ -105,11 +99,15 @@ impl RunRecord {
         }
     }
 
-    /// The record with what the helper's JSON `summary` tells beyond the archive's figures:
-    /// the figures by component and the repository's archive count (create's `figures`), and
-    /// after a prune, the count and size it left (its `repository`).
+    /// The record with what the helper's JSON `summary` tells: its first document is
+    /// `create --json`'s, with the archive's figures (`archive.stats`), the figures by component
+    /// and the repository's archive count (`figures`); prune's may follow, with the count and
+    /// size it left (`prune.repository`).
     pub fn with_summary(mut self, summary: &[u8]) -> RunRecord {
-        for document in documents(summary) {
+        for (n, document) in documents(summary).enumerate() {
+            if n == 0 {
+                self.figures = Figures::from_stats(&document["archive"]["stats"]);
+            }
             let figures = &document["figures"];
             if let Some(by_top) = figures["stats_by_top"].as_object() {
                 self.components = by_top
@@ -150,8 +148,13 @@ mod tests {
         let summary = br#"{"archive": {"name": "a", "stats": {"nfiles": 3, "original_size": 300,
             "compressed_size": 200, "deduplicated_size": 100}}}
             {"prune": {}}"#;
+        let figures = |summary: &[u8]| {
+            RunRecord::new("backup", 0, 1, 0, None, None, None)
+                .with_summary(summary)
+                .figures
+        };
         assert_eq!(
-            Figures::from_create_json(summary),
+            figures(summary),
             Some(Figures {
                 files: 3,
                 original_bytes: 300,
@@ -159,9 +162,9 @@ mod tests {
                 deduplicated_bytes: 100
             })
         );
-        assert_eq!(Figures::from_create_json(b""), None);
-        assert_eq!(Figures::from_create_json(b"not json"), None);
-        assert_eq!(Figures::from_create_json(br#"{"archive": {}}"#), None);
+        assert_eq!(figures(b""), None);
+        assert_eq!(figures(b"not json"), None);
+        assert_eq!(figures(br#"{"archive": {}}"#), None);
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Kind {
             Kind::UptimeKuma { url } => format!("the Uptime Kuma push to {}", place(url)),
             Kind::Ntfy(ntfy) => format!("the ntfy message to {}", place(&ntfy.url)),
             Kind::Webhook { url, .. } => format!("the webhook {}", place(url)),
-            Kind::Mail(mail) => format!("the mail through {}:{}", mail.host, mail.port),
+            Kind::Mail(mail) => mail.describe(),
         }
     }
 
@@ -197,7 +197,13 @@ fn mail_route(mail: &Mail) -> String {
         Security::Starttls => "STARTTLS",
         Security::Tls => "TLS",
     };
-    format!("{} ({security})", Kind::Mail(mail.clone()).describe())
+    format!("{} ({security})", mail.describe())
+}
+
+impl Mail {
+    fn describe(&self) -> String {
+        format!("the mail through {}:{}", self.host, self.port)
+    }
 }
 
 /// `[notify]` as written.
