@@ -804,9 +804,7 @@ fn retention_prunes_only_the_backups_own_archives() {
             )
             .expect(0, "borg create");
     }
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config.push_str("\n[retention]\nkeep_last = 2\n");
-    std::fs::write(&setup.config, config).unwrap();
+    setup.add_to_config("\n[retention]\nkeep_last = 2\n");
     let checked = setup.check(&[]).expect(0, "config check");
     let line = format!(
         "retention: after each backup, prune the archives matching {host}-mailcow-* (keep_last = 2); compact = always"

@@ -313,11 +313,9 @@ fn sigterm_during_a_drill_removes_its_containers_and_volumes() {
 
 /// `[check]` with every kind due daily and half of the data per backup.
 fn schedule_checks(setup: &Setup, repository: &str) {
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config.push_str(&format!(
+    setup.add_to_config(&format!(
         "[check]\nrepository = \"{repository}\"\narchives = \"1d\"\ndata = \"50%\"\ndrill = \"1d\"\ndrill_sample = 2\n"
     ));
-    std::fs::write(&setup.config, config).unwrap();
 }
 
 /// The state dir's stamps, as `kind value` per line.

@@ -119,14 +119,12 @@ fn metrics_and_status_follow_good_and_failed_backups() {
     let setup = Setup::new(&mailcow);
     let textfiles = tempfile::tempdir().unwrap();
     let metrics_file = textfiles.path().join("mailcow_borg.prom");
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&setup.config)
-        .unwrap();
-    writeln!(config, "metrics_file = \"{}\"", metrics_file.display()).unwrap();
     // Each good backup prunes the one before it: the repository's size is known after the
     // second.
-    writeln!(config, "[retention]\nkeep_last = 1").unwrap();
+    setup.add_to_config(&format!(
+        "metrics_file = \"{}\"\n[retention]\nkeep_last = 1\n",
+        metrics_file.display()
+    ));
     let exporter = NodeExporter::start(textfiles.path());
 
     // Nothing backed up yet: critical.
@@ -302,15 +300,7 @@ fn a_metrics_file_that_cannot_be_written_is_a_warning_that_leaves_the_exit_code(
     let mailcow = Mailcow::create(5);
     mailcow.start();
     let setup = Setup::new(&mailcow);
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&setup.config)
-        .unwrap();
-    writeln!(
-        config,
-        "metrics_file = \"/nonexistent-dir/mailcow_borg.prom\""
-    )
-    .unwrap();
+    setup.add_to_config("metrics_file = \"/nonexistent-dir/mailcow_borg.prom\"\n");
     let ran = setup
         .backup(&["--component", "vmail"])
         .expect(0, "backup with an unwritable metrics file");

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,12 +170,7 @@ fn runs_tell_pings_ntfy_webhooks_and_mail_how_they_went() {
         path.display().to_string()
     };
     let timeout = 3;
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&setup.config)
-        .unwrap();
-    write!(
-        config,
+    setup.add_to_config(&format!(
         r#"
 [notify]
 timeout = {timeout}
@@ -221,9 +216,7 @@ password_file = "{password}"
         ntfy_token = secret_file("ntfy-token", "ntfy-secret-token"),
         webhook_token = secret_file("webhook-token", "webhook-secret-token"),
         password = secret_file("smtp-password", "smtp-secret-password"),
-    )
-    .unwrap();
-    drop(config);
+    ));
 
     // `config check` lists the targets without their secrets, and reads every file they need.
     let ran = setup.check(&[]).expect(0, "config check");

@@ -285,11 +285,9 @@ fn a_dropped_backup_is_tried_again_until_it_completes() {
         std::fs::write(extra.join(format!("m{i}")), noise(2 * i + 101, 1 << 20)).unwrap();
     }
     let setup = Setup::new(&mailcow);
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config.push_str(
+    setup.add_to_config(
         "upload_ratelimit = 1024\ncheckpoint_interval = 1\nretries = 2\nretry_wait = 1\n",
     );
-    std::fs::write(&setup.config, config).unwrap();
 
     let given_up = backup_killed(&setup, &["--retries", "0"], Kill::AtCheckpoint);
     assert_eq!(given_up.code, 2, "{}", given_up.stderr);

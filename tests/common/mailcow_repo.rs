@@ -52,6 +52,16 @@ impl Setup {
         }
     }
 
+    /// Appends `text` to the config file (a table it opens takes the keys after it).
+    pub fn add_to_config(&self, text: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
     /// Our `backup` with `args` (and the config, unless they name another), the environment
     /// cleared (no passphrase in it).
     pub fn backup(&self, args: &[&str]) -> Ran {
