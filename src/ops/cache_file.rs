@@ -2,7 +2,7 @@
 //! and version, a body, and a SHA-256 of both. A cache is only ever a shortcut, so one that is
 //! damaged, of another version or missing is rebuilt, never trusted in part.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -53,12 +53,78 @@ impl Write for Hashed {
     }
 }
 
-/// The body of a cache file [`save`] wrote with `magic`; `None` if it is damaged or
-/// of another kind or version.
-pub fn body<'a>(data: &'a [u8], magic: &[u8; 16]) -> Option<&'a [u8]> {
-    let (checked, digest) = data.split_at_checked(data.len().checked_sub(32)?)?;
-    if Sha256::digest(checked).as_slice() != digest {
-        return None;
+/// What [`load`] found.
+pub enum Cached<T> {
+    Loaded(T),
+    /// No file, or one an earlier or later version wrote: a cache to build, with nothing to
+    /// warn about (an upgrade must not turn the next backup into a warning).
+    Absent,
+    /// Damaged: its checksum or its records are wrong.
+    Damaged,
+}
+
+/// Reads a cache file [`save`] wrote with `magic`, a piece at a time: `read_body` is given its
+/// body to read to the end (`None`: it is malformed), and the checksum is compared after. Like
+/// saving, loading never holds the whole file: a files cache of millions of entries is hundreds
+/// of megabytes. The last byte of `magic` is its version.
+pub fn load<T>(
+    path: &Path,
+    magic: &[u8; 16],
+    read_body: impl FnOnce(&mut Body) -> Option<T>,
+) -> io::Result<Cached<T>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Cached::Absent),
+        Err(e) => return Err(e),
+    };
+    let Some(body_len) = file.metadata()?.len().checked_sub(16 + 32) else {
+        return Ok(Cached::Damaged);
+    };
+    let mut body = Body {
+        file: io::BufReader::with_capacity(1 << 16, file),
+        digest: Sha256::new(),
+        left: 16 + body_len,
+    };
+    match body.array::<16>() {
+        Some(found) if found == *magic => {}
+        Some(found) if found[..15] == magic[..15] => return Ok(Cached::Absent),
+        _ => return Ok(Cached::Damaged),
     }
-    checked.strip_prefix(magic)
+    let value = read_body(&mut body).filter(|_| body.left == 0);
+    let mut digest = [0u8; 32];
+    body.file.read_exact(&mut digest)?;
+    Ok(match value {
+        Some(value) if body.digest.finalize().as_slice() == digest => Cached::Loaded(value),
+        _ => Cached::Damaged,
+    })
+}
+
+/// The body of a cache file being loaded, hashed as it is read; every read is `None` past its end.
+pub struct Body {
+    file: io::BufReader<std::fs::File>,
+    digest: Sha256,
+    left: u64,
+}
+
+impl Body {
+    /// The bytes not read yet.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut bytes = [0u8; N];
+        self.left = self.left.checked_sub(N as u64)?;
+        self.file.read_exact(&mut bytes).ok()?;
+        self.digest.update(bytes);
+        Some(bytes)
+    }
+
+    pub fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    pub fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
 }

@@ -31,6 +31,7 @@ use crate::repo::repository::SharedRepository;
 
 use super::id_map::{IdMap, IdSet};
 use super::items::{ReadError, fetch_ahead, fetch_sized};
+use super::sorted_ids::{SortedIds, merged};
 
 /// borg's `ChunkIndex.MAX_VALUE` (2³² − 1025): a count that reaches it stays there.
 pub const MAX_REFCOUNT: u32 = u32::MAX - 1024;
@@ -58,42 +59,100 @@ pub struct Entry<R> {
 }
 
 /// Chunk id → [`Entry`]; `R` is `()` (no counts) or `u32` (counted); see the module notes.
+///
+/// What was loaded from disk is a [`SortedIds`] — compact, and the bulk of `create`'s index at
+/// millions of chunks — and what a run adds goes to a map beside it. A key is in one of the two,
+/// never both. The counted indexes are built in memory and only use the map.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChunkIndex<R = ()> {
-    entries: IdMap<ObjectId, Entry<R>>,
+    loaded: SortedIds<Entry<R>>,
+    added: IdMap<ObjectId, Entry<R>>,
 }
 
 impl<R> Default for ChunkIndex<R> {
     fn default() -> ChunkIndex<R> {
         ChunkIndex {
-            entries: IdMap::default(),
+            loaded: SortedIds::default(),
+            added: IdMap::default(),
         }
     }
 }
 
 impl<R> ChunkIndex<R> {
     pub fn get(&self, id: &ObjectId) -> Option<&Entry<R>> {
-        self.entries.get(id)
+        self.loaded.get(id).or_else(|| self.added.get(id))
     }
 
+    fn get_mut(&mut self, id: &ObjectId) -> Option<&mut Entry<R>> {
+        match self.loaded.get_mut(id) {
+            Some(entry) => Some(entry),
+            None => self.added.get_mut(id),
+        }
+    }
+
+    /// In no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (&ObjectId, &Entry<R>)> {
-        self.entries.iter()
+        self.loaded.iter().chain(&self.added)
+    }
+
+    /// In id order, as a file of them is kept.
+    pub fn sorted_entries(&self) -> impl Iterator<Item = (&ObjectId, &Entry<R>)> {
+        let mut added: Vec<_> = self.added.iter().collect();
+        added.sort_unstable_by_key(|(id, _)| *id);
+        merged(self.loaded.iter(), added.into_iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.loaded.len() + self.added.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Drops `id`: the object was deleted.
     pub fn remove(&mut self, id: &ObjectId) {
-        self.entries.remove(id);
+        self.loaded.remove(id);
+        self.added.remove(id);
+    }
+
+    fn put(&mut self, id: ObjectId, entry: Entry<R>) {
+        match self.loaded.get_mut(&id) {
+            Some(old) => *old = entry,
+            None => {
+                self.added.insert(id, entry);
+            }
+        }
     }
 }
 
 impl ChunkIndex {
+    /// The index of `sorted`, chunks in strictly increasing id order (as [`sorted_entries`]
+    /// gives them); `None` if they are not.
+    ///
+    /// [`sorted_entries`]: ChunkIndex::sorted_entries
+    pub fn from_sorted(sorted: Vec<(ObjectId, Sizes)>) -> Option<ChunkIndex> {
+        let entries = sorted
+            .into_iter()
+            .map(|(id, sizes)| {
+                (
+                    id,
+                    Entry {
+                        sizes,
+                        refcount: (),
+                    },
+                )
+            })
+            .collect();
+        Some(ChunkIndex {
+            loaded: SortedIds::from_sorted(entries)?,
+            added: IdMap::default(),
+        })
+    }
+
     /// Whether the repository has `chunk`, with the sizes the reference gives.
     pub fn holds(&self, chunk: &ChunkRef) -> bool {
-        self.entries.get(&chunk.id).is_some_and(|entry| {
+        self.get(&chunk.id).is_some_and(|entry| {
             entry.sizes.known()
                 && u64::from(entry.sizes.size) == chunk.size
                 && u64::from(entry.sizes.csize) == chunk.csize
@@ -101,7 +160,7 @@ impl ChunkIndex {
     }
 
     pub fn insert(&mut self, id: ObjectId, sizes: Sizes) {
-        self.entries.insert(
+        self.put(
             id,
             Entry {
                 sizes,
@@ -113,18 +172,24 @@ impl ChunkIndex {
     /// Makes the ids those of the repository's listing `present`: entries not in it are dropped,
     /// ids not known yet are added with their sizes unknown.
     pub fn match_listing(&mut self, present: &IdSet<ObjectId>) {
-        self.entries.retain(|id, _| present.contains(id));
+        self.loaded.retain(|id, _| present.contains(id));
+        self.added.retain(|id, _| present.contains(id));
         for id in present {
-            self.entries.entry(*id).or_insert(Entry {
-                sizes: Sizes::UNKNOWN,
-                refcount: (),
-            });
+            if self.get(id).is_none() {
+                self.added.insert(
+                    *id,
+                    Entry {
+                        sizes: Sizes::UNKNOWN,
+                        refcount: (),
+                    },
+                );
+            }
         }
     }
 
     /// Records sizes for a chunk the repository holds, unless they are known or unusable.
     pub fn learn(&mut self, id: ObjectId, size: u64, csize: u64) {
-        if let Some(entry) = self.entries.get_mut(&id)
+        if let Some(entry) = self.get_mut(&id)
             && !entry.sizes.known()
             && csize != 0
             && let (Ok(size), Ok(csize)) = (u32::try_from(size), u32::try_from(csize))
@@ -134,36 +199,20 @@ impl ChunkIndex {
     }
 }
 
-impl FromIterator<(ObjectId, Sizes)> for ChunkIndex {
-    fn from_iter<I: IntoIterator<Item = (ObjectId, Sizes)>>(chunks: I) -> ChunkIndex {
-        ChunkIndex {
-            entries: chunks
-                .into_iter()
-                .map(|(id, sizes)| {
-                    (
-                        id,
-                        Entry {
-                            sizes,
-                            refcount: (),
-                        },
-                    )
-                })
-                .collect(),
-        }
-    }
-}
-
 impl ChunkIndex<u32> {
     /// Counts one more reference to `id`. The sizes of its first reference stay, and sizes are
     /// kept in 32 bits, as borg's cache sync keeps them (no chunk borg makes comes near 4 GiB).
     pub fn add_reference(&mut self, id: ObjectId, size: u64, csize: u64) {
-        let entry = self.entries.entry(id).or_insert(Entry {
-            sizes: Sizes {
-                size: size as u32,
-                csize: csize as u32,
-            },
-            refcount: 0,
-        });
+        let entry = match self.loaded.get_mut(&id) {
+            Some(entry) => entry,
+            None => self.added.entry(id).or_insert(Entry {
+                sizes: Sizes {
+                    size: size as u32,
+                    csize: csize as u32,
+                },
+                refcount: 0,
+            }),
+        };
         entry.refcount = entry.refcount.saturating_add(1).min(MAX_REFCOUNT);
     }
 }
@@ -240,7 +289,7 @@ mod tests {
             (entry.sizes, entry.refcount),
             (Sizes { size: 5, csize: 48 }, 2)
         );
-        index.entries.get_mut(&[1; 32]).unwrap().refcount = MAX_REFCOUNT;
+        index.get_mut(&[1; 32]).unwrap().refcount = MAX_REFCOUNT;
         index.add_reference([1; 32], 5, 48);
         assert_eq!(index.get(&[1; 32]).unwrap().refcount, MAX_REFCOUNT);
     }

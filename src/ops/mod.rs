@@ -48,6 +48,7 @@ pub mod placeholders;
 pub mod prune;
 pub mod security;
 pub mod select;
+pub mod sorted_ids;
 pub mod stats;
 pub mod stream_file;
 pub mod system;

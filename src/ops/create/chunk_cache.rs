@@ -23,8 +23,8 @@
 //! A chunk stored by an interrupted transaction is not in the repository after the rollback, and
 //! the cache is saved only after a commit, together with the manifest id it now matches.
 //!
-//! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records,
-//! all followed by a SHA-256; written to a temporary name and renamed (see `cache_file::save`).
+//! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records
+//! in id order (loaded straight into the index's sorted table), all followed by a SHA-256; written to a temporary name and renamed (see `cache_file::save`).
 
 use std::io;
 use std::path::Path;
@@ -34,12 +34,12 @@ use crate::format::envelope::{ObjectId, ObjectKey};
 use crate::format::manifest::Manifest;
 use crate::repo::repository::SharedRepository;
 
-use crate::ops::cache_file;
+use crate::ops::cache_file::{self, Cached};
 use crate::ops::chunk_index::{ChunkIndex, Reference, Sizes, visit_references};
 use crate::ops::id_map::IdSet;
 use crate::ops::items::{ReadError, list_objects};
 
-const MAGIC: &[u8; 16] = b"mailcow-borg-ci1";
+const MAGIC: &[u8; 16] = b"mailcow-borg-ci2";
 
 #[derive(Default)]
 pub struct ChunkCache {
@@ -61,18 +61,16 @@ impl ChunkCache {
     /// Loads the cache saved at `path`; anything unreadable gives an empty cache (which the
     /// sync then fills) and the reason, for a warning.
     pub fn load(path: &Path) -> (ChunkCache, Option<String>) {
-        match std::fs::read(path) {
-            Ok(data) => match decode(&data) {
-                Some(cache) => (cache, None),
-                None => (
-                    ChunkCache::default(),
-                    Some(format!(
-                        "the chunk index {} is damaged; rebuilding it from the repository",
-                        path.display()
-                    )),
-                ),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (ChunkCache::default(), None),
+        match cache_file::load(path, MAGIC, decode) {
+            Ok(Cached::Loaded(cache)) => (cache, None),
+            Ok(Cached::Absent) => (ChunkCache::default(), None),
+            Ok(Cached::Damaged) => (
+                ChunkCache::default(),
+                Some(format!(
+                    "the chunk index {} is damaged; rebuilding it from the repository",
+                    path.display()
+                )),
+            ),
             Err(e) => (
                 ChunkCache::default(),
                 Some(format!(
@@ -153,7 +151,7 @@ impl ChunkCache {
             for id in &self.archives {
                 out.write_all(id)?;
             }
-            for (id, entry) in self.index.entries() {
+            for (id, entry) in self.index.sorted_entries() {
                 out.write_all(id)?;
                 out.write_all(&entry.sizes.size.to_le_bytes())?;
                 out.write_all(&entry.sizes.csize.to_le_bytes())?;
@@ -163,32 +161,34 @@ impl ChunkCache {
     }
 }
 
-fn decode(data: &[u8]) -> Option<ChunkCache> {
-    let rest = cache_file::body(data, MAGIC)?;
-    let (manifest_id, rest) = rest.split_first_chunk::<32>()?;
-    let (count, mut rest) = rest.split_first_chunk::<8>()?;
-    let mut archives = IdSet::default();
-    for _ in 0..u64::from_le_bytes(*count) {
-        let (id, tail) = rest.split_first_chunk::<32>()?;
-        archives.insert(*id);
-        rest = tail;
-    }
-    if rest.len() % 40 != 0 {
+/// A chunk's record: id, size, stored size.
+const RECORD: u64 = 40;
+
+fn decode(body: &mut cache_file::Body) -> Option<ChunkCache> {
+    let manifest_id = body.array::<32>()?;
+    let count = body.u64()?;
+    if count > body.left() / 32 {
         return None;
     }
-    let index = rest
-        .chunks_exact(40)
-        .map(|record| {
-            let id: ObjectId = record[..32].try_into().expect("32 bytes");
-            let size = u32::from_le_bytes(record[32..36].try_into().expect("4 bytes"));
-            let csize = u32::from_le_bytes(record[36..40].try_into().expect("4 bytes"));
-            (id, Sizes { size, csize })
-        })
-        .collect();
+    let mut archives = IdSet::default();
+    for _ in 0..count {
+        archives.insert(body.array::<32>()?);
+    }
+    if body.left() % RECORD != 0 {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(usize::try_from(body.left() / RECORD).ok()?);
+    while body.left() > 0 {
+        let record = body.array::<{ RECORD as usize }>()?;
+        let (id, sizes) = record.split_first_chunk::<32>()?;
+        let size = u32::from_le_bytes(sizes[..4].try_into().ok()?);
+        let csize = u32::from_le_bytes(sizes[4..].try_into().ok()?);
+        chunks.push((*id, Sizes { size, csize }));
+    }
     Some(ChunkCache {
-        index,
+        index: ChunkIndex::from_sorted(chunks)?,
         archives,
-        manifest_id: Some(*manifest_id).filter(|id| *id != [0; 32]),
+        manifest_id: Some(manifest_id).filter(|id| *id != [0; 32]),
     })
 }
 
@@ -207,7 +207,13 @@ mod tests {
         cache.save(&path).unwrap();
         let (back, warning) = ChunkCache::load(&path);
         assert!(warning.is_none());
-        assert_eq!(back.index, cache.index);
+        let entries = |index: &ChunkIndex| {
+            index
+                .sorted_entries()
+                .map(|(id, e)| (*id, *e))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&back.index), entries(&cache.index));
         assert_eq!(back.archives, cache.archives);
         assert!(back.matches(&[7; 32]));
         let mut data = std::fs::read(&path).unwrap();

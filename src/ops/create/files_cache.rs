@@ -27,11 +27,10 @@ use std::path::Path;
 use crate::error::ErrorKind;
 use crate::format::envelope::ObjectId;
 use crate::format::item::ChunkRef;
-use crate::ops::cache_file;
+use crate::ops::cache_file::{self, Cached};
+use crate::ops::sorted_ids::{SortedIds, merged};
 
-use crate::ops::id_map::IdMap;
-
-const MAGIC: &[u8; 16] = b"mailcow-borg-fc3";
+const MAGIC: &[u8; 16] = b"mailcow-borg-fc4";
 
 /// Which attributes decide "unchanged": borg's `--files-cache` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,18 +114,46 @@ impl std::str::FromStr for FilesCacheMode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A file as remembered: 40 bytes, and its chunks beside it in [`FilesCache::chunks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
-    age: u8,
     inode: u64,
     size: u64,
     /// ctime or mtime (per the mode), nanoseconds.
     cmtime: i64,
+    /// Its chunks are `chunks[first .. first + count]`.
+    first: u64,
+    count: u32,
+    age: u8,
     /// The item had extended metadata (xattrs, ACLs, flags).
     ext: bool,
-    /// With their sizes, so that an unchanged file's item is complete before the repository
-    /// answers (the chunk index then only confirms them).
-    chunks: Vec<ChunkRef>,
+}
+
+/// A chunk of a remembered file, with its sizes, so that an unchanged file's item is complete
+/// before the repository answers (the chunk index then only confirms them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileChunk {
+    id: ObjectId,
+    size: u32,
+    csize: u32,
+}
+
+impl FileChunk {
+    fn new(chunk: &ChunkRef) -> Option<FileChunk> {
+        Some(FileChunk {
+            id: chunk.id,
+            size: chunk.size.try_into().ok()?,
+            csize: chunk.csize.try_into().ok()?,
+        })
+    }
+
+    fn reference(&self) -> ChunkRef {
+        ChunkRef {
+            id: self.id,
+            size: self.size.into(),
+            csize: self.csize.into(),
+        }
+    }
 }
 
 /// What the walk needs to know about a file to look it up and remember it.
@@ -149,10 +176,19 @@ pub enum Lookup {
     Unchanged { chunks: Vec<ChunkRef>, ext: bool },
 }
 
+/// The cache as a run holds it: what was loaded as one sorted table (most of it, at millions of
+/// files: see `sorted_ids`), what this run met for the first time in a list beside it, and all
+/// their chunks in one array. A path is looked up once a run, so what this run added is never
+/// looked up and needs no index; it is sorted and merged in when saved.
 pub struct FilesCache {
     mode: FilesCacheMode,
     ttl: u8,
-    entries: IdMap<ObjectId, Entry>,
+    loaded: SortedIds<Entry>,
+    /// Files first seen in this run, as they were read.
+    added: Vec<(ObjectId, Entry)>,
+    /// Every entry's chunks. A changed file's new ones are appended; its old ones stay unused
+    /// until the cache is next loaded.
+    chunks: Vec<FileChunk>,
     /// The newest time among files read (not just looked up) in this run.
     newest_cmtime: Option<i64>,
 }
@@ -164,26 +200,26 @@ impl FilesCache {
         let mut cache = FilesCache {
             mode,
             ttl: ttl.max(1),
-            entries: IdMap::default(),
+            loaded: SortedIds::default(),
+            added: Vec::new(),
+            chunks: Vec::new(),
             newest_cmtime: None,
         };
         if mode.disabled {
             return (cache, None);
         }
-        match std::fs::read(path) {
-            Ok(data) => match decode(&data) {
-                Some(entries) => cache.entries = entries,
-                None => {
-                    return (
-                        cache,
-                        Some(format!(
-                            "the files cache {} is damaged; continuing without it (every file is read)",
-                            path.display()
-                        )),
-                    );
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        match cache_file::load(path, MAGIC, decode) {
+            Ok(Cached::Loaded((loaded, chunks))) => (cache.loaded, cache.chunks) = (loaded, chunks),
+            Ok(Cached::Absent) => {}
+            Ok(Cached::Damaged) => {
+                return (
+                    cache,
+                    Some(format!(
+                        "the files cache {} is damaged; continuing without it (every file is read)",
+                        path.display()
+                    )),
+                );
+            }
             Err(e) => {
                 return (
                     cache,
@@ -194,7 +230,7 @@ impl FilesCache {
                 );
             }
         }
-        for entry in cache.entries.values_mut() {
+        for entry in cache.loaded.values_mut() {
             entry.age = entry.age.saturating_add(1);
         }
         (cache, None)
@@ -214,7 +250,7 @@ impl FilesCache {
         }
         let cmtime = self.cmtime(stat);
         let mode = self.mode;
-        let Some(entry) = self.entries.get_mut(path_hash) else {
+        let Some(entry) = self.loaded.get_mut(path_hash) else {
             return Lookup::Unknown;
         };
         if (mode.size && entry.size != stat.size)
@@ -225,8 +261,12 @@ impl FilesCache {
         }
         entry.inode = stat.inode;
         entry.age = 0;
+        let first = entry.first as usize;
         Lookup::Unchanged {
-            chunks: entry.chunks.clone(),
+            chunks: self.chunks[first..first + entry.count as usize]
+                .iter()
+                .map(FileChunk::reference)
+                .collect(),
             // Only a ctime comparison proves the metadata unchanged.
             ext: entry.ext || !mode.ctime,
         }
@@ -245,42 +285,75 @@ impl FilesCache {
         }
         let cmtime = self.cmtime(stat);
         self.newest_cmtime = Some(self.newest_cmtime.map_or(cmtime, |n| n.max(cmtime)));
-        self.entries.insert(
-            path_hash,
-            Entry {
-                age: 0,
-                inode: stat.inode,
-                size: stat.size,
-                cmtime,
-                ext,
-                chunks,
-            },
-        );
+        // Sizes past 32 bits are not kept; such a file (which borg's chunker never makes) is
+        // read again next time.
+        let Some(file_chunks) = chunks
+            .iter()
+            .map(FileChunk::new)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let Ok(count) = u32::try_from(file_chunks.len()) else {
+            return;
+        };
+        let entry = Entry {
+            inode: stat.inode,
+            size: stat.size,
+            cmtime,
+            first: self.chunks.len() as u64,
+            count,
+            age: 0,
+            ext,
+        };
+        self.chunks.extend(file_chunks);
+        match self.loaded.get_mut(&path_hash) {
+            Some(old) => *old = entry,
+            None => self.added.push((path_hash, entry)),
+        }
     }
 
-    /// Writes the entries worth keeping (see the module notes) to `path`, atomically.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+    /// Writes the entries worth keeping (see the module notes) to `path`, atomically, in
+    /// path-hash order.
+    pub fn save(&mut self, path: &Path) -> io::Result<()> {
         if self.mode.disabled {
             return Ok(());
         }
+        // The same path read twice in a run (named twice) keeps its last reading: reversed, a
+        // stable sort puts it first among its equals, and `dedup` keeps the first.
+        self.added.reverse();
+        self.added.sort_by(|a, b| a.0.cmp(&b.0));
+        self.added.dedup_by(|later, earlier| later.0 == earlier.0);
         let newest = self.newest_cmtime.unwrap_or(i64::MAX);
-        let kept = self
-            .entries
-            .iter()
-            .filter(|(_, e)| (e.age == 0 && e.cmtime < newest) || (e.age > 0 && e.age < self.ttl));
+        let ttl = self.ttl;
+        let kept = || {
+            merged(self.loaded.iter(), self.added.iter().map(|(k, v)| (k, v))).filter(
+                move |(_, e)| (e.age == 0 && e.cmtime < newest) || (e.age > 0 && e.age < ttl),
+            )
+        };
+        let (files, chunks) = kept().fold((0u64, 0u64), |(files, chunks), (_, e)| {
+            (files + 1, chunks + u64::from(e.count))
+        });
         cache_file::save(path, MAGIC, |out| {
-            for (hash, entry) in kept {
-                out.write_all(hash)?;
-                out.write_all(&[entry.age])?;
-                out.write_all(&entry.inode.to_le_bytes())?;
-                out.write_all(&entry.size.to_le_bytes())?;
-                out.write_all(&entry.cmtime.to_le_bytes())?;
-                out.write_all(&[u8::from(entry.ext)])?;
-                out.write_all(&(entry.chunks.len() as u32).to_le_bytes())?;
-                for chunk in &entry.chunks {
-                    out.write_all(&chunk.id)?;
-                    out.write_all(&(chunk.size as u32).to_le_bytes())?;
-                    out.write_all(&(chunk.csize as u32).to_le_bytes())?;
+            out.write_all(&files.to_le_bytes())?;
+            out.write_all(&chunks.to_le_bytes())?;
+            for (hash, entry) in kept() {
+                let mut record = [0u8; FILE_RECORD];
+                record[..32].copy_from_slice(hash);
+                record[32] = entry.age;
+                record[33..41].copy_from_slice(&entry.inode.to_le_bytes());
+                record[41..49].copy_from_slice(&entry.size.to_le_bytes());
+                record[49..57].copy_from_slice(&entry.cmtime.to_le_bytes());
+                record[57] = u8::from(entry.ext);
+                record[58..62].copy_from_slice(&entry.count.to_le_bytes());
+                out.write_all(&record)?;
+                let first = entry.first as usize;
+                for chunk in &self.chunks[first..first + entry.count as usize] {
+                    let mut record = [0u8; CHUNK_RECORD];
+                    record[..32].copy_from_slice(&chunk.id);
+                    record[32..36].copy_from_slice(&chunk.size.to_le_bytes());
+                    record[36..].copy_from_slice(&chunk.csize.to_le_bytes());
+                    out.write_all(&record)?;
                 }
             }
             Ok(())
@@ -288,49 +361,50 @@ impl FilesCache {
     }
 }
 
-/// A chunk in the file: id, size, stored size.
+/// A file: path hash, age, inode, size, time, ext, number of chunks.
+const FILE_RECORD: usize = 62;
+/// A chunk of a file: id, size, stored size.
 const CHUNK_RECORD: usize = 40;
 
-fn decode(data: &[u8]) -> Option<IdMap<ObjectId, Entry>> {
-    let mut rest = cache_file::body(data, MAGIC)?;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let (head, tail) = rest.split_at_checked(n)?;
-        rest = tail;
-        Some(head)
-    };
-    let mut entries = IdMap::default();
-    while let Some(hash) = take(32) {
-        let hash: ObjectId = hash.try_into().ok()?;
-        let age = take(1)?[0];
-        let inode = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let cmtime = i64::from_le_bytes(take(8)?.try_into().ok()?);
-        let ext = take(1)?[0] != 0;
-        let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        // Exactly as many as there are: most files are one chunk, and a collected Vec would
-        // start at four (144 bytes a file of nothing).
-        let records = take(count.checked_mul(CHUNK_RECORD)?)?;
-        let mut chunks = Vec::with_capacity(count);
-        for record in records.chunks_exact(CHUNK_RECORD) {
-            chunks.push(ChunkRef {
-                id: record[..32].try_into().ok()?,
-                size: u32::from_le_bytes(record[32..36].try_into().ok()?).into(),
-                csize: u32::from_le_bytes(record[36..40].try_into().ok()?).into(),
+/// The body: the numbers of files and chunks, then each file in path-hash order followed by its
+/// chunks.
+fn decode(body: &mut cache_file::Body) -> Option<(SortedIds<Entry>, Vec<FileChunk>)> {
+    let files = body.u64()?;
+    let chunks = body.u64()?;
+    // The sizes must add up before anything is allocated for them.
+    let expected = files
+        .checked_mul(FILE_RECORD as u64)?
+        .checked_add(chunks.checked_mul(CHUNK_RECORD as u64)?)?;
+    if expected != body.left() {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(usize::try_from(files).ok()?);
+    let mut file_chunks = Vec::with_capacity(usize::try_from(chunks).ok()?);
+    for _ in 0..files {
+        let record = body.array::<FILE_RECORD>()?;
+        let number =
+            |range: std::ops::Range<usize>| -> Option<[u8; 8]> { record[range].try_into().ok() };
+        let count = u32::from_le_bytes(record[58..62].try_into().ok()?);
+        let entry = Entry {
+            inode: u64::from_le_bytes(number(33..41)?),
+            size: u64::from_le_bytes(number(41..49)?),
+            cmtime: i64::from_le_bytes(number(49..57)?),
+            first: file_chunks.len() as u64,
+            count,
+            age: record[32],
+            ext: record[57] != 0,
+        };
+        for _ in 0..count {
+            let chunk = body.array::<CHUNK_RECORD>()?;
+            file_chunks.push(FileChunk {
+                id: chunk[..32].try_into().ok()?,
+                size: u32::from_le_bytes(chunk[32..36].try_into().ok()?),
+                csize: u32::from_le_bytes(chunk[36..].try_into().ok()?),
             });
         }
-        entries.insert(
-            hash,
-            Entry {
-                age,
-                inode,
-                size,
-                cmtime,
-                ext,
-                chunks,
-            },
-        );
+        entries.push((record[..32].try_into().ok()?, entry));
     }
-    Some(entries)
+    Some((SortedIds::from_sorted(entries)?, file_chunks))
 }
 
 #[cfg(test)]
@@ -418,16 +492,16 @@ mod tests {
         // Nothing was read in this run, so the hit (age 0) is kept.
         cache.save(&path).unwrap();
         // Two runs without a hit: age 1 is kept, age 2 reaches the TTL of 2.
-        let (cache, _) = FilesCache::load(&path, mode, 2);
+        let (mut cache, _) = FilesCache::load(&path, mode, 2);
         cache.save(&path).unwrap();
         let (mut cache, _) = FilesCache::load(&path, mode, 2);
         assert!(matches!(
             cache.lookup(&[1; 32], &stat(7, 10, 100)),
             Lookup::Unchanged { .. }
         ));
-        let (cache, _) = FilesCache::load(&path, mode, 2);
+        let (mut cache, _) = FilesCache::load(&path, mode, 2);
         cache.save(&path).unwrap();
-        let (cache, _) = FilesCache::load(&path, mode, 2);
+        let (mut cache, _) = FilesCache::load(&path, mode, 2);
         cache.save(&path).unwrap();
         let (mut cache, _) = FilesCache::load(&path, mode, 2);
         assert!(matches!(
@@ -449,6 +523,82 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let (mut cache, warning) = FilesCache::load(&path, FilesCacheMode::default(), 20);
         assert!(warning.unwrap().contains("damaged"));
+        assert!(matches!(
+            cache.lookup(&[1; 32], &stat(7, 10, 100)),
+            Lookup::Unknown
+        ));
+    }
+
+    fn chunks_of(cache: &mut FilesCache, hash: u8, stat: &FileStat) -> Option<Vec<ChunkRef>> {
+        match cache.lookup(&[hash; 32], stat) {
+            Lookup::Unchanged { chunks, .. } => Some(chunks),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn changed_and_new_files_are_merged_into_the_loaded_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("files");
+        let mode = FilesCacheMode::default();
+        let (mut cache, _) = FilesCache::load(&path, mode, 20);
+        for hash in [5u8, 1, 9] {
+            cache.memorize(
+                [hash; 32],
+                &stat(u64::from(hash), 10, 100),
+                false,
+                vec![chunk(hash)],
+            );
+        }
+        cache.memorize([0; 32], &stat(0, 1, 300), false, vec![]); // the newest, not kept
+        cache.save(&path).unwrap();
+
+        let (mut cache, _) = FilesCache::load(&path, mode, 20);
+        assert!(matches!(
+            cache.lookup(&[5; 32], &stat(5, 11, 101)),
+            Lookup::Changed
+        ));
+        cache.memorize(
+            [5; 32],
+            &stat(5, 11, 101),
+            false,
+            vec![chunk(50), chunk(51)],
+        );
+        // A new file, read twice in the run: the last reading is the one kept.
+        cache.memorize([3; 32], &stat(3, 10, 100), false, vec![chunk(30)]);
+        cache.memorize([3; 32], &stat(3, 10, 100), true, vec![chunk(31)]);
+        cache.memorize([0; 32], &stat(0, 1, 300), false, vec![]);
+        cache.save(&path).unwrap();
+
+        let (mut cache, warning) = FilesCache::load(&path, mode, 20);
+        assert!(warning.is_none());
+        assert_eq!(
+            chunks_of(&mut cache, 1, &stat(1, 10, 100)),
+            Some(vec![chunk(1)])
+        );
+        assert_eq!(
+            chunks_of(&mut cache, 9, &stat(9, 10, 100)),
+            Some(vec![chunk(9)])
+        );
+        assert_eq!(
+            chunks_of(&mut cache, 5, &stat(5, 11, 101)),
+            Some(vec![chunk(50), chunk(51)])
+        );
+        assert!(matches!(
+            cache.lookup(&[3; 32], &stat(3, 10, 100)),
+            Lookup::Unchanged { ext: true, .. }
+        ));
+    }
+
+    #[test]
+    fn a_cache_of_another_version_is_rebuilt_without_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("files");
+        let mut older = MAGIC.to_vec();
+        *older.last_mut().unwrap() -= 1;
+        std::fs::write(&path, [older, vec![0; 100]].concat()).unwrap();
+        let (mut cache, warning) = FilesCache::load(&path, FilesCacheMode::default(), 20);
+        assert_eq!(warning, None);
         assert!(matches!(
             cache.lookup(&[1; 32], &stat(7, 10, 100)),
             Lookup::Unknown
