@@ -3,7 +3,8 @@
 # repository of its own, both over SSH to the same loopback sshd and `borg serve`, in one run:
 #   1. first backup (empty repository, no caches),
 #   2. second backup, nothing changed,
-#   3. after adding 1% new mails (gen_maildir.py --mutate 1).
+#   3. after adding 1% new mails (gen_maildir.py --mutate 1),
+#   4. restore-one: extracting one mailbox (domain0.test/user0) from that archive.
 # Prints wall time, client CPU time and peak memory (max RSS) per step and tool, and the ratios
 # ours / borg. Not a test: compare the ratios, not the absolute numbers.
 #
@@ -38,9 +39,11 @@ for extra in ${MCB_EXTRA_BINARIES:-}; do
     tools+=("$extra")
 done
 
-# One timed create: prints "seconds max_rss_kib cpu_seconds".
+# One timed command, run in directory $1: prints "seconds max_rss_kib cpu_seconds".
 timed() {
-    (cd "$work/maildir" && /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >/dev/null)
+    local dir="$1"
+    shift
+    (cd "$dir" && /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >/dev/null)
     read -r wall rss user sys < "$work/time"
     echo "$wall $rss $(python3 -c "print($user + $sys)")"
 }
@@ -61,9 +64,17 @@ for round in $(seq "$rounds"); do
         for tool in "${tools[@]}"; do
             name="${tool%%=*}"
             url="ssh://$login@127.0.0.1:$port$work/repo-$name::$step"
-            echo "$step $name $(BORG_BASE_DIR="$work/base-$name" timed "${tool#*=}" create -C "$compression" "$url" .)" >> "$work/results"
+            echo "$step $name $(BORG_BASE_DIR="$work/base-$name" timed "$work/maildir" "${tool#*=}" create -C "$compression" "$url" .)" >> "$work/results"
         done
     done
+    for tool in "${tools[@]}"; do
+        name="${tool%%=*}"
+        rm -rf "$work/restored-$name"
+        mkdir "$work/restored-$name"
+        url="ssh://$login@127.0.0.1:$port$work/repo-$name::one-percent"
+        echo "restore-one $name $(BORG_BASE_DIR="$work/base-$name" timed "$work/restored-$name" "${tool#*=}" extract "$url" domain0.test/user0)" >> "$work/results"
+    done
+    diff -r "$work/restored-ours" "$work/restored-borg" >/dev/null || { echo "the restored mailboxes differ" >&2; exit 1; }
 done
 # Both stored the same files.
 for tool in "${tools[@]}"; do

@@ -71,6 +71,7 @@ fn create_options(name: &str, source: &Path, base: &Path, location: &Location) -
         username: "test".into(),
         workers: 2,
         stdin: None,
+        memory: None,
     }
 }
 

@@ -4,8 +4,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
 
@@ -23,10 +23,12 @@ use crate::format::manifest::{Operation, parse_timestamp};
 use crate::mailcow::helper_command::{BackupCommand, DUMP_MODE};
 use crate::ops::create::files_cache::FilesCacheMode;
 use crate::ops::create::fsmeta::MetaOptions;
+use crate::ops::create::tally::{Tally, tally};
 use crate::ops::create::walk::WalkOptions;
 use crate::ops::create::{
     ContentStats, CreateError, CreateOptions, CreateReport, Progress, StreamInput, start_walk,
 };
+use crate::ops::memory::MemoryBudget;
 use crate::ops::open::{AccessOptions, OpenRepository, open};
 use crate::ops::owners::Owners;
 use crate::ops::patterns::{Pattern, Style};
@@ -203,7 +205,8 @@ impl From<BackupCommand> for CreateArgs {
 }
 
 /// Prints `--list` lines and warnings on stderr, as borg does, and on a terminal a progress
-/// line that a ticker redraws (files, bytes read and uploaded, rate, current path).
+/// line that a ticker redraws (files and bytes gone through with their rates, bytes uploaded,
+/// how much is left and for how long, the current path).
 struct Printer {
     list: bool,
     filter: Option<String>,
@@ -215,25 +218,52 @@ struct ProgressLine {
     files: AtomicU64,
     original: AtomicU64,
     uploaded: AtomicU64,
+    /// What the run has to go through, once counted (see `ops::create::tally`).
+    total: OnceLock<Tally>,
     path: std::sync::Mutex<String>,
     /// Whether the line is on screen; held while drawing or clearing it, so the two never mix.
     shown: std::sync::Mutex<bool>,
 }
 
 impl ProgressLine {
-    /// The line, fitted to `width` columns.
+    /// The line, fitted to the terminal: what is left first, once it is known, so that the
+    /// path is what a narrow terminal cuts.
     fn render(&self, elapsed: f64) -> String {
+        let files = self.files.load(Ordering::Relaxed);
         let original = self.original.load(Ordering::Relaxed);
+        let elapsed = elapsed.max(0.001);
+        let byte_rate = original as f64 / elapsed;
+        let total = self.total.get();
         let text = format!(
-            "{} files, {} read, {} uploaded, {}/s, {}",
-            self.files.load(Ordering::Relaxed),
+            "{}{files}{} files ({:.0}/s), {}{} ({}/s), {} uploaded, {}",
+            total.map_or(String::new(), |total| left_text(total, original, byte_rate)),
+            total.map_or(String::new(), |total| format!("/{}", total.files)),
+            files as f64 / elapsed,
             human::size(original.into()),
+            total.map_or(String::new(), |total| format!(
+                "/{}",
+                human::size(total.bytes.into())
+            )),
+            human::size(byte_rate as i128),
             human::size(self.uploaded.load(Ordering::Relaxed).into()),
-            human::size(((original as f64) / elapsed.max(0.001)) as i128),
             self.path.lock().expect("not poisoned"),
         );
         text.chars().take(terminal_width() - 1).collect()
     }
+}
+
+/// "42%, 3m 10s left, ": how far along `done` bytes of `total` are, and the time left at `rate`
+/// bytes a second.
+fn left_text(total: &Tally, done: u64, rate: f64) -> String {
+    let percent = (done as f64 * 100.0 / total.bytes.max(1) as f64).min(100.0);
+    let left = total.bytes.saturating_sub(done) as f64 / rate.max(1.0);
+    let left = match left as u64 {
+        0 => "finishing".to_string(),
+        s @ ..60 => format!("{s}s left"),
+        s @ ..3600 => format!("{}m {:02}s left", s / 60, s % 60),
+        s => format!("{}h {:02}m left", s / 3600, s / 60 % 60),
+    };
+    format!("{percent:.0}%, {left}, ")
 }
 
 /// The terminal's width from `COLUMNS`, else 80.
@@ -277,6 +307,20 @@ impl Printer {
                     line.render(started.elapsed().as_secs_f64())
                 );
                 *shown = true;
+            }
+        });
+    }
+}
+
+impl Printer {
+    /// Counts what the run has to go through, beside it, for the progress line.
+    fn count(self: &Arc<Self>, options: &CreateOptions, done: Arc<AtomicBool>) {
+        let printer = self.clone();
+        let (roots, excludes) = (options.roots.clone(), options.walk.excludes.clone());
+        std::thread::spawn(move || {
+            if let (Some(line), Some(total)) = (&printer.progress, tally(&roots, &excludes, &done))
+            {
+                let _ = line.total.set(total);
             }
         });
     }
@@ -392,8 +436,9 @@ pub struct Extras {
     /// Leave fifos and devices out.
     pub skip_special: bool,
     /// `--json` also prints `figures`: the archive's figures by top-level name
-    /// (`stats_by_top`) and how many archives the repository holds (`repository_archives`) —
-    /// what the mailcow backup's metrics show per component.
+    /// (`stats_by_top`), how many archives the repository holds (`repository_archives`) — what
+    /// the mailcow backup's metrics show per component — and the run's rates
+    /// (`files_per_second`, `original_bytes_per_second`).
     pub more_figures: bool,
 }
 
@@ -497,6 +542,7 @@ impl CreateSettings {
             username: values.user,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stdin: stream_input(&args, extras.stdin)?,
+            memory: MemoryBudget::of_this_process(),
         };
         let output = Output {
             json: args.json,
@@ -531,6 +577,7 @@ impl CreateSettings {
         let ticker_done = Arc::new(AtomicBool::new(false));
         if output.progress {
             printer.tick(ticker_done.clone());
+            printer.count(&options, ticker_done.clone());
         }
         let started = std::time::Instant::now();
         runtime()?.block_on(async {
@@ -604,7 +651,13 @@ fn figures_json(report: &CreateReport, repo: &OpenRepository) -> Json {
             )
         })
         .collect();
+    let per_second = |n: u64| Json::Float(n as f64 / report.duration.max(0.001));
     Json::object([
+        ("files_per_second", per_second(report.stats.nfiles)),
+        (
+            "original_bytes_per_second",
+            per_second(report.stats.original_size),
+        ),
         (
             "repository_archives",
             Json::Int(repo.manifest.archives.len() as i128),
@@ -672,4 +725,35 @@ fn stats_text(report: &CreateReport, location: &str) -> String {
         size(s.compressed_size),
         size(s.deduplicated_size),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_tells_how_far_and_how_long() {
+        let total = Tally {
+            files: 1000,
+            bytes: 4_000_000,
+        };
+        assert_eq!(left_text(&total, 1_000_000, 10_000.0), "25%, 5m 00s left, ");
+        assert_eq!(left_text(&total, 3_990_000, 1000.0), "100%, 10s left, ");
+        assert_eq!(left_text(&total, 5_000_000, 1000.0), "100%, finishing, ");
+        assert_eq!(left_text(&total, 0, 100.0), "0%, 11h 06m left, ");
+        let line = ProgressLine::default();
+        line.files.store(200, Ordering::Relaxed);
+        line.original.store(2_000_000, Ordering::Relaxed);
+        *line.path.lock().unwrap() = "vmail/a".into();
+        assert_eq!(
+            line.render(2.0),
+            "200 files (100/s), 2.00 MB (1.00 MB/s), 0 B uploaded, vmail/a"
+        );
+        line.total.set(total).unwrap();
+        // What is left comes first; a narrow terminal cuts the path.
+        let whole = "50%, 2s left, 200/1000 files (100/s), 2.00 MB/4.00 MB (1.00 MB/s), 0 B \
+                     uploaded, vmail/a";
+        let fitted: String = whole.chars().take(terminal_width() - 1).collect();
+        assert_eq!(line.render(2.0), fitted);
+    }
 }

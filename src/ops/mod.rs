@@ -39,6 +39,7 @@ pub mod items;
 pub mod key_files;
 pub mod key_manager;
 pub mod manifest_write;
+pub mod memory;
 pub mod nonces;
 pub mod open;
 pub mod owners;

@@ -174,7 +174,7 @@ fn decode(body: &mut cache_file::Body) -> Option<ChunkCache> {
     for _ in 0..count {
         archives.insert(body.array::<32>()?);
     }
-    if body.left() % RECORD != 0 {
+    if !body.left().is_multiple_of(RECORD) {
         return None;
     }
     let mut chunks = Vec::with_capacity(usize::try_from(body.left() / RECORD).ok()?);

@@ -322,7 +322,7 @@ impl FilesCache {
         // The same path read twice in a run (named twice) keeps its last reading: reversed, a
         // stable sort puts it first among its equals, and `dedup` keeps the first.
         self.added.reverse();
-        self.added.sort_by(|a, b| a.0.cmp(&b.0));
+        self.added.sort_by_key(|(hash, _)| *hash);
         self.added.dedup_by(|later, earlier| later.0 == earlier.0);
         let newest = self.newest_cmtime.unwrap_or(i64::MAX);
         let ttl = self.ttl;

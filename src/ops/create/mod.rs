@@ -31,13 +31,14 @@ pub mod decide;
 pub mod files_cache;
 pub mod fsmeta;
 pub mod store;
+pub mod tally;
 pub mod walk;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::error::ErrorKind;
@@ -51,6 +52,7 @@ use sha2::{Digest, Sha256};
 
 use super::items::ReadError;
 use super::manifest_write::ManifestWriteError;
+use super::memory::{MemoryBudget, MemoryError};
 use super::nonces::{NonceError, NonceManager};
 use super::open::OpenRepository;
 use super::owners::Owners;
@@ -100,6 +102,9 @@ pub struct CreateOptions {
     pub workers: usize,
     /// What `-` among the roots reads.
     pub stdin: Option<StreamInput>,
+    /// The memory the run may use, if it is limited: caches that would not fit are refused
+    /// before they are loaded, and the run stops short of the limit (see `ops::memory`).
+    pub memory: Option<MemoryBudget>,
 }
 
 /// Content from a stream, stored as one regular file: borg's stdin item (`-` among the paths,
@@ -250,6 +255,8 @@ pub enum CreateError {
     /// Stopped from outside (a signal) before the commit: nothing was written.
     #[error("interrupted; nothing was committed")]
     Interrupted,
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// A manifest write fails as its parts would have in `create` itself: the same messages.
@@ -279,6 +286,7 @@ impl CreateError {
             CreateError::Cache { .. } | CreateError::Aborted(_) | CreateError::Input(_) => {
                 ErrorKind::Environment
             }
+            CreateError::Memory(e) => e.kind(),
         }
     }
 }
@@ -287,6 +295,8 @@ impl CreateError {
 pub struct Halt {
     stop: Arc<AtomicBool>,
     failed: AtomicBool,
+    /// Why the memory watch stopped the run, if it did.
+    memory: OnceLock<MemoryError>,
 }
 
 impl Halt {
@@ -351,6 +361,12 @@ async fn write_archive(
     super::durable::create_private_dir_all(&cache_dir).map_err(cache_error)?;
     let mut notes = Vec::new();
     let index_path = cache_dir.join("chunks");
+    if let Some(budget) = options.memory {
+        budget.check_caches(
+            &[&options.files_cache_path(), &index_path],
+            "the files cache and the chunk index",
+        )?;
+    }
     let (mut chunks, note) = ChunkCache::load(&index_path);
     notes.extend(note);
     chunks
@@ -358,7 +374,7 @@ async fn write_archive(
         .await?;
     let (files, note) = (&mut walk.files).await.map_err(|_| {
         CreateError::Aborted("the walk ended before its files cache was read".into())
-    })?;
+    })??;
     notes.extend(note);
 
     let nonces = NonceManager::new(
@@ -400,6 +416,7 @@ async fn write_archive(
     };
     let pipeline_options = options.clone();
     let uploads = store.clone();
+    let halt = walk.halt.clone();
     let (assembled, mut committer) = tokio::task::spawn_blocking(move || {
         let assembled = run_pipeline(
             &pipeline_options,
@@ -413,6 +430,9 @@ async fn write_archive(
     })
     .await
     .map_err(|e| CreateError::Aborted(e.to_string()))?;
+    if let Some(e) = halt.memory.get() {
+        return Err(e.clone().into());
+    }
     // A stop cuts the walk short, so even a pipeline that ended well may lack files.
     let assembled = match assembled {
         Err(CreateError::Store(StoreError::Stopped)) | Ok(_) if stopped() => {
@@ -464,6 +484,10 @@ async fn explain(store: &ChunkStore, error: CreateError) -> CreateError {
     }
 }
 
+/// The files cache as the walk loaded it, and why it could not be used, if it could not; or why
+/// it was not loaded.
+type LoadedFiles = Result<(Arc<Mutex<FilesCache>>, Option<String>), MemoryError>;
+
 /// A walk started ahead of the repository connection (see `decide`): its batches wait in the
 /// channel until the pipeline takes them. Dropping it stops the walk (its next hand-over fails).
 pub struct StartedWalk {
@@ -471,7 +495,7 @@ pub struct StartedWalk {
     halt: Arc<Halt>,
     /// The files cache once the walk has loaded it, and why it could not be used, if it could
     /// not.
-    files: tokio::sync::oneshot::Receiver<(Arc<Mutex<FilesCache>>, Option<String>)>,
+    files: tokio::sync::oneshot::Receiver<LoadedFiles>,
 }
 
 /// Starts walking `options.roots` now. `stop` (set from a signal handler) stops the whole run.
@@ -479,6 +503,7 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
     let halt = Arc::new(Halt {
         stop,
         failed: AtomicBool::new(false),
+        memory: OnceLock::new(),
     });
     let (slots, batches) = sync_channel(BATCHES_AHEAD);
     let walker_halt = halt.clone();
@@ -486,13 +511,17 @@ pub fn start_walk(options: Arc<CreateOptions>, stop: Arc<AtomicBool>) -> Started
     std::thread::spawn(move || {
         // Loaded here, not before the thread starts: the connection is made meanwhile, and a
         // large cache takes a while to read.
-        let (cache, note) = FilesCache::load(
-            &options.files_cache_path(),
-            options.files_cache,
-            options.files_cache_ttl,
-        );
+        let path = options.files_cache_path();
+        if let Some(Err(e)) = options
+            .memory
+            .map(|budget| budget.check_caches(&[&path], "the files cache"))
+        {
+            let _ = loaded.send(Err(e));
+            return;
+        }
+        let (cache, note) = FilesCache::load(&path, options.files_cache, options.files_cache_ttl);
         let walker_files = Arc::new(Mutex::new(cache));
-        if loaded.send((walker_files.clone(), note)).is_err() {
+        if loaded.send(Ok((walker_files.clone(), note))).is_err() {
             return;
         }
         let owners = Owners::load();
@@ -537,7 +566,12 @@ fn run_pipeline(
     let (job_tx, job_rx) = sync_channel(workers * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let seed = store.key().chunk_seed();
+    let finished = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        if let Some(budget) = options.memory {
+            let finished = &finished;
+            scope.spawn(move || watch_memory(budget, abort, finished));
+        }
         for _ in 0..workers {
             let (jobs, store, abort) = (job_rx.clone(), store.clone(), abort.clone());
             let params = options.chunker_params;
@@ -568,6 +602,21 @@ fn run_pipeline(
             // Stop the walk and the workers too.
             abort.fail();
         }
-        result.map(|()| assembler.finish()).and_then(|r| r)
+        let result = result.map(|()| assembler.finish()).and_then(|r| r);
+        finished.store(true, Ordering::Relaxed);
+        result
     })
+}
+
+/// Looks at the run's resident memory a few times a second until it has `finished`, and stops
+/// it (through `halt`) short of what `budget` allows: a clear error instead of the kernel's kill.
+fn watch_memory(budget: MemoryBudget, halt: &Halt, finished: &AtomicBool) {
+    while !finished.load(Ordering::Relaxed) && !halt.halted() {
+        if let Err(e) = budget.check_resident() {
+            let _ = halt.memory.set(e);
+            halt.fail();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

@@ -297,6 +297,14 @@ pub struct Walker<'a> {
     pub skip: HashSet<InodeKey>,
 }
 
+/// Whether `excludes` exclude the walked path `fs_path`. borg matches it with its leading slashes
+/// removed.
+pub fn is_excluded(excludes: &[Pattern], fs_path: &[u8]) -> bool {
+    let start = fs_path.iter().take_while(|b| **b == b'/').count();
+    let relative = &fs_path[start..];
+    excludes.iter().any(|p| p.matches(relative))
+}
+
 fn os(path: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(path))
 }
@@ -462,10 +470,7 @@ impl Walker<'_> {
     }
 
     fn excluded(&self, fs_path: &[u8]) -> bool {
-        // borg matches the walked path with its leading slashes removed.
-        let start = fs_path.iter().take_while(|b| **b == b'/').count();
-        let relative = &fs_path[start..];
-        self.options.excludes.iter().any(|p| p.matches(relative))
+        is_excluded(&self.options.excludes, fs_path)
     }
 
     /// The archive path of what the walk found, or `None` if nothing is stored for it: an
