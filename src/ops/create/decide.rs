@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::format::envelope::ObjectId;
 use crate::format::item::Item;
-use crate::format::msgpack;
 
 use super::StreamInput;
 use super::content::{FileJob, GROUP_BYTES, GROUP_FILES, Source};
@@ -81,7 +80,7 @@ impl Decider<'_> {
         for batch in walk {
             let mut decided = Vec::with_capacity(batch.len());
             let held = self.store.all_held(batch.iter().map(|slot| match slot {
-                Slot::Unchanged { chunks, .. } => chunks.as_slice(),
+                Slot::Unchanged { item, .. } => item.chunks.as_deref().unwrap_or_default(),
                 _ => &[],
             }));
             for (slot, held) in batch.into_iter().zip(held) {
@@ -114,21 +113,21 @@ impl Decider<'_> {
         match slot {
             Slot::Stream { item } => self.stream(item),
             Slot::Unchanged {
-                packed,
+                item,
                 reused,
                 fs_path,
                 master,
                 ..
             } if held => Some(Slot::Ready {
-                packed,
+                packed: item.to_value().to_bytes(),
                 status: 'U',
                 fs_path,
-                master,
+                master: master.map(|inode| (inode, item.path)),
                 reused: Some(reused),
             }),
             // A chunk of it is no longer in the repository: read it again.
             Slot::Unchanged {
-                packed,
+                mut item,
                 fs_path,
                 stat,
                 master,
@@ -136,21 +135,9 @@ impl Decider<'_> {
                 place,
                 ..
             } => {
-                let mut item = msgpack::decode(&packed)
-                    .ok()
-                    .and_then(|value| Item::from_value(value).ok())
-                    .expect("the walk packs valid items");
                 item.size = None;
                 item.chunks = None;
-                self.read(
-                    item,
-                    'M',
-                    fs_path,
-                    stat,
-                    master.map(|(inode, _)| inode),
-                    path_hash,
-                    &place,
-                )
+                self.read(item, 'M', fs_path, stat, master, path_hash, &place)
             }
             Slot::File {
                 item,
