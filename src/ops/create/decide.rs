@@ -1,5 +1,6 @@
 //! Between the walk and the assembler: for each regular file, settle what the files cache said.
-//! An unchanged file whose chunks the repository still has is complete at once (`U`); any other
+//! An unchanged file whose chunks the repository still has is complete at once (`U`: its item
+//! is packed here, off the walk's thread, which is the one that cannot keep up); any other
 //! file is opened again and handed to a content worker (`A` new, `M` changed).
 //!
 //! This is its own stage, not part of the walk, because it needs the repository (the chunk

@@ -13,8 +13,9 @@
 //!
 //! [`walk`] visits the trees in borg's order and produces items; it needs nothing of the
 //! repository, so it runs while SSH and `borg serve` start, asking the [`files_cache`] which files
-//! are unchanged and packing every item it can complete. [`decide`] confirms those against the
-//! repository's chunk index (kept in [`chunk_cache`]) and hands the other files to the [`content`]
+//! are unchanged and packing every other item it can complete. [`decide`] confirms the unchanged
+//! ones against the repository's chunk index (kept in [`chunk_cache`]) and packs them — the walk
+//! is the stage that cannot keep up in an unchanged backup — and hands the other files to the [`content`]
 //! workers in groups, whose [`store`] dedups their chunks a batch at a time, compresses, encrypts
 //! (IVs from the nonce reservation) and uploads within a byte budget. The assembler ([`assemble`])
 //! takes the slots strictly in walk order, fills in each file's chunk list when its worker is done,
