@@ -108,6 +108,20 @@ fn a_backup_of_a_running_mailcow_is_a_borg_archive_of_all_of_it() {
         summary["mailcow"]["volumes"]["vmail"],
         mailcow.volume("vmail-vol-1").as_str()
     );
+    // The run's rates: the archive's files and bytes over its duration.
+    let (archive, figures) = (&summary["archive"], &summary["figures"]);
+    let duration = archive["duration"].as_f64().unwrap();
+    for (rate, total) in [
+        ("files_per_second", "nfiles"),
+        ("original_bytes_per_second", "original_size"),
+    ] {
+        let total = archive["stats"][total].as_f64().unwrap();
+        let rate = figures[rate].as_f64().unwrap();
+        assert!(
+            total > 0.0 && (rate * duration - total).abs() <= total * 0.001,
+            "{summary}"
+        );
+    }
 
     let repo = setup.repo.to_str().unwrap();
     setup
