@@ -63,7 +63,7 @@ impl MemoryBudget {
     }
 
     /// v2 says `max` when there is no limit; v1 gives a number near 2⁶³.
-    fn from_cgroup(text: &str) -> Option<MemoryBudget> {
+    pub(crate) fn from_cgroup(text: &str) -> Option<MemoryBudget> {
         let limit: u64 = text.trim().parse().ok()?;
         (limit < 1 << 60).then_some(MemoryBudget { limit })
     }

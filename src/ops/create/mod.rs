@@ -567,11 +567,11 @@ fn run_pipeline(
     let (job_tx, job_rx) = sync_channel(workers * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let seed = store.key().chunk_seed();
-    let finished = AtomicBool::new(false);
+    // Dropped when the pipeline ends, however it ends: that ends the memory watch at once.
+    let (finished, pipeline_end) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         if let Some(budget) = options.memory {
-            let finished = &finished;
-            scope.spawn(move || watch_memory(budget, abort, finished));
+            scope.spawn(move || watch_memory(budget, abort, pipeline_end));
         }
         for _ in 0..workers {
             let (jobs, store, abort) = (job_rx.clone(), store.clone(), abort.clone());
@@ -604,20 +604,61 @@ fn run_pipeline(
             abort.fail();
         }
         let result = result.map(|()| assembler.finish()).and_then(|r| r);
-        finished.store(true, Ordering::Relaxed);
+        drop(finished);
         result
     })
 }
 
-/// Looks at the run's resident memory a few times a second until it has `finished`, and stops
-/// it (through `halt`) short of what `budget` allows: a clear error instead of the kernel's kill.
-fn watch_memory(budget: MemoryBudget, halt: &Halt, finished: &AtomicBool) {
-    while !finished.load(Ordering::Relaxed) && !halt.halted() {
+/// Looks at the run's resident memory five times a second until the pipeline ends (`end` hangs
+/// up), and stops it (through `halt`) short of what `budget` allows: a clear error instead of
+/// the kernel's kill.
+fn watch_memory(budget: MemoryBudget, halt: &Halt, end: Receiver<()>) {
+    while !halt.halted() {
         if let Err(e) = budget.check_resident() {
             let _ = halt.memory.set(e);
             halt.fail();
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        if end.recv_timeout(std::time::Duration::from_millis(200))
+            != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn halt() -> Halt {
+        Halt {
+            stop: Arc::new(AtomicBool::new(false)),
+            failed: AtomicBool::new(false),
+            memory: OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn the_memory_watch_stops_a_run_past_its_budget_and_ends_with_the_pipeline() {
+        let tight = MemoryBudget::from_cgroup("1048576").unwrap();
+        let (_running, end) = std::sync::mpsc::channel();
+        let stopped = halt();
+        watch_memory(tight, &stopped, end);
+        assert!(stopped.halted());
+        assert!(matches!(
+            stopped.memory.get(),
+            Some(MemoryError::Reached { limit_mib: 1, .. })
+        ));
+
+        let roomy = MemoryBudget::from_cgroup(&(1u64 << 50).to_string()).unwrap();
+        let (finished, end) = std::sync::mpsc::channel::<()>();
+        let running = halt();
+        std::thread::scope(|scope| {
+            let watch = scope.spawn(|| watch_memory(roomy, &running, end));
+            drop(finished);
+            watch.join().unwrap();
+        });
+        assert!(!running.halted() && running.memory.get().is_none());
     }
 }
