@@ -41,12 +41,13 @@ pub const DOVECOT_IMAGE: &str = "mcb-test/dovecot:bookworm-1";
 /// dovecot-mailcow's command, what mailcow's entrypoint does that matters here: a fresh
 /// prime256v1 key pair when either key is missing or empty (owned by 401, mailcow's dovecot
 /// user), vmail's and the index's trees given to vmail (5000) when their top is not vmail's,
-/// then dovecot in the foreground (it ends at once on `docker stop`) — without the pid file of
-/// its last run, which a dovecot killed before it could remove it leaves behind and which makes
-/// the next one refuse to start (`Dovecot is already running with PID 1`; docker images of
-/// dovecot, mailcow's included, remove it the same way).
+/// then dovecot in the foreground (it ends at once on `docker stop`). Its runtime directory
+/// `/run/dovecot` is a tmpfs (see [`Mailcow::start`]), so every start begins without the pid
+/// file of the last run — which a dovecot killed before it could remove it leaves behind and
+/// which makes the next one refuse to start (`Dovecot is already running with PID 1`) — and
+/// its fifos and sockets are not on Docker's storage driver (fuse-overlayfs on CI machines
+/// failed dovecot's `mkfifo` there with EIO after a restart).
 const DOVECOT_START: &str = "\
-    rm -f /run/dovecot/master.pid; \
     if [ ! -s /mail_crypt/ecprivkey.pem ] || [ ! -s /mail_crypt/ecpubkey.pem ]; then \
         openssl ecparam -name prime256v1 -genkey | openssl pkey -out /mail_crypt/ecprivkey.pem && \
         openssl pkey -in /mail_crypt/ecprivkey.pem -pubout -out /mail_crypt/ecpubkey.pem || exit 1; \
@@ -444,9 +445,17 @@ impl Mailcow {
                     ]
                     .map(String::from),
                 ),
-                "dovecot-mailcow" => {
-                    args.extend([DOVECOT_IMAGE, "sh", "-c", DOVECOT_START].map(String::from))
-                }
+                "dovecot-mailcow" => args.extend(
+                    [
+                        "--tmpfs",
+                        "/run/dovecot:mode=0755",
+                        DOVECOT_IMAGE,
+                        "sh",
+                        "-c",
+                        DOVECOT_START,
+                    ]
+                    .map(String::from),
+                ),
                 _ => args.extend([BUSYBOX_IMAGE, "sh", "-c", IDLE].map(String::from)),
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
