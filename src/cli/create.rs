@@ -310,9 +310,7 @@ impl Printer {
             }
         });
     }
-}
 
-impl Printer {
     /// Counts what the run has to go through, beside it, for the progress line.
     fn count(self: &Arc<Self>, options: &CreateOptions, done: Arc<AtomicBool>) {
         let printer = self.clone();

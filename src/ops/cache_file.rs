@@ -90,12 +90,15 @@ pub fn load<T>(
         Some(found) if found[..15] == magic[..15] => return Ok(Cached::Absent),
         _ => return Ok(Cached::Damaged),
     }
-    let value = read_body(&mut body).filter(|_| body.left == 0);
+    let Some(value) = read_body(&mut body).filter(|_| body.left == 0) else {
+        return Ok(Cached::Damaged);
+    };
     let mut digest = [0u8; 32];
     body.file.read_exact(&mut digest)?;
-    Ok(match value {
-        Some(value) if body.digest.finalize().as_slice() == digest => Cached::Loaded(value),
-        _ => Cached::Damaged,
+    Ok(if body.digest.finalize().as_slice() == digest {
+        Cached::Loaded(value)
+    } else {
+        Cached::Damaged
     })
 }
 
@@ -118,10 +121,6 @@ impl Body {
         self.file.read_exact(&mut bytes).ok()?;
         self.digest.update(bytes);
         Some(bytes)
-    }
-
-    pub fn u32(&mut self) -> Option<u32> {
-        self.array().map(u32::from_le_bytes)
     }
 
     pub fn u64(&mut self) -> Option<u64> {

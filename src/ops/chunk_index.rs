@@ -63,7 +63,7 @@ pub struct Entry<R> {
 /// What was loaded from disk is a [`SortedIds`] — compact, and the bulk of `create`'s index at
 /// millions of chunks — and what a run adds goes to a map beside it. A key is in one of the two,
 /// never both. The counted indexes are built in memory and only use the map.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ChunkIndex<R = ()> {
     loaded: SortedIds<Entry<R>>,
     added: IdMap<ObjectId, Entry<R>>,

@@ -39,7 +39,7 @@ pub enum MemoryError {
     },
     #[error(
         "the backup stopped at {resident_mib} MiB of memory, close to the {limit_mib} MiB it may \
-         use (about 150 MiB more are needed per million files): raise helper_memory_mib (or the \
+         use (plan 100 MiB plus 200 MiB per million files): raise helper_memory_mib (or the \
          memory limit it runs under) and run again; nothing was committed"
     )]
     Reached { resident_mib: u64, limit_mib: u64 },

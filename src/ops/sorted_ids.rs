@@ -20,7 +20,7 @@
 use crate::format::envelope::ObjectId;
 
 /// `(key, value)` pairs sorted by key, each key once; see the module notes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SortedIds<V> {
     entries: Vec<(ObjectId, V)>,
     /// `directory[p]`: the index of the first entry whose key's prefix is `p` or more; one more

@@ -24,7 +24,8 @@
 //! the cache is saved only after a commit, together with the manifest id it now matches.
 //!
 //! On disk: a header, the manifest id, the archive ids read, then `(id, size, csize)` records
-//! in id order (loaded straight into the index's sorted table), all followed by a SHA-256; written to a temporary name and renamed (see `cache_file::save`).
+//! in id order (loaded straight into the index's sorted table), all followed by a SHA-256;
+//! written to a temporary name and renamed (see `cache_file::save`).
 
 use std::io;
 use std::path::Path;

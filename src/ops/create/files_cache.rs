@@ -129,6 +129,14 @@ struct Entry {
     ext: bool,
 }
 
+impl Entry {
+    /// Where its chunks are in [`FilesCache::chunks`].
+    fn chunks(&self) -> std::ops::Range<usize> {
+        let first = self.first as usize;
+        first..first + self.count as usize
+    }
+}
+
 /// A chunk of a remembered file, with its sizes, so that an unchanged file's item is complete
 /// before the repository answers (the chunk index then only confirms them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,9 +269,8 @@ impl FilesCache {
         }
         entry.inode = stat.inode;
         entry.age = 0;
-        let first = entry.first as usize;
         Lookup::Unchanged {
-            chunks: self.chunks[first..first + entry.count as usize]
+            chunks: self.chunks[entry.chunks()]
                 .iter()
                 .map(FileChunk::reference)
                 .collect(),
@@ -347,8 +354,7 @@ impl FilesCache {
                 record[57] = u8::from(entry.ext);
                 record[58..62].copy_from_slice(&entry.count.to_le_bytes());
                 out.write_all(&record)?;
-                let first = entry.first as usize;
-                for chunk in &self.chunks[first..first + entry.count as usize] {
+                for chunk in &self.chunks[entry.chunks()] {
                     let mut record = [0u8; CHUNK_RECORD];
                     record[..32].copy_from_slice(&chunk.id);
                     record[32..36].copy_from_slice(&chunk.size.to_le_bytes());
